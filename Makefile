@@ -1,0 +1,61 @@
+# pkgdirfs — see README.md. `make test` is what CI runs (via .ci/run).
+GO      ?= go
+BIN     := bin/pkgdirfs
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+STATE   ?= /var/lib/pkgdirfs
+PKGDIR  ?= /var/cache/binpkgs
+FUZZTIME ?= 8s
+
+# Debian packages the tests drive (the real tools users use) and the mount needs.
+TEST_PKGS := fuse3 rsync zstd xz-utils bzip2 lz4 gzip tar coreutils util-linux curl nginx
+
+.PHONY: all build deps mount test vet unit integration fuzz bench clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/pkgdirfs
+
+# Installs only what is missing, so a prepared machine needs no network.
+deps:
+	@missing=""; for p in $(TEST_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@test -c /dev/fuse || { echo "no /dev/fuse: load the fuse module (modprobe fuse)"; exit 1; }
+
+# Import PKGDIR into the catalog, then mount the catalog over it.
+mount: build
+	@dpkg-query -W -f='$${Status}' fuse3 2>/dev/null | grep -q "ok installed" || { apt-get update -qq && apt-get install -y -qq fuse3; }
+	$(BIN) import --state $(STATE) $(PKGDIR)
+	$(BIN) mount --state $(STATE) --allow-other $(PKGDIR)
+	@echo "mounted $(PKGDIR) (state $(STATE)); unmount with: umount $(PKGDIR)"
+
+vet:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -race -count=1 ./xpak/ ./layout/ ./catalog/ ./fs/ ./cmd/...
+
+integration: build
+	$(GO) test -count=1 -timeout 15m ./integration/
+
+# Each fuzz target runs briefly on top of its seed corpus.
+fuzz:
+	@set -e; for t in FuzzDecodeBlock FuzzReadXpak FuzzInspect; do \
+	  $(GO) test -run='^$$' -fuzz="^$$t\$$" -fuzztime=$(FUZZTIME) ./xpak/; done
+	@set -e; for t in FuzzParseVersion FuzzParsePath FuzzPkgSplit; do \
+	  $(GO) test -run='^$$' -fuzz="^$$t\$$" -fuzztime=$(FUZZTIME) ./layout/; done
+
+test: deps vet build unit integration fuzz
+
+bench: deps build
+	$(GO) test -count=1 -run='^$$' -bench=. -benchtime=1x -timeout 30m ./integration/
+
+clean:
+	rm -rf bin

@@ -1,0 +1,345 @@
+// Package catalog is the SQLite store behind pkgdirfs: package instances,
+// their index metadata, the Packages header, refused files and the
+// generation counter. It knows nothing of FUSE.
+//
+// All writes go through DB.Tx (one BEGIN IMMEDIATE transaction, retried on
+// SQLITE_BUSY); consistent multi-query reads go through DB.View.
+package catalog
+
+import (
+	"context"
+	"database/sql"
+	_ "embed"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/mattn/go-sqlite3"
+)
+
+// schemaVersion is the version schema.sql describes. A catalog with a
+// higher version was written by a newer pkgdirfs and is refused.
+const schemaVersion = 1
+
+//go:embed schema.sql
+var schemaSQL string
+
+var (
+	// ErrNotFound: no row matched.
+	ErrNotFound = errors.New("not found")
+	// ErrBuildIDTaken: UNIQUE(cpv, build_id) would be violated.
+	ErrBuildIDTaken = errors.New("build id already taken")
+)
+
+// Tx retry policy on SQLITE_BUSY/LOCKED. busy_timeout already waits up to
+// 10 s inside SQLite, so few retries are needed.
+// Variables so tests can shorten them.
+var (
+	txMaxAttempts  = 8
+	txFirstBackoff = 10 * time.Millisecond
+	txMaxBackoff   = time.Second
+)
+
+// DB is an open catalog. It is safe for concurrent use.
+type DB struct {
+	path string
+	// rw carries every write transaction. One connection: writers of this
+	// process queue in database/sql (ctx-aware) instead of spinning in
+	// SQLite's busy handler; other processes are handled by busy_timeout.
+	rw *sql.DB
+	// ro carries reads: deferred BEGIN (a plain snapshot under WAL, never
+	// the write lock) and query_only as a guard.
+	ro *sql.DB
+}
+
+// Open opens the catalog at path, creating the file and schema if missing.
+// The parent directory must exist.
+func Open(path string) (*DB, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: %w", err)
+	}
+	const common = "_journal_mode=WAL&_synchronous=FULL&_foreign_keys=1&_busy_timeout=10000"
+	rw, err := sql.Open("sqlite3", dsn(abs, "_txlock=immediate&"+common))
+	if err != nil {
+		return nil, fmt.Errorf("catalog: open %s: %w", path, err)
+	}
+	rw.SetMaxOpenConns(1)
+	rw.SetMaxIdleConns(1)
+	rw.SetConnMaxIdleTime(0)
+	rw.SetConnMaxLifetime(0)
+
+	db := &DB{path: path, rw: rw}
+	if err := db.init(); err != nil {
+		rw.Close()
+		return nil, fmt.Errorf("catalog: open %s: %w", path, err)
+	}
+
+	ro, err := sql.Open("sqlite3", dsn(abs, "_txlock=deferred&_query_only=1&"+common))
+	if err != nil {
+		rw.Close()
+		return nil, fmt.Errorf("catalog: open %s: %w", path, err)
+	}
+	ro.SetMaxIdleConns(4)
+	db.ro = ro
+	return db, nil
+}
+
+// dsn builds a SQLite URI; the path is escaped so '?', '#' and '%' in it
+// are not taken as URI syntax (by SQLite or by go-sqlite3's option parser).
+func dsn(abs, params string) string {
+	u := url.URL{Path: abs}
+	return "file:" + u.EscapedPath() + "?" + params
+}
+
+// init checks the schema version, then applies schema.sql, all in one write
+// transaction so two processes opening a new file at once do not race.
+func (db *DB) init() error {
+	ctx := context.Background()
+	var mode string
+	if err := db.rw.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		return err
+	}
+	if !strings.EqualFold(mode, "wal") {
+		return fmt.Errorf("journal_mode is %q, want wal", mode)
+	}
+	return db.Tx(ctx, func(tx *Tx) error {
+		var n int
+		if err := tx.tx.QueryRowContext(ctx,
+			`SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'`).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			var v int64
+			err := tx.tx.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'schema_version'`).Scan(&v)
+			switch {
+			case errors.Is(err, sql.ErrNoRows):
+			case err != nil:
+				return err
+			case v > schemaVersion:
+				return fmt.Errorf("catalog schema version %d is newer than this pkgdirfs supports (%d)", v, schemaVersion)
+			}
+			// v < schemaVersion would need a migration here; version 1 has none.
+		}
+		if _, err := tx.tx.ExecContext(ctx, schemaSQL); err != nil {
+			return fmt.Errorf("apply schema: %w", err)
+		}
+		_, err := tx.tx.ExecContext(ctx,
+			`INSERT INTO meta (key, value) VALUES ('schema_version', ?)
+			 ON CONFLICT (key) DO UPDATE SET value = excluded.value WHERE value < excluded.value`, schemaVersion)
+		return err
+	})
+}
+
+// Close closes both connection pools.
+func (db *DB) Close() error {
+	var errs []error
+	if db.ro != nil {
+		errs = append(errs, db.ro.Close())
+	}
+	errs = append(errs, db.rw.Close())
+	return errors.Join(errs...)
+}
+
+// Path returns the path Open was given.
+func (db *DB) Path() string { return db.path }
+
+// Tx is one write transaction. It also offers every read of View, seeing
+// the transaction's own writes.
+type Tx struct {
+	reader
+	tx    *sql.Tx
+	stmts map[string]*sql.Stmt
+}
+
+// Tx runs fn in one write transaction (BEGIN IMMEDIATE): commit if fn
+// returns nil, roll back otherwise. On SQLITE_BUSY/LOCKED the whole fn is
+// run again (bounded, with backoff), so fn must be re-runnable and must not
+// leak effects outside the transaction before it commits. fn must not call
+// db.Tx itself (the write connection is held: it would deadlock).
+func (db *DB) Tx(ctx context.Context, fn func(tx *Tx) error) error {
+	backoff := txFirstBackoff
+	for attempt := 1; ; attempt++ {
+		err := db.tryTx(ctx, fn)
+		if err == nil || !isBusy(err) || attempt == txMaxAttempts {
+			return err
+		}
+		// Jitter so competing processes do not retry in lockstep.
+		d := backoff/2 + rand.N(backoff)
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return errors.Join(ctx.Err(), err)
+		case <-t.C:
+		}
+		backoff = min(2*backoff, txMaxBackoff)
+	}
+}
+
+func (db *DB) tryTx(ctx context.Context, fn func(tx *Tx) error) (err error) {
+	stx, err := db.rw.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("catalog: begin: %w", err)
+	}
+	tx := &Tx{reader: reader{ctx: ctx, q: stx}, tx: stx}
+	done := false
+	defer func() {
+		if !done {
+			// fn panicked: release the write lock, keep panicking.
+			stx.Rollback()
+		}
+	}()
+	if err := fn(tx); err != nil {
+		done = true
+		if rerr := stx.Rollback(); rerr != nil && !errors.Is(rerr, sql.ErrTxDone) {
+			return errors.Join(err, rerr)
+		}
+		return err
+	}
+	done = true
+	if err := stx.Commit(); err != nil {
+		return fmt.Errorf("catalog: commit: %w", err)
+	}
+	return nil
+}
+
+// stmt returns a statement prepared once per transaction; ingest inserts
+// many meta rows with the same SQL.
+func (tx *Tx) stmt(query string) (*sql.Stmt, error) {
+	if s, ok := tx.stmts[query]; ok {
+		return s, nil
+	}
+	s, err := tx.tx.PrepareContext(tx.ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	if tx.stmts == nil {
+		tx.stmts = make(map[string]*sql.Stmt)
+	}
+	tx.stmts[query] = s // closed by database/sql when the transaction ends
+	return s, nil
+}
+
+func isBusy(err error) bool {
+	var se sqlite3.Error
+	if errors.As(err, &se) {
+		return se.Code == sqlite3.ErrBusy || se.Code == sqlite3.ErrLocked
+	}
+	return false
+}
+
+// View is a read-only snapshot: every query in it sees the same committed
+// state (WAL read transaction).
+type View struct {
+	reader
+}
+
+// View runs fn in one read transaction. Use it when several reads must
+// agree, e.g. Instances and Generation for one tree snapshot.
+func (db *DB) View(ctx context.Context, fn func(v *View) error) error {
+	stx, err := db.ro.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("catalog: begin read: %w", err)
+	}
+	defer stx.Rollback() // read-only: nothing to commit
+	return fn(&View{reader{ctx: ctx, q: stx}})
+}
+
+// single-query reads need no explicit transaction.
+func (db *DB) r(ctx context.Context) reader { return reader{ctx: ctx, q: db.ro} }
+
+// Generation returns the committed generation counter.
+func (db *DB) Generation(ctx context.Context) (int64, error) { return db.r(ctx).Generation() }
+
+// Header returns the stored Packages header keys.
+func (db *DB) Header(ctx context.Context) (map[string]string, error) { return db.r(ctx).Header() }
+
+// LastTimestamp returns the last TIMESTAMP handed out by NextTimestamp.
+func (db *DB) LastTimestamp(ctx context.Context) (int64, error) { return db.r(ctx).LastTimestamp() }
+
+// Instances returns every instance (placeholders included) without Meta,
+// ordered by cpv in byte order, then build_id.
+func (db *DB) Instances(ctx context.Context) ([]Instance, error) { return db.r(ctx).Instances() }
+
+// ForEachIndexed streams package instances (no placeholders) with Meta,
+// ordered by cpv in byte order, then build_id, from one snapshot.
+func (db *DB) ForEachIndexed(ctx context.Context, fn func(inst *Instance) error) error {
+	return db.View(ctx, func(v *View) error { return v.ForEachIndexed(fn) })
+}
+
+// InstanceMeta returns the index values of one instance (empty map if none).
+func (db *DB) InstanceMeta(ctx context.Context, id int64) (map[string]string, error) {
+	return db.r(ctx).InstanceMeta(id)
+}
+
+// Refused lists the files refused at ingest, oldest first.
+func (db *DB) Refused(ctx context.Context) ([]Refused, error) { return db.r(ctx).Refused() }
+
+// Stats counts package instances, placeholders and package bytes.
+func (db *DB) Stats(ctx context.Context) (instances, placeholders int64, bytes int64, err error) {
+	return db.r(ctx).Stats()
+}
+
+// Check runs SQLite's integrity and foreign-key checks and returns an error
+// listing every problem found, nil if none.
+func (db *DB) Check(ctx context.Context) error {
+	var problems []string
+	rows, err := db.ro.QueryContext(ctx, "PRAGMA integrity_check")
+	if err != nil {
+		return fmt.Errorf("catalog: integrity_check: %w", err)
+	}
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			rows.Close()
+			return fmt.Errorf("catalog: integrity_check: %w", err)
+		}
+		if s != "ok" {
+			problems = append(problems, "integrity: "+s)
+		}
+	}
+	if err := rows.Close(); err != nil {
+		return fmt.Errorf("catalog: integrity_check: %w", err)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("catalog: integrity_check: %w", err)
+	}
+
+	rows, err = db.ro.QueryContext(ctx, "PRAGMA foreign_key_check")
+	if err != nil {
+		return fmt.Errorf("catalog: foreign_key_check: %w", err)
+	}
+	for rows.Next() {
+		var table, parent string
+		var rowid sql.NullInt64
+		var fkid int64
+		if err := rows.Scan(&table, &rowid, &parent, &fkid); err != nil {
+			rows.Close()
+			return fmt.Errorf("catalog: foreign_key_check: %w", err)
+		}
+		// WITHOUT ROWID tables report a NULL rowid.
+		problems = append(problems, fmt.Sprintf("foreign key: %s row %v references missing %s (fk %d)",
+			table, nullStr(rowid), parent, fkid))
+	}
+	if err := rows.Err(); err != nil {
+		rows.Close()
+		return fmt.Errorf("catalog: foreign_key_check: %w", err)
+	}
+	rows.Close()
+	if len(problems) > 0 {
+		return fmt.Errorf("catalog %s: %d problem(s):\n%s", db.path, len(problems), strings.Join(problems, "\n"))
+	}
+	return nil
+}
+
+func nullStr(n sql.NullInt64) string {
+	if !n.Valid {
+		return "?"
+	}
+	return fmt.Sprint(n.Int64)
+}

@@ -1,0 +1,144 @@
+package catalog
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"pkgdirfs/layout"
+)
+
+// ImportResult counts what an import did.
+type ImportResult struct {
+	Imported int
+	Present  int // same bytes of the same CPV already in the catalog
+	Invalid  []Invalid
+}
+
+// Invalid is a file that was not imported, and why.
+type Invalid struct {
+	Path   string
+	Reason string
+}
+
+// ImportFile is one package file found in a source PKGDIR.
+type ImportFile struct {
+	Path string // absolute
+	Rel  string // relative to the PKGDIR root
+	Size int64
+}
+
+// ScanPKGDIR lists the package files of a PKGDIR of any layout. Symlinks are
+// skipped (legacy category links point into All/, where the real file is
+// counted), as Portage's own scan does.
+func ScanPKGDIR(src string) ([]ImportFile, error) {
+	var out []ImportFile
+	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type()&fs.ModeSymlink != 0 || d.IsDir() {
+			return nil
+		}
+		if _, _, ok := layout.PackageExt(d.Name()); !ok || !d.Type().IsRegular() {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, p)
+		if err != nil {
+			return err
+		}
+		out = append(out, ImportFile{Path: p, Rel: filepath.ToSlash(rel), Size: info.Size()})
+		return nil
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Rel < out[j].Rel })
+	return out, err
+}
+
+// ImportHeader keeps the header keys of src/Packages for the synthesized
+// header; keys that describe one rendering (TIMESTAMP, PACKAGES) or a client's
+// cache (DOWNLOAD_TIMESTAMP) are not kept. Returns false if src has no index.
+func (s *Store) ImportHeader(ctx context.Context, src string) (bool, error) {
+	b, err := os.ReadFile(filepath.Join(src, "Packages"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	h, _ := layout.ParseIndex(b)
+	for _, k := range []string{"TIMESTAMP", "PACKAGES", "DOWNLOAD_TIMESTAMP"} {
+		delete(h, k)
+	}
+	cur, err := s.DB.Header(ctx)
+	if err != nil {
+		return false, err
+	}
+	return true, s.DB.Tx(ctx, func(tx *Tx) error {
+		// Several sources merge; a later one's keys win.
+		merged, same := make(map[string]string, len(cur)+len(h)), true
+		for k, v := range cur {
+			merged[k] = v
+		}
+		for k, v := range h {
+			same = same && cur[k] == v
+			merged[k] = v
+		}
+		if same {
+			return nil
+		}
+		if err := tx.SetHeader(merged); err != nil {
+			return err
+		}
+		if _, err := tx.BumpGeneration(); err != nil {
+			return err
+		}
+		_, err = tx.NextTimestamp(time.Now().Unix())
+		return err
+	})
+}
+
+// ImportOne copies one file in. A refused file is reported in res, not as an error;
+// errors are our own failures (disk, catalog).
+func (s *Store) ImportOne(ctx context.Context, f ImportFile, res *ImportResult) error {
+	in, err := os.Open(f.Path)
+	if err != nil {
+		res.Invalid = append(res.Invalid, Invalid{f.Path, err.Error()})
+		return nil
+	}
+	defer in.Close()
+	st, err := in.Stat()
+	if err != nil {
+		return err
+	}
+	staged, err := s.Stage(in)
+	if err != nil {
+		return err
+	}
+	_, existed, err := s.Ingest(ctx, &Candidate{
+		Staged: staged, Name: f.Rel,
+		MtimeNs: st.ModTime().UnixNano(), Mode: uint32(st.Mode().Perm()),
+	})
+	var rerr *RefusedError
+	switch {
+	case errors.As(err, &rerr):
+		os.Remove(staged.File) // the source keeps the bytes
+		res.Invalid = append(res.Invalid, Invalid{f.Path, rerr.Reason})
+		return nil
+	case err != nil:
+		os.Remove(staged.File)
+		return err
+	case existed:
+		res.Present++
+	default:
+		res.Imported++
+	}
+	return nil
+}

@@ -1,0 +1,81 @@
+-- pkgdirfs catalog schema. Applied on every Open: every statement must be
+-- idempotent. The version lives in meta(schema_version) and is checked by Go
+-- code before this file runs; bump schemaVersion in catalog.go together with
+-- any change here that older binaries could misread.
+
+-- Small key/value store: schema_version, generation, last_timestamp.
+-- value has no declared type so integers stay integers.
+CREATE TABLE IF NOT EXISTS meta (
+	key   TEXT PRIMARY KEY NOT NULL,
+	value
+) WITHOUT ROWID;
+
+-- One row per package instance (or 0-byte placeholder reservation).
+-- AUTOINCREMENT: ids are never reused, because ids name blobs and inodes
+-- and a reused id could alias a blob or inode still held open.
+CREATE TABLE IF NOT EXISTS instances (
+	id          INTEGER PRIMARY KEY AUTOINCREMENT,
+	category    TEXT    NOT NULL,
+	pn          TEXT    NOT NULL,
+	pf          TEXT    NOT NULL,
+	cpv         TEXT    NOT NULL COLLATE BINARY,
+	build_id    INTEGER NOT NULL,
+	build_time  INTEGER NOT NULL DEFAULT 0,
+	format      TEXT    NOT NULL,
+	compression TEXT    NOT NULL DEFAULT '',
+	size        INTEGER NOT NULL,
+	mtime_ns    INTEGER NOT NULL,
+	mode        INTEGER NOT NULL,
+	md5         TEXT    NOT NULL DEFAULT '',
+	sha1        TEXT    NOT NULL DEFAULT '',
+	sha256      TEXT    NOT NULL DEFAULT '',
+	blob        TEXT    NOT NULL DEFAULT '',
+	signed      INTEGER NOT NULL DEFAULT 0,
+	state       TEXT    NOT NULL,
+	created_ns  INTEGER NOT NULL,
+	CHECK (format IN ('xpak', 'gpkg')),
+	CHECK (state IN ('package', 'placeholder')),
+	CHECK (signed IN (0, 1)),
+	CHECK (size >= 0),
+	-- Readers slice category/pf/pn out of cpv instead of allocating them.
+	CHECK (cpv = category || '/' || pf),
+	CHECK (substr(pf, 1, length(pn)) = pn),
+	-- Allocation always gives >= 1; only a placeholder may lack an id.
+	CHECK (build_id >= 1 OR (state = 'placeholder' AND build_id = 0)),
+	CHECK (state = 'package' OR size = 0)
+);
+
+-- Identity of an instance, build-id allocation (max over a cpv) and the
+-- byte-ordered scans for the tree and Packages all use this index; it also
+-- serves every lookup by cpv alone, so no separate (cpv) index is needed.
+CREATE UNIQUE INDEX IF NOT EXISTS instances_cpv_build ON instances (cpv, build_id);
+CREATE INDEX IF NOT EXISTS instances_category_pn ON instances (category, pn);
+CREATE INDEX IF NOT EXISTS instances_sha256 ON instances (sha256);
+
+-- Index values of each instance, by Portage's internal key names. Clustered
+-- by instance so one instance's keys are one range.
+CREATE TABLE IF NOT EXISTS instance_meta (
+	instance_id INTEGER NOT NULL REFERENCES instances (id) ON DELETE CASCADE,
+	key         TEXT    NOT NULL,
+	value       TEXT    NOT NULL,
+	PRIMARY KEY (instance_id, key)
+) WITHOUT ROWID;
+
+-- Packages header keys (ARCH, CHOST, ...) kept from a written or imported index.
+CREATE TABLE IF NOT EXISTS header (
+	key   TEXT PRIMARY KEY NOT NULL,
+	value TEXT NOT NULL
+) WITHOUT ROWID;
+
+-- Files refused at ingest, for `pkgdirfs verify`.
+CREATE TABLE IF NOT EXISTS refused (
+	id      INTEGER PRIMARY KEY,
+	path    TEXT    NOT NULL,
+	reason  TEXT    NOT NULL,
+	time_ns INTEGER NOT NULL,
+	size    INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS refused_path ON refused (path);
+
+INSERT OR IGNORE INTO meta (key, value) VALUES ('generation', 0);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('last_timestamp', 0);

@@ -1,0 +1,327 @@
+package catalog
+
+import (
+	"context"
+	"crypto/md5"
+	"crypto/sha1"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"pkgdirfs/layout"
+	"pkgdirfs/xpak"
+)
+
+// Store is a state directory: the catalog and the bytes it describes.
+//
+//	catalog.db   the truth
+//	blobs/       one immutable file per instance, named by its SHA-256
+//	staging/     bytes on their way in; same filesystem as blobs/ so commit is a rename
+//	recovered/   staging files found after a crash, kept for the user
+type Store struct {
+	Dir string
+	DB  *DB
+	log *slog.Logger
+}
+
+// OpenStore opens (creating if needed) a state directory. Staging files left
+// by a crash never reached the catalog: they are moved aside and logged, not lost.
+func OpenStore(dir string, log *slog.Logger) (*Store, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	for _, sub := range []string{"", "blobs", "staging"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
+			return nil, fmt.Errorf("state directory: %w", err)
+		}
+	}
+	db, err := Open(filepath.Join(dir, "catalog.db"))
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{Dir: dir, DB: db, log: log}
+	if err := s.recoverStaging(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) Close() error { return s.DB.Close() }
+
+// BlobDir is the directory Instance.Blob names are relative to.
+func (s *Store) BlobDir() string { return filepath.Join(s.Dir, "blobs") }
+
+func (s *Store) recoverStaging() error {
+	dir := filepath.Join(s.Dir, "staging")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	if len(ents) == 0 {
+		return nil
+	}
+	rec := filepath.Join(s.Dir, "recovered")
+	if err := os.MkdirAll(rec, 0o755); err != nil {
+		return err
+	}
+	for _, e := range ents {
+		dst := filepath.Join(rec, time.Now().UTC().Format("20060102T150405")+"-"+e.Name())
+		if err := os.Rename(filepath.Join(dir, e.Name()), dst); err != nil {
+			return err
+		}
+		s.log.Warn("recovered an interrupted write", "file", dst)
+	}
+	return nil
+}
+
+// Staged is a file in staging/ with the digests of its bytes.
+type Staged struct {
+	File              string
+	Size              int64
+	MD5, SHA1, SHA256 string
+}
+
+// Stage copies r into staging/, hashing while it copies, and syncs it.
+func (s *Store) Stage(r io.Reader) (*Staged, error) {
+	f, err := os.CreateTemp(filepath.Join(s.Dir, "staging"), "in-")
+	if err != nil {
+		return nil, err
+	}
+	hm, h1, h256 := md5.New(), sha1.New(), sha256.New()
+	n, err := io.Copy(io.MultiWriter(f, hm, h1, h256), r)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return nil, err
+	}
+	return &Staged{
+		File: f.Name(), Size: n,
+		MD5: hex.EncodeToString(hm.Sum(nil)), SHA1: hex.EncodeToString(h1.Sum(nil)), SHA256: hex.EncodeToString(h256.Sum(nil)),
+	}, nil
+}
+
+// RefusedError is bytes that are not an acceptable package under the name they
+// arrived with. Reason is meant for the user.
+type RefusedError struct {
+	Path   string
+	Reason string
+}
+
+func (e *RefusedError) Error() string { return e.Path + ": " + e.Reason }
+
+func refuse(path, format string, a ...any) error {
+	return &RefusedError{Path: path, Reason: fmt.Sprintf(format, a...)}
+}
+
+// Candidate is staged bytes plus what the client said about them.
+type Candidate struct {
+	*Staged
+	Name    string // path relative to the PKGDIR root it arrived under
+	MtimeNs int64
+	Mode    uint32
+}
+
+// Ingest turns a candidate into an instance in one catalog transaction, or
+// refuses it. existed is true when the same bytes of the same CPV were already
+// there (then nothing changes). The staged file is consumed either way, except
+// when refused: the caller keeps the bytes.
+func (s *Store) Ingest(ctx context.Context, c *Candidate) (inst *Instance, existed bool, err error) {
+	inst, err = s.identify(c)
+	if err != nil {
+		return nil, false, err
+	}
+	blob := filepath.Join(c.SHA256[:2], c.SHA256)
+	blobPath := filepath.Join(s.BlobDir(), blob)
+	inst.Blob = blob
+	moved := false
+	err = s.DB.Tx(ctx, func(tx *Tx) error {
+		old, err := tx.FindByDigest(inst.CPV, c.SHA256)
+		if err == nil {
+			inst, existed = old, true
+			return nil
+		}
+		if !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		if inst.BuildID, err = chooseBuildID(tx, inst.CPV, inst.BuildID, inst.Meta["BUILD_ID"]); err != nil {
+			return err
+		}
+		if !moved {
+			// The blob is in place before the row that names it: a crash in
+			// between leaves an orphan blob that verify reports, never a row
+			// without bytes.
+			if err := commitFile(c.File, blobPath); err != nil {
+				return err
+			}
+			moved = true
+		}
+		if _, err := tx.InsertInstance(inst); err != nil {
+			return err
+		}
+		if _, err := tx.BumpGeneration(); err != nil {
+			return err
+		}
+		_, err = tx.NextTimestamp(time.Now().Unix())
+		return err
+	})
+	if err != nil {
+		if moved {
+			os.Remove(blobPath)
+		}
+		return nil, false, err
+	}
+	if existed {
+		os.Remove(c.File)
+	}
+	return inst, existed, nil
+}
+
+// chooseBuildID applies the identity rules: the id in the name (reserved by the
+// writer), else the metadata BUILD_ID, each only while free; else the next one.
+func chooseBuildID(tx *Tx, cpv string, fromName int64, fromMeta string) (int64, error) {
+	cands := []int64{fromName}
+	if id, err := strconv.ParseInt(fromMeta, 10, 64); err == nil {
+		cands = append(cands, id)
+	}
+	for _, id := range cands {
+		if id <= 0 {
+			continue
+		}
+		taken, err := tx.BuildIDTaken(cpv, id)
+		if err != nil {
+			return 0, err
+		}
+		if !taken {
+			return id, nil
+		}
+	}
+	return tx.NextBuildID(cpv)
+}
+
+func commitFile(src, dst string) error {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	if err := os.Rename(src, dst); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(dst))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// identify parses the staged bytes and checks them against the name they came
+// under, the way Portage validates a package in a PKGDIR.
+func (s *Store) identify(c *Candidate) (*Instance, error) {
+	p := layout.ParsePath(c.Name)
+	if p.Kind == layout.KindOther {
+		return nil, refuse(c.Name, "not a package file name (want CATEGORY/PN/PF-BUILD_ID.xpak|.gpkg.tar, CATEGORY/PF.tbz2|.gpkg.tar or All/PF.tbz2)")
+	}
+	f, err := os.Open(c.File)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	info, err := xpak.Inspect(f, c.Size, xpak.InspectOptions{})
+	if err != nil {
+		var fe *xpak.FormatError
+		if errors.As(err, &fe) {
+			return nil, refuse(c.Name, "%s", fe.Reason)
+		}
+		return nil, err
+	}
+	if string(info.Format) != string(p.Format) {
+		return nil, refuse(c.Name, "the name says %s but the content is %s", p.Format, info.Format)
+	}
+	meta := make(map[string]string, len(info.Metadata))
+	for k, v := range info.Metadata {
+		if utf8Text(k) {
+			meta[k] = strings.ToValidUTF8(string(v), "\uFFFD")
+		}
+	}
+	cat, pf, slot := field(meta, "CATEGORY"), field(meta, "PF"), field(meta, "SLOT")
+	var missing []string
+	for k, v := range map[string]string{"CATEGORY": cat, "PF": pf, "SLOT": slot} {
+		if v == "" {
+			missing = append(missing, k)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, refuse(c.Name, "missing metadata key(s) %s", strings.Join(sorted(missing), ", "))
+	}
+	if !layout.ValidCategory(cat) {
+		return nil, refuse(c.Name, "unrecognized category %q", cat)
+	}
+	pn, _, _, ok := layout.PkgSplit(pf)
+	if !ok {
+		return nil, refuse(c.Name, "PF %q is not a valid package name and version", pf)
+	}
+	if err := layout.CheckIdentity(p, cat, pf); err != nil {
+		return nil, refuse(c.Name, "%v", err)
+	}
+	var metaID string
+	if v, ok := meta["BUILD_ID"]; ok {
+		metaID = strings.TrimSpace(v)
+		if _, err := strconv.ParseInt(metaID, 10, 64); metaID != "" && err != nil {
+			return nil, refuse(c.Name, "invalid BUILD_ID %q in metadata", metaID)
+		}
+	}
+	entry, err := layout.IndexEntry(meta)
+	if err != nil {
+		return nil, refuse(c.Name, "invalid metadata: %v", err)
+	}
+	var buildTime int64
+	if bt := field(meta, "BUILD_TIME"); bt != "" {
+		if buildTime, err = strconv.ParseInt(bt, 10, 64); err != nil {
+			buildTime = -1 // as Portage reads a non-integer number
+		}
+	}
+	mode := c.Mode & 0o7777
+	if mode == 0 {
+		mode = 0o644
+	}
+	var nameID int64
+	if p.Kind == layout.KindMulti {
+		nameID = p.BuildID
+	}
+	return &Instance{
+		Category: cat, PN: pn, PF: pf, CPV: cat + "/" + pf,
+		BuildID: nameID, BuildTime: buildTime,
+		Format: string(info.Format), Compression: string(info.Compression),
+		Size: c.Size, MtimeNs: c.MtimeNs, Mode: mode,
+		MD5: c.MD5, SHA1: c.SHA1, SHA256: c.SHA256,
+		Signed: info.Signed, CreatedNs: time.Now().UnixNano(),
+		Meta: entry,
+	}, nil
+}
+
+func field(meta map[string]string, k string) string {
+	return strings.Join(strings.Fields(meta[k]), " ")
+}
+
+// utf8Text keeps metadata keys that are names, not binary members such as
+// environment.bz2.
+func utf8Text(k string) bool { return !strings.HasSuffix(k, ".bz2") }
+
+func sorted(s []string) []string {
+	sort.Strings(s)
+	return s
+}

@@ -1,0 +1,128 @@
+// Command pkgdirfs mounts a Portage PKGDIR backed by a SQLite catalog.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+)
+
+// version is set by the Makefile (-ldflags -X main.version=...).
+var version = "dev"
+
+const defaultState = "/var/lib/pkgdirfs"
+
+type command struct {
+	name, args, summary string
+	run                 func(args []string) int
+}
+
+var commands []command
+
+func init() {
+	commands = []command{
+		{"mount", "[--state DIR] [--layouts all|multi,flat,legacy] [--read-only] [--allow-other] [-f] [--log FILE] MOUNTPOINT",
+			"serve the catalog as a PKGDIR at MOUNTPOINT (returns once it is mounted, unless -f)", cmdMount},
+		{"import", "[--state DIR] SRC...", "import the packages of existing PKGDIRs (any layout) into the catalog", cmdImport},
+		{"index", "[--state DIR] [--layouts ...] [--gz]", "write the Packages index the mount serves to stdout", cmdIndex},
+		{"version", "", "print the version", func([]string) int { fmt.Println("pkgdirfs", version); return 0 }},
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintf(w, "pkgdirfs %s — a Portage PKGDIR as a FUSE filesystem backed by a SQLite catalog\n\nUsage:\n", version)
+	for _, c := range commands {
+		fmt.Fprintf(w, "  pkgdirfs %s %s\n      %s\n", c.name, c.args, c.summary)
+	}
+	fmt.Fprintf(w, "\nThe state directory (--state, default %s, or $PKGDIRFS_STATE) holds catalog.db and the package bytes.\n", defaultState)
+	fmt.Fprintf(w, "Run 'pkgdirfs COMMAND --help' for the options of a command.\n")
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		usage(os.Stderr)
+		os.Exit(2)
+	}
+	name := os.Args[1]
+	if name == "-h" || name == "--help" || name == "help" {
+		usage(os.Stdout)
+		return
+	}
+	if name == "--version" || name == "-version" {
+		name = "version"
+	}
+	for _, c := range commands {
+		if c.name == name {
+			os.Exit(c.run(os.Args[2:]))
+		}
+	}
+	fmt.Fprintf(os.Stderr, "pkgdirfs: unknown command %q\n\n", name)
+	usage(os.Stderr)
+	os.Exit(2)
+}
+
+// newFlags makes a flag set whose --help prints the command's real synopsis.
+func newFlags(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	for _, c := range commands {
+		if c.name == name {
+			fs.Usage = func() {
+				fmt.Fprintf(fs.Output(), "Usage: pkgdirfs %s %s\n  %s\n\nOptions:\n", c.name, c.args, c.summary)
+				fs.PrintDefaults()
+			}
+		}
+	}
+	return fs
+}
+
+func stateFlag(fs *flag.FlagSet) *string {
+	def := defaultState
+	if v := os.Getenv("PKGDIRFS_STATE"); v != "" {
+		def = v
+	}
+	return fs.String("state", def, "state directory (catalog.db, blobs/)")
+}
+
+// parseArgs parses flags that may stand before or after the operands.
+func parseArgs(fs *flag.FlagSet, args []string) ([]string, int) {
+	var operands []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, 0
+			}
+			return nil, 2
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return operands, -1
+		}
+		if args[0] == "--" {
+			return append(operands, args[1:]...), -1
+		}
+		operands = append(operands, args[0])
+		args = args[1:]
+	}
+}
+
+func newLogger(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+func fail(format string, a ...any) int {
+	fmt.Fprintf(os.Stderr, "pkgdirfs: "+format+"\n", a...)
+	return 1
+}
+
+func background() context.Context { return context.Background() }
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}

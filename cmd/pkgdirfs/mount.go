@@ -1,0 +1,161 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"pkgdirfs/catalog"
+	pfs "pkgdirfs/fs"
+)
+
+// readyFdEnv tells a daemonized child which fd reports "mounted" to its parent.
+const readyFdEnv = "PKGDIRFS_READY_FD"
+
+func cmdMount(args []string) int {
+	fl := newFlags("mount")
+	state := stateFlag(fl)
+	layouts := fl.String("layouts", "all", "layouts to show: all, or a comma list of multi, flat, legacy")
+	readOnly := fl.Bool("read-only", false, "refuse every write with EROFS (this version serves every mount read-only)")
+	allowOther := fl.Bool("allow-other", false, "let other users (e.g. nginx's) access the mount")
+	var fg bool
+	fl.BoolVar(&fg, "f", false, "stay in the foreground, logging to stderr")
+	fl.BoolVar(&fg, "foreground", false, "same as -f")
+	logFile := fl.String("log", "", "log file of the daemon (default STATE/pkgdirfs.log; -f logs to stderr)")
+	debug := fl.Bool("debug", false, "log every FUSE request (very verbose)")
+	ops, code := parseArgs(fl, args)
+	if code >= 0 {
+		return code
+	}
+	if len(ops) != 1 {
+		fmt.Fprintln(os.Stderr, "pkgdirfs mount: need exactly one MOUNTPOINT")
+		fl.Usage()
+		return 2
+	}
+	lay, err := pfs.ParseLayouts(*layouts)
+	if err != nil {
+		return fail("mount: %v", err)
+	}
+	mnt, err := filepath.Abs(ops[0])
+	if err != nil {
+		return fail("mount: %v", err)
+	}
+	if st, err := os.Stat(mnt); err != nil || !st.IsDir() {
+		return fail("mount: mountpoint %s is not a directory", mnt)
+	}
+	if *logFile == "" {
+		*logFile = filepath.Join(*state, "pkgdirfs.log")
+	}
+	if !fg && os.Getenv(readyFdEnv) == "" {
+		return daemonize(*state, *logFile)
+	}
+
+	var logw io.Writer = os.Stderr
+	ready := readyPipe()
+	if ready != nil {
+		f, err := os.OpenFile(*logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			fmt.Fprintf(ready, "cannot open log %s: %v\n", *logFile, err)
+			return 1
+		}
+		logw = f
+	}
+	log := newLogger(logw)
+	failReady := func(format string, a ...any) int {
+		msg := fmt.Sprintf(format, a...)
+		log.Error("mount failed", "err", msg)
+		if ready != nil {
+			fmt.Fprintln(ready, msg)
+			ready.Close()
+		}
+		return fail("mount: %s", msg)
+	}
+
+	store, err := catalog.OpenStore(*state, log)
+	if err != nil {
+		return failReady("%v", err)
+	}
+	defer store.Close()
+	fsys, err := pfs.New(background(), pfs.Config{
+		DB: store.DB, BlobDir: store.BlobDir(), StateDir: *state,
+		Layouts: lay, ReadOnly: *readOnly, AllowOther: *allowOther, Debug: *debug, Log: log,
+	})
+	if err != nil {
+		return failReady("%v", err)
+	}
+	if err := fsys.Mount(mnt); err != nil {
+		return failReady("%v", err)
+	}
+	log.Info("mounted", "mountpoint", mnt, "state", *state, "layouts", lay.String())
+	if ready != nil {
+		fmt.Fprintln(ready, "ok")
+		ready.Close()
+	}
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		s := <-sig
+		log.Info("unmounting", "signal", s.String())
+		if err := fsys.Unmount(); err != nil {
+			log.Error("unmount", "err", err)
+		}
+	}()
+	fsys.Wait()
+	log.Info("unmounted", "mountpoint", mnt)
+	return 0
+}
+
+func readyPipe() *os.File {
+	v := os.Getenv(readyFdEnv)
+	if v == "" {
+		return nil
+	}
+	os.Unsetenv(readyFdEnv)
+	var fd uintptr
+	if _, err := fmt.Sscan(v, &fd); err != nil {
+		return nil
+	}
+	return os.NewFile(fd, "ready")
+}
+
+// daemonize starts this command again in the background and returns once that
+// child reports the mount is ready (or why it failed), like sshfs.
+func daemonize(state, logFile string) int {
+	if err := os.MkdirAll(state, 0o755); err != nil {
+		return fail("mount: state directory: %v", err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return fail("mount: %v", err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return fail("mount: %v", err)
+	}
+	cmd := exec.Command(exe, os.Args[1:]...)
+	cmd.Env = append(os.Environ(), readyFdEnv+"=3")
+	cmd.ExtraFiles = []*os.File{w}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fail("mount: %v", err)
+	}
+	w.Close()
+	line, _ := bufio.NewReader(r).ReadString('\n')
+	line = strings.TrimSpace(line)
+	if line == "ok" {
+		cmd.Process.Release()
+		return 0
+	}
+	cmd.Wait()
+	if line == "" {
+		line = "the daemon exited before mounting; see " + logFile
+	}
+	return fail("mount: %s", line)
+}

@@ -1,0 +1,268 @@
+// Package fs is the go-fuse node layer of pkgdirfs: it serves the tree snapshot
+// and the synthesized index, and maps every error to an errno.
+package fs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"pkgdirfs/catalog"
+)
+
+// Config is what a mount needs.
+type Config struct {
+	DB         *catalog.DB
+	BlobDir    string // directory the instances' blob names are relative to
+	StateDir   string // statfs reports this filesystem
+	Layouts    Layouts
+	ReadOnly   bool
+	AllowOther bool
+	Debug      bool
+	Log        *slog.Logger
+	// PollInterval is how often the catalog generation is checked for changes
+	// made by other processes (pkgdirfs import into a mounted state).
+	PollInterval time.Duration
+}
+
+// FS is one mounted PKGDIR.
+type FS struct {
+	cfg  Config
+	log  *slog.Logger
+	inos *inoAllocator
+	snap atomic.Pointer[snapshot]
+	root *dirNode
+
+	refreshMu sync.Mutex // serialises snapshot swaps and their invalidations
+
+	idxMu sync.Mutex
+	idx   *Index
+
+	server *fuse.Server
+	dir    string
+	stop   chan struct{}
+	done   chan struct{}
+}
+
+// Entries and attributes change only through the catalog, and every change
+// is followed by an explicit kernel invalidation, so the kernel may cache long.
+const cacheTimeout = time.Hour
+
+// New loads the first snapshot; Mount serves it.
+func New(ctx context.Context, cfg Config) (*FS, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.PollInterval == 0 {
+		cfg.PollInterval = time.Second
+	}
+	f := &FS{cfg: cfg, log: cfg.Log, inos: newInoAllocator(), stop: make(chan struct{}), done: make(chan struct{})}
+	snap, err := loadSnapshot(ctx, cfg.DB, cfg.Layouts, f.inos)
+	if err != nil {
+		return nil, err
+	}
+	f.setSnapshot(snap)
+	f.root = &dirNode{fs: f, path: ""}
+	return f, nil
+}
+
+func (f *FS) setSnapshot(s *snapshot) {
+	for _, c := range s.conflicts {
+		f.log.Warn("legacy name conflict", "detail", c)
+	}
+	f.snap.Store(s)
+}
+
+// Mount mounts the tree at dir and returns once the kernel serves it.
+func (f *FS) Mount(dir string) error {
+	timeout := cacheTimeout
+	opts := &gofs.Options{
+		EntryTimeout:    &timeout,
+		AttrTimeout:     &timeout,
+		NegativeTimeout: &timeout,
+		RootStableAttr:  &gofs.StableAttr{Ino: rootIno},
+		MountOptions: fuse.MountOptions{
+			FsName:      "pkgdirfs",
+			Name:        "pkgdirfs",
+			AllowOther:  f.cfg.AllowOther,
+			DirectMount: true,
+			MaxWrite:    1 << 20,
+			// No xattr requests reach us: ls -l would otherwise pay two round trips per file.
+			DisableXAttrs: true,
+			Debug:         f.cfg.Debug,
+			// Writes through the mount are not served by this version: the kernel
+			// answers EROFS and access(W_OK) is false, so Portage never tries.
+			Options: []string{"default_permissions", "ro"},
+		},
+	}
+	server, err := gofs.Mount(dir, f.root, opts)
+	if err != nil {
+		return fmt.Errorf("mount %s: %w", dir, err)
+	}
+	f.server, f.dir = server, dir
+	if err := server.WaitMount(); err != nil {
+		_ = server.Unmount()
+		return fmt.Errorf("mount %s: %w", dir, err)
+	}
+	go f.poll()
+	return nil
+}
+
+// Wait blocks until the filesystem is unmounted.
+func (f *FS) Wait() {
+	f.server.Wait()
+	select {
+	case <-f.stop:
+	default:
+		close(f.stop)
+	}
+	<-f.done
+}
+
+// Unmount detaches the mount; if it is busy, it is detached lazily so that the
+// daemon can still exit.
+func (f *FS) Unmount() error {
+	err := f.server.Unmount()
+	if err != nil {
+		f.log.Warn("unmount failed, detaching lazily", "err", err)
+		if err2 := syscall.Unmount(f.dir, syscall.MNT_DETACH); err2 != nil {
+			return fmt.Errorf("unmount: %v; lazy unmount: %v", err, err2)
+		}
+	}
+	return nil
+}
+
+// poll picks up catalog changes made by other processes.
+func (f *FS) poll() {
+	defer close(f.done)
+	t := time.NewTicker(f.cfg.PollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-f.stop:
+			return
+		case <-t.C:
+			if err := f.Refresh(context.Background()); err != nil {
+				f.log.Error("reading catalog changes", "err", err)
+			}
+		}
+	}
+}
+
+// Refresh loads a new snapshot if the catalog generation moved and invalidates
+// exactly the kernel entries whose target changed.
+func (f *FS) Refresh(ctx context.Context) error {
+	f.refreshMu.Lock()
+	defer f.refreshMu.Unlock()
+	gen, err := f.cfg.DB.Generation(ctx)
+	if err != nil {
+		return err
+	}
+	old := f.snap.Load()
+	if gen == old.gen {
+		return nil
+	}
+	cur, err := loadSnapshot(ctx, f.cfg.DB, f.cfg.Layouts, f.inos)
+	if err != nil {
+		return err
+	}
+	f.setSnapshot(cur)
+	f.invalidate(old, cur)
+	return nil
+}
+
+func (f *FS) invalidate(old, cur *snapshot) {
+	root := f.root.EmbeddedInode()
+	for _, c := range changedNames(old, cur) {
+		parent := root
+		if c[0] != "" {
+			parent = walk(root, c[0])
+		}
+		if parent != nil {
+			parent.NotifyEntry(c[1])
+		}
+	}
+	for _, name := range []string{"Packages", "Packages.gz"} {
+		if n := root.GetChild(name); n != nil {
+			n.NotifyContent(0, 0)
+		}
+	}
+	root.NotifyContent(0, 0)
+}
+
+// walk finds the kernel-known inode of a directory path, nil if the kernel never
+// looked it up (then nothing of it is cached).
+func walk(n *gofs.Inode, p string) *gofs.Inode {
+	start := 0
+	for i := 0; i <= len(p); i++ {
+		if i == len(p) || p[i] == '/' {
+			n = n.GetChild(p[start:i])
+			if n == nil {
+				return nil
+			}
+			start = i + 1
+		}
+	}
+	return n
+}
+
+// index returns the rendered index of the current snapshot, rendering it on the
+// first access after a change.
+func (f *FS) index(ctx context.Context) (*Index, error) {
+	f.idxMu.Lock()
+	defer f.idxMu.Unlock()
+	for attempt := 0; ; attempt++ {
+		snap := f.snap.Load()
+		if f.idx != nil && f.idx.Generation == snap.gen {
+			return f.idx, nil
+		}
+		idx, err := renderFor(ctx, f.cfg.DB, snap)
+		if err != nil {
+			return nil, err
+		}
+		if idx != nil {
+			f.idx = idx
+			return idx, nil
+		}
+		// The catalog moved past our snapshot: catch up, then render that.
+		if err := f.Refresh(ctx); err != nil {
+			return nil, err
+		}
+		if attempt > 50 {
+			return nil, errors.New("catalog keeps changing while rendering the index")
+		}
+	}
+}
+
+func (f *FS) blobPath(name string) string { return filepath.Join(f.cfg.BlobDir, name) }
+
+// errno maps our failures to what a client should see, logging the cause once.
+func (f *FS) errno(op, path string, err error) syscall.Errno {
+	var en syscall.Errno
+	if errors.As(err, &en) {
+		return en
+	}
+	if errors.Is(err, os.ErrNotExist) {
+		f.log.Error(op+": blob missing", "path", path, "err", err)
+		return syscall.EIO
+	}
+	f.log.Error(op, "path", path, "err", err)
+	return syscall.EIO
+}
+
+func fillTime(a *fuse.Attr, ns int64) {
+	sec, nsec := floorDiv(ns, 1e9), ns-floorDiv(ns, 1e9)*1e9
+	a.Mtime, a.Mtimensec = uint64(sec), uint32(nsec)
+	a.Ctime, a.Ctimensec = a.Mtime, a.Mtimensec
+	a.Atime, a.Atimensec = a.Mtime, a.Mtimensec
+}
