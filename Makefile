@@ -47,10 +47,10 @@ integration: build
 
 # Each fuzz target runs briefly on top of its seed corpus.
 fuzz:
-	@set -e; for t in FuzzDecodeBlock FuzzReadXpak FuzzInspect; do \
-	  $(GO) test -run='^$$' -fuzz="^$$t\$$" -fuzztime=$(FUZZTIME) ./xpak/; done
-	@set -e; for t in FuzzParseVersion FuzzParsePath FuzzPkgSplit; do \
-	  $(GO) test -run='^$$' -fuzz="^$$t\$$" -fuzztime=$(FUZZTIME) ./layout/; done
+	@set -e; for t in FuzzDecodeBlock FuzzReadXpak FuzzInspect FuzzMetadata FuzzXzMaxDict; do \
+	  $(GO) test -run='^$$' -fuzz="^$$t\$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=2s ./xpak/; done
+	@set -e; for t in FuzzParseVersion FuzzParsePath FuzzPkgSplit FuzzUseReduce; do \
+	  $(GO) test -run='^$$' -fuzz="^$$t\$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=2s ./layout/; done
 
 test: deps vet build unit integration fuzz
 

@@ -142,3 +142,40 @@ func (s *Store) ImportOne(ctx context.Context, f ImportFile, res *ImportResult) 
 	}
 	return nil
 }
+
+// FillHeaderCHOST gives the header a CHOST when no imported index had one
+// (a legacy PKGDIR without Packages): the most common CHOST of the packages,
+// as Portage's header carries its own CHOST and blocks inherit it.
+func (s *Store) FillHeaderCHOST(ctx context.Context) error {
+	h, err := s.DB.Header(ctx)
+	if err != nil || h["CHOST"] != "" {
+		return err
+	}
+	count := map[string]int{}
+	err = s.DB.ForEachIndexed(ctx, func(in *Instance) error {
+		if c := in.Meta["CHOST"]; c != "" {
+			count[c]++
+		}
+		return nil
+	})
+	if err != nil || len(count) == 0 {
+		return err
+	}
+	best := ""
+	for c, n := range count {
+		if best == "" || n > count[best] || (n == count[best] && c < best) {
+			best = c
+		}
+	}
+	h["CHOST"] = best
+	return s.DB.Tx(ctx, func(tx *Tx) error {
+		if err := tx.SetHeader(h); err != nil {
+			return err
+		}
+		if _, err := tx.BumpGeneration(); err != nil {
+			return err
+		}
+		_, err := tx.NextTimestamp(time.Now().Unix())
+		return err
+	})
+}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -27,7 +28,7 @@ func TestCoreMultiFixtures(t *testing.T) {
 			state := t.TempDir()
 			importOK(t, state, importSummary{len(fix.Blocks), 0, 0}, src)
 			mnt := mountFS(t, state)
-			idx, _ := checkIndexFiles(t, mnt, state)
+			idx, _ := checkIndexFiles(t, mnt, state, true)
 			if d := firstDiff(fix.lines(), idx.lines(), ignoreTimestamp); d != "" {
 				t.Errorf("MNT/Packages differs from the fixture's Packages (besides TIMESTAMP) at %s", d)
 			}
@@ -62,7 +63,7 @@ func TestCoreFlatFixtures(t *testing.T) {
 			// legacy: the $CAT/$PF.tbz2 -> ../All/$PF.tbz2 symlinks count once.
 			importOK(t, state, importSummary{len(fix.Blocks), 0, 0}, src)
 			mnt := mountFS(t, state)
-			idx, _ := checkIndexFiles(t, mnt, state)
+			idx, _ := checkIndexFiles(t, mnt, state, true)
 
 			want := &pkgIndex{Header: fix.Header}
 			if legacy {
@@ -160,7 +161,7 @@ func TestCoreAllFixturesOneState(t *testing.T) {
 	importOK(t, state, importSummary{0, total, 0}, srcs...)
 
 	mnt := mountFS(t, state)
-	idx, raw := checkIndexFiles(t, mnt, state)
+	idx, raw := checkIndexFiles(t, mnt, state, true)
 	if !bytes.Equal(before.Stdout, raw) {
 		if d := firstDiff(strings.Split(string(before.Stdout), "\n"), strings.Split(string(raw), "\n"), ignoreTimestamp); d != "" {
 			t.Errorf("re-importing everything changed Packages (index after 1st import vs mount after 2nd) at %s", d)
@@ -250,12 +251,52 @@ func TestCoreLayouts(t *testing.T) {
 			if r.Code != 0 || s.Invalid != 0 || s.Imported == 0 {
 				t.Fatalf("import: %+v %s", s, r)
 			}
+			// The whole catalog (the index CLI has no --layouts).
+			ix := runCLI(t, "index", "--state", state)
+			if ix.Code != 0 {
+				t.Fatalf("pkgdirfs index: %s", ix)
+			}
+			full, err := parseIndex(ix.Stdout)
+			if err != nil {
+				t.Fatalf("pkgdirfs index output: %v", err)
+			}
 			mnt := mountFS(t, state, "--layouts", c.opt)
-			idx, _ := checkIndexFiles(t, mnt, state)
+			idx, _ := checkIndexFiles(t, mnt, state, c.ls.Multi)
+			if !c.ls.Multi {
+				// Without the multi tree, Packages can only list what is
+				// visible: the newest instance per (CPV, format), with PATH
+				// = its flat name (or All/ name with legacy only).
+				nw := newest(instances(full))
+				want := &pkgIndex{Header: full.Header}
+				for _, in := range instances(full) {
+					if nw[[2]string{in.CPV, in.Format}].Path != in.Path {
+						continue
+					}
+					flat, all := flatNames(in.CPV, in.Format)
+					p := all
+					if c.ls.Flat {
+						p = flat
+					}
+					want.Blocks = append(want.Blocks, withKey(in.Block, "PATH", p))
+				}
+				want.Header = withKey(want.Header, "PACKAGES", strconv.Itoa(len(want.Blocks)))
+				if d := firstDiff(want.lines(), idx.lines(), ignoreTimestamp); d != "" {
+					t.Errorf("--layouts %s: MNT/Packages should list the newest instance per (CPV, format) with PATH = its visible name; differs at %s", c.opt, d)
+				}
+			} else if d := firstDiff(full.lines(), idx.lines(), ignoreTimestamp); d != "" {
+				t.Errorf("--layouts %s: MNT/Packages differs from `pkgdirfs index` at %s", c.opt, d)
+			}
 
 			root := lsNames(t, mnt)
-			if has(root, "All") != c.ls.Legacy {
-				t.Errorf("--layouts %s: `ls MNT` = %v; All present=%v, want %v", c.opt, root, has(root, "All"), c.ls.Legacy)
+			if has(root, "All/") != c.ls.Legacy {
+				t.Errorf("--layouts %s: `ls -p MNT` = %v; All/ present=%v, want %v", c.opt, root, has(root, "All/"), c.ls.Legacy)
+			}
+			if !c.ls.Multi && !c.ls.Flat {
+				for _, e := range root {
+					if e != "All/" && e != "Packages" && e != "Packages.gz" {
+						t.Errorf("--layouts %s: `ls -p MNT` shows %s; want only All/, Packages, Packages.gz", c.opt, e)
+					}
+				}
 			}
 			if c.ls.Multi || c.ls.Flat {
 				cat := lsNames(t, filepath.Join(mnt, "app-misc"))
@@ -283,14 +324,14 @@ func TestCoreLayouts(t *testing.T) {
 					cpv, _ := get(blk, "CPV")
 					sha, _ := get(blk, "SHA1")
 					p, _ := get(blk, "PATH")
-					for _, in := range instances(idx) {
+					for _, in := range instances(full) {
 						if in.CPV == cpv && in.SHA1 == sha {
 							srcOf[in.Path] = filepath.Join(dir, p)
 						}
 					}
 				}
 			}
-			checkInstances(t, mnt, idx, srcOf, c.ls)
+			checkInstances(t, mnt, full, srcOf, c.ls)
 		})
 	}
 }
@@ -334,9 +375,10 @@ func TestCoreListing(t *testing.T) {
 	if n := strings.Count(string(find), "\n"); n != files || files < 62 {
 		t.Errorf("ls -lR shows %d regular files, find -type f %d; want equal and >= 62", files, n)
 	}
-	for _, want := range []string{"Packages.gz", "hello-2.10-1.gpkg.tar", "hello-2.10-1.xpak", "hello-2.10.tbz2", "hello-2.10.gpkg.tar"} {
-		if !bytes.Contains(r.Stdout, []byte(" "+want+"\n")) {
-			t.Errorf("ls -lR MNT does not show %s", want)
+	// hello-2.10: gpkg builds from the multi fixture and the legacy tbz2 (next free id).
+	for _, want := range []string{`Packages\.gz`, `hello-2\.10-1\.gpkg\.tar`, `hello-2\.10-\d+\.xpak`, `hello-2\.10\.tbz2`, `hello-2\.10\.gpkg\.tar`} {
+		if !regexp.MustCompile(`(?m) ` + want + `$`).Match(r.Stdout) {
+			t.Errorf("ls -lR MNT shows no file matching %s", want)
 		}
 	}
 	out := strings.Fields(string(mustRun(t, "", "stat", "-f", "-c", "%b %S %T", mnt)))
@@ -378,21 +420,33 @@ func TestCoreMountLifecycle(t *testing.T) {
 		}
 	})
 
+	// SIGTERM right after `pkgdirfs mount` returns (as a service manager
+	// stopping a just-started unit would): a few rounds, since a daemon that
+	// installs its signal handler only after reporting ready dies in between.
 	t.Run("daemon-sigterm", func(t *testing.T) {
 		t.Parallel()
-		mi := mountFSInfo(t, newState(t))
-		if len(mi.PIDs) == 0 {
-			t.Fatal("no daemon pid found")
-		}
-		for _, pid := range mi.PIDs {
-			_ = syscall.Kill(pid, syscall.SIGTERM)
-		}
-		if !waitMounted(mi.Dir, false, exitTimeout) {
-			t.Errorf("SIGTERM to daemon %v: %s still mounted after %v", mi.PIDs, mi.Dir, exitTimeout)
-		}
-		for _, pid := range mi.PIDs {
-			if !waitPIDGone(pid, exitTimeout) {
-				t.Errorf("SIGTERM: daemon pid %d did not exit within %v", pid, exitTimeout)
+		state := newState(t)
+		for round := 1; round <= 3; round++ {
+			mi := mountFSInfo(t, state)
+			if len(mi.PIDs) == 0 {
+				t.Fatal("no daemon pid found")
+			}
+			for _, pid := range mi.PIDs {
+				_ = syscall.Kill(pid, syscall.SIGTERM)
+			}
+			if !waitMounted(mi.Dir, false, exitTimeout) {
+				alive := false
+				for _, pid := range mi.PIDs {
+					alive = alive || !pidGone(pid)
+				}
+				_, serr := os.Stat(filepath.Join(mi.Dir, "Packages"))
+				t.Fatalf("round %d: SIGTERM to daemon %v right after `pkgdirfs mount` returned: %s still mounted after %v (daemon alive=%v; stat MNT/Packages: %v)",
+					round, mi.PIDs, mi.Dir, exitTimeout, alive, serr)
+			}
+			for _, pid := range mi.PIDs {
+				if !waitPIDGone(pid, exitTimeout) {
+					t.Fatalf("round %d: SIGTERM: daemon pid %d did not exit within %v", round, pid, exitTimeout)
+				}
 			}
 		}
 	})
@@ -500,7 +554,7 @@ func TestCoreImportInvalid(t *testing.T) {
 		}
 	}
 	mnt := mountFS(t, state)
-	idx, _ := checkIndexFiles(t, mnt, state)
+	idx, _ := checkIndexFiles(t, mnt, state, true)
 	if d := firstDiff(fix.lines(), idx.lines(), ignoreTimestamp); d != "" {
 		t.Errorf("after an import with invalid files, MNT/Packages differs from the fixture's at %s", d)
 	}

@@ -3,6 +3,7 @@ package xpak
 import (
 	"bytes"
 	"compress/gzip"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -155,4 +156,138 @@ func newDecompressor(c Compression, r io.Reader, zstdWindow uint64) (io.ReadClos
 		return io.NopCloser(lz4.NewReader(r)), nil
 	}
 	return nil, fmt.Errorf("%w: %s", ErrUnsupportedCompression, string(c))
+}
+
+// metadataXzDict caps the LZMA2 dictionary when decoding gpkg metadata: the
+// xz decoder allocates the dictionary its block headers declare (up to
+// 4 GiB), so they are checked first. 128 MiB is twice `xz -9`'s.
+const metadataXzDict = 1 << 27
+
+// xzMaxDict returns the largest LZMA2 dictionary declared by any block of
+// the (possibly concatenated, padded) xz streams in b. It walks the streams
+// from the end through their footers and indexes, per the .xz format spec,
+// since blocks need not record their own compressed size.
+func xzMaxDict(b []byte) (uint64, error) {
+	var maxDict uint64
+	end := uint64(len(b))
+	for end > 0 {
+		for end >= 4 && string(b[end-4:end]) == "\x00\x00\x00\x00" {
+			end -= 4 // stream padding
+		}
+		if end < 12+12 {
+			return 0, errors.New("xz: truncated stream")
+		}
+		footer := b[end-12 : end]
+		if footer[10] != 'Y' || footer[11] != 'Z' {
+			return 0, errors.New("xz: missing stream footer")
+		}
+		backward := (uint64(binary.LittleEndian.Uint32(footer[4:8])) + 1) * 4
+		if backward > end-24 {
+			return 0, errors.New("xz: index size out of range")
+		}
+		idx := b[end-12-backward : end-12]
+		if idx[0] != 0 {
+			return 0, errors.New("xz: bad index indicator")
+		}
+		p := 1
+		count, ok := readVLI(idx, &p)
+		if !ok || count > uint64(len(idx)) {
+			return 0, errors.New("xz: bad index record count")
+		}
+		padded := make([]uint64, 0, count)
+		var blocks uint64
+		for i := uint64(0); i < count; i++ {
+			unpadded, ok1 := readVLI(idx, &p)
+			_, ok2 := readVLI(idx, &p)
+			if !ok1 || !ok2 || unpadded > 1<<62 {
+				return 0, errors.New("xz: bad index record")
+			}
+			sz := (unpadded + 3) &^ 3
+			padded = append(padded, sz)
+			blocks += sz
+			if blocks > end {
+				return 0, errors.New("xz: index describes more data than present")
+			}
+		}
+		if end-12-backward < blocks+12 {
+			return 0, errors.New("xz: index describes more data than present")
+		}
+		start := end - 12 - backward - blocks - 12
+		if !bytes.HasPrefix(b[start:], magicXz) {
+			return 0, errors.New("xz: stream header not where the index says")
+		}
+		pos := start + 12
+		for _, sz := range padded {
+			d, err := xzBlockDict(b[pos : pos+sz])
+			if err != nil {
+				return 0, err
+			}
+			maxDict = max(maxDict, d)
+			pos += sz
+		}
+		end = start
+	}
+	return maxDict, nil
+}
+
+// xzBlockDict reads the LZMA2 dictionary size from one block's header.
+func xzBlockDict(blk []byte) (uint64, error) {
+	if len(blk) < 2 || blk[0] == 0 {
+		return 0, errors.New("xz: bad block header")
+	}
+	hsize := (int(blk[0]) + 1) * 4
+	if hsize > len(blk) {
+		return 0, errors.New("xz: block header beyond block")
+	}
+	h := blk[:hsize-4] // without CRC32
+	flags := h[1]
+	p := 2
+	if flags&0x40 != 0 {
+		if _, ok := readVLI(h, &p); !ok {
+			return 0, errors.New("xz: bad block header")
+		}
+	}
+	if flags&0x80 != 0 {
+		if _, ok := readVLI(h, &p); !ok {
+			return 0, errors.New("xz: bad block header")
+		}
+	}
+	var dict uint64
+	for f := 0; f <= int(flags&3); f++ {
+		id, ok1 := readVLI(h, &p)
+		n, ok2 := readVLI(h, &p)
+		if !ok1 || !ok2 || n > uint64(len(h)-p) {
+			return 0, errors.New("xz: bad filter flags")
+		}
+		props := h[p : p+int(n)]
+		p += int(n)
+		if id == 0x21 { // LZMA2
+			if n != 1 || props[0] > 40 {
+				return 0, errors.New("xz: bad LZMA2 properties")
+			}
+			if props[0] == 40 {
+				dict = 1<<32 - 1
+			} else {
+				dict = uint64(2|props[0]&1) << (props[0]/2 + 11)
+			}
+		}
+	}
+	return dict, nil
+}
+
+// readVLI decodes an xz variable-length integer (7 bits a byte, at most 9).
+func readVLI(b []byte, p *int) (uint64, bool) {
+	var v uint64
+	for i := 0; i < 9; i++ {
+		if *p >= len(b) {
+			return 0, false
+		}
+		c := b[*p]
+		*p++
+		v |= uint64(c&0x7f) << (7 * i)
+		if c&0x80 == 0 {
+			return v, true
+		}
+	}
+	return 0, false
 }

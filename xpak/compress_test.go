@@ -3,7 +3,9 @@ package xpak
 import (
 	"bytes"
 	"compress/gzip"
+	"encoding/binary"
 	"errors"
+	"hash/crc32"
 	"io"
 	"strings"
 	"testing"
@@ -169,4 +171,50 @@ func TestNewReaderCorrupt(t *testing.T) {
 			t.Errorf("%s: truncated stream read without error", c)
 		}
 	}
+}
+
+func TestXzMaxDict(t *testing.T) {
+	one := compressWith(t, CompXz, []byte("hello"))
+	two := append(append(append([]byte(nil), one...), 0, 0, 0, 0), compressWith(t, CompXz, bytes.Repeat([]byte("x"), 100000))...)
+	for name, b := range map[string][]byte{"one": one, "two streams with padding": two, "trailing padding": append(append([]byte(nil), one...), 0, 0, 0, 0, 0, 0, 0, 0)} {
+		d, err := xzMaxDict(b)
+		if err != nil || d != 8<<20 {
+			t.Errorf("%s: dict %d, err %v; want 8 MiB (the writer's default)", name, d, err)
+		}
+	}
+	for n := 0; n < len(one); n++ {
+		if _, err := xzMaxDict(one[:n]); err == nil && n > 0 {
+			t.Errorf("truncated to %d bytes: accepted", n)
+		}
+	}
+	if _, err := xzMaxDict(append([]byte("junk"), one...)); err == nil {
+		t.Error("junk before the stream header accepted")
+	}
+	// Patch the LZMA2 dictionary byte (stream header 12, block header size,
+	// flags, filter id 0x21, props size 1, props) to 4 GiB - 1.
+	big := withXzDict(t, one, 40)
+	if d, err := xzMaxDict(big); err != nil || d != 1<<32-1 {
+		t.Fatalf("patched dict %d, err %v", d, err)
+	}
+}
+
+// withXzDict returns a one-block xz stream with its LZMA2 dictionary byte
+// replaced and the block header CRC fixed.
+func withXzDict(t *testing.T, xzb []byte, dictByte byte) []byte {
+	b := append([]byte(nil), xzb...)
+	h := b[12:]
+	hsize := (int(h[0]) + 1) * 4
+	p := 2
+	if h[1]&0x40 != 0 {
+		readVLI(h, &p)
+	}
+	if h[1]&0x80 != 0 {
+		readVLI(h, &p)
+	}
+	if h[p] != 0x21 || h[p+1] != 1 {
+		t.Fatalf("unexpected filter flags % x", h[:hsize])
+	}
+	h[p+2] = dictByte
+	binary.LittleEndian.PutUint32(h[hsize-4:], crc32.ChecksumIEEE(h[:hsize-4]))
+	return b
 }

@@ -1,7 +1,10 @@
 package xpak
 
 import (
+	"archive/tar"
 	"bytes"
+	"io"
+	"strings"
 	"testing"
 )
 
@@ -96,22 +99,24 @@ var knownCompression = map[Compression]bool{
 }
 
 func FuzzInspect(f *testing.F) {
-	f.Add(validGpkg(f))
+	f.Add(validGpkg(f), false)
+	f.Add(validGpkg(f), true)
 	ms := stdMembers(f)
-	f.Add(gpkgBytes(f, ms, []byte(clearSign(string(manifestFor(ms))))))
+	f.Add(gpkgBytes(f, ms, []byte(clearSign(string(manifestFor(ms))))), false)
 	zm := []tmember{
 		{name: "p/gpkg-1"},
 		{name: "p/metadata.tar.zst", data: zstdBytes(f, metadataTar(f, testMeta))},
 		{name: "p/image.tar", data: tarBytes(f, []tmember{{name: "image/x", data: []byte("x")}})},
 	}
-	f.Add(gpkgBytes(f, zm, manifestFor(zm)))
+	f.Add(gpkgBytes(f, zm, manifestFor(zm)), false)
 	for _, b := range sampleBlocks(f) {
-		f.Add(append([]byte{0x28, 0xb5, 0x2f, 0xfd}, AppendTrailer(b)...))
+		f.Add(append([]byte{0x28, 0xb5, 0x2f, 0xfd}, AppendTrailer(b)...), false)
 	}
-	f.Add(smallestFixture(f, ".gpkg.tar"))
-	f.Add(smallestFixture(f, ".tbz2"))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		for _, opt := range []InspectOptions{{}, {VerifyImage: true}} {
+	f.Add(trimTar(f, smallestFixture(f, ".gpkg.tar")), true)
+	f.Add(smallestFixture(f, ".tbz2"), false)
+	f.Fuzz(func(t *testing.T, b []byte, verifyImage bool) {
+		// One Inspect per exec keeps the fuzzer fast; verifyImage picks the mode.
+		for _, opt := range []InspectOptions{{VerifyImage: verifyImage}} {
 			info, err := Inspect(bytes.NewReader(b), int64(len(b)), opt)
 			if err != nil {
 				if _, ok := err.(*FormatError); !ok {
@@ -141,6 +146,73 @@ func FuzzInspect(f *testing.F) {
 			default:
 				t.Fatalf("unknown format %q", info.Format)
 			}
+		}
+	})
+}
+
+// trimTar drops the record padding after a tar's end-of-archive blocks:
+// the same archive, fewer bytes for the fuzzer to minimise.
+func trimTar(tb testing.TB, b []byte) []byte {
+	r := bytes.NewReader(b)
+	tr := tar.NewReader(r)
+	for {
+		_, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return b[:len(b)-r.Len()]
+}
+
+var fuzzCompressions = []Compression{CompNone, CompGzip, CompZstd, CompXz, CompBzip2, CompLz4}
+
+// FuzzMetadata reaches the decompressors and the inner-tar reader directly;
+// through Inspect, the Manifest hashes stop nearly every mutation first.
+func FuzzMetadata(f *testing.F) {
+	meta := metadataTar(f, testMeta)
+	f.Add(meta, uint8(0))
+	f.Add(gzipBytes(f, meta), uint8(1))
+	f.Add(zstdBytes(f, meta), uint8(2))
+	f.Add(xzBytes(f, meta), uint8(3))
+	f.Fuzz(func(t *testing.T, b []byte, c uint8) {
+		comp := fuzzCompressions[int(c)%len(fuzzCompressions)]
+		var src io.Reader = bytes.NewReader(b)
+		if comp == CompXz {
+			var err error
+			if src, err = xzMetadataSource(bytes.NewReader(b), int64(len(b)), "m"); err != nil {
+				return
+			}
+		}
+		m, err := decodeMetadata(src, "m", comp)
+		if err != nil {
+			if _, ok := err.(*FormatError); !ok {
+				t.Fatalf("error %T is not a *FormatError", err)
+			}
+			return
+		}
+		var total int64
+		for k, v := range m {
+			if k == "" || strings.Contains(k, "/") {
+				t.Fatalf("bad key %q", k)
+			}
+			total += int64(len(v))
+		}
+		if total > metadataLimit {
+			t.Fatalf("%d metadata bytes beyond the limit", total)
+		}
+	})
+}
+
+func FuzzXzMaxDict(f *testing.F) {
+	f.Add(xzBytes(f, []byte("hello")))
+	f.Add(append(append(xzBytes(f, []byte("a")), 0, 0, 0, 0), xzBytes(f, []byte("b"))...))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		d, err := xzMaxDict(b)
+		if err == nil && d > 1<<32-1 {
+			t.Fatalf("dictionary %d beyond the format's maximum", d)
 		}
 	})
 }

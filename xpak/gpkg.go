@@ -331,8 +331,10 @@ type boundedReader struct {
 
 func (b *boundedReader) Read(p []byte) (int, error) {
 	if b.n <= 0 {
+		// Probe for one more byte to tell "exactly at the limit" from
+		// "beyond it"; bounded, as a decoder could keep returning (0, nil).
 		var one [1]byte
-		for {
+		for range 100 {
 			n, err := b.r.Read(one[:])
 			if n > 0 {
 				return 0, errMetadataTooLarge
@@ -341,6 +343,7 @@ func (b *boundedReader) Read(p []byte) (int, error) {
 				return 0, err
 			}
 		}
+		return 0, io.ErrNoProgress
 	}
 	if int64(len(p)) > b.n {
 		p = p[:b.n]
@@ -362,10 +365,40 @@ func readGpkgMetadata(r io.ReaderAt, size int64, member string, comp Compression
 			return nil, tarErr(err, "gpkg: metadata member %s vanished", member)
 		}
 		if hdr.Name == member && hdr.Typeflag != tar.TypeXGlobalHeader {
-			break
+			if comp == CompXz {
+				src, err := xzMetadataSource(tr, hdr.Size, member)
+				if err != nil {
+					return nil, err
+				}
+				return decodeMetadata(src, member, comp)
+			}
+			return decodeMetadata(tr, member, comp)
 		}
 	}
-	dec, err := newDecompressor(comp, tr, metadataZstdWindow)
+}
+
+// xzMetadataSource loads an xz metadata member and refuses dictionaries the
+// decoder would have to allocate beyond metadataXzDict.
+func xzMetadataSource(r io.Reader, size int64, member string) (io.Reader, error) {
+	if size > metadataLimit {
+		return nil, formatErr("gpkg: metadata member %s of %d bytes exceeds the %d-byte metadata limit", member, size, metadataLimit)
+	}
+	b := make([]byte, size)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return nil, tarErr(err, "gpkg: reading %s", member)
+	}
+	d, err := xzMaxDict(b)
+	if err != nil {
+		return nil, wrapErr(err, "gpkg: metadata member %s: not valid xz data: %v", member, err)
+	}
+	if d > metadataXzDict {
+		return nil, formatErr("gpkg: metadata member %s: xz dictionary of %d bytes exceeds %d", member, d, metadataXzDict)
+	}
+	return bytes.NewReader(b), nil
+}
+
+func decodeMetadata(src io.Reader, member string, comp Compression) (map[string][]byte, error) {
+	dec, err := newDecompressor(comp, src, metadataZstdWindow)
 	if err != nil {
 		if errors.Is(err, ErrUnsupportedCompression) {
 			return nil, wrapErr(err, "gpkg: metadata member %s: %v", member, err)

@@ -326,3 +326,36 @@ func octal6(v int) string {
 	}
 	return string(out)
 }
+
+func TestInspectGpkgDecoderAllocationCaps(t *testing.T) {
+	meta := metadataTar(t, testMeta)
+	build := func(suffix string, data []byte) []byte {
+		ms := append(without(stdMembers(t), "metadata.tar.gz"), tmember{name: "foo-1/metadata.tar" + suffix, data: data})
+		return gpkgBytes(t, ms, manifestFor(ms))
+	}
+	xzMeta := compressWith(t, CompXz, meta)
+	if info, err := inspectBytes(build(".xz", xzMeta), InspectOptions{}); err != nil || string(info.Metadata["PF"]) != "foo-1\n" {
+		t.Fatalf("xz metadata: %+v, %v", info, err)
+	}
+	// A 4 GiB dictionary would be allocated up front by the decoder.
+	_, err := inspectBytes(build(".xz", withXzDict(t, xzMeta, 40)), InspectOptions{})
+	wantFormatError(t, err, "xz dictionary of 4294967295 bytes exceeds")
+
+	// A zstd frame declaring a 2 GiB window (Window_Descriptor exponent
+	// 21). The encoder writes a single-segment frame for small input; turn
+	// it into one with a window descriptor (the frame header has no CRC).
+	z := zstdBytes(t, meta)
+	if z[4]&0x20 == 0 {
+		t.Fatalf("expected a single-segment frame, FHD %#x", z[4])
+	}
+	withWindow := func(exp byte) []byte {
+		out := append([]byte(nil), z[:4]...)
+		out = append(out, z[4]&^0x20, exp<<3)
+		return append(out, z[5:]...)
+	}
+	if info, err := inspectBytes(build(".zst", withWindow(10)), InspectOptions{}); err != nil || string(info.Metadata["PF"]) != "foo-1\n" {
+		t.Fatalf("zstd metadata with a 1 MiB window: %+v, %v", info, err)
+	}
+	_, err = inspectBytes(build(".zst", withWindow(21)), InspectOptions{})
+	wantFormatError(t, err, "metadata.tar.zst")
+}

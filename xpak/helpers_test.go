@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/ulikunitz/xz"
 	"golang.org/x/crypto/blake2b"
 )
 
@@ -144,6 +145,21 @@ func zstdBytes(tb testing.TB, b []byte) []byte {
 	}
 	defer w.Close()
 	return w.EncodeAll(b, nil)
+}
+
+func xzBytes(tb testing.TB, b []byte) []byte {
+	var buf bytes.Buffer
+	w, err := xz.NewWriter(&buf)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := w.Write(b); err != nil {
+		tb.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		tb.Fatal(err)
+	}
+	return buf.Bytes()
 }
 
 var testMeta = map[string]string{

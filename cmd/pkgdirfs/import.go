@@ -76,6 +76,9 @@ func cmdImport(args []string) int {
 	if bar != nil {
 		bar.Finish()
 	}
+	if err := store.FillHeaderCHOST(ctx); err != nil {
+		return fail("import: %v", err)
+	}
 	for _, inv := range res.Invalid {
 		fmt.Fprintf(os.Stderr, "invalid: %s: %s\n", inv.Path, inv.Reason)
 	}
