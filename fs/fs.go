@@ -217,8 +217,11 @@ func walk(n *gofs.Inode, p string) *gofs.Inode {
 }
 
 // index returns the rendered index of the current snapshot, rendering it on the
-// first access after a change.
-func (f *FS) index(ctx context.Context) (*Index, error) {
+// first access after a change. The render is shared by every caller, so it does
+// not run under one request's context: an interrupted request (Go programs get
+// FUSE INTERRUPTs from runtime preemption signals) must not fail it.
+func (f *FS) index() (*Index, error) {
+	ctx := context.Background()
 	f.idxMu.Lock()
 	defer f.idxMu.Unlock()
 	for attempt := 0; ; attempt++ {

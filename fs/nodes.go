@@ -39,7 +39,7 @@ func (d *dirNode) child(name string) string {
 func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	if d.path == "" && (name == "Packages" || name == "Packages.gz") {
 		gz := name == "Packages.gz"
-		idx, err := d.fs.index(ctx)
+		idx, err := d.fs.index()
 		if err != nil {
 			return nil, d.fs.errno("lookup", name, err)
 		}
@@ -225,7 +225,7 @@ func (n *indexNode) fill(idx *Index, a *fuse.Attr) {
 }
 
 func (n *indexNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	idx, err := n.fs.index(ctx)
+	idx, err := n.fs.index()
 	if err != nil {
 		return n.fs.errno("getattr", "Packages", err)
 	}
@@ -237,7 +237,7 @@ func (n *indexNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC) != 0 {
 		return nil, 0, syscall.EROFS
 	}
-	idx, err := n.fs.index(ctx)
+	idx, err := n.fs.index()
 	if err != nil {
 		return nil, 0, n.fs.errno("open", "Packages", err)
 	}

@@ -77,6 +77,11 @@ func cmdMount(args []string) int {
 		return fail("mount: %s", msg)
 	}
 
+	// Before the mount exists: a signal that arrives as soon as it is ready must
+	// unmount, not kill the daemon and leave a dead mount behind.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+
 	store, err := catalog.OpenStore(*state, log)
 	if err != nil {
 		return failReady("%v", err)
@@ -98,8 +103,6 @@ func cmdMount(args []string) int {
 		ready.Close()
 	}
 
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	go func() {
 		s := <-sig
 		log.Info("unmounting", "signal", s.String())
