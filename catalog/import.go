@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"time"
 
 	"pkgdirfs/layout"
 )
@@ -63,8 +62,7 @@ func ScanPKGDIR(src string) ([]ImportFile, error) {
 }
 
 // ImportHeader keeps the header keys of src/Packages for the synthesized
-// header; keys that describe one rendering (TIMESTAMP, PACKAGES) or a client's
-// cache (DOWNLOAD_TIMESTAMP) are not kept. Returns false if src has no index.
+// header. Returns false if src has no index.
 func (s *Store) ImportHeader(ctx context.Context, src string) (bool, error) {
 	b, err := os.ReadFile(filepath.Join(src, "Packages"))
 	if errors.Is(err, fs.ErrNotExist) {
@@ -73,16 +71,23 @@ func (s *Store) ImportHeader(ctx context.Context, src string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	return true, s.KeepHeader(ctx, b)
+}
+
+// KeepHeader merges the header keys of a Packages file into the catalog's
+// header (its keys win); keys that describe one rendering (TIMESTAMP,
+// PACKAGES) or a client's cache (DOWNLOAD_TIMESTAMP) are not kept, and the
+// package blocks are ignored: the index stays synthesized.
+func (s *Store) KeepHeader(ctx context.Context, b []byte) error {
 	h, _ := layout.ParseIndex(b)
 	for _, k := range []string{"TIMESTAMP", "PACKAGES", "DOWNLOAD_TIMESTAMP"} {
 		delete(h, k)
 	}
 	cur, err := s.DB.Header(ctx)
 	if err != nil {
-		return false, err
+		return err
 	}
-	return true, s.DB.Tx(ctx, func(tx *Tx) error {
-		// Several sources merge; a later one's keys win.
+	return s.DB.Tx(ctx, func(tx *Tx) error {
 		merged, same := make(map[string]string, len(cur)+len(h)), true
 		for k, v := range cur {
 			merged[k] = v
@@ -97,11 +102,7 @@ func (s *Store) ImportHeader(ctx context.Context, src string) (bool, error) {
 		if err := tx.SetHeader(merged); err != nil {
 			return err
 		}
-		if _, err := tx.BumpGeneration(); err != nil {
-			return err
-		}
-		_, err = tx.NextTimestamp(time.Now().Unix())
-		return err
+		return commitChange(tx)
 	})
 }
 
@@ -172,10 +173,6 @@ func (s *Store) FillHeaderCHOST(ctx context.Context) error {
 		if err := tx.SetHeader(h); err != nil {
 			return err
 		}
-		if _, err := tx.BumpGeneration(); err != nil {
-			return err
-		}
-		_, err := tx.NextTimestamp(time.Now().Unix())
-		return err
+		return commitChange(tx)
 	})
 }

@@ -26,6 +26,7 @@ import (
 //	catalog.db   the truth
 //	blobs/       one immutable file per instance, named by its SHA-256
 //	staging/     bytes on their way in; same filesystem as blobs/ so commit is a rename
+//	scratch/     files clients create that are not packages, at their paths
 //	recovered/   staging files found after a crash, kept for the user
 type Store struct {
 	Dir string
@@ -39,7 +40,7 @@ func OpenStore(dir string, log *slog.Logger) (*Store, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	for _, sub := range []string{"", "blobs", "staging"} {
+	for _, sub := range []string{"", "blobs", "staging", "scratch"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
 			return nil, fmt.Errorf("state directory: %w", err)
 		}
@@ -60,6 +61,14 @@ func (s *Store) Close() error { return s.DB.Close() }
 
 // BlobDir is the directory Instance.Blob names are relative to.
 func (s *Store) BlobDir() string { return filepath.Join(s.Dir, "blobs") }
+
+// StagingDir holds bytes on their way in (same filesystem as blobs/).
+func (s *Store) StagingDir() string { return filepath.Join(s.Dir, "staging") }
+
+// ScratchDir mirrors the mount for files that are not packages (lock files,
+// temp files, .partial downloads, refused packages), which clients create
+// next to packages.
+func (s *Store) ScratchDir() string { return filepath.Join(s.Dir, "scratch") }
 
 func (s *Store) recoverStaging() error {
 	dir := filepath.Join(s.Dir, "staging")
@@ -134,6 +143,10 @@ type Candidate struct {
 	Name    string // path relative to the PKGDIR root it arrived under
 	MtimeNs int64
 	Mode    uint32
+	// Replaces is the instance these bytes take the place of (a rename over,
+	// or an in-place rewrite of, its file); 0 for none. Its build id is free
+	// for the new bytes.
+	Replaces int64
 }
 
 // Ingest turns a candidate into an instance in one catalog transaction, or
@@ -145,11 +158,13 @@ func (s *Store) Ingest(ctx context.Context, c *Candidate) (inst *Instance, exist
 	if err != nil {
 		return nil, false, err
 	}
-	blob := filepath.Join(c.SHA256[:2], c.SHA256)
+	blob := c.SHA256[:2] + "/" + c.SHA256
 	blobPath := filepath.Join(s.BlobDir(), blob)
 	inst.Blob = blob
 	moved := false
+	var dropped string // blob of a replaced instance
 	err = s.DB.Tx(ctx, func(tx *Tx) error {
+		dropped = ""
 		old, err := tx.FindByDigest(inst.CPV, c.SHA256)
 		if err == nil {
 			inst, existed = old, true
@@ -157,6 +172,17 @@ func (s *Store) Ingest(ctx context.Context, c *Candidate) (inst *Instance, exist
 		}
 		if !errors.Is(err, ErrNotFound) {
 			return err
+		}
+		if c.Replaces > 0 {
+			prev, err := tx.InstanceByID(c.Replaces)
+			if err == nil {
+				dropped = prev.Blob
+				if err := tx.DeleteInstance(prev.ID); err != nil {
+					return err
+				}
+			} else if !errors.Is(err, ErrNotFound) {
+				return err
+			}
 		}
 		if inst.BuildID, err = chooseBuildID(tx, inst.CPV, inst.BuildID, inst.Meta["BUILD_ID"]); err != nil {
 			return err
@@ -173,27 +199,44 @@ func (s *Store) Ingest(ctx context.Context, c *Candidate) (inst *Instance, exist
 		if _, err := tx.InsertInstance(inst); err != nil {
 			return err
 		}
-		if _, err := tx.BumpGeneration(); err != nil {
-			return err
-		}
-		_, err = tx.NextTimestamp(time.Now().Unix())
-		return err
+		return commitChange(tx)
 	})
 	if err != nil {
 		if moved {
-			os.Remove(blobPath)
+			// Put the bytes back where the client left them.
+			if rerr := os.Rename(blobPath, c.File); rerr != nil {
+				s.log.Error("restoring bytes after a failed commit", "from", blobPath, "to", c.File, "err", rerr)
+			}
 		}
 		return nil, false, err
 	}
 	if existed {
 		os.Remove(c.File)
 	}
+	if dropped != "" && dropped != inst.Blob {
+		s.dropBlob(ctx, dropped)
+	}
 	return inst, existed, nil
 }
 
 // chooseBuildID applies the identity rules: the id in the name (reserved by the
-// writer), else the metadata BUILD_ID, each only while free; else the next one.
+// writer, possibly with a placeholder, which the package now replaces), else
+// the metadata BUILD_ID, each only while free; else the next one.
 func chooseBuildID(tx *Tx, cpv string, fromName int64, fromMeta string) (int64, error) {
+	if fromName > 0 {
+		insts, err := tx.InstancesByCPV(cpv)
+		if err != nil {
+			return 0, err
+		}
+		for i := range insts {
+			if insts[i].BuildID == fromName && insts[i].Placeholder {
+				if err := tx.DeleteInstance(insts[i].ID); err != nil {
+					return 0, err
+				}
+				return fromName, nil
+			}
+		}
+	}
 	cands := []int64{fromName}
 	if id, err := strconv.ParseInt(fromMeta, 10, 64); err == nil {
 		cands = append(cands, id)

@@ -22,9 +22,7 @@ import (
 
 // Config is what a mount needs.
 type Config struct {
-	DB         *catalog.DB
-	BlobDir    string // directory the instances' blob names are relative to
-	StateDir   string // statfs reports this filesystem
+	Store      *catalog.Store
 	Layouts    Layouts
 	ReadOnly   bool
 	AllowOther bool
@@ -48,6 +46,10 @@ type FS struct {
 	idxMu sync.Mutex
 	idx   *Index
 
+	loop    *gofs.LoopbackRoot // serves scratch files from the scratch tree
+	pending map[string]int     // package names being written (under nameMu)
+	notes   chan [2]string     // kernel invalidations, sent by the notifier
+
 	server *fuse.Server
 	dir    string
 	stop   chan struct{}
@@ -66,13 +68,19 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 	if cfg.PollInterval == 0 {
 		cfg.PollInterval = time.Second
 	}
-	f := &FS{cfg: cfg, log: cfg.Log, inos: newInoAllocator(), stop: make(chan struct{}), done: make(chan struct{})}
-	snap, err := loadSnapshot(ctx, cfg.DB, cfg.Layouts, f.inos)
+	f := &FS{cfg: cfg, log: cfg.Log, inos: newInoAllocator(), stop: make(chan struct{}), done: make(chan struct{}),
+		notes: make(chan [2]string, 1<<16), pending: map[string]int{}}
+	snap, err := loadSnapshot(ctx, cfg.Store.DB, cfg.Layouts, f.inos)
 	if err != nil {
 		return nil, err
 	}
 	f.setSnapshot(snap)
 	f.root = &dirNode{fs: f, path: ""}
+	var st syscall.Stat_t
+	if err := syscall.Stat(cfg.Store.ScratchDir(), &st); err != nil {
+		return nil, err
+	}
+	f.loop = &gofs.LoopbackRoot{Path: cfg.Store.ScratchDir(), Dev: uint64(st.Dev), RootNode: f.root}
 	return f, nil
 }
 
@@ -100,10 +108,15 @@ func (f *FS) Mount(dir string) error {
 			// No xattr requests reach us: ls -l would otherwise pay two round trips per file.
 			DisableXAttrs: true,
 			Debug:         f.cfg.Debug,
-			// Writes through the mount are not served by this version: the kernel
-			// answers EROFS and access(W_OK) is false, so Portage never tries.
-			Options: []string{"default_permissions", "ro"},
+			Options:       []string{"default_permissions"},
+			// open(O_TRUNC) must reach us as one request: a separate truncate of
+			// a committed instance would have nothing to act on.
+			ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC,
 		},
+	}
+	if f.cfg.ReadOnly {
+		// The kernel answers EROFS and access(W_OK) is false, so Portage never tries.
+		opts.MountOptions.Options = append(opts.MountOptions.Options, "ro")
 	}
 	server, err := gofs.Mount(dir, f.root, opts)
 	if err != nil {
@@ -115,6 +128,7 @@ func (f *FS) Mount(dir string) error {
 		return fmt.Errorf("mount %s: %w", dir, err)
 	}
 	go f.poll()
+	go f.notifier()
 	return nil
 }
 
@@ -164,7 +178,7 @@ func (f *FS) poll() {
 func (f *FS) Refresh(ctx context.Context) error {
 	f.refreshMu.Lock()
 	defer f.refreshMu.Unlock()
-	gen, err := f.cfg.DB.Generation(ctx)
+	gen, err := f.cfg.Store.DB.Generation(ctx)
 	if err != nil {
 		return err
 	}
@@ -172,7 +186,7 @@ func (f *FS) Refresh(ctx context.Context) error {
 	if gen == old.gen {
 		return nil
 	}
-	cur, err := loadSnapshot(ctx, f.cfg.DB, f.cfg.Layouts, f.inos)
+	cur, err := loadSnapshot(ctx, f.cfg.Store.DB, f.cfg.Layouts, f.inos)
 	if err != nil {
 		return err
 	}
@@ -182,22 +196,12 @@ func (f *FS) Refresh(ctx context.Context) error {
 }
 
 func (f *FS) invalidate(old, cur *snapshot) {
-	root := f.root.EmbeddedInode()
 	for _, c := range changedNames(old, cur) {
-		parent := root
-		if c[0] != "" {
-			parent = walk(root, c[0])
-		}
-		if parent != nil {
-			parent.NotifyEntry(c[1])
-		}
+		f.notifyEntry(c[0], c[1])
 	}
-	for _, name := range []string{"Packages", "Packages.gz"} {
-		if n := root.GetChild(name); n != nil {
-			n.NotifyContent(0, 0)
-		}
-	}
-	root.NotifyContent(0, 0)
+	f.notifyEntry("Packages", "")
+	f.notifyEntry("Packages.gz", "")
+	f.notifyEntry("", "")
 }
 
 // walk finds the kernel-known inode of a directory path, nil if the kernel never
@@ -229,7 +233,7 @@ func (f *FS) index() (*Index, error) {
 		if f.idx != nil && f.idx.Generation == snap.gen {
 			return f.idx, nil
 		}
-		idx, err := renderFor(ctx, f.cfg.DB, snap)
+		idx, err := renderFor(ctx, f.cfg.Store.DB, snap)
 		if err != nil {
 			return nil, err
 		}
@@ -247,7 +251,7 @@ func (f *FS) index() (*Index, error) {
 	}
 }
 
-func (f *FS) blobPath(name string) string { return filepath.Join(f.cfg.BlobDir, name) }
+func (f *FS) blobPath(name string) string { return filepath.Join(f.cfg.Store.BlobDir(), name) }
 
 // errno maps our failures to what a client should see, logging the cause once.
 func (f *FS) errno(op, path string, err error) syscall.Errno {

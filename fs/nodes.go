@@ -51,6 +51,11 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		}
 		return d.NewInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: ino}), 0
 	}
+	rel := d.child(name)
+	var st syscall.Stat_t
+	if err := syscall.Lstat(d.fs.scratchPath(rel), &st); err == nil {
+		return d.fs.scratchInode(ctx, &d.Inode, rel, &st, out), 0
+	}
 	s, ds := d.snapDir()
 	if ds == nil {
 		return nil, syscall.ENOENT
@@ -69,17 +74,40 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 
 func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	_, ds := d.snapDir()
-	if ds == nil {
+	scratch, err := os.ReadDir(d.fs.scratchPath(d.path))
+	if ds == nil && err != nil {
 		return nil, syscall.ENOENT
 	}
-	names := ds.sortedNames()
-	list := make([]fuse.DirEntry, 0, len(names)+2)
+	var names []string
+	if ds != nil {
+		names = ds.sortedNames()
+	}
+	list := make([]fuse.DirEntry, 0, len(names)+len(scratch)+2)
 	if d.path == "" {
 		list = append(list,
 			fuse.DirEntry{Name: "Packages", Mode: syscall.S_IFREG, Ino: packagesIno},
 			fuse.DirEntry{Name: "Packages.gz", Mode: syscall.S_IFREG, Ino: packagesGzIno})
 	}
+	// Scratch entries shadow catalog names, as Lookup does.
+	shadow := make(map[string]bool, len(scratch))
+	for _, e := range scratch {
+		if d.path == "" && (e.Name() == "Packages" || e.Name() == "Packages.gz") {
+			continue
+		}
+		shadow[e.Name()] = true
+		de := fuse.DirEntry{Name: e.Name(), Mode: uint32(e.Type())}
+		if e.IsDir() {
+			de.Mode, de.Ino = syscall.S_IFDIR, d.fs.inos.get(d.child(e.Name()))
+		} else if info, err := e.Info(); err == nil {
+			de.Mode = uint32(info.Sys().(*syscall.Stat_t).Mode) & syscall.S_IFMT
+			de.Ino = info.Sys().(*syscall.Stat_t).Ino + scratchInoBase
+		}
+		list = append(list, de)
+	}
 	for _, n := range names {
+		if shadow[n] {
+			continue
+		}
 		e := ds.children[n]
 		if e.dir != nil {
 			list = append(list, fuse.DirEntry{Name: n, Mode: syscall.S_IFDIR, Ino: e.dir.ino})
@@ -92,18 +120,32 @@ func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 
 func (d *dirNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	s, ds := d.snapDir()
-	if ds == nil {
+	var st syscall.Stat_t
+	scratchErr := syscall.Stat(d.fs.scratchPath(d.path), &st)
+	if ds == nil && scratchErr != nil {
 		return syscall.ENOENT
 	}
+	if ds == nil {
+		ds = &dirSnap{}
+	}
 	fillDir(ds, s, &out.Attr)
+	out.Ino = d.StableAttr().Ino
+	if scratchErr == nil && d.path != "" {
+		// A directory clients created or chmod'ed: its own mode, owner and times.
+		out.Mode = st.Mode
+		out.Owner = fuse.Owner{Uid: st.Uid, Gid: st.Gid}
+		out.Mtime, out.Mtimensec = uint64(st.Mtim.Sec), uint32(st.Mtim.Nsec)
+		out.Ctime, out.Ctimensec = uint64(st.Ctim.Sec), uint32(st.Ctim.Nsec)
+		out.Nlink += uint32(st.Nlink) - 2
+	}
 	return 0
 }
 
 // Statfs reports the filesystem that holds the blobs: that is where packages use space.
 func (d *dirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	var st syscall.Statfs_t
-	if err := syscall.Statfs(d.fs.cfg.StateDir, &st); err != nil {
-		return d.fs.errno("statfs", d.fs.cfg.StateDir, err)
+	if err := syscall.Statfs(d.fs.cfg.Store.Dir, &st); err != nil {
+		return d.fs.errno("statfs", d.fs.cfg.Store.Dir, err)
 	}
 	out.FromStatfsT(&st)
 	out.NameLen = 255
@@ -139,27 +181,32 @@ type instNode struct {
 var (
 	_ gofs.NodeGetattrer = (*instNode)(nil)
 	_ gofs.NodeOpener    = (*instNode)(nil)
+	_ gofs.NodeSetattrer = (*instNode)(nil)
 )
 
 func (n *instNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	fillFile(n.f, &out.Attr)
+	if h, ok := fh.(*stagingHandle); ok {
+		return h.Getattr(ctx, out)
+	}
+	fillFile(n.current(), &out.Attr)
 	return 0
 }
 
 func (n *instNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC) != 0 {
-		return nil, 0, syscall.EROFS
+	return n.fs.openInstance(ctx, n.current(), flags)
+}
+
+func (n *instNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	return n.fs.setInstanceAttr(ctx, n.current(), fh, in, out)
+}
+
+// current is the instance as the newest snapshot shows it (chmod and
+// utimensat change mode and mtime; the bytes never change).
+func (n *instNode) current() *instFile {
+	if f := n.fs.snap.Load().files[n.f.id]; f != nil {
+		return f
 	}
-	if n.f.blob == "" { // a placeholder has no bytes
-		return &blobHandle{}, fuse.FOPEN_KEEP_CACHE, 0
-	}
-	p := n.fs.blobPath(n.f.blob)
-	file, err := os.Open(p)
-	if err != nil {
-		return nil, 0, n.fs.errno("open", p, err)
-	}
-	// Blobs never change once committed, so the kernel may keep their pages.
-	return &blobHandle{file: file}, fuse.FOPEN_KEEP_CACHE, 0
+	return n.f
 }
 
 // blobHandle reads a committed blob; where the kernel allows, go-fuse hands it
@@ -209,7 +256,17 @@ type indexNode struct {
 var (
 	_ gofs.NodeGetattrer = (*indexNode)(nil)
 	_ gofs.NodeOpener    = (*indexNode)(nil)
+	_ gofs.NodeSetattrer = (*indexNode)(nil)
 )
+
+// Setattr on Packages succeeds (Portage's utimensat after writing it must not
+// fail) and changes nothing: mtime stays TIMESTAMP, the content synthesized.
+func (n *indexNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if n.fs.cfg.ReadOnly {
+		return syscall.EROFS
+	}
+	return n.Getattr(ctx, fh, out)
+}
 
 func (n *indexNode) fill(idx *Index, a *fuse.Attr) {
 	data := idx.Plain
@@ -234,8 +291,12 @@ func (n *indexNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.A
 }
 
 func (n *indexNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC) != 0 {
-		return nil, 0, syscall.EROFS
+	if flags&(syscall.O_WRONLY|syscall.O_RDWR) != 0 {
+		if n.fs.cfg.ReadOnly {
+			return nil, 0, syscall.EROFS
+		}
+		// Written indexes are accepted; only a Packages header is kept.
+		return &headerHandle{fs: n.fs, keep: !n.gz}, fuse.FOPEN_DIRECT_IO, 0
 	}
 	idx, err := n.fs.index()
 	if err != nil {

@@ -22,7 +22,7 @@ func cmdMount(args []string) int {
 	fl := newFlags("mount")
 	state := stateFlag(fl)
 	layouts := fl.String("layouts", "all", "layouts to show: all, or a comma list of multi, flat, legacy")
-	readOnly := fl.Bool("read-only", false, "refuse every write with EROFS (this version serves every mount read-only)")
+	readOnly := fl.Bool("read-only", false, "refuse every write with EROFS; access(W_OK) is false, so Portage does not try")
 	allowOther := fl.Bool("allow-other", false, "let other users (e.g. nginx's) access the mount")
 	var fg bool
 	fl.BoolVar(&fg, "f", false, "stay in the foreground, logging to stderr")
@@ -88,7 +88,7 @@ func cmdMount(args []string) int {
 	}
 	defer store.Close()
 	fsys, err := pfs.New(background(), pfs.Config{
-		DB: store.DB, BlobDir: store.BlobDir(), StateDir: *state,
+		Store:   store,
 		Layouts: lay, ReadOnly: *readOnly, AllowOther: *allowOther, Debug: *debug, Log: log,
 	})
 	if err != nil {

@@ -1,0 +1,112 @@
+package catalog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// SetInstanceAttrs records a chmod or utimensat on an instance (the bytes stay).
+func (tx *Tx) SetInstanceAttrs(id int64, mode uint32, mtimeNs int64) error {
+	res, err := tx.tx.ExecContext(tx.ctx, `UPDATE instances SET mode = ?, mtime_ns = ? WHERE id = ?`, mode, mtimeNs, id)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("instance %d: %w", id, ErrNotFound)
+	}
+	return nil
+}
+
+// commitChange ends every transaction that changes what the mount shows.
+func commitChange(tx *Tx) error {
+	if _, err := tx.BumpGeneration(); err != nil {
+		return err
+	}
+	_, err := tx.NextTimestamp(time.Now().Unix())
+	return err
+}
+
+// SetAttrs changes the mode and mtime an instance shows under all its names.
+func (s *Store) SetAttrs(ctx context.Context, id int64, mode uint32, mtimeNs int64) error {
+	return s.DB.Tx(ctx, func(tx *Tx) error {
+		if err := tx.SetInstanceAttrs(id, mode, mtimeNs); err != nil {
+			return err
+		}
+		return commitChange(tx)
+	})
+}
+
+// Reserve records a placeholder: an empty file a builder created at a
+// multi-instance name to hold (CPV, BUILD_ID) (Portage's O_EXCL allocation).
+func (s *Store) Reserve(ctx context.Context, category, pn, pf, format string, buildID int64, mode uint32, mtimeNs int64) (*Instance, error) {
+	in := &Instance{
+		Category: category, PN: pn, PF: pf, CPV: category + "/" + pf, BuildID: buildID,
+		Format: format, Mode: mode, MtimeNs: mtimeNs, Placeholder: true, CreatedNs: time.Now().UnixNano(),
+	}
+	err := s.DB.Tx(ctx, func(tx *Tx) error {
+		if _, err := tx.InsertInstance(in); err != nil {
+			return err
+		}
+		return commitChange(tx)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return in, nil
+}
+
+// Remove deletes an instance (the name a client unlinked shows it). Its blob
+// goes once the row is gone: open handles keep reading the unlinked file.
+func (s *Store) Remove(ctx context.Context, id int64) error {
+	var blob string
+	err := s.DB.Tx(ctx, func(tx *Tx) error {
+		old, err := tx.InstanceByID(id)
+		if err != nil {
+			return err
+		}
+		blob = old.Blob
+		if err := tx.DeleteInstance(id); err != nil {
+			return err
+		}
+		return commitChange(tx)
+	})
+	if err != nil {
+		return err
+	}
+	s.dropBlob(ctx, blob)
+	return nil
+}
+
+// dropBlob removes a blob no row names any more. A crash before this leaves
+// an orphan blob, which verify reports; never a row without bytes.
+func (s *Store) dropBlob(ctx context.Context, blob string) {
+	if blob == "" {
+		return
+	}
+	used, err := s.DB.BlobInUse(ctx, blob)
+	if err != nil || used {
+		return
+	}
+	if err := os.Remove(filepath.Join(s.BlobDir(), blob)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.log.Warn("removing blob", "blob", blob, "err", err)
+	}
+}
+
+// BlobInUse tells whether any instance row names blob.
+func (db *DB) BlobInUse(ctx context.Context, blob string) (bool, error) {
+	var n int
+	// Blobs are named by their SHA-256: the indexed column finds them.
+	err := db.ro.QueryRowContext(ctx, `SELECT count(*) FROM instances WHERE sha256 = ? AND blob = ?`, filepath.Base(blob), blob).Scan(&n)
+	return n > 0, err
+}
+
+// Refuse records that bytes at path were not accepted, and why.
+func (s *Store) Refuse(ctx context.Context, path, reason string, size int64) error {
+	return s.DB.Tx(ctx, func(tx *Tx) error {
+		return tx.AddRefused(path, reason, size, time.Now().UnixNano())
+	})
+}

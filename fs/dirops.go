@@ -1,0 +1,477 @@
+package fs
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"pkgdirfs/catalog"
+	"pkgdirfs/layout"
+)
+
+var (
+	_ gofs.NodeCreater   = (*dirNode)(nil)
+	_ gofs.NodeMkdirer   = (*dirNode)(nil)
+	_ gofs.NodeUnlinker  = (*dirNode)(nil)
+	_ gofs.NodeRmdirer   = (*dirNode)(nil)
+	_ gofs.NodeRenamer   = (*dirNode)(nil)
+	_ gofs.NodeLinker    = (*dirNode)(nil)
+	_ gofs.NodeSymlinker = (*dirNode)(nil)
+	_ gofs.NodeSetattrer = (*dirNode)(nil)
+)
+
+// nameMu makes "does this name exist? then create it" atomic across
+// clients: O_EXCL creation is how Portage allocates build ids and temp names.
+var nameMu sync.Mutex
+
+// scratchInode makes the kernel inode of a scratch entry.
+func (f *FS) scratchInode(ctx context.Context, parent *gofs.Inode, rel string, st *syscall.Stat_t, out *fuse.EntryOut) *gofs.Inode {
+	out.Attr.FromStat(st)
+	if st.Mode&syscall.S_IFMT == syscall.S_IFDIR {
+		ino := f.inos.get(rel)
+		out.Attr.Ino = ino
+		return parent.NewInode(ctx, &dirNode{fs: f, path: rel}, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: ino})
+	}
+	ino := st.Ino + scratchInoBase
+	out.Attr.Ino = ino
+	return parent.NewInode(ctx, f.newScratchNode(), gofs.StableAttr{Mode: st.Mode & syscall.S_IFMT, Ino: ino})
+}
+
+// exists tells whether rel names anything: a scratch entry, a catalog entry,
+// or a package file being written.
+func (f *FS) exists(rel string) bool {
+	if _, err := os.Lstat(f.scratchPath(rel)); err == nil {
+		return true
+	}
+	return f.catalogEntry(rel) != nil || f.pending[rel] > 0
+}
+
+func (f *FS) catalogEntry(rel string) *entry {
+	dir, name := splitPath(rel)
+	if dir == "" && (name == "Packages" || name == "Packages.gz") {
+		return &entry{}
+	}
+	if d := f.snap.Load().dirs[dir]; d != nil {
+		return d.children[name]
+	}
+	return nil
+}
+
+func (d *dirNode) writable() syscall.Errno {
+	if d.fs.cfg.ReadOnly {
+		return syscall.EROFS
+	}
+	return 0
+}
+
+func (d *dirNode) mkParent(rel string) error {
+	return os.MkdirAll(filepath.Dir(d.fs.scratchPath(rel)), 0o755)
+}
+
+func chownToCaller(ctx context.Context, p string) {
+	if uid, gid, ok := callerOwner(ctx); ok && (uid != 0 || gid != 0) {
+		os.Lchown(p, uid, gid)
+	}
+}
+
+func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	if errno := d.writable(); errno != 0 {
+		return nil, nil, 0, errno
+	}
+	f := d.fs
+	rel := d.child(name)
+	if d.path == "" && (name == "Packages" || name == "Packages.gz") {
+		return nil, nil, 0, syscall.EEXIST
+	}
+	nameMu.Lock()
+	if flags&syscall.O_EXCL != 0 && f.exists(rel) {
+		nameMu.Unlock()
+		return nil, nil, 0, syscall.EEXIST
+	}
+	p := layout.ParsePath(rel)
+	if p.Kind == layout.KindOther {
+		nameMu.Unlock()
+		return d.createScratch(ctx, rel, flags, mode, out)
+	}
+	// A package name: the bytes go to a private staging file and become
+	// visible only when committed on close.
+	f.pending[rel]++
+	nameMu.Unlock()
+	release := func() {
+		nameMu.Lock()
+		if f.pending[rel]--; f.pending[rel] <= 0 {
+			delete(f.pending, rel)
+		}
+		nameMu.Unlock()
+	}
+	tmp, err := os.CreateTemp(f.cfg.Store.StagingDir(), "w-")
+	if err != nil {
+		release()
+		return nil, nil, 0, f.errno("create", rel, err)
+	}
+	tmp.Chmod(os.FileMode(mode & 0o7777))
+	tmp.Close()
+	chownToCaller(ctx, tmp.Name())
+	fd, err := syscall.Open(tmp.Name(), int(flags)&^(syscall.O_CREAT|syscall.O_EXCL), 0)
+	if err != nil {
+		release()
+		os.Remove(tmp.Name())
+		return nil, nil, 0, f.errno("create", rel, err)
+	}
+	n := &pendingNode{fs: f, name: rel, staging: tmp.Name()}
+	n.done = release
+	h := &stagingHandle{lf: gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile), fd: fd, node: n, dirty: true}
+	var st syscall.Stat_t
+	syscall.Fstat(fd, &st)
+	out.Attr.FromStat(&st)
+	ino := pendingInoBase + pendingIno.Add(1)
+	out.Attr.Ino = ino
+	return d.NewInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: ino}), h, 0, 0
+}
+
+func (d *dirNode) createScratch(ctx context.Context, rel string, flags, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	if err := d.mkParent(rel); err != nil {
+		return nil, nil, 0, d.fs.errno("create", rel, err)
+	}
+	p := d.fs.scratchPath(rel)
+	fd, err := syscall.Open(p, int(flags)|syscall.O_CREAT, mode)
+	if err != nil {
+		return nil, nil, 0, gofs.ToErrno(err)
+	}
+	chownToCaller(ctx, p)
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fd, &st); err != nil {
+		syscall.Close(fd)
+		return nil, nil, 0, gofs.ToErrno(err)
+	}
+	inode := d.fs.scratchInode(ctx, &d.Inode, rel, &st, out)
+	return inode, gofs.NewLoopbackFile(fd), 0, 0
+}
+
+func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if errno := d.writable(); errno != 0 {
+		return nil, errno
+	}
+	rel := d.child(name)
+	nameMu.Lock()
+	defer nameMu.Unlock()
+	if d.fs.exists(rel) {
+		return nil, syscall.EEXIST
+	}
+	if err := d.mkParent(rel); err != nil {
+		return nil, d.fs.errno("mkdir", rel, err)
+	}
+	p := d.fs.scratchPath(rel)
+	if err := syscall.Mkdir(p, mode); err != nil {
+		return nil, gofs.ToErrno(err)
+	}
+	chownToCaller(ctx, p)
+	var st syscall.Stat_t
+	if err := syscall.Lstat(p, &st); err != nil {
+		return nil, gofs.ToErrno(err)
+	}
+	return d.fs.scratchInode(ctx, &d.Inode, rel, &st, out), 0
+}
+
+func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
+	if errno := d.writable(); errno != 0 {
+		return errno
+	}
+	f := d.fs
+	rel := d.child(name)
+	if d.path == "" && (name == "Packages" || name == "Packages.gz") {
+		return 0 // the index stays synthesized (Portage unlinks Packages.gz without compress-index)
+	}
+	if err := syscall.Unlink(f.scratchPath(rel)); err == nil {
+		f.changed(ctx, rel)
+		return 0
+	} else if err != syscall.ENOENT {
+		return gofs.ToErrno(err)
+	}
+	e := f.catalogEntry(rel)
+	switch {
+	case e == nil:
+		return syscall.ENOENT
+	case e.dir != nil:
+		return syscall.EISDIR
+	}
+	// The name shows an instance: remove it under all its names. Open
+	// handles keep reading the unlinked blob.
+	if err := f.cfg.Store.Remove(ctx, e.file.id); err != nil {
+		return f.errno("unlink", rel, err)
+	}
+	f.log.Info("removed", "path", rel, "instance", e.file.id)
+	f.changed(ctx, rel)
+	return 0
+}
+
+func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
+	if errno := d.writable(); errno != 0 {
+		return errno
+	}
+	rel := d.child(name)
+	if e := d.fs.catalogEntry(rel); e != nil && e.dir != nil && len(e.dir.children) > 0 {
+		return syscall.ENOTEMPTY
+	}
+	if err := syscall.Rmdir(d.fs.scratchPath(rel)); err != nil {
+		return gofs.ToErrno(err)
+	}
+	d.fs.changed(ctx, rel)
+	return 0
+}
+
+func (d *dirNode) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if errno := d.writable(); errno != 0 {
+		return nil, errno
+	}
+	rel := d.child(name)
+	nameMu.Lock()
+	defer nameMu.Unlock()
+	if d.fs.exists(rel) {
+		return nil, syscall.EEXIST
+	}
+	if err := d.mkParent(rel); err != nil {
+		return nil, d.fs.errno("symlink", rel, err)
+	}
+	p := d.fs.scratchPath(rel)
+	if err := syscall.Symlink(target, p); err != nil {
+		return nil, gofs.ToErrno(err)
+	}
+	chownToCaller(ctx, p)
+	var st syscall.Stat_t
+	if err := syscall.Lstat(p, &st); err != nil {
+		return nil, gofs.ToErrno(err)
+	}
+	return d.fs.scratchInode(ctx, &d.Inode, rel, &st, out), 0
+}
+
+// Link works for scratch files (Portage's lock files are hard-linked);
+// instances are one inode already and take no further names.
+func (d *dirNode) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if errno := d.writable(); errno != 0 {
+		return nil, errno
+	}
+	src, ok := target.(*scratchNode)
+	if !ok || src.instance() != nil {
+		return nil, syscall.EPERM
+	}
+	rel := d.child(name)
+	nameMu.Lock()
+	defer nameMu.Unlock()
+	if d.fs.exists(rel) {
+		return nil, syscall.EEXIST
+	}
+	if err := d.mkParent(rel); err != nil {
+		return nil, d.fs.errno("link", rel, err)
+	}
+	from := d.fs.scratchPath(src.Path(d.Root()))
+	p := d.fs.scratchPath(rel)
+	if err := syscall.Link(from, p); err != nil {
+		return nil, gofs.ToErrno(err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Lstat(p, &st); err != nil {
+		return nil, gofs.ToErrno(err)
+	}
+	return d.fs.scratchInode(ctx, &d.Inode, rel, &st, out), 0
+}
+
+func (d *dirNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if errno := d.writable(); errno != 0 {
+		return errno
+	}
+	// Attributes of a directory live on its scratch twin, made on demand
+	// (Portage sets the setgid bit and group on category directories).
+	p := d.fs.scratchPath(d.path)
+	if err := os.MkdirAll(p, 0o755); err != nil {
+		return d.fs.errno("setattr", d.path, err)
+	}
+	if m, ok := in.GetMode(); ok {
+		if err := syscall.Chmod(p, m); err != nil {
+			return gofs.ToErrno(err)
+		}
+	}
+	uid, uok := in.GetUID()
+	gid, gok := in.GetGID()
+	if uok || gok {
+		u, g := -1, -1
+		if uok {
+			u = int(uid)
+		}
+		if gok {
+			g = int(gid)
+		}
+		if err := os.Lchown(p, u, g); err != nil {
+			return gofs.ToErrno(err)
+		}
+	}
+	if mt, ok := in.GetMTime(); ok {
+		at, aok := in.GetATime()
+		if !aok {
+			at = mt
+		}
+		if err := os.Chtimes(p, at, mt); err != nil {
+			return gofs.ToErrno(err)
+		}
+	}
+	return d.Getattr(ctx, fh, out)
+}
+
+func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	if errno := d.writable(); errno != 0 {
+		return errno
+	}
+	f := d.fs
+	nd, ok := newParent.(*dirNode)
+	if !ok {
+		return syscall.EXDEV
+	}
+	if flags&unix.RENAME_EXCHANGE != 0 {
+		return syscall.EINVAL
+	}
+	src, dst := d.child(name), nd.child(newName)
+	srcPath := f.scratchPath(src)
+	var st syscall.Stat_t
+	if err := syscall.Lstat(srcPath, &st); err != nil {
+		// Instances and package files being written are not renamed: the
+		// kernel's EXDEV makes mv and Portage's movefile copy instead.
+		if f.catalogEntry(src) != nil {
+			return syscall.EXDEV
+		}
+		return syscall.ENOENT
+	}
+	if flags&unix.RENAME_NOREPLACE != 0 && f.exists(dst) {
+		return syscall.EEXIST
+	}
+	if nd.path == "" && (newName == "Packages" || newName == "Packages.gz") {
+		errno := f.renameOntoIndex(ctx, src, srcPath, newName == "Packages")
+		if errno == 0 {
+			// Until the kernel looks the name up again, the renamed inode
+			// stands at Packages: it must answer as the index does.
+			if child := d.GetChild(name); child != nil {
+				if sn, ok := child.Operations().(*scratchNode); ok {
+					sn.mu.Lock()
+					sn.index = &indexNode{fs: f, gz: newName == "Packages.gz"}
+					sn.mu.Unlock()
+				}
+			}
+			f.notifyEntry("", newName)
+		}
+		return errno
+	}
+	p := layout.ParsePath(dst)
+	if p.Kind == layout.KindOther || st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		if e := f.catalogEntry(dst); e != nil && e.file != nil {
+			// A plain file replacing an instance's name removes that instance.
+			if err := f.cfg.Store.Remove(ctx, e.file.id); err != nil {
+				return f.errno("rename", dst, err)
+			}
+		}
+		if err := d.mkParent(dst); err != nil {
+			return f.errno("rename", dst, err)
+		}
+		if err := renameat2(srcPath, f.scratchPath(dst), flags); err != nil {
+			return gofs.ToErrno(err)
+		}
+		f.changed(ctx, src, dst)
+		return 0
+	}
+	// A file renamed onto a package name: its bytes become that package
+	// (replacing what the name showed: a placeholder, or an instance) or are
+	// refused and stay at the new name as a plain file.
+	if err := d.mkParent(dst); err != nil {
+		return f.errno("rename", dst, err)
+	}
+	dstPath := f.scratchPath(dst)
+	if err := syscall.Rename(srcPath, dstPath); err != nil {
+		return gofs.ToErrno(err)
+	}
+	staged, err := hashFile(dstPath, st.Size)
+	if err != nil {
+		return f.errno("rename", dst, err)
+	}
+	c := &catalog.Candidate{Staged: staged, Name: dst, MtimeNs: st.Mtim.Nano(), Mode: st.Mode & 0o7777}
+	if e := f.catalogEntry(dst); e != nil && e.file != nil && e.file.blob != "" {
+		c.Replaces = e.file.id
+	}
+	inst, errno := f.ingest(ctx, c)
+	if errno != 0 {
+		return errno
+	}
+	// The kernel keeps the renamed inode at the new name until the entry
+	// is invalidated: meanwhile it shows the committed instance.
+	if child := d.GetChild(name); child != nil {
+		if sn, ok := child.Operations().(*scratchNode); ok {
+			sn.setInstance(instFileOf(inst))
+		}
+	}
+	f.notifyEntry(d.path, name)
+	return 0
+}
+
+// renameOntoIndex handles Portage's atomic rewrite of Packages: the header
+// keys of a written Packages are kept; the body is not (the index stays
+// synthesized). The temp file is consumed either way.
+func (f *FS) renameOntoIndex(ctx context.Context, src, srcPath string, keep bool) syscall.Errno {
+	if keep {
+		b, err := os.ReadFile(srcPath)
+		if err != nil {
+			return f.errno("rename", src, err)
+		}
+		if err := f.cfg.Store.KeepHeader(ctx, b); err != nil {
+			return f.errno("rename", "Packages", err)
+		}
+	}
+	if err := os.Remove(srcPath); err != nil {
+		return f.errno("rename", src, err)
+	}
+	f.changed(ctx, src)
+	return 0
+}
+
+// headerHandle takes a Packages (or Packages.gz) written in place; on close
+// the header keys of Packages are kept.
+type headerHandle struct {
+	fs   *FS
+	keep bool
+	mu   sync.Mutex
+	buf  []byte
+}
+
+var (
+	_ gofs.FileWriter  = (*headerHandle)(nil)
+	_ gofs.FileFlusher = (*headerHandle)(nil)
+)
+
+func (h *headerHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if end := off + int64(len(data)); end > int64(len(h.buf)) {
+		if end > 1<<30 {
+			return 0, syscall.EFBIG
+		}
+		h.buf = append(h.buf, make([]byte, end-int64(len(h.buf)))...)
+	}
+	copy(h.buf[off:], data)
+	return uint32(len(data)), 0
+}
+
+func (h *headerHandle) Flush(ctx context.Context) syscall.Errno {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.keep || len(h.buf) == 0 {
+		return 0
+	}
+	if err := h.fs.cfg.Store.KeepHeader(context.Background(), h.buf); err != nil {
+		return h.fs.errno("write", "Packages", err)
+	}
+	h.buf = nil
+	h.fs.changed(ctx)
+	return 0
+}

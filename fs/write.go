@@ -1,0 +1,577 @@
+package fs
+
+import (
+	"context"
+	"crypto/md5"
+	"crypto/sha1"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"pkgdirfs/catalog"
+	"pkgdirfs/layout"
+)
+
+// Inode numbers of files that are not instances: scratch files keep their
+// backing inode number (offset, so hard links share one st_ino), package
+// files being written get a fresh one.
+const (
+	scratchInoBase = 1 << 57
+	pendingInoBase = 1 << 58
+)
+
+var pendingIno atomic.Uint64
+
+// scratchPath is where the bytes of a non-package name live.
+func (f *FS) scratchPath(rel string) string { return filepath.Join(f.cfg.Store.ScratchDir(), rel) }
+
+// commitTarget is the state shared by every kernel inode whose bytes may
+// become an instance: once committed it shows that instance.
+type commitTarget struct {
+	mu        sync.Mutex
+	committed *instFile
+	index     *indexNode // a temp file renamed onto Packages(.gz) shows the index
+}
+
+func (c *commitTarget) asIndex() *indexNode {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.index
+}
+
+func (c *commitTarget) instance() *instFile {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.committed
+}
+
+func (c *commitTarget) setInstance(f *instFile) {
+	c.mu.Lock()
+	c.committed = f
+	c.mu.Unlock()
+}
+
+func instFileOf(in *catalog.Instance) *instFile {
+	return &instFile{id: in.ID, size: in.Size, mtimeNs: in.MtimeNs, mode: in.Mode & 0o7777, blob: in.Blob,
+		buildID: in.BuildID, buildTime: in.BuildTime, gpkg: in.Format == string(layout.FormatGpkg)}
+}
+
+// scratchNode is a non-package file, symlink or refused package kept as a
+// plain file: the loopback node serves it from the scratch tree.
+type scratchNode struct {
+	gofs.LoopbackNode
+	commitTarget
+}
+
+var (
+	_ gofs.NodeGetattrer = (*scratchNode)(nil)
+	_ gofs.NodeOpener    = (*scratchNode)(nil)
+	_ gofs.NodeSetattrer = (*scratchNode)(nil)
+)
+
+func (f *FS) newScratchNode() *scratchNode {
+	return &scratchNode{LoopbackNode: gofs.LoopbackNode{RootData: f.loop}}
+}
+
+func (n *scratchNode) fsys() *FS { return n.RootData.RootNode.(*dirNode).fs }
+
+func (n *scratchNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if x := n.asIndex(); x != nil {
+		return x.Getattr(ctx, nil, out)
+	}
+	if in := n.instance(); in != nil {
+		fillFile(in, &out.Attr)
+		return 0
+	}
+	return n.LoopbackNode.Getattr(ctx, fh, out)
+}
+
+func (n *scratchNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if x := n.asIndex(); x != nil {
+		return x.Open(ctx, flags)
+	}
+	if in := n.instance(); in != nil {
+		return n.fsys().openInstance(ctx, in, flags)
+	}
+	return n.LoopbackNode.Open(ctx, flags)
+}
+
+func (n *scratchNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if x := n.asIndex(); x != nil {
+		return x.Setattr(ctx, nil, in, out)
+	}
+	if inst := n.instance(); inst != nil {
+		return n.fsys().setInstanceAttr(ctx, inst, fh, in, out)
+	}
+	return n.LoopbackNode.Setattr(ctx, fh, in, out)
+}
+
+// pendingNode is a file created at a package name: its bytes go to a private
+// staging file, and it becomes an instance when closed (or is refused).
+type pendingNode struct {
+	gofs.Inode
+	commitTarget
+	fs       *FS
+	name     string // where it was created, relative to the root
+	staging  string
+	replaces int64
+	done     func() // releases the name reservation of a create
+	doneOnce sync.Once
+}
+
+// finish ends the node's life as a name being written.
+func (n *pendingNode) finish() {
+	n.doneOnce.Do(func() {
+		if n.done != nil {
+			n.done()
+		}
+	})
+}
+
+var (
+	_ gofs.NodeGetattrer = (*pendingNode)(nil)
+	_ gofs.NodeOpener    = (*pendingNode)(nil)
+	_ gofs.NodeSetattrer = (*pendingNode)(nil)
+)
+
+func (n *pendingNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if in := n.instance(); in != nil {
+		fillFile(in, &out.Attr)
+		return 0
+	}
+	if h, ok := fh.(*stagingHandle); ok {
+		return h.lf.Getattr(ctx, out)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(n.staging, &st); err != nil {
+		return gofs.ToErrno(err)
+	}
+	out.FromStat(&st)
+	return 0
+}
+
+func (n *pendingNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if in := n.instance(); in != nil {
+		return n.fs.openInstance(ctx, in, flags)
+	}
+	fd, err := syscall.Open(n.staging, int(flags)&^(syscall.O_CREAT|syscall.O_EXCL), 0)
+	if err != nil {
+		return nil, 0, gofs.ToErrno(err)
+	}
+	return &stagingHandle{lf: gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile), fd: fd, node: n, dirty: flags&syscall.O_TRUNC != 0}, 0, 0
+}
+
+func (n *pendingNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if inst := n.instance(); inst != nil {
+		return n.fs.setInstanceAttr(ctx, inst, fh, in, out)
+	}
+	if h, ok := fh.(*stagingHandle); ok {
+		return h.Setattr(ctx, in, out)
+	}
+	fd, err := syscall.Open(n.staging, syscall.O_RDWR, 0)
+	if err != nil {
+		return gofs.ToErrno(err)
+	}
+	lf := gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile)
+	defer lf.Release(ctx)
+	if errno := lf.Setattr(ctx, in, out); errno != 0 {
+		return errno
+	}
+	return 0
+}
+
+// stagingHandle writes a package's bytes to a private staging file. It
+// deliberately offers no passthrough fd: writes must come through the daemon,
+// so that none can reach a blob once the bytes are committed.
+type stagingHandle struct {
+	lf   *gofs.LoopbackFile
+	fd   int
+	node *pendingNode
+
+	mu        sync.Mutex
+	dirty     bool // written (or truncated) since the last commit attempt
+	committed bool
+}
+
+var (
+	_ gofs.FileReader    = (*stagingHandle)(nil)
+	_ gofs.FileWriter    = (*stagingHandle)(nil)
+	_ gofs.FileFlusher   = (*stagingHandle)(nil)
+	_ gofs.FileReleaser  = (*stagingHandle)(nil)
+	_ gofs.FileGetattrer = (*stagingHandle)(nil)
+	_ gofs.FileSetattrer = (*stagingHandle)(nil)
+	_ gofs.FileLseeker   = (*stagingHandle)(nil)
+	_ gofs.FileFsyncer   = (*stagingHandle)(nil)
+	_ gofs.FileAllocater = (*stagingHandle)(nil)
+)
+
+func (h *stagingHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	return h.lf.Read(ctx, dest, off)
+}
+
+func (h *stagingHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.committed {
+		return 0, syscall.EBADF
+	}
+	h.dirty = true
+	return h.lf.Write(ctx, data, off)
+}
+
+func (h *stagingHandle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
+	if in := h.node.instance(); in != nil {
+		fillFile(in, &out.Attr)
+		return 0
+	}
+	return h.lf.Getattr(ctx, out)
+}
+
+func (h *stagingHandle) Setattr(ctx context.Context, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.committed {
+		return syscall.EBADF
+	}
+	if _, ok := in.GetSize(); ok {
+		h.dirty = true
+	}
+	return h.lf.Setattr(ctx, in, out)
+}
+
+func (h *stagingHandle) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
+	return h.lf.Lseek(ctx, off, whence)
+}
+
+func (h *stagingHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	return h.lf.Fsync(ctx, flags)
+}
+
+func (h *stagingHandle) Allocate(ctx context.Context, off, size uint64, mode uint32) syscall.Errno {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.dirty = true
+	return h.lf.Allocate(ctx, off, size, mode)
+}
+
+// Flush is close(): the package is committed here, so that close() reports
+// a refusal (EINVAL) or our own failure (EIO) to the writer.
+func (h *stagingHandle) Flush(ctx context.Context) syscall.Errno {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.committed || !h.dirty {
+		return 0
+	}
+	h.dirty = false
+	errno := h.node.fs.commitPending(h.node, h.fd)
+	h.node.finish()
+	if errno == 0 || errno == syscall.EINVAL {
+		h.committed = true
+	}
+	return errno
+}
+
+func (h *stagingHandle) Release(ctx context.Context) syscall.Errno {
+	errno := h.lf.Release(ctx)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.committed && h.node.instance() == nil {
+		// Never committed (a write error, or nothing written after a
+		// failed commit): the bytes are kept as a plain file, not lost.
+		if _, err := os.Stat(h.node.staging); err == nil {
+			if err := h.node.fs.keepAsScratch(h.node.staging, h.node.name); err == nil {
+				h.node.fs.changed(context.Background(), h.node.name)
+			}
+		}
+	}
+	h.node.finish()
+	return errno
+}
+
+// commitPending ingests the staging file of n. Empty files at a
+// multi-instance name are Portage's placeholders and become reservations.
+func (f *FS) commitPending(n *pendingNode, fd int) syscall.Errno {
+	ctx := context.Background()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fd, &st); err != nil {
+		return f.errno("commit", n.name, err)
+	}
+	mode, mtime := st.Mode&0o7777, st.Mtim.Nano()
+	p := layout.ParsePath(n.name)
+	if st.Size == 0 {
+		if p.Kind == layout.KindMulti && n.replaces == 0 {
+			inst, err := f.cfg.Store.Reserve(ctx, p.Category, p.PN, p.PF, string(p.Format), p.BuildID, mode, mtime)
+			if err != nil {
+				if errors.Is(err, catalog.ErrBuildIDTaken) {
+					return syscall.EEXIST
+				}
+				return f.errno("reserve", n.name, err)
+			}
+			os.Remove(n.staging)
+			n.setInstance(instFileOf(inst))
+			f.changed(ctx, n.name)
+			return 0
+		}
+		// An empty file at any other package name is kept as a plain file.
+		if err := f.keepAsScratch(n.staging, n.name); err != nil {
+			return f.errno("keep", n.name, err)
+		}
+		f.changed(ctx, n.name)
+		return 0
+	}
+	staged, err := hashFile(n.staging, st.Size)
+	if err != nil {
+		return f.errno("hash", n.name, err)
+	}
+	inst, errno := f.ingest(ctx, &catalog.Candidate{Staged: staged, Name: n.name, MtimeNs: mtime, Mode: mode, Replaces: n.replaces})
+	if errno != 0 {
+		return errno
+	}
+	n.setInstance(instFileOf(inst))
+	return 0
+}
+
+// ingest commits a candidate or refuses it: refused bytes stay at the name
+// they came under, as a plain file, and the reason is logged and recorded.
+func (f *FS) ingest(ctx context.Context, c *catalog.Candidate) (*catalog.Instance, syscall.Errno) {
+	inst, existed, err := f.cfg.Store.Ingest(ctx, c)
+	var rerr *catalog.RefusedError
+	if errors.As(err, &rerr) {
+		f.log.Warn("refused a file written at a package name", "path", c.Name, "reason", rerr.Reason)
+		if err := f.cfg.Store.Refuse(ctx, c.Name, rerr.Reason, c.Size); err != nil {
+			f.log.Error("recording a refusal", "path", c.Name, "err", err)
+		}
+		if err := f.keepAsScratch(c.File, c.Name); err != nil {
+			f.log.Error("keeping refused bytes", "path", c.Name, "from", c.File, "err", err)
+			return nil, syscall.EIO
+		}
+		f.changed(ctx, c.Name)
+		return nil, syscall.EINVAL
+	}
+	if err != nil {
+		return nil, f.errno("ingest", c.Name, err)
+	}
+	if existed {
+		f.log.Info("same bytes already present", "path", c.Name, "cpv", inst.CPV, "build_id", inst.BuildID)
+	} else {
+		f.log.Info("committed", "path", c.Name, "cpv", inst.CPV, "build_id", inst.BuildID, "size", inst.Size)
+	}
+	f.changed(ctx, c.Name)
+	return inst, 0
+}
+
+// keepAsScratch puts bytes at rel in the scratch tree (a plain file there).
+func (f *FS) keepAsScratch(from, rel string) error {
+	to := f.scratchPath(rel)
+	if from == to {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
+		return err
+	}
+	return os.Rename(from, to)
+}
+
+// changed makes a catalog or scratch change visible at once: the snapshot is
+// swapped now; kernel invalidations follow from the notifier goroutine.
+func (f *FS) changed(ctx context.Context, names ...string) {
+	if err := f.Refresh(ctx); err != nil {
+		f.log.Error("reading catalog changes", "err", err)
+	}
+	for _, n := range names {
+		dir, base := splitPath(n)
+		f.notifyEntry(dir, base)
+	}
+}
+
+func hashFile(path string, size int64) (*catalog.Staged, error) {
+	file, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer file.Close()
+	hm, h1, h256 := md5.New(), sha1.New(), sha256.New()
+	n, err := io.Copy(io.MultiWriter(hm, h1, h256), file)
+	if err != nil {
+		return nil, err
+	}
+	return &catalog.Staged{File: path, Size: n, MD5: hex.EncodeToString(hm.Sum(nil)),
+		SHA1: hex.EncodeToString(h1.Sum(nil)), SHA256: hex.EncodeToString(h256.Sum(nil))}, nil
+}
+
+// openInstance opens a committed instance. Reads share the immutable blob;
+// a writable open writes a new copy that is committed on close: with O_TRUNC
+// as a new instance of the CPV (as cp and parallel builders writing one flat
+// name expect), without it as a rewrite of this instance (Portage's in-place
+// XPAK recompose), which keeps its build id.
+func (f *FS) openInstance(ctx context.Context, in *instFile, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if flags&(syscall.O_WRONLY|syscall.O_RDWR) == 0 {
+		if in.blob == "" {
+			return &blobHandle{}, fuse.FOPEN_KEEP_CACHE, 0
+		}
+		p := f.blobPath(in.blob)
+		file, err := os.Open(p)
+		if err != nil {
+			return nil, 0, f.errno("open", p, err)
+		}
+		// Blobs never change once committed, so the kernel may keep their pages.
+		return &blobHandle{file: file}, fuse.FOPEN_KEEP_CACHE, 0
+	}
+	if f.cfg.ReadOnly {
+		return nil, 0, syscall.EROFS
+	}
+	inst, err := f.instanceRow(ctx, in.id)
+	if err != nil {
+		return nil, 0, f.errno("open", "instance", err)
+	}
+	format := layout.FormatXpak
+	if inst.Format == string(layout.FormatGpkg) {
+		format = layout.FormatGpkg
+	}
+	n := &pendingNode{fs: f}
+	trunc := flags&syscall.O_TRUNC != 0
+	if trunc || inst.Placeholder {
+		n.name = layout.FlatPath(inst.Category, inst.PF, format)
+		if inst.Placeholder {
+			n.name = layout.MultiPath(inst.Category, inst.PF, inst.BuildID, format)
+		}
+	} else {
+		n.name = layout.MultiPath(inst.Category, inst.PF, inst.BuildID, format)
+		n.replaces = inst.ID
+	}
+	staging, err := os.CreateTemp(f.cfg.Store.StagingDir(), "w-")
+	if err != nil {
+		return nil, 0, f.errno("open", n.name, err)
+	}
+	n.staging = staging.Name()
+	if !trunc && in.blob != "" {
+		src, err := os.Open(f.blobPath(in.blob))
+		if err == nil {
+			_, err = io.Copy(staging, src)
+			src.Close()
+		}
+		if err != nil {
+			staging.Close()
+			os.Remove(n.staging)
+			return nil, 0, f.errno("open", n.name, err)
+		}
+	}
+	staging.Chmod(os.FileMode(in.mode))
+	staging.Close()
+	mt := time.Unix(0, in.mtimeNs)
+	os.Chtimes(n.staging, mt, mt)
+	fd, err := syscall.Open(n.staging, int(flags)&^(syscall.O_CREAT|syscall.O_EXCL|syscall.O_TRUNC), 0)
+	if err != nil {
+		os.Remove(n.staging)
+		return nil, 0, f.errno("open", n.name, err)
+	}
+	return &stagingHandle{lf: gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile), fd: fd, node: n, dirty: trunc}, 0, 0
+}
+
+func (f *FS) instanceRow(ctx context.Context, id int64) (*catalog.Instance, error) {
+	var out *catalog.Instance
+	err := f.cfg.Store.DB.View(ctx, func(v *catalog.View) error {
+		var err error
+		out, err = v.InstanceByID(id)
+		return err
+	})
+	return out, err
+}
+
+// setInstanceAttr applies chmod and utimensat to an instance (kept in the
+// catalog, shown under all its names); chown to other ids is not kept
+// (EPERM, which Portage tolerates); truncation needs a writable handle.
+func (f *FS) setInstanceAttr(ctx context.Context, in *instFile, fh gofs.FileHandle, attr *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if h, ok := fh.(*stagingHandle); ok {
+		return h.Setattr(ctx, attr, out)
+	}
+	if f.cfg.ReadOnly {
+		return syscall.EROFS
+	}
+	if _, ok := attr.GetSize(); ok {
+		return syscall.EPERM
+	}
+	if uid, ok := attr.GetUID(); ok && uid != 0 {
+		return syscall.EPERM
+	}
+	if gid, ok := attr.GetGID(); ok && gid != 0 {
+		return syscall.EPERM
+	}
+	mode, mtime := in.mode, in.mtimeNs
+	if m, ok := attr.GetMode(); ok {
+		mode = m & 0o7777
+	}
+	if t, ok := attr.GetMTime(); ok {
+		mtime = t.UnixNano()
+	}
+	if mode != in.mode || mtime != in.mtimeNs {
+		if in.blob == "" || in.id == 0 {
+			return syscall.EPERM
+		}
+		if err := f.cfg.Store.SetAttrs(ctx, in.id, mode, mtime); err != nil {
+			return f.errno("setattr", "instance", err)
+		}
+		f.changed(ctx)
+		if cur := f.snap.Load().files[in.id]; cur != nil {
+			in = cur
+		}
+	}
+	fillFile(in, &out.Attr)
+	return 0
+}
+
+// notifyEntry queues a kernel dentry invalidation; the notifier goroutine
+// sends it, never a handler (the kernel may hold the directory lock).
+func (f *FS) notifyEntry(dir, name string) {
+	select {
+	case f.notes <- [2]string{dir, name}:
+	default:
+		f.log.Warn("invalidation queue full; the kernel may show a stale entry until it expires", "dir", dir, "name", name)
+	}
+}
+
+func (f *FS) notifier() {
+	root := f.root.EmbeddedInode()
+	for {
+		select {
+		case <-f.stop:
+			return
+		case c := <-f.notes:
+			parent := root
+			if c[0] != "" {
+				parent = walk(root, c[0])
+			}
+			if parent == nil {
+				continue
+			}
+			if c[1] == "" {
+				parent.NotifyContent(0, 0)
+			} else {
+				parent.NotifyEntry(c[1])
+			}
+		}
+	}
+}
+
+func callerOwner(ctx context.Context) (uid, gid int, ok bool) {
+	if c, ok := fuse.FromContext(ctx); ok {
+		return int(c.Uid), int(c.Gid), true
+	}
+	return 0, 0, false
+}
+
+// renameat2 moves within the scratch tree, honouring RENAME_NOREPLACE.
+func renameat2(from, to string, flags uint32) error {
+	return unix.Renameat2(unix.AT_FDCWD, from, unix.AT_FDCWD, to, uint(flags))
+}
