@@ -7,7 +7,7 @@ PKGDIR  ?= /var/cache/binpkgs
 FUZZTIME ?= 8s
 
 # Debian packages the tests drive (the real tools users use) and the mount needs.
-TEST_PKGS := fuse3 rsync zstd xz-utils bzip2 lz4 gzip tar coreutils util-linux curl nginx
+TEST_PKGS := fuse3 rsync zstd xz-utils bzip2 lz4 gzip tar coreutils util-linux curl nginx attr psmisc
 
 .PHONY: all build deps mount test vet unit integration fuzz bench clean
 

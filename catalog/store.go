@@ -17,6 +17,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"pkgdirfs/layout"
 	"pkgdirfs/xpak"
 )
@@ -27,7 +29,7 @@ import (
 //	blobs/       one immutable file per instance, named by its SHA-256
 //	staging/     bytes on their way in; same filesystem as blobs/ so commit is a rename
 //	scratch/     files clients create that are not packages, at their paths
-//	recovered/   staging files found after a crash, kept for the user
+//	recovered/   interrupted writes whose path is unknown, kept for the user
 type Store struct {
 	Dir string
 	DB  *DB
@@ -35,7 +37,8 @@ type Store struct {
 }
 
 // OpenStore opens (creating if needed) a state directory. Staging files left
-// by a crash never reached the catalog: they are moved aside and logged, not lost.
+// by a crash never reached the catalog: they come back as plain files at the
+// path they were written to (logged), not lost.
 func OpenStore(dir string, log *slog.Logger) (*Store, error) {
 	if log == nil {
 		log = slog.Default()
@@ -70,25 +73,44 @@ func (s *Store) StagingDir() string { return filepath.Join(s.Dir, "staging") }
 // next to packages.
 func (s *Store) ScratchDir() string { return filepath.Join(s.Dir, "scratch") }
 
+// NameXattr records, on a staging file, the path its writer gave it, so that
+// bytes interrupted by a crash come back at that path.
+const NameXattr = "user.pkgdirfs.name"
+
 func (s *Store) recoverStaging() error {
-	dir := filepath.Join(s.Dir, "staging")
+	dir := s.StagingDir()
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return err
 	}
-	if len(ents) == 0 {
-		return nil
-	}
-	rec := filepath.Join(s.Dir, "recovered")
-	if err := os.MkdirAll(rec, 0o755); err != nil {
-		return err
-	}
 	for _, e := range ents {
-		dst := filepath.Join(rec, time.Now().UTC().Format("20060102T150405")+"-"+e.Name())
-		if err := os.Rename(filepath.Join(dir, e.Name()), dst); err != nil {
+		p := filepath.Join(dir, e.Name())
+		if strings.HasPrefix(e.Name(), "in-") {
+			// An import's copy: the source still has the bytes.
+			os.Remove(p)
+			continue
+		}
+		buf := make([]byte, 4096)
+		dst := ""
+		if n, err := unix.Getxattr(p, NameXattr, buf); err == nil && n > 0 {
+			rel := filepath.Clean(string(buf[:n]))
+			if !filepath.IsAbs(rel) && !strings.HasPrefix(rel, "..") {
+				dst = filepath.Join(s.ScratchDir(), rel)
+				if _, err := os.Lstat(dst); err == nil {
+					dst += ".recovered-" + time.Now().UTC().Format("20060102T150405")
+				}
+			}
+		}
+		if dst == "" {
+			dst = filepath.Join(s.Dir, "recovered", time.Now().UTC().Format("20060102T150405")+"-"+e.Name())
+		}
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 			return err
 		}
-		s.log.Warn("recovered an interrupted write", "file", dst)
+		if err := os.Rename(p, dst); err != nil {
+			return err
+		}
+		s.log.Warn("recovered the bytes of an interrupted write as a plain file", "file", dst)
 	}
 	return nil
 }
@@ -258,6 +280,10 @@ func chooseBuildID(tx *Tx, cpv string, fromName int64, fromMeta string) (int64, 
 
 func commitFile(src, dst string) error {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	// Committed bytes never change: read-only guards against mistakes.
+	if err := os.Chmod(src, 0o444); err != nil {
 		return err
 	}
 	if err := os.Rename(src, dst); err != nil {

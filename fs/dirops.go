@@ -117,6 +117,7 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	}
 	tmp.Chmod(os.FileMode(mode & 0o7777))
 	tmp.Close()
+	unix.Setxattr(tmp.Name(), catalog.NameXattr, []byte(rel), 0)
 	chownToCaller(ctx, tmp.Name())
 	fd, err := syscall.Open(tmp.Name(), int(flags)&^(syscall.O_CREAT|syscall.O_EXCL), 0)
 	if err != nil {
@@ -189,6 +190,7 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 		return 0 // the index stays synthesized (Portage unlinks Packages.gz without compress-index)
 	}
 	if err := syscall.Unlink(f.scratchPath(rel)); err == nil {
+		f.cfg.Store.Forget(ctx, rel)
 		f.changed(ctx, rel)
 		return 0
 	} else if err != syscall.ENOENT {

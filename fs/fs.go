@@ -26,8 +26,11 @@ type Config struct {
 	Layouts    Layouts
 	ReadOnly   bool
 	AllowOther bool
-	Debug      bool
-	Log        *slog.Logger
+	// XAttrs answers xattr requests (refusal reasons, scratch files' own
+	// xattrs); without it the kernel never asks, which keeps ls -l fast.
+	XAttrs bool
+	Debug  bool
+	Log    *slog.Logger
 	// PollInterval is how often the catalog generation is checked for changes
 	// made by other processes (pkgdirfs import into a mounted state).
 	PollInterval time.Duration
@@ -105,8 +108,9 @@ func (f *FS) Mount(dir string) error {
 			AllowOther:  f.cfg.AllowOther,
 			DirectMount: true,
 			MaxWrite:    1 << 20,
-			// No xattr requests reach us: ls -l would otherwise pay two round trips per file.
-			DisableXAttrs: true,
+			// Without --xattrs no xattr request reaches us: ls -l would
+			// otherwise pay two round trips per file.
+			DisableXAttrs: !f.cfg.XAttrs,
 			Debug:         f.cfg.Debug,
 			Options:       []string{"default_permissions"},
 			// open(O_TRUNC) must reach us as one request: a separate truncate of

@@ -117,6 +117,52 @@ func (n *scratchNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.
 	return n.LoopbackNode.Setattr(ctx, fh, in, out)
 }
 
+// ErrorXattr carries, under --xattrs, why the bytes at a package name were refused.
+const ErrorXattr = "user.pkgdirfs.error"
+
+var (
+	_ gofs.NodeGetxattrer  = (*scratchNode)(nil)
+	_ gofs.NodeListxattrer = (*scratchNode)(nil)
+)
+
+func (n *scratchNode) refusal() string {
+	r, _ := n.fsys().cfg.Store.DB.RefusalReason(context.Background(), n.Path(n.Root()))
+	return r
+}
+
+func (n *scratchNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	if attr == ErrorXattr {
+		r := n.refusal()
+		if r == "" {
+			return 0, syscall.ENODATA
+		}
+		if len(dest) < len(r) {
+			return uint32(len(r)), syscall.ERANGE
+		}
+		return uint32(copy(dest, r)), 0
+	}
+	return n.LoopbackNode.Getxattr(ctx, attr, dest)
+}
+
+func (n *scratchNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	own, errno := n.LoopbackNode.Listxattr(ctx, dest)
+	if errno != 0 && errno != syscall.ERANGE {
+		return own, errno
+	}
+	if n.refusal() == "" {
+		return own, errno
+	}
+	need := own + uint32(len(ErrorXattr)+1)
+	if errno == syscall.ERANGE || len(dest) < int(need) {
+		if len(dest) == 0 {
+			return need, 0
+		}
+		return need, syscall.ERANGE
+	}
+	copy(dest[own:], ErrorXattr+"\x00")
+	return need, 0
+}
+
 // pendingNode is a file created at a package name: its bytes go to a private
 // staging file, and it becomes an instance when closed (or is refused).
 type pendingNode struct {
@@ -362,6 +408,9 @@ func (f *FS) ingest(ctx context.Context, c *catalog.Candidate) (*catalog.Instanc
 	if err != nil {
 		return nil, f.errno("ingest", c.Name, err)
 	}
+	if err := f.cfg.Store.Forget(ctx, c.Name); err != nil {
+		f.log.Warn("clearing an old refusal", "path", c.Name, "err", err)
+	}
 	if existed {
 		f.log.Info("same bytes already present", "path", c.Name, "cpv", inst.CPV, "build_id", inst.BuildID)
 	} else {
@@ -455,6 +504,7 @@ func (f *FS) openInstance(ctx context.Context, in *instFile, flags uint32) (gofs
 		return nil, 0, f.errno("open", n.name, err)
 	}
 	n.staging = staging.Name()
+	unix.Setxattr(n.staging, catalog.NameXattr, []byte(n.name), 0)
 	if !trunc && in.blob != "" {
 		src, err := os.Open(f.blobPath(in.blob))
 		if err == nil {

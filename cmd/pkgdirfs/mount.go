@@ -24,6 +24,7 @@ func cmdMount(args []string) int {
 	layouts := fl.String("layouts", "all", "layouts to show: all, or a comma list of multi, flat, legacy")
 	readOnly := fl.Bool("read-only", false, "refuse every write with EROFS; access(W_OK) is false, so Portage does not try")
 	allowOther := fl.Bool("allow-other", false, "let other users (e.g. nginx's) access the mount")
+	xattrs := fl.Bool("xattrs", false, "answer xattr requests: refused files carry user.pkgdirfs.error (costs ls -l two round trips per file)")
 	var fg bool
 	fl.BoolVar(&fg, "f", false, "stay in the foreground, logging to stderr")
 	fl.BoolVar(&fg, "foreground", false, "same as -f")
@@ -89,7 +90,7 @@ func cmdMount(args []string) int {
 	defer store.Close()
 	fsys, err := pfs.New(background(), pfs.Config{
 		Store:   store,
-		Layouts: lay, ReadOnly: *readOnly, AllowOther: *allowOther, Debug: *debug, Log: log,
+		Layouts: lay, ReadOnly: *readOnly, AllowOther: *allowOther, XAttrs: *xattrs, Debug: *debug, Log: log,
 	})
 	if err != nil {
 		return failReady("%v", err)

@@ -1,0 +1,142 @@
+package catalog
+
+import (
+	"context"
+	"crypto/md5"
+	"crypto/sha1"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Finding is one line of a verify report. Faults make verify fail; notes
+// (orphan blobs left by an interrupted commit, refused files) do not.
+type Finding struct {
+	Fault bool
+	Text  string
+}
+
+// VerifyResult sums up a verify run.
+type VerifyResult struct {
+	Instances, Placeholders int
+	Faults                  int
+	Findings                []Finding
+	Refused                 []Refused
+}
+
+// Verify checks the catalog against the blobs: SQLite integrity, every row's
+// blob present with its size, and with deep its digests.
+func (s *Store) Verify(ctx context.Context, deep bool, progress func(done, total int)) (*VerifyResult, error) {
+	res := &VerifyResult{}
+	fault := func(format string, a ...any) {
+		res.Faults++
+		res.Findings = append(res.Findings, Finding{true, fmt.Sprintf(format, a...)})
+	}
+	note := func(format string, a ...any) {
+		res.Findings = append(res.Findings, Finding{false, fmt.Sprintf(format, a...)})
+	}
+	if err := s.DB.Check(ctx); err != nil {
+		fault("catalog: %v", err)
+	}
+	insts, err := s.DB.Instances(ctx)
+	if err != nil {
+		return nil, err
+	}
+	known := make(map[string]bool, len(insts))
+	for i := range insts {
+		in := &insts[i]
+		if progress != nil {
+			progress(i, len(insts))
+		}
+		name := fmt.Sprintf("%s build %d (instance %d)", in.CPV, in.BuildID, in.ID)
+		if in.Placeholder {
+			res.Placeholders++
+			continue
+		}
+		res.Instances++
+		known[in.Blob] = true
+		p := filepath.Join(s.BlobDir(), in.Blob)
+		st, err := os.Stat(p)
+		if err != nil {
+			fault("%s: blob %s: %v", name, in.Blob, err)
+			continue
+		}
+		if st.Size() != in.Size {
+			fault("%s: blob %s has %d bytes, the catalog says %d", name, in.Blob, st.Size(), in.Size)
+			continue
+		}
+		if !deep {
+			continue
+		}
+		m5, s1, s256, err := digests(p)
+		if err != nil {
+			fault("%s: reading blob %s: %v", name, in.Blob, err)
+			continue
+		}
+		for _, d := range [][3]string{{"MD5", m5, in.MD5}, {"SHA1", s1, in.SHA1}, {"SHA-256", s256, in.SHA256}} {
+			if d[1] != d[2] {
+				fault("%s: %s of blob %s is %s, the catalog says %s", name, d[0], in.Blob, d[1], d[2])
+			}
+		}
+	}
+	if progress != nil {
+		progress(len(insts), len(insts))
+	}
+	err = filepath.WalkDir(s.BlobDir(), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(s.BlobDir(), p)
+		if rel = filepath.ToSlash(rel); !known[rel] {
+			note("orphan blob %s (left by an interrupted commit or removal; no instance names it)", rel)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if ents, err := os.ReadDir(s.StagingDir()); err == nil && len(ents) > 0 {
+		names := make([]string, len(ents))
+		for i, e := range ents {
+			names[i] = e.Name()
+		}
+		note("staging holds %d file(s) being written: %s", len(ents), strings.Join(names, " "))
+	}
+	if res.Refused, err = s.DB.Refused(ctx); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+func digests(p string) (md5hex, sha1hex, sha256hex string, err error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return "", "", "", err
+	}
+	defer f.Close()
+	hm, h1, h256 := md5.New(), sha1.New(), sha256.New()
+	if _, err := io.Copy(io.MultiWriter(hm, h1, h256), f); err != nil {
+		return "", "", "", err
+	}
+	return hex.EncodeToString(hm.Sum(nil)), hex.EncodeToString(h1.Sum(nil)), hex.EncodeToString(h256.Sum(nil)), nil
+}
+
+// RefusalReason is why the bytes at path were refused, "" if they were not.
+func (db *DB) RefusalReason(ctx context.Context, path string) (string, error) {
+	var reason string
+	err := db.ro.QueryRowContext(ctx, `SELECT reason FROM refused WHERE path = ? ORDER BY time_ns DESC LIMIT 1`, path).Scan(&reason)
+	if err != nil && strings.Contains(err.Error(), "no rows") {
+		return "", nil
+	}
+	return reason, err
+}
+
+// Forget drops the refusal records of a path whose bytes are gone or accepted.
+func (s *Store) Forget(ctx context.Context, path string) error {
+	return s.DB.Tx(ctx, func(tx *Tx) error { return tx.ClearRefused(path) })
+}

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
+
+	"pkgdirfs/catalog"
+)
+
+func cmdVerify(args []string) int {
+	fl := newFlags("verify")
+	state := stateFlag(fl)
+	deep := fl.Bool("deep", false, "also re-hash every blob (MD5, SHA1, SHA-256)")
+	ops, code := parseArgs(fl, args)
+	if code >= 0 {
+		return code
+	}
+	if len(ops) != 0 {
+		fl.Usage()
+		return 2
+	}
+	if st, err := os.Stat(*state); err != nil || !st.IsDir() {
+		return fail("verify: no state directory at %s", *state)
+	}
+	store, err := catalog.OpenStore(*state, newLogger(os.Stderr))
+	if err != nil {
+		return fail("verify: %v", err)
+	}
+	defer store.Close()
+	var bar *progressbar.ProgressBar
+	if *deep && term.IsTerminal(int(os.Stderr.Fd())) {
+		bar = progressbar.NewOptions(-1, progressbar.OptionSetWriter(os.Stderr),
+			progressbar.OptionSetDescription("verifying"), progressbar.OptionClearOnFinish(),
+			progressbar.OptionThrottle(100*time.Millisecond))
+	}
+	res, err := store.Verify(background(), *deep, func(done, total int) {
+		if bar != nil {
+			bar.ChangeMax(total)
+			bar.Set(done)
+		}
+	})
+	if bar != nil {
+		bar.Finish()
+	}
+	if err != nil {
+		return fail("verify: %v", err)
+	}
+	for _, f := range res.Findings {
+		kind := "note"
+		if f.Fault {
+			kind = "FAULT"
+		}
+		fmt.Printf("%s: %s\n", kind, f.Text)
+	}
+	for _, r := range res.Refused {
+		fmt.Printf("refused: %s: %s (%d bytes, %s)\n", r.Path, r.Reason, r.Size, time.Unix(0, r.TimeNs).UTC().Format(time.RFC3339))
+	}
+	depth := "sizes"
+	if *deep {
+		depth = "digests"
+	}
+	fmt.Printf("verified %d instances and %d placeholders (%s): %d %s, %d refused %s\n",
+		res.Instances, res.Placeholders, depth, res.Faults, plural(res.Faults, "fault", "faults"),
+		len(res.Refused), plural(len(res.Refused), "file", "files"))
+	if res.Faults > 0 {
+		return 1
+	}
+	return 0
+}
