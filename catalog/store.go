@@ -34,6 +34,10 @@ type Store struct {
 	Dir string
 	DB  *DB
 	log *slog.Logger
+	// StampBuildID writes the assigned BUILD_ID into the XPAK block of a new
+	// xpak package that has none, as Portage does for its own builds. Never
+	// for gpkg (it would break the Manifest and signatures).
+	StampBuildID bool
 }
 
 // OpenStore opens (creating if needed) a state directory. Staging files left
@@ -169,6 +173,7 @@ type Candidate struct {
 	// or an in-place rewrite of, its file); 0 for none. Its build id is free
 	// for the new bytes.
 	Replaces int64
+	stamped  bool // the file's XPAK block was rewritten with BUILD_ID
 }
 
 // Ingest turns a candidate into an instance in one catalog transaction, or
@@ -209,6 +214,14 @@ func (s *Store) Ingest(ctx context.Context, c *Candidate) (inst *Instance, exist
 		if inst.BuildID, err = chooseBuildID(tx, inst.CPV, inst.BuildID, inst.Meta["BUILD_ID"]); err != nil {
 			return err
 		}
+		if s.StampBuildID && inst.Format == string(xpak.FormatXpak) && c.unstamped(inst) {
+			if err := stampBuildID(c, inst); err != nil {
+				return err
+			}
+			blob = c.SHA256[:2] + "/" + c.SHA256
+			blobPath = filepath.Join(s.BlobDir(), blob)
+			inst.Blob = blob
+		}
 		if !moved {
 			// The blob is in place before the row that names it: a crash in
 			// between leaves an orphan blob that verify reports, never a row
@@ -239,6 +252,66 @@ func (s *Store) Ingest(ctx context.Context, c *Candidate) (inst *Instance, exist
 		s.dropBlob(ctx, dropped)
 	}
 	return inst, existed, nil
+}
+
+// unstamped tells whether the received bytes carried no BUILD_ID (a retried
+// transaction sees the id it stamped before, which it may restamp).
+func (c *Candidate) unstamped(inst *Instance) bool {
+	if c.stamped {
+		return true
+	}
+	return strings.TrimSpace(inst.Meta["BUILD_ID"]) == ""
+}
+
+// stampBuildID rewrites the XPAK block of the candidate's file with BUILD_ID
+// set (truncate after the tarball, append the new block and trailer, as
+// Portage's recompose does) and takes the new digests.
+func stampBuildID(c *Candidate, inst *Instance) error {
+	f, err := os.OpenFile(c.File, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	entries, tarLen, err := xpak.ReadXpak(f, c.Size)
+	if err != nil {
+		return err
+	}
+	id := []byte(strconv.FormatInt(inst.BuildID, 10))
+	found := false
+	for i := range entries {
+		if entries[i].Key == "BUILD_ID" {
+			entries[i].Value, found = id, true
+		}
+	}
+	if !found {
+		entries = append(entries, xpak.Entry{Key: "BUILD_ID", Value: id})
+	}
+	block, err := xpak.EncodeBlock(entries)
+	if err != nil {
+		return err
+	}
+	if err := f.Truncate(tarLen); err != nil {
+		return err
+	}
+	if _, err := f.WriteAt(xpak.AppendTrailer(block), tarLen); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	hm, h1, h256 := md5.New(), sha1.New(), sha256.New()
+	n, err := io.Copy(io.MultiWriter(hm, h1, h256), f)
+	if err != nil {
+		return err
+	}
+	c.Size, c.stamped = n, true
+	c.MD5, c.SHA1, c.SHA256 = hex.EncodeToString(hm.Sum(nil)), hex.EncodeToString(h1.Sum(nil)), hex.EncodeToString(h256.Sum(nil))
+	inst.Size, inst.MD5, inst.SHA1, inst.SHA256 = c.Size, c.MD5, c.SHA1, c.SHA256
+	inst.Meta["BUILD_ID"] = string(id)
+	return nil
 }
 
 // chooseBuildID applies the identity rules: the id in the name (reserved by the

@@ -24,6 +24,7 @@ func cmdMount(args []string) int {
 	layouts := fl.String("layouts", "all", "layouts to show: all, or a comma list of multi, flat, legacy")
 	readOnly := fl.Bool("read-only", false, "refuse every write with EROFS; access(W_OK) is false, so Portage does not try")
 	allowOther := fl.Bool("allow-other", false, "let other users (e.g. nginx's) access the mount")
+	stamp := fl.Bool("stamp-build-id", false, "write the assigned BUILD_ID into new xpak packages that carry none (changes their bytes and digests)")
 	xattrs := fl.Bool("xattrs", false, "answer xattr requests: refused files carry user.pkgdirfs.error (costs ls -l two round trips per file)")
 	var fg bool
 	fl.BoolVar(&fg, "f", false, "stay in the foreground, logging to stderr")
@@ -88,6 +89,7 @@ func cmdMount(args []string) int {
 		return failReady("%v", err)
 	}
 	defer store.Close()
+	store.StampBuildID = *stamp
 	fsys, err := pfs.New(background(), pfs.Config{
 		Store:   store,
 		Layouts: lay, ReadOnly: *readOnly, AllowOther: *allowOther, XAttrs: *xattrs, Debug: *debug, Log: log,
