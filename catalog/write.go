@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"os"
@@ -22,12 +23,49 @@ func (tx *Tx) SetInstanceAttrs(id int64, mode uint32, mtimeNs int64) error {
 }
 
 // commitChange ends every transaction that changes what the mount shows.
+// TIMESTAMP is not advanced here but when a generation is first rendered
+// (StampGeneration): a bulk import of N packages must not push it N seconds
+// ahead of the clock, where clients (If-Modified-Since = TIMESTAMP + 5 s)
+// would stop seeing changes.
 func commitChange(tx *Tx) error {
-	if _, err := tx.BumpGeneration(); err != nil {
-		return err
-	}
-	_, err := tx.NextTimestamp(time.Now().Unix())
+	_, err := tx.BumpGeneration()
 	return err
+}
+
+// ErrStaleGeneration says the catalog moved past the generation being rendered.
+var ErrStaleGeneration = errors.New("catalog generation moved on")
+
+// StampGeneration returns the TIMESTAMP of generation gen, assigning it on
+// first use as max(now, previous TIMESTAMP + 1): it increases with every
+// published change, and every renderer of one generation (the mount,
+// pkgdirfs index) uses the same value.
+func (db *DB) StampGeneration(ctx context.Context, gen, now int64) (int64, error) {
+	var ts int64
+	err := db.Tx(ctx, func(tx *Tx) error {
+		cur, err := tx.Generation()
+		if err != nil {
+			return err
+		}
+		if cur != gen {
+			return ErrStaleGeneration
+		}
+		var stamped sql.NullInt64
+		err = tx.tx.QueryRowContext(tx.ctx, `SELECT value FROM meta WHERE key = 'timestamp_generation'`).Scan(&stamped)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		if stamped.Valid && stamped.Int64 == gen {
+			ts, err = tx.LastTimestamp()
+			return err
+		}
+		if ts, err = tx.NextTimestamp(now); err != nil {
+			return err
+		}
+		_, err = tx.tx.ExecContext(tx.ctx, `INSERT INTO meta (key, value) VALUES ('timestamp_generation', ?)
+			ON CONFLICT (key) DO UPDATE SET value = excluded.value`, gen)
+		return err
+	})
+	return ts, err
 }
 
 // SetAttrs changes the mode and mtime an instance shows under all its names.

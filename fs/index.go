@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -76,12 +77,12 @@ func renderFor(ctx context.Context, db *catalog.DB, snap *snapshot) (*Index, err
 	if err != nil {
 		return nil, err
 	}
-	ts, err := db.LastTimestamp(ctx)
+	ts, err := db.StampGeneration(ctx, snap.gen, time.Now().Unix())
+	if errors.Is(err, catalog.ErrStaleGeneration) {
+		return nil, nil
+	}
 	if err != nil {
 		return nil, err
-	}
-	if ts == 0 {
-		ts = time.Now().Unix()
 	}
 	var body bytes.Buffer
 	n := 0

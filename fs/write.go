@@ -324,6 +324,9 @@ func (h *stagingHandle) Flush(ctx context.Context) syscall.Errno {
 	h.node.finish()
 	if errno == 0 || errno == syscall.EINVAL {
 		h.committed = true
+		// close() holds no directory lock in the kernel, so the name can be
+		// invalidated before close returns: the next stat sees the instance.
+		h.node.fs.notifyNow(h.node.name)
 	}
 	return errno
 }
@@ -588,6 +591,19 @@ func (f *FS) notifyEntry(dir, name string) {
 	case f.notes <- [2]string{dir, name}:
 	default:
 		f.log.Warn("invalidation queue full; the kernel may show a stale entry until it expires", "dir", dir, "name", name)
+	}
+}
+
+// notifyNow invalidates one name at once; only for handlers the kernel runs
+// without directory locks (FLUSH).
+func (f *FS) notifyNow(rel string) {
+	dir, name := splitPath(rel)
+	parent := f.root.EmbeddedInode()
+	if dir != "" {
+		parent = walk(parent, dir)
+	}
+	if parent != nil {
+		parent.NotifyEntry(name)
 	}
 }
 

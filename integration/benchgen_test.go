@@ -322,6 +322,15 @@ func benchBestPair(n int, native, mount func() time.Duration) (time.Duration, ti
 	return bn, bm
 }
 
+// benchBestOf runs f n times and returns the shortest duration.
+func benchBestOf(n int, f func() time.Duration) time.Duration {
+	best := time.Duration(1<<63 - 1)
+	for i := 0; i < n; i++ {
+		best = min(best, f())
+	}
+	return best
+}
+
 // benchTimed returns how long f took.
 func benchTimed(f func()) time.Duration {
 	start := time.Now()

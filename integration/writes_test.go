@@ -140,9 +140,23 @@ func wSHA1(b []byte) string {
 	return hex.EncodeToString(s[:])
 }
 
-// wDaemonLog is the daemon log, for failure messages.
+// wDaemonLog is the daemon log without its routine lines (mounted,
+// committed, removed), for failure messages: the harness prints its start.
 func wDaemonLog(mi *mountInfo) string {
-	return "daemon log:\n" + readLog(mi.Log)
+	b, err := os.ReadFile(mi.Log)
+	if err != nil {
+		return fmt.Sprintf("(no daemon log: %v)", err)
+	}
+	var keep []string
+	routine := 0
+	for _, l := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
+		if strings.Contains(l, "level=INFO") && (strings.Contains(l, "msg=committed") || strings.Contains(l, "msg=mounted") || strings.Contains(l, "msg=removed")) {
+			routine++
+			continue
+		}
+		keep = append(keep, l)
+	}
+	return fmt.Sprintf("daemon log %s (%d routine INFO lines left out):\n%s", mi.Log, routine, clip([]byte(strings.Join(keep, "\n")), 6000))
 }
 
 // ---------------------------------------------------------------- xpak builder
@@ -500,19 +514,19 @@ func TestWriteScratch(t *testing.T) {
 		}
 		wWantErrno(t, "second O_CREAT|O_EXCL of "+p, err, syscall.EEXIST)
 		// also in a category directory that holds instances
-		p2 := filepath.Join(mnt, "app-misc", ".hello.lock")
-		fd, err = syscall.Open(p2, syscall.O_CREAT|syscall.O_EXCL|syscall.O_WRONLY, 0o644)
-		if err != nil {
-			// app-misc may not exist in this fixture: use any category dir
-			t.Logf("O_EXCL in app-misc: %v", err)
-		} else {
-			syscall.Close(fd)
-			fd2, err = syscall.Open(p2, syscall.O_CREAT|syscall.O_EXCL|syscall.O_WRONLY, 0o644)
-			if err == nil {
-				syscall.Close(fd2)
-			}
-			wWantErrno(t, "second O_CREAT|O_EXCL of "+p2, err, syscall.EEXIST)
+		cats := wCategories(t, mnt)
+		if len(cats) == 0 {
+			t.Fatal("no category in the index")
 		}
+		p2 := filepath.Join(mnt, cats[0], ".pkg.lock")
+		fd, err = syscall.Open(p2, syscall.O_CREAT|syscall.O_EXCL|syscall.O_WRONLY, 0o644)
+		wOK(t, "first O_CREAT|O_EXCL of "+p2, err)
+		syscall.Close(fd)
+		fd2, err = syscall.Open(p2, syscall.O_CREAT|syscall.O_EXCL|syscall.O_WRONLY, 0o644)
+		if err == nil {
+			syscall.Close(fd2)
+		}
+		wWantErrno(t, "second O_CREAT|O_EXCL of "+p2, err, syscall.EEXIST)
 	})
 
 	t.Run("seek-overwrite", func(t *testing.T) {
