@@ -249,7 +249,7 @@ func (s *Store) Ingest(ctx context.Context, c *Candidate) (inst *Instance, exist
 		os.Remove(c.File)
 	}
 	if dropped != "" && dropped != inst.Blob {
-		s.dropBlob(ctx, dropped)
+		s.DropBlob(ctx, dropped)
 	}
 	return inst, existed, nil
 }

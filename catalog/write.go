@@ -100,6 +100,16 @@ func (s *Store) Reserve(ctx context.Context, category, pn, pf, format string, bu
 // Remove deletes an instance (the name a client unlinked shows it). Its blob
 // goes once the row is gone: open handles keep reading the unlinked file.
 func (s *Store) Remove(ctx context.Context, id int64) error {
+	blob, err := s.RemoveKeepBlob(ctx, id)
+	if err == nil {
+		s.DropBlob(ctx, blob)
+	}
+	return err
+}
+
+// RemoveKeepBlob deletes an instance's row and returns its blob, which the
+// caller drops (DropBlob) when nothing may read it any more.
+func (s *Store) RemoveKeepBlob(ctx context.Context, id int64) (string, error) {
 	var blob string
 	err := s.DB.Tx(ctx, func(tx *Tx) error {
 		old, err := tx.InstanceByID(id)
@@ -112,16 +122,12 @@ func (s *Store) Remove(ctx context.Context, id int64) error {
 		}
 		return commitChange(tx)
 	})
-	if err != nil {
-		return err
-	}
-	s.dropBlob(ctx, blob)
-	return nil
+	return blob, err
 }
 
-// dropBlob removes a blob no row names any more. A crash before this leaves
+// DropBlob removes a blob no row names any more. A crash before this leaves
 // an orphan blob, which verify reports; never a row without bytes.
-func (s *Store) dropBlob(ctx context.Context, blob string) {
+func (s *Store) DropBlob(ctx context.Context, blob string) {
 	if blob == "" {
 		return
 	}

@@ -67,6 +67,9 @@ func (d *dirNode) writable() syscall.Errno {
 	if d.fs.cfg.ReadOnly {
 		return syscall.EROFS
 	}
+	if _, ok := inRemoved(d.path); ok {
+		return syscall.EPERM
+	}
 	return 0
 }
 
@@ -88,6 +91,9 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	rel := d.child(name)
 	if d.path == "" && (name == "Packages" || name == "Packages.gz") {
 		return nil, nil, 0, syscall.EEXIST
+	}
+	if _, ok := inRemoved(rel); ok {
+		return nil, nil, 0, syscall.EPERM
 	}
 	nameMu.Lock()
 	if flags&syscall.O_EXCL != 0 && f.exists(rel) {
@@ -204,9 +210,17 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 		return syscall.EISDIR
 	}
 	// The name shows an instance: remove it under all its names. Open
-	// handles keep reading the unlinked blob.
-	if err := f.cfg.Store.Remove(ctx, e.file.id); err != nil {
+	// handles keep reading the unlinked blob, and binhost clients holding
+	// the previous index find it under RemovedDir for the grace period.
+	path := f.snap.Load().indexPath[e.file.id]
+	blob, err := f.cfg.Store.RemoveKeepBlob(ctx, e.file.id)
+	if err != nil {
 		return f.errno("unlink", rel, err)
+	}
+	if path != "" && f.cfg.RemovedGrace > 0 {
+		f.graceRemoved(path, e.file, blob)
+	} else {
+		f.cfg.Store.DropBlob(ctx, blob)
 	}
 	f.log.Info("removed", "path", rel, "instance", e.file.id)
 	f.changed(ctx, rel)

@@ -31,6 +31,9 @@ type Config struct {
 	XAttrs bool
 	Debug  bool
 	Log    *slog.Logger
+	// RemovedGrace is how long an unlinked instance stays readable under
+	// RemovedDir (for binhost clients holding the previous index); 0: not at all.
+	RemovedGrace time.Duration
 	// PollInterval is how often the catalog generation is checked for changes
 	// made by other processes (pkgdirfs import into a mounted state).
 	PollInterval time.Duration
@@ -51,7 +54,10 @@ type FS struct {
 
 	loop    *gofs.LoopbackRoot // serves scratch files from the scratch tree
 	pending map[string]int     // package names being written (under nameMu)
-	notes   chan [2]string     // kernel invalidations, sent by the notifier
+
+	removedMu sync.Mutex
+	removed   map[string]removedEntry // index PATH -> instance in its grace period
+	notes     chan [2]string          // kernel invalidations, sent by the notifier
 
 	server *fuse.Server
 	dir    string
@@ -72,7 +78,7 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 		cfg.PollInterval = time.Second
 	}
 	f := &FS{cfg: cfg, log: cfg.Log, inos: newInoAllocator(), stop: make(chan struct{}), done: make(chan struct{}),
-		notes: make(chan [2]string, 1<<16), pending: map[string]int{}}
+		notes: make(chan [2]string, 1<<16), pending: map[string]int{}, removed: map[string]removedEntry{}}
 	snap, err := loadSnapshot(ctx, cfg.Store.DB, cfg.Layouts, f.inos)
 	if err != nil {
 		return nil, err
@@ -145,6 +151,7 @@ func (f *FS) Wait() {
 		close(f.stop)
 	}
 	<-f.done
+	f.dropAllRemoved()
 }
 
 // Unmount detaches the mount; if it is busy, it is detached lazily so that the
@@ -169,10 +176,11 @@ func (f *FS) poll() {
 		select {
 		case <-f.stop:
 			return
-		case <-t.C:
+		case now := <-t.C:
 			if err := f.Refresh(context.Background()); err != nil {
 				f.log.Error("reading catalog changes", "err", err)
 			}
+			f.expireRemoved(now)
 		}
 	}
 }

@@ -52,6 +52,9 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		return d.NewInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: ino}), 0
 	}
 	rel := d.child(name)
+	if _, ok := inRemoved(rel); ok {
+		return d.lookupRemoved(ctx, name, out)
+	}
 	var st syscall.Stat_t
 	if err := syscall.Lstat(d.fs.scratchPath(rel), &st); err == nil {
 		return d.fs.scratchInode(ctx, &d.Inode, rel, &st, out), 0
@@ -73,6 +76,9 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 }
 
 func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	if _, ok := inRemoved(d.path); ok {
+		return gofs.NewListDirStream(d.readdirRemoved()), 0
+	}
 	_, ds := d.snapDir()
 	scratch, err := os.ReadDir(d.fs.scratchPath(d.path))
 	if ds == nil && err != nil {
@@ -119,6 +125,12 @@ func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 }
 
 func (d *dirNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if _, ok := inRemoved(d.path); ok {
+		fillDir(&dirSnap{}, d.fs.snap.Load(), &out.Attr)
+		out.Ino = d.StableAttr().Ino
+		out.Mode = syscall.S_IFDIR | 0o555
+		return 0
+	}
 	s, ds := d.snapDir()
 	var st syscall.Stat_t
 	scratchErr := syscall.Stat(d.fs.scratchPath(d.path), &st)

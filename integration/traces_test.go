@@ -988,6 +988,16 @@ func walkReindex(t *testing.T, mnt string) []string {
 	return names
 }
 
+// indexTimestamp is the header TIMESTAMP of a Packages file.
+func indexTimestamp(t *testing.T, data []byte) int64 {
+	t.Helper()
+	x, err := parseIndex(data)
+	if err != nil {
+		t.Fatalf("MNT/Packages: %v", err)
+	}
+	return getInt(x.Header, "TIMESTAMP")
+}
+
 func readFile(t *testing.T, p string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(p)
@@ -1034,12 +1044,28 @@ func TestTraceBuildpkgGpkg(t *testing.T) {
 	r := newReplay(t, mnt)
 	pkg := readFile(t, filepath.Join(fx.Held, alloc))
 
-	r.startupPopulate()
+	ts0 := indexTimestamp(t, r.startupPopulate())
 	// allocate.file1
 	r.allocateMulti(alloc)
 	// tmpfile.file1
 	tmp := alloc + r.rand8() + "." + strconv.Itoa(r.pid)
 	r.namedTemp(tmp)
+	// The reservation and the temp file are listed in $CAT/$PN (the
+	// placeholder as a 0-byte file) but never in Packages.
+	ents, err := os.ReadDir(r.p(filepath.Dir(alloc)))
+	r.ok(err, "getdents64(MNT/%s)", filepath.Dir(alloc))
+	var listed []string
+	for _, e := range ents {
+		listed = append(listed, e.Name())
+	}
+	for _, n := range []string{filepath.Base(alloc), filepath.Base(tmp)} {
+		if !has(listed, n) {
+			t.Errorf("readdir(MNT/%s) = %v: %s missing", filepath.Dir(alloc), listed, n)
+		}
+	}
+	if idx := r.readAll("Packages"); bytes.Contains(idx, []byte("PATH: "+alloc+"\n")) || bytes.Contains(idx, []byte(filepath.Base(tmp))) {
+		t.Errorf("MNT/Packages lists the placeholder %s or the temp file %s before the package is injected", alloc, tmp)
+	}
 	// package-phase.file1: tarfile opens by name with O_TRUNC.
 	fd := r.open(tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_CLOEXEC, 0o666)
 	if st := r.fstat(fd, tmp); st.Size != 0 || st.Mode&0o777 != 0o644 {
@@ -1053,6 +1079,9 @@ func TestTraceBuildpkgGpkg(t *testing.T) {
 	// done.file1
 	if st := r.stat(alloc); st.Size != int64(len(pkg)) {
 		t.Errorf("stat(MNT/%s).st_size = %d at the end, want %d", alloc, st.Size, len(pkg))
+	}
+	if ts1 := indexTimestamp(t, r.readAll("Packages")); ts1 <= ts0 {
+		t.Errorf("Packages TIMESTAMP %d after the inject, was %d before: it must increase with every change", ts1, ts0)
 	}
 	checkTraceEnd(t, mnt, state, []*traceFixture{fx}, []wantPkg{{
 		Path: alloc, CPV: cpv, BuildID: 2, Src: filepath.Join(fx.Held, alloc),
@@ -1181,7 +1210,8 @@ func TestTraceQuickpkg(t *testing.T) {
 		r.ok(unix.Access(r.p(""), unix.W_OK), "access(MNT, W_OK) — quickpkg refuses a read-only PKGDIR")
 		r.ensureDir(cat)
 		tmp = cat + "/" + pf + ".tbz2." + strconv.Itoa(r.pid)
-		fd := r.open(tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_CLOEXEC, 0o666)
+		// open(tmp, "wb") under quickpkg's default --umask 0077: mode 0600.
+		fd := r.open(tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_CLOEXEC, 0o600)
 		r.write(fd, pkg[:tarLen], "MNT/"+tmp)
 		r.close(fd, "MNT/"+tmp)
 		r.recompose(tmp, tarLen, pkg[tarLen:])
@@ -1220,6 +1250,11 @@ func TestTraceQuickpkg(t *testing.T) {
 		r.unlock(lk)
 		if st := r.stat(alloc); st.Size != int64(len(pkg)) { // quickpkg: stat(final)
 			t.Errorf("stat(MNT/%s).st_size = %d, want %d", alloc, st.Size, len(pkg))
+		}
+		// _file_permissions added PKGDIR's group read bit to the 0600 file.
+		if root, st := r.stat(""), r.stat(alloc); st.Mode&0o777 != 0o600|(0o060&root.Mode) {
+			t.Errorf("stat(MNT/%s) mode %#o after inject's _file_permissions, want %#o (0600 | 0060 & PKGDIR mode %#o)",
+				alloc, st.Mode&0o7777, 0o600|(0o060&root.Mode), root.Mode&0o7777)
 		}
 		checkTraceEnd(t, mnt, state, []*traceFixture{fx}, []wantPkg{{
 			Path: alloc, CPV: cpv, BuildID: 2, Src: src,
@@ -1344,6 +1379,9 @@ func TestTraceUpdate(t *testing.T) {
 		r.close(fd4, "MNT/"+tmp+" (second fd)")
 		r.stat(target)
 		r.rename(tmp, target)
+		if st := r.fstat(fd3, tmp+" (first fd, after the rename)"); st.Size != int64(len(pkg)) {
+			t.Errorf("fstat(first fd of the temp file) after rename onto MNT/%s: st_size %d, want %d", target, st.Size, len(pkg))
+		}
 		r.close(fd3, "MNT/"+tmp+" (first fd, after the rename)")
 		st := r.stat(target)
 		if st.Size != int64(len(pkg)) {
@@ -1389,7 +1427,7 @@ func TestTraceUpdate(t *testing.T) {
 			Block: fx.block(target), BlockHeader: fx.Idx.Header, Ignore: []string{"MD5", "SHA1", "SIZE", "MTIME"}, Mtime: inj.mtime,
 		}}, nil)
 	})
-	// binarytree.move_ent (package move app-misc/hello → app-moved/hello):
+	// binarytree.move_ent (package move app-misc/hello → app-moved/greeting):
 	// allocate the new name (new category: directories created), lock the
 	// .partial, copyfile old → .partial, recompose the copy with the new
 	// CATEGORY, inject (rename .partial over the placeholder), unlink the
@@ -1398,23 +1436,31 @@ func TestTraceUpdate(t *testing.T) {
 		t.Parallel()
 		const (
 			oldPath = "app-misc/hello/hello-2.10-2.xpak"
-			newCPV  = "app-moved/hello-2.10"
-			newPath = "app-moved/hello/hello-2.10-2.xpak"
+			newCPV  = "app-moved/greeting-2.10"
+			newPath = "app-moved/greeting/greeting-2.10-2.xpak"
 		)
 		fx := prepareFixture(t, "xpak-bzip2-multi")
 		state, mnt := traceMount(t, map[*traceFixture]int{fx: 0})
 		r := newReplay(t, mnt)
 		orig, tarLen, block := xpakSplit(t, filepath.Join(fx.Dir, oldPath))
 		entries := parseXpakBlock(t, block)
-		found := false
+		// update_dbentry for the move: CATEGORY, PF and the ebuild's key.
+		renamed := map[string]bool{}
 		for i := range entries {
-			if entries[i].Key == "CATEGORY" {
+			switch entries[i].Key {
+			case "CATEGORY":
 				entries[i].Val = []byte("app-moved\n")
-				found = true
+			case "PF":
+				entries[i].Val = []byte("greeting-2.10\n")
+			case "hello-2.10.ebuild":
+				entries[i].Key = "greeting-2.10.ebuild"
+			default:
+				continue
 			}
+			renamed[entries[i].Key] = true
 		}
-		if !found {
-			t.Fatalf("%s has no CATEGORY key", oldPath)
+		if len(renamed) != 3 {
+			t.Fatalf("%s: expected keys CATEGORY, PF and hello-2.10.ebuild, renamed only %v", oldPath, renamed)
 		}
 		pkg := append(append([]byte{}, orig[:tarLen]...), xpakBlockWithTrailer(entries)...)
 		src := filepath.Join(t.TempDir(), "moved.xpak")

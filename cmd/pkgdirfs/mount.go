@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"pkgdirfs/catalog"
 	pfs "pkgdirfs/fs"
@@ -30,6 +31,7 @@ func cmdMount(args []string) int {
 	fl.BoolVar(&fg, "f", false, "stay in the foreground, logging to stderr")
 	fl.BoolVar(&fg, "foreground", false, "same as -f")
 	logFile := fl.String("log", "", "log file of the daemon (default STATE/pkgdirfs.log; -f logs to stderr)")
+	grace := fl.Duration("removed-grace", 15*time.Minute, "how long a removed package stays downloadable at "+pfs.RemovedDir+"/PATH for binhost clients holding the previous index (0: not at all)")
 	debug := fl.Bool("debug", false, "log every FUSE request (very verbose)")
 	ops, code := parseArgs(fl, args)
 	if code >= 0 {
@@ -92,7 +94,7 @@ func cmdMount(args []string) int {
 	store.StampBuildID = *stamp
 	fsys, err := pfs.New(background(), pfs.Config{
 		Store:   store,
-		Layouts: lay, ReadOnly: *readOnly, AllowOther: *allowOther, XAttrs: *xattrs, Debug: *debug, Log: log,
+		Layouts: lay, ReadOnly: *readOnly, AllowOther: *allowOther, XAttrs: *xattrs, RemovedGrace: *grace, Debug: *debug, Log: log,
 	})
 	if err != nil {
 		return failReady("%v", err)

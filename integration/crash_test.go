@@ -1,0 +1,563 @@
+package integration
+
+import (
+	"bytes"
+	"crypto/sha1"
+	"encoding/hex"
+	"fmt"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"pkgdirfs/xpak"
+)
+
+// kill -9 of the daemon at random moments of a mixed write workload: the
+// catalog must verify, and every package whose write was acknowledged
+// (cp exit 0, rename returned nil) and not later removed must be listed in
+// Packages with its SHA1 and be readable with that digest after a remount.
+
+const (
+	crashTrials  = 50
+	crashWorkers = 3
+	crashOpsEach = 24 // prepared operations per worker and trial
+)
+
+type crashOpKind int
+
+const (
+	opCpFlat        crashOpKind = iota // cp → cat/PF.tbz2 or cat/PF.gpkg.tar
+	opCpMulti                          // cp → cat/PN/PF-1.xpak|.gpkg.tar
+	opCpLegacy                         // cp → All/PF.tbz2
+	opPlaceholder                      // O_EXCL placeholder at the multi name, temp file, rename onto it
+	opTempRename                       // temp file + rename onto the flat name
+	opUnlink                           // unlink an acknowledged package of this worker
+	opBad                              // cp random bytes to a package name (must fail)
+	opPartialWrite                     // write half of a package at a name, slowly (interrupted writes)
+)
+
+func (k crashOpKind) String() string {
+	return [...]string{"cp-flat", "cp-multi", "cp-legacy", "placeholder+rename", "temp+rename", "unlink", "bad", "slow-write"}[k]
+}
+
+// crashPkg is one unique package prepared for a write.
+type crashPkg struct {
+	CPV, SHA1 string
+	Name      string // where it is written, relative to the mount
+	Src       string // its bytes on local disk
+	Data      []byte
+}
+
+type pkgState int
+
+const (
+	stUnknown pkgState = iota // an operation on it was not acknowledged
+	stPresent
+	stAbsent
+)
+
+// crashModel is what the workload was told: per package, the state its last
+// acknowledged operation left, or unknown if a later one was in flight.
+type crashModel struct {
+	mu   sync.Mutex
+	pkgs map[string]*crashEntry // by SHA1
+}
+
+type crashEntry struct {
+	Pkg   crashPkg
+	State pkgState
+	Op    string
+	Trial int
+}
+
+func (m *crashModel) set(p crashPkg, st pkgState, op string, trial int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.pkgs[p.SHA1] = &crashEntry{Pkg: p, State: st, Op: op, Trial: trial}
+}
+
+// crashPool is the base material: the xpak packages of a fixture, split.
+type crashBase struct {
+	Cat, PN string
+	Tarball []byte
+	Entries []xpak.Entry
+}
+
+func crashPool(t *testing.T, pkgdir string) []crashBase {
+	t.Helper()
+	var out []crashBase
+	err := filepath.Walk(pkgdir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil || !fi.Mode().IsRegular() || !strings.HasSuffix(p, ".tbz2") {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		tarball, entries := splitXpak(t, b)
+		rel, _ := filepath.Rel(pkgdir, p)
+		cat, pn, _, err := splitCPV(strings.TrimSuffix(rel, ".tbz2"))
+		if err != nil {
+			return err
+		}
+		out = append(out, crashBase{cat, pn, tarball, entries})
+		return nil
+	})
+	if err != nil || len(out) == 0 {
+		t.Fatalf("crash pool from %s: %d packages, %v", pkgdir, len(out), err)
+	}
+	return out
+}
+
+// crashDaemon is a foreground daemon we started, so we have its pid.
+type crashDaemon struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func startCrashDaemon(t *testing.T, state, mnt, logPath, marker string) *crashDaemon {
+	t.Helper()
+	lf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(lf, "===== %s\n", marker)
+	cmd := exec.Command(binPath, "mount", "-f", "--state", state, mnt)
+	cmd.Stdout, cmd.Stderr = lf, lf
+	if err := cmd.Start(); err != nil {
+		lf.Close()
+		t.Fatalf("start daemon: %v", err)
+	}
+	d := &crashDaemon{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		lf.Close()
+		close(d.done)
+	}()
+	deadline := time.Now().Add(mountTimeout)
+	for {
+		if _, ok := mountedFSType(mnt); ok {
+			return d
+		}
+		select {
+		case <-d.done:
+			t.Fatalf("%s: daemon exited before mounting (%v)\nlog:\n%s", marker, cmd.ProcessState, tailFile(logPath, 4000))
+		default:
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			t.Fatalf("%s: not mounted after %v\nlog:\n%s", marker, mountTimeout, tailFile(logPath, 4000))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func tailFile(p string, n int) string {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return err.Error()
+	}
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
+
+func (d *crashDaemon) wait(t *testing.T, what string) {
+	t.Helper()
+	select {
+	case <-d.done:
+	case <-time.After(exitTimeout):
+		_ = d.cmd.Process.Kill()
+		<-d.done
+		t.Errorf("%s: daemon pid %d did not exit within %v", what, d.cmd.Process.Pid, exitTimeout)
+	}
+}
+
+// sha1Batch is sha1sum over paths (relative to dir); unreadable ones are
+// missing from the result and explained in the returned stderr.
+func sha1Batch(t *testing.T, dir string, paths []string) (map[string]string, string) {
+	t.Helper()
+	res := map[string]string{}
+	var errs strings.Builder
+	for start := 0; start < len(paths); start += 400 {
+		chunk := paths[start:min(start+400, len(paths))]
+		r := run(t, dir, toolTimeout, "sha1sum", append([]string{"--"}, chunk...)...)
+		errs.Write(r.Stderr)
+		for _, line := range strings.Split(strings.TrimRight(string(r.Stdout), "\n"), "\n") {
+			if sum, name, ok := strings.Cut(line, "  "); ok {
+				res[name] = sum
+			}
+		}
+	}
+	return res, errs.String()
+}
+
+// checkCrashState checks a freshly mounted state against the model.
+// It returns how many acknowledged packages it checked.
+func checkCrashState(t *testing.T, mnt string, model *crashModel, label string) int {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(mnt, "Packages"))
+	if err != nil {
+		t.Errorf("%s: read Packages: %v", label, err)
+		return 0
+	}
+	idx, err := parseIndex(raw)
+	if err != nil {
+		t.Errorf("%s: Packages does not parse: %v", label, err)
+		return 0
+	}
+	insts := instances(idx)
+	type key struct{ cpv, sha string }
+	listed := map[key]instance{}
+	var paths []string
+	for _, in := range insts {
+		if in.Size <= 0 {
+			t.Errorf("%s: Packages lists a %d-byte entry %s (PATH %s)", label, in.Size, in.CPV, in.Path)
+		}
+		if in.SHA1 == "" || in.Path == "" || in.CPV == "" {
+			t.Errorf("%s: Packages block without CPV/PATH/SHA1: %q", label, in.Block)
+			continue
+		}
+		listed[key{in.CPV, in.SHA1}] = in
+		paths = append(paths, in.Path)
+	}
+	// Nothing half-visible: every listed PATH is readable with its SHA1 and SIZE.
+	sums, serr := sha1Batch(t, mnt, paths)
+	for _, in := range insts {
+		if got, ok := sums[in.Path]; !ok {
+			t.Errorf("%s: Packages lists %s (%s) but it cannot be read: %s", label, in.Path, in.CPV, strings.TrimSpace(serr))
+		} else if got != in.SHA1 {
+			t.Errorf("%s: %s reads with sha1 %s, Packages says %s", label, in.Path, got, in.SHA1)
+		}
+	}
+	sizes, missing, _ := statPaths(t, mnt, paths)
+	for _, in := range insts {
+		if st, ok := sizes[in.Path]; ok && st.Size != in.Size {
+			t.Errorf("%s: %s has size %d, Packages says %d", label, in.Path, st.Size, in.Size)
+		}
+	}
+	if len(missing) > 0 {
+		t.Errorf("%s: Packages lists paths that stat cannot find: %v", label, missing)
+	}
+
+	model.mu.Lock()
+	entries := make([]*crashEntry, 0, len(model.pkgs))
+	for _, e := range model.pkgs {
+		entries = append(entries, e)
+	}
+	model.mu.Unlock()
+	sort.Slice(entries, func(i, j int) bool { return entries[i].Pkg.Name < entries[j].Pkg.Name })
+	checked := 0
+	var names []string
+	for _, e := range entries {
+		if e.State == stPresent {
+			names = append(names, e.Pkg.Name)
+		}
+	}
+	nameSums, nerr := sha1Batch(t, mnt, names)
+	for _, e := range entries {
+		k := key{e.Pkg.CPV, e.Pkg.SHA1}
+		switch e.State {
+		case stPresent:
+			checked++
+			if _, ok := listed[k]; !ok {
+				t.Errorf("%s: acknowledged package lost: %s sha1 %s (written at %s by %s in trial %d) is not in Packages",
+					label, e.Pkg.CPV, e.Pkg.SHA1, e.Pkg.Name, e.Op, e.Trial)
+			}
+			if got, ok := nameSums[e.Pkg.Name]; !ok {
+				t.Errorf("%s: acknowledged package %s (%s, trial %d) cannot be read at its name: %s", label, e.Pkg.Name, e.Op, e.Trial, strings.TrimSpace(nerr))
+			} else if got != e.Pkg.SHA1 {
+				t.Errorf("%s: acknowledged package %s (%s, trial %d) reads with sha1 %s, want %s", label, e.Pkg.Name, e.Op, e.Trial, got, e.Pkg.SHA1)
+			}
+		case stAbsent:
+			if in, ok := listed[k]; ok {
+				t.Errorf("%s: acknowledged unlink of %s (trial %d) undone: Packages lists it at %s", label, e.Pkg.Name, e.Trial, in.Path)
+			}
+		}
+	}
+	return checked
+}
+
+func TestCrashKill9(t *testing.T) {
+	needBinary(t)
+	start := time.Now()
+	state := t.TempDir()
+	importOK(t, state, importSummary{20, 0, 0}, extractFixture(t, "xpak-bzip2-flat"))
+	pool := crashPool(t, extractFixture(t, "xpak-bzip2-flat"))
+	mnt, err := os.MkdirTemp("", "pkgdirfs-it-crash-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(t.TempDir(), "daemon.log")
+	var cur *crashDaemon
+	t.Cleanup(func() {
+		if cur != nil {
+			_ = cur.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-cur.done:
+			case <-time.After(exitTimeout):
+				_ = cur.cmd.Process.Kill()
+			}
+		}
+		if _, ok := mountedFSType(mnt); ok {
+			run(t, "", toolTimeout, "umount", "-l", mnt)
+		}
+		os.Remove(mnt)
+		if t.Failed() {
+			t.Logf("daemon log (tail):\n%s", tailFile(logPath, 12000))
+		}
+	})
+	model := &crashModel{pkgs: map[string]*crashEntry{}}
+	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
+	seed := rng.Int63()
+	t.Logf("seed %d", seed)
+	rng = rand.New(rand.NewSource(seed))
+
+	var (
+		totalAcked, totalChecked, totalFailedOps int
+		opCounts                                 = map[string]int{}
+		opMu                                     sync.Mutex
+	)
+
+	cur = startCrashDaemon(t, state, mnt, logPath, "initial mount")
+	for trial := 1; trial <= crashTrials; trial++ {
+		if t.Failed() {
+			break
+		}
+		label := fmt.Sprintf("trial %d", trial)
+		srcDir := t.TempDir()
+
+		// Prepare every worker's operations with unique packages (unique
+		// PF, so no name is shared and no bytes are deduplicated).
+		type prepared struct {
+			kind crashOpKind
+			pkg  crashPkg
+		}
+		plans := make([][]prepared, crashWorkers)
+		for w := range plans {
+			for i := 0; i < crashOpsEach; i++ {
+				kind := crashOpKind(rng.Intn(8))
+				if kind == opUnlink && i == 0 {
+					kind = opCpMulti
+				}
+				b := pool[rng.Intn(len(pool))]
+				ver := fmt.Sprintf("%d.%d.%d", 100+trial, w, i)
+				pf := b.PN + "-" + ver
+				gpkg := rng.Intn(3) == 0 && kind != opCpLegacy
+				ents := withEntry(withEntry(b.Entries, "PF", []byte(pf+"\n")), "BUILD_ID", nil)
+				ents = withEntry(ents, "PKGDIRFS_CRASH", []byte(fmt.Sprintf("%d %d %d %d\n", seed, trial, w, i)))
+				var data []byte
+				ext, mext := ".tbz2", ".xpak"
+				if gpkg {
+					data = synthGpkg(t, pf, ents, 0)
+					ext, mext = ".gpkg.tar", ".gpkg.tar"
+				} else {
+					data = buildXpak(t, b.Tarball, ents)
+				}
+				var name string
+				switch kind {
+				case opCpFlat, opTempRename:
+					name = b.Cat + "/" + pf + ext
+				case opCpLegacy:
+					name = "All/" + pf + ".tbz2"
+				default:
+					name = b.Cat + "/" + b.PN + "/" + pf + "-1" + mext
+				}
+				if kind == opBad {
+					data = make([]byte, 2048+rng.Intn(8192))
+					rng.Read(data)
+				}
+				sum := sha1.Sum(data)
+				src := filepath.Join(srcDir, fmt.Sprintf("w%d-%02d", w, i))
+				if err := os.WriteFile(src, data, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				plans[w] = append(plans[w], prepared{kind, crashPkg{
+					CPV: b.Cat + "/" + pf, SHA1: hex.EncodeToString(sum[:]), Name: name, Src: src, Data: data}})
+			}
+		}
+
+		var stop atomic.Bool
+		var wg sync.WaitGroup
+		var acked atomic.Int64
+		var failures []string
+		var failMu sync.Mutex
+		for w := 0; w < crashWorkers; w++ {
+			wg.Add(1)
+			go func(w int, plan []prepared, seed int64) {
+				defer wg.Done()
+				wr := rand.New(rand.NewSource(seed))
+				var mine []crashPkg // acknowledged, present
+				count := func(op string, ok bool) {
+					opMu.Lock()
+					opCounts[op]++
+					if !ok {
+						totalFailedOps++
+					}
+					opMu.Unlock()
+				}
+				fail := func(format string, a ...any) {
+					failMu.Lock()
+					failures = append(failures, fmt.Sprintf(format, a...))
+					failMu.Unlock()
+				}
+				for _, op := range plan {
+					if stop.Load() {
+						return
+					}
+					p := op.pkg
+					dst := filepath.Join(mnt, p.Name)
+					switch op.kind {
+					case opCpFlat, opCpMulti, opCpLegacy:
+						model.set(p, stUnknown, op.kind.String(), trial)
+						err := exec.Command("cp", p.Src, dst).Run()
+						count(op.kind.String(), err == nil)
+						if err == nil {
+							model.set(p, stPresent, op.kind.String(), trial)
+							mine = append(mine, p)
+							acked.Add(1)
+						}
+					case opPlaceholder:
+						model.set(p, stUnknown, op.kind.String(), trial)
+						f, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+						if err == nil {
+							err = f.Close()
+						}
+						if err == nil {
+							tmp := filepath.Join(filepath.Dir(dst), fmt.Sprintf(".%s.%d", filepath.Base(dst), wr.Int63()))
+							err = os.WriteFile(tmp, p.Data, 0o644)
+							if err == nil {
+								err = os.Rename(tmp, dst)
+							}
+						}
+						count(op.kind.String(), err == nil)
+						if err == nil {
+							model.set(p, stPresent, op.kind.String(), trial)
+							mine = append(mine, p)
+							acked.Add(1)
+						}
+					case opTempRename:
+						model.set(p, stUnknown, op.kind.String(), trial)
+						tmp := dst + ".partial"
+						err := os.WriteFile(tmp, p.Data, 0o644)
+						if err == nil {
+							err = os.Rename(tmp, dst)
+						}
+						count(op.kind.String(), err == nil)
+						if err == nil {
+							model.set(p, stPresent, op.kind.String(), trial)
+							mine = append(mine, p)
+							acked.Add(1)
+						}
+					case opUnlink:
+						if len(mine) == 0 {
+							continue
+						}
+						j := wr.Intn(len(mine))
+						v := mine[j]
+						mine = append(mine[:j], mine[j+1:]...)
+						model.set(v, stUnknown, "unlink", trial)
+						err := os.Remove(filepath.Join(mnt, v.Name))
+						count("unlink", err == nil)
+						if err == nil {
+							model.set(v, stAbsent, "unlink", trial)
+						}
+					case opBad:
+						out, err := exec.Command("cp", p.Src, dst).CombinedOutput()
+						count("bad", err != nil)
+						if err == nil {
+							fail("bad bytes accepted: cp to %s exited 0 (%s)", p.Name, out)
+						}
+					case opPartialWrite:
+						// An interrupted write: half the bytes, a pause, the rest.
+						model.set(p, stUnknown, op.kind.String(), trial)
+						f, err := os.OpenFile(dst, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+						if err == nil {
+							half := len(p.Data) / 2
+							_, err = f.Write(p.Data[:half])
+							time.Sleep(time.Duration(wr.Intn(20)) * time.Millisecond)
+							if err == nil {
+								_, err = f.Write(p.Data[half:])
+							}
+							if cerr := f.Close(); err == nil {
+								err = cerr
+							}
+						}
+						count(op.kind.String(), err == nil)
+						if err == nil {
+							model.set(p, stPresent, op.kind.String(), trial)
+							mine = append(mine, p)
+							acked.Add(1)
+						}
+					}
+				}
+			}(w, plans[w], rng.Int63())
+		}
+
+		delay := time.Duration(rng.Intn(301)) * time.Millisecond
+		time.Sleep(delay)
+		pid := cur.cmd.Process.Pid
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Errorf("%s: kill -9 %d: %v", label, pid, err)
+		}
+		stop.Store(true)
+		cur.wait(t, label+" after kill -9")
+		cur = nil
+		wgDone := make(chan struct{})
+		go func() { wg.Wait(); close(wgDone) }()
+		select {
+		case <-wgDone:
+		case <-time.After(toolTimeout):
+			t.Fatalf("%s: workload still running %v after the daemon was killed", label, toolTimeout)
+		}
+		for _, f := range failures {
+			t.Errorf("%s: %s", label, f)
+		}
+		totalAcked += int(acked.Load())
+
+		if r := run(t, "", toolTimeout, "umount", "-l", mnt); r.Code != 0 {
+			t.Fatalf("%s: umount -l of the dead mount: %s", label, r)
+		}
+		if !waitMounted(mnt, false, exitTimeout) {
+			t.Fatalf("%s: %s still mounted after umount -l", label, mnt)
+		}
+		if r := runCLI(t, "verify", "--deep", "--state", state); r.Code != 0 || bytes.Contains(r.Stdout, []byte("FAULT")) {
+			t.Errorf("%s (killed after %v): `pkgdirfs verify --deep` after kill -9: want exit 0 and no FAULT: %s", label, delay, r)
+		}
+		cur = startCrashDaemon(t, state, mnt, logPath, label+": remount after kill -9")
+		totalChecked += checkCrashState(t, mnt, model, fmt.Sprintf("%s (killed after %v)", label, delay))
+		os.RemoveAll(srcDir)
+	}
+
+	// A clean stop at the end.
+	if cur != nil {
+		_ = cur.cmd.Process.Signal(syscall.SIGTERM)
+		cur.wait(t, "final SIGTERM")
+		cur = nil
+		if !waitMounted(mnt, false, exitTimeout) {
+			t.Errorf("%s still mounted after SIGTERM", mnt)
+		}
+	}
+	if r := runCLI(t, "verify", "--deep", "--state", state); r.Code != 0 {
+		t.Errorf("final `pkgdirfs verify --deep`: %s", r)
+	} else {
+		t.Logf("final verify: %s", strings.TrimSpace(string(r.Stdout[max(0, bytes.LastIndexByte(bytes.TrimRight(r.Stdout, "\n"), '\n')):])))
+	}
+	present := 0
+	for _, e := range model.pkgs {
+		if e.State == stPresent {
+			present++
+		}
+	}
+	t.Logf("%d kill -9 trials in %v: %d operations acknowledged, %d present at the end, %d acknowledged-package checks, %d operations failed (mostly cut by the kill); ops %v",
+		crashTrials, time.Since(start).Round(time.Second), totalAcked, present, totalChecked, totalFailedOps, opCounts)
+}
