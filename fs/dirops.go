@@ -131,9 +131,9 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 		os.Remove(tmp.Name())
 		return nil, nil, 0, f.errno("create", rel, err)
 	}
-	n := &pendingNode{fs: f, name: rel, staging: tmp.Name()}
+	n := &pendingNode{fs: f, name: rel, staging: tmp.Name(), hash: newSeqHash()}
 	n.done = release
-	h := &stagingHandle{lf: gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile), fd: fd, node: n, dirty: true}
+	h := &stagingHandle{lf: gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile), fd: fd, node: n, dirty: true, hash: n.hash}
 	var st syscall.Stat_t
 	syscall.Fstat(fd, &st)
 	out.Attr.FromStat(&st)

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"hash"
 	"io"
 	"os"
 	"path/filepath"
@@ -174,6 +175,7 @@ type pendingNode struct {
 	replaces int64
 	done     func() // releases the name reservation of a create
 	doneOnce sync.Once
+	hash     *seqHash // shared by every handle on the node; nil: commit re-reads
 }
 
 // finish ends the node's life as a name being written.
@@ -215,7 +217,10 @@ func (n *pendingNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, 
 	if err != nil {
 		return nil, 0, gofs.ToErrno(err)
 	}
-	return &stagingHandle{lf: gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile), fd: fd, node: n, dirty: flags&syscall.O_TRUNC != 0}, 0, 0
+	if flags&syscall.O_TRUNC != 0 && n.hash != nil {
+		n.hash.truncate(0)
+	}
+	return &stagingHandle{lf: gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile), fd: fd, node: n, dirty: flags&syscall.O_TRUNC != 0, hash: n.hash}, 0, 0
 }
 
 func (n *pendingNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
@@ -248,6 +253,65 @@ type stagingHandle struct {
 	mu        sync.Mutex
 	dirty     bool // written (or truncated) since the last commit attempt
 	committed bool
+	hash      *seqHash
+}
+
+// seqHash digests the bytes of a file as a client writes them front to back,
+// so that committing needs no second read; a write anywhere else (seeking
+// back to patch a header, as the gpkg writer does) makes commit re-read.
+type seqHash struct {
+	mu              sync.Mutex
+	off             int64
+	broken          bool
+	md5, sha1, s256 hash.Hash
+}
+
+func newSeqHash() *seqHash {
+	return &seqHash{md5: md5.New(), sha1: sha1.New(), s256: sha256.New()}
+}
+
+func (s *seqHash) write(data []byte, off int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.broken {
+		return
+	}
+	if off != s.off {
+		s.broken = true
+		return
+	}
+	s.md5.Write(data)
+	s.sha1.Write(data)
+	s.s256.Write(data)
+	s.off += int64(len(data))
+}
+
+func (s *seqHash) truncate(size int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if size != s.off {
+		s.broken = true
+	}
+}
+
+func (s *seqHash) breakOff() {
+	s.mu.Lock()
+	s.broken = true
+	s.mu.Unlock()
+}
+
+// staged returns the digests if they cover exactly size bytes.
+func (s *seqHash) staged(file string, size int64) *catalog.Staged {
+	if s == nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.broken || s.off != size {
+		return nil
+	}
+	return &catalog.Staged{File: file, Size: size, MD5: hex.EncodeToString(s.md5.Sum(nil)),
+		SHA1: hex.EncodeToString(s.sha1.Sum(nil)), SHA256: hex.EncodeToString(s.s256.Sum(nil))}
 }
 
 var (
@@ -273,7 +337,11 @@ func (h *stagingHandle) Write(ctx context.Context, data []byte, off int64) (uint
 		return 0, syscall.EBADF
 	}
 	h.dirty = true
-	return h.lf.Write(ctx, data, off)
+	n, errno := h.lf.Write(ctx, data, off)
+	if h.hash != nil {
+		h.hash.write(data[:n], off)
+	}
+	return n, errno
 }
 
 func (h *stagingHandle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
@@ -290,8 +358,11 @@ func (h *stagingHandle) Setattr(ctx context.Context, in *fuse.SetAttrIn, out *fu
 	if h.committed {
 		return syscall.EBADF
 	}
-	if _, ok := in.GetSize(); ok {
+	if sz, ok := in.GetSize(); ok {
 		h.dirty = true
+		if h.hash != nil {
+			h.hash.truncate(int64(sz))
+		}
 	}
 	return h.lf.Setattr(ctx, in, out)
 }
@@ -308,6 +379,9 @@ func (h *stagingHandle) Allocate(ctx context.Context, off, size uint64, mode uin
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.dirty = true
+	if h.hash != nil {
+		h.hash.breakOff()
+	}
 	return h.lf.Allocate(ctx, off, size, mode)
 }
 
@@ -320,7 +394,7 @@ func (h *stagingHandle) Flush(ctx context.Context) syscall.Errno {
 		return 0
 	}
 	h.dirty = false
-	errno := h.node.fs.commitPending(h.node, h.fd)
+	errno := h.node.fs.commitPending(h.node, h.fd, h.hash)
 	h.node.finish()
 	if errno == 0 || errno == syscall.EINVAL {
 		h.committed = true
@@ -350,7 +424,7 @@ func (h *stagingHandle) Release(ctx context.Context) syscall.Errno {
 
 // commitPending ingests the staging file of n. Empty files at a
 // multi-instance name are Portage's placeholders and become reservations.
-func (f *FS) commitPending(n *pendingNode, fd int) syscall.Errno {
+func (f *FS) commitPending(n *pendingNode, fd int, sh *seqHash) syscall.Errno {
 	ctx := context.Background()
 	var st syscall.Stat_t
 	if err := syscall.Fstat(fd, &st); err != nil {
@@ -379,9 +453,12 @@ func (f *FS) commitPending(n *pendingNode, fd int) syscall.Errno {
 		f.changed(ctx, n.name)
 		return 0
 	}
-	staged, err := hashFile(n.staging, st.Size)
-	if err != nil {
-		return f.errno("hash", n.name, err)
+	staged := sh.staged(n.staging, st.Size)
+	if staged == nil {
+		var err error
+		if staged, err = hashFile(n.staging, st.Size); err != nil {
+			return f.errno("hash", n.name, err)
+		}
 	}
 	inst, errno := f.ingest(ctx, &catalog.Candidate{Staged: staged, Name: n.name, MtimeNs: mtime, Mode: mode, Replaces: n.replaces})
 	if errno != 0 {
@@ -529,7 +606,10 @@ func (f *FS) openInstance(ctx context.Context, in *instFile, flags uint32) (gofs
 		os.Remove(n.staging)
 		return nil, 0, f.errno("open", n.name, err)
 	}
-	return &stagingHandle{lf: gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile), fd: fd, node: n, dirty: trunc}, 0, 0
+	if trunc {
+		n.hash = newSeqHash()
+	}
+	return &stagingHandle{lf: gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile), fd: fd, node: n, dirty: trunc, hash: n.hash}, 0, 0
 }
 
 func (f *FS) instanceRow(ctx context.Context, id int64) (*catalog.Instance, error) {
