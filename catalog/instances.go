@@ -443,6 +443,13 @@ func (tx *Tx) InsertInstance(inst *Instance) (int64, error) {
 			}
 		}
 	}
+	if inst.BuildID > 0 {
+		_, err := tx.tx.ExecContext(tx.ctx, `INSERT INTO build_id_high (cpv, high) VALUES (?, ?)
+			ON CONFLICT (cpv) DO UPDATE SET high = max(high, excluded.high)`, inst.CPV, inst.BuildID)
+		if err != nil {
+			return 0, fmt.Errorf("catalog: insert %s: %w", inst.CPV, err)
+		}
+	}
 	inst.ID = id
 	return id, nil
 }
@@ -483,7 +490,12 @@ func (tx *Tx) NextBuildID(cpv string) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("catalog: next build id %s: %w", cpv, err)
 	}
-	return next, nil
+	var high int64
+	err = tx.tx.QueryRowContext(tx.ctx, `SELECT high FROM build_id_high WHERE cpv = ?`, cpv).Scan(&high)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return 0, fmt.Errorf("catalog: next build id %s: %w", cpv, err)
+	}
+	return max(next, high+1), nil
 }
 
 // SetHeader replaces the whole stored Packages header.

@@ -79,3 +79,11 @@ CREATE INDEX IF NOT EXISTS refused_path ON refused (path);
 
 INSERT OR IGNORE INTO meta (key, value) VALUES ('generation', 0);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('last_timestamp', 0);
+
+-- Highest build id ever given per CPV: allocation never hands out an id
+-- again after its instance was removed, since clients and HTTP caches treat
+-- a multi-instance path as naming one content forever.
+CREATE TABLE IF NOT EXISTS build_id_high (
+	cpv  TEXT    PRIMARY KEY NOT NULL,
+	high INTEGER NOT NULL
+) WITHOUT ROWID;

@@ -2,6 +2,8 @@ package fs
 
 import (
 	"context"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -90,7 +92,18 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	f := d.fs
 	rel := d.child(name)
 	if d.path == "" && (name == "Packages" || name == "Packages.gz") {
-		return nil, nil, 0, syscall.EEXIST
+		// Writing an index is accepted (tar -x, cp): the header is kept.
+		idx, err := f.index()
+		if err != nil {
+			return nil, nil, 0, f.errno("create", name, err)
+		}
+		n := &indexNode{fs: f, gz: name == "Packages.gz"}
+		n.fill(idx, &out.Attr)
+		ino := uint64(packagesIno)
+		if n.gz {
+			ino = packagesGzIno
+		}
+		return d.NewInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: ino}), &headerHandle{fs: f, keep: !n.gz}, fuse.FOPEN_DIRECT_IO, 0
 	}
 	if _, ok := inRemoved(rel); ok {
 		return nil, nil, 0, syscall.EPERM
@@ -212,7 +225,8 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	// The name shows an instance: remove it under all its names. Open
 	// handles keep reading the unlinked blob, and binhost clients holding
 	// the previous index find it under RemovedDir for the grace period.
-	path := f.snap.Load().indexPath[e.file.id]
+	before := f.snap.Load()
+	path := before.indexPath[e.file.id]
 	blob, err := f.cfg.Store.RemoveKeepBlob(ctx, e.file.id)
 	if err != nil {
 		return f.errno("unlink", rel, err)
@@ -223,7 +237,7 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 		f.cfg.Store.DropBlob(ctx, blob)
 	}
 	f.log.Info("removed", "path", rel, "instance", e.file.id)
-	f.changed(ctx, rel)
+	f.changedWait(ctx, before, []string{d.path}, rel)
 	return 0
 }
 
@@ -399,27 +413,45 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 		return 0
 	}
 	// A file renamed onto a package name: its bytes become that package
-	// (replacing what the name showed: a placeholder, or an instance) or are
-	// refused and stay at the new name as a plain file.
-	if err := d.mkParent(dst); err != nil {
-		return f.errno("rename", dst, err)
-	}
-	dstPath := f.scratchPath(dst)
-	if err := syscall.Rename(srcPath, dstPath); err != nil {
-		return gofs.ToErrno(err)
-	}
-	staged, err := hashFile(dstPath, st.Size)
+	// (replacing what the name showed: a placeholder, or an instance), or
+	// are refused: rename fails and the bytes stay at the new name as a
+	// plain file (a tool that cleans up its temp file must not lose them).
+	staged, err := hashFile(srcPath, st.Size)
 	if err != nil {
 		return f.errno("rename", dst, err)
 	}
 	c := &catalog.Candidate{Staged: staged, Name: dst, MtimeNs: st.Mtim.Nano(), Mode: st.Mode & 0o7777}
-	if e := f.catalogEntry(dst); e != nil && e.file != nil && e.file.blob != "" {
+	// Onto a multi-instance name the bytes replace that instance (same
+	// build id); onto a flat or All/ name they add one, as a write does.
+	if e := f.catalogEntry(dst); p.Kind == layout.KindMulti && e != nil && e.file != nil && e.file.blob != "" {
 		c.Replaces = e.file.id
 	}
-	inst, errno := f.ingest(ctx, c)
-	if errno != 0 {
-		return errno
+	before := f.snap.Load()
+	inst, existed, err := f.cfg.Store.Ingest(ctx, c)
+	var rerr *catalog.RefusedError
+	if errors.As(err, &rerr) {
+		// A copy, so the kept bytes are a new inode: the kernel still holds
+		// the source name (the rename failed), which must not alias them.
+		if err := d.mkParent(dst); err != nil {
+			return f.errno("rename", dst, err)
+		}
+		if err := copyFile(srcPath, f.scratchPath(dst)); err != nil {
+			return f.errno("rename", dst, err)
+		}
+		os.Remove(srcPath)
+		f.refused(ctx, dst, rerr.Reason, st.Size)
+		f.changed(ctx, src, dst)
+		return syscall.EINVAL
 	}
+	if err != nil {
+		return f.errno("rename", dst, err)
+	}
+	// Like any rename, it replaces what stood at the new name.
+	if err := os.Remove(f.scratchPath(dst)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		f.log.Warn("removing the file a package was renamed over", "path", dst, "err", err)
+	}
+	f.committed(ctx, dst, &ingested{inst, existed})
+	f.changedWait(ctx, before, []string{d.path, nd.path})
 	// The kernel keeps the renamed inode at the new name until the entry
 	// is invalidated: meanwhile it shows the committed instance.
 	if child := d.GetChild(name); child != nil {
@@ -490,4 +522,28 @@ func (h *headerHandle) Flush(ctx context.Context) syscall.Errno {
 	h.buf = nil
 	h.fs.changed(ctx)
 	return 0
+}
+
+func copyFile(from, to string) error {
+	in, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	st, err := in.Stat()
+	if err != nil {
+		return err
+	}
+	out, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, st.Mode().Perm())
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Close(); err != nil {
+		return err
+	}
+	return os.Chtimes(to, st.ModTime(), st.ModTime())
 }

@@ -57,7 +57,7 @@ type FS struct {
 
 	removedMu sync.Mutex
 	removed   map[string]removedEntry // index PATH -> instance in its grace period
-	notes     chan [2]string          // kernel invalidations, sent by the notifier
+	notes     chan note               // kernel invalidations, sent by the notifier
 
 	server *fuse.Server
 	dir    string
@@ -78,7 +78,7 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 		cfg.PollInterval = time.Second
 	}
 	f := &FS{cfg: cfg, log: cfg.Log, inos: newInoAllocator(), stop: make(chan struct{}), done: make(chan struct{}),
-		notes: make(chan [2]string, 1<<16), pending: map[string]int{}, removed: map[string]removedEntry{}}
+		notes: make(chan note, 1<<16), pending: map[string]int{}, removed: map[string]removedEntry{}}
 	snap, err := loadSnapshot(ctx, cfg.Store.DB, cfg.Layouts, f.inos)
 	if err != nil {
 		return nil, err
@@ -104,10 +104,12 @@ func (f *FS) setSnapshot(s *snapshot) {
 func (f *FS) Mount(dir string) error {
 	timeout := cacheTimeout
 	opts := &gofs.Options{
-		EntryTimeout:    &timeout,
-		AttrTimeout:     &timeout,
-		NegativeTimeout: &timeout,
-		RootStableAttr:  &gofs.StableAttr{Ino: rootIno},
+		EntryTimeout: &timeout,
+		AttrTimeout:  &timeout,
+		// No NegativeTimeout: a cached "no such file" could outlive the
+		// invalidation that follows a commit or a refusal, which may only be
+		// sent after the request that caused it has returned.
+		RootStableAttr: &gofs.StableAttr{Ino: rootIno},
 		MountOptions: fuse.MountOptions{
 			FsName:      "pkgdirfs",
 			Name:        "pkgdirfs",

@@ -188,6 +188,7 @@ type instNode struct {
 	gofs.Inode
 	fs *FS
 	f  *instFile
+	io ioCount
 }
 
 var (
@@ -205,7 +206,7 @@ func (n *instNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.At
 }
 
 func (n *instNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	return n.fs.openInstance(ctx, n.current(), flags)
+	return n.fs.openInstance(ctx, n.current(), flags, &n.io)
 }
 
 func (n *instNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
@@ -225,6 +226,7 @@ func (n *instNode) current() *instFile {
 // the fd (passthrough) and reads never reach us.
 type blobHandle struct {
 	file *os.File
+	io   *ioCount // set when the handle may use passthrough
 }
 
 var (
@@ -234,7 +236,7 @@ var (
 )
 
 func (h *blobHandle) PassthroughFd() (int, bool) {
-	if h.file == nil {
+	if h.file == nil || h.io == nil {
 		return 0, false
 	}
 	return int(h.file.Fd()), true
@@ -254,6 +256,9 @@ func (h *blobHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 func (h *blobHandle) Release(ctx context.Context) syscall.Errno {
 	if h.file != nil {
 		h.file.Close()
+	}
+	if h.io != nil {
+		h.io.endRead()
 	}
 	return 0
 }

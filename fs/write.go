@@ -37,9 +37,53 @@ var pendingIno atomic.Uint64
 // scratchPath is where the bytes of a non-package name live.
 func (f *FS) scratchPath(rel string) string { return filepath.Join(f.cfg.Store.ScratchDir(), rel) }
 
+// ioCount tracks how one kernel inode is open. The kernel requires every open
+// of an inode that has a passthrough (backing file) open to be passthrough
+// too, and go-fuse drops the backing file on the release of any handle of
+// the inode: so a write handle (never passthrough) must not coexist with a
+// passthrough reader. A writer arriving while readers hold the inode gets
+// ETXTBSY; readers arriving while a writer is open read without passthrough.
+type ioCount struct {
+	mu               sync.Mutex
+	readers, writers int
+}
+
+func (c *ioCount) startRead() (passthrough bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.writers > 0 {
+		return false
+	}
+	c.readers++
+	return true
+}
+
+func (c *ioCount) endRead() {
+	c.mu.Lock()
+	c.readers--
+	c.mu.Unlock()
+}
+
+func (c *ioCount) startWrite() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.readers > 0 {
+		return false
+	}
+	c.writers++
+	return true
+}
+
+func (c *ioCount) endWrite() {
+	c.mu.Lock()
+	c.writers--
+	c.mu.Unlock()
+}
+
 // commitTarget is the state shared by every kernel inode whose bytes may
 // become an instance: once committed it shows that instance.
 type commitTarget struct {
+	io        ioCount
 	mu        sync.Mutex
 	committed *instFile
 	index     *indexNode // a temp file renamed onto Packages(.gz) shows the index
@@ -103,7 +147,18 @@ func (n *scratchNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, 
 		return x.Open(ctx, flags)
 	}
 	if in := n.instance(); in != nil {
-		return n.fsys().openInstance(ctx, in, flags)
+		return n.fsys().openInstance(ctx, in, flags, &n.io)
+	}
+	// Rewriting a plain file that stands at a package name (bytes refused
+	// earlier) is a new attempt at that package, committed on close.
+	if flags&syscall.O_TRUNC != 0 && flags&(syscall.O_WRONLY|syscall.O_RDWR) != 0 && n.StableAttr().Mode == syscall.S_IFREG {
+		if name := n.Path(n.Root()); layout.ParsePath(name).Kind != layout.KindOther {
+			if n.fsys().cfg.ReadOnly {
+				return nil, 0, syscall.EROFS
+			}
+			fh, fl, errno := n.fsys().openFresh(name)
+			return fh, fl | fuse.FOPEN_DIRECT_IO, errno
+		}
 	}
 	return n.LoopbackNode.Open(ctx, flags)
 }
@@ -178,6 +233,18 @@ type pendingNode struct {
 	hash     *seqHash // shared by every handle on the node; nil: commit re-reads
 }
 
+func (n *pendingNode) stagingPath() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.staging
+}
+
+func (n *pendingNode) setStaging(p string) {
+	n.mu.Lock()
+	n.staging = p
+	n.mu.Unlock()
+}
+
 // finish ends the node's life as a name being written.
 func (n *pendingNode) finish() {
 	n.doneOnce.Do(func() {
@@ -202,7 +269,7 @@ func (n *pendingNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse
 		return h.lf.Getattr(ctx, out)
 	}
 	var st syscall.Stat_t
-	if err := syscall.Stat(n.staging, &st); err != nil {
+	if err := syscall.Stat(n.stagingPath(), &st); err != nil {
 		return gofs.ToErrno(err)
 	}
 	out.FromStat(&st)
@@ -211,9 +278,14 @@ func (n *pendingNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse
 
 func (n *pendingNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	if in := n.instance(); in != nil {
-		return n.fs.openInstance(ctx, in, flags)
+		return n.fs.openInstance(ctx, in, flags, &n.io)
 	}
-	fd, err := syscall.Open(n.staging, int(flags)&^(syscall.O_CREAT|syscall.O_EXCL), 0)
+	if flags&syscall.O_TRUNC != 0 && flags&(syscall.O_WRONLY|syscall.O_RDWR) != 0 {
+		// Another writer of the same name (cp of many builds onto one flat
+		// name): its bytes are its own package, never mixed with these.
+		return n.fs.openFresh(n.name)
+	}
+	fd, err := syscall.Open(n.stagingPath(), int(flags)&^(syscall.O_CREAT|syscall.O_EXCL), 0)
 	if err != nil {
 		return nil, 0, gofs.ToErrno(err)
 	}
@@ -230,7 +302,7 @@ func (n *pendingNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.
 	if h, ok := fh.(*stagingHandle); ok {
 		return h.Setattr(ctx, in, out)
 	}
-	fd, err := syscall.Open(n.staging, syscall.O_RDWR, 0)
+	fd, err := syscall.Open(n.stagingPath(), syscall.O_RDWR, 0)
 	if err != nil {
 		return gofs.ToErrno(err)
 	}
@@ -254,6 +326,7 @@ type stagingHandle struct {
 	dirty     bool // written (or truncated) since the last commit attempt
 	committed bool
 	hash      *seqHash
+	io        *ioCount // the kernel inode's open count, if it is a committed one
 }
 
 // seqHash digests the bytes of a file as a client writes them front to back,
@@ -394,26 +467,38 @@ func (h *stagingHandle) Flush(ctx context.Context) syscall.Errno {
 		return 0
 	}
 	h.dirty = false
-	errno := h.node.fs.commitPending(h.node, h.fd, h.hash)
+	f := h.node.fs
+	before := f.snap.Load()
+	errno := f.commitPending(h.node, h.fd, h.hash)
 	h.node.finish()
 	if errno == 0 || errno == syscall.EINVAL {
 		h.committed = true
-		// close() holds no directory lock in the kernel, so the name can be
-		// invalidated before close returns: the next stat sees the instance.
-		h.node.fs.notifyNow(h.node.name)
+		// close() holds no directory lock in the kernel, so every name the
+		// commit changed is invalidated before close returns: the next stat
+		// of any of them (flat, All/) sees the new state.
+		f.notifyNow(h.node.name)
+		for _, c := range changedNames(before, f.snap.Load()) {
+			f.notifyNow(joinPath(c[0], c[1]))
+		}
 	}
 	return errno
 }
 
 func (h *stagingHandle) Release(ctx context.Context) syscall.Errno {
 	errno := h.lf.Release(ctx)
+	if h.io != nil {
+		h.io.endWrite()
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !h.committed && h.node.instance() == nil {
 		// Never committed (a write error, or nothing written after a
-		// failed commit): the bytes are kept as a plain file, not lost.
-		if _, err := os.Stat(h.node.staging); err == nil {
-			if err := h.node.fs.keepAsScratch(h.node.staging, h.node.name); err == nil {
+		// failed commit): the bytes are kept as a plain file, not lost;
+		// a file never written has nothing to keep.
+		if p := h.node.stagingPath(); fileSize(p) == 0 {
+			os.Remove(p)
+		} else if fileExists(p) {
+			if err := h.node.fs.keepAsScratch(p, h.node.name); err == nil {
 				h.node.fs.changed(context.Background(), h.node.name)
 			}
 		}
@@ -441,31 +526,40 @@ func (f *FS) commitPending(n *pendingNode, fd int, sh *seqHash) syscall.Errno {
 				}
 				return f.errno("reserve", n.name, err)
 			}
-			os.Remove(n.staging)
+			os.Remove(n.stagingPath())
 			n.setInstance(instFileOf(inst))
 			f.changed(ctx, n.name)
 			return 0
 		}
 		// An empty file at any other package name is kept as a plain file.
-		if err := f.keepAsScratch(n.staging, n.name); err != nil {
+		if err := f.keepAsScratch(n.stagingPath(), n.name); err != nil {
 			return f.errno("keep", n.name, err)
 		}
 		f.changed(ctx, n.name)
 		return 0
 	}
-	staged := sh.staged(n.staging, st.Size)
+	staged := sh.staged(n.stagingPath(), st.Size)
 	if staged == nil {
 		var err error
-		if staged, err = hashFile(n.staging, st.Size); err != nil {
+		if staged, err = hashFile(n.stagingPath(), st.Size); err != nil {
 			return f.errno("hash", n.name, err)
 		}
 	}
 	inst, errno := f.ingest(ctx, &catalog.Candidate{Staged: staged, Name: n.name, MtimeNs: mtime, Mode: mode, Replaces: n.replaces})
+	if errno == syscall.EINVAL {
+		n.setStaging(f.scratchPath(n.name)) // where the refused bytes are kept
+	}
 	if errno != 0 {
 		return errno
 	}
 	n.setInstance(instFileOf(inst))
 	return 0
+}
+
+// ingested is a committed candidate.
+type ingested struct {
+	*catalog.Instance
+	existed bool
 }
 
 // ingest commits a candidate or refuses it: refused bytes stay at the name
@@ -474,30 +568,51 @@ func (f *FS) ingest(ctx context.Context, c *catalog.Candidate) (*catalog.Instanc
 	inst, existed, err := f.cfg.Store.Ingest(ctx, c)
 	var rerr *catalog.RefusedError
 	if errors.As(err, &rerr) {
-		f.log.Warn("refused a file written at a package name", "path", c.Name, "reason", rerr.Reason)
-		if err := f.cfg.Store.Refuse(ctx, c.Name, rerr.Reason, c.Size); err != nil {
-			f.log.Error("recording a refusal", "path", c.Name, "err", err)
-		}
 		if err := f.keepAsScratch(c.File, c.Name); err != nil {
 			f.log.Error("keeping refused bytes", "path", c.Name, "from", c.File, "err", err)
 			return nil, syscall.EIO
 		}
+		f.refused(ctx, c.Name, rerr.Reason, c.Size)
 		f.changed(ctx, c.Name)
 		return nil, syscall.EINVAL
 	}
 	if err != nil {
 		return nil, f.errno("ingest", c.Name, err)
 	}
-	if err := f.cfg.Store.Forget(ctx, c.Name); err != nil {
-		f.log.Warn("clearing an old refusal", "path", c.Name, "err", err)
-	}
-	if existed {
-		f.log.Info("same bytes already present", "path", c.Name, "cpv", inst.CPV, "build_id", inst.BuildID)
-	} else {
-		f.log.Info("committed", "path", c.Name, "cpv", inst.CPV, "build_id", inst.BuildID, "size", inst.Size)
-	}
-	f.changed(ctx, c.Name)
+	f.committed(ctx, c.Name, &ingested{inst, existed})
 	return inst, 0
+}
+
+// refused logs and records why bytes at a package name were not accepted.
+func (f *FS) refused(ctx context.Context, name, reason string, size int64) {
+	f.log.Warn("refused a file written at a package name", "path", name, "reason", reason)
+	if err := f.cfg.Store.Refuse(ctx, name, reason, size); err != nil {
+		f.log.Error("recording a refusal", "path", name, "err", err)
+	}
+}
+
+// committed logs a commit and makes it visible.
+func (f *FS) committed(ctx context.Context, name string, in *ingested) {
+	if err := f.cfg.Store.Forget(ctx, name); err != nil {
+		f.log.Warn("clearing an old refusal", "path", name, "err", err)
+	}
+	// The package takes the name from a plain file left there (refused bytes).
+	if p := f.scratchPath(name); fileSize(p) >= 0 {
+		if st, err := os.Lstat(p); err == nil && st.Mode().IsRegular() {
+			os.Remove(p)
+		}
+	}
+	if in.existed {
+		f.log.Info("same bytes already present", "path", name, "cpv", in.CPV, "build_id", in.BuildID)
+	} else {
+		f.log.Info("committed", "path", name, "cpv", in.CPV, "build_id", in.BuildID, "size", in.Size)
+		// A PKGDIR copied in without its Packages gets a header CHOST, as
+		// pkgdirfs import gives it (a no-op once the header has one).
+		if err := f.cfg.Store.FillHeaderCHOST(ctx); err != nil {
+			f.log.Warn("deriving the header CHOST", "err", err)
+		}
+	}
+	f.changed(ctx, name)
 }
 
 // keepAsScratch puts bytes at rel in the scratch tree (a plain file there).
@@ -524,6 +639,19 @@ func (f *FS) changed(ctx context.Context, names ...string) {
 	}
 }
 
+func fileSize(p string) int64 {
+	st, err := os.Lstat(p)
+	if err != nil {
+		return -1
+	}
+	return st.Size()
+}
+
+func fileExists(p string) bool {
+	_, err := os.Lstat(p)
+	return err == nil
+}
+
 func hashFile(path string, size int64) (*catalog.Staged, error) {
 	file, err := os.Open(path)
 	if err != nil {
@@ -544,7 +672,7 @@ func hashFile(path string, size int64) (*catalog.Staged, error) {
 // as a new instance of the CPV (as cp and parallel builders writing one flat
 // name expect), without it as a rewrite of this instance (Portage's in-place
 // XPAK recompose), which keeps its build id.
-func (f *FS) openInstance(ctx context.Context, in *instFile, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+func (f *FS) openInstance(ctx context.Context, in *instFile, flags uint32, io *ioCount) (gofs.FileHandle, uint32, syscall.Errno) {
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR) == 0 {
 		if in.blob == "" {
 			return &blobHandle{}, fuse.FOPEN_KEEP_CACHE, 0
@@ -554,12 +682,31 @@ func (f *FS) openInstance(ctx context.Context, in *instFile, flags uint32) (gofs
 		if err != nil {
 			return nil, 0, f.errno("open", p, err)
 		}
+		h := &blobHandle{file: file}
+		if io.startRead() {
+			h.io = io
+		}
 		// Blobs never change once committed, so the kernel may keep their pages.
-		return &blobHandle{file: file}, fuse.FOPEN_KEEP_CACHE, 0
+		return h, fuse.FOPEN_KEEP_CACHE, 0
 	}
 	if f.cfg.ReadOnly {
 		return nil, 0, syscall.EROFS
 	}
+	if !io.startWrite() {
+		f.log.Warn("refused to open a package for writing while it is being read (write a new name, or rename onto it)",
+			"instance", in.id, "errno", "ETXTBSY")
+		return nil, 0, syscall.ETXTBSY
+	}
+	fh, fl, errno := f.openInstanceWrite(ctx, in, flags)
+	if errno != 0 {
+		io.endWrite()
+		return nil, 0, errno
+	}
+	fh.(*stagingHandle).io = io
+	return fh, fl | fuse.FOPEN_DIRECT_IO, 0
+}
+
+func (f *FS) openInstanceWrite(ctx context.Context, in *instFile, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	inst, err := f.instanceRow(ctx, in.id)
 	if err != nil {
 		return nil, 0, f.errno("open", "instance", err)
@@ -610,6 +757,24 @@ func (f *FS) openInstance(ctx context.Context, in *instFile, flags uint32) (gofs
 		n.hash = newSeqHash()
 	}
 	return &stagingHandle{lf: gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile), fd: fd, node: n, dirty: trunc, hash: n.hash}, 0, 0
+}
+
+// openFresh starts an independent write of a package at name.
+func (f *FS) openFresh(name string) (gofs.FileHandle, uint32, syscall.Errno) {
+	tmp, err := os.CreateTemp(f.cfg.Store.StagingDir(), "w-")
+	if err != nil {
+		return nil, 0, f.errno("open", name, err)
+	}
+	tmp.Chmod(0o644)
+	tmp.Close()
+	unix.Setxattr(tmp.Name(), catalog.NameXattr, []byte(name), 0)
+	fd, err := syscall.Open(tmp.Name(), syscall.O_RDWR, 0)
+	if err != nil {
+		os.Remove(tmp.Name())
+		return nil, 0, f.errno("open", name, err)
+	}
+	n := &pendingNode{fs: f, name: name, staging: tmp.Name(), hash: newSeqHash()}
+	return &stagingHandle{lf: gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile), fd: fd, node: n, dirty: true, hash: n.hash}, 0, 0
 }
 
 func (f *FS) instanceRow(ctx context.Context, id int64) (*catalog.Instance, error) {
@@ -666,12 +831,73 @@ func (f *FS) setInstanceAttr(ctx context.Context, in *instFile, fh gofs.FileHand
 
 // notifyEntry queues a kernel dentry invalidation; the notifier goroutine
 // sends it, never a handler (the kernel may hold the directory lock).
-func (f *FS) notifyEntry(dir, name string) {
+func (f *FS) notifyEntry(dir, name string) { f.queueNote(note{dir: dir, name: name}) }
+
+type note struct {
+	dir, name string
+	done      chan struct{} // closed once sent, if not nil
+}
+
+func (f *FS) queueNote(n note) bool {
 	select {
-	case f.notes <- [2]string{dir, name}:
+	case f.notes <- n:
+		return true
 	default:
-		f.log.Warn("invalidation queue full; the kernel may show a stale entry until it expires", "dir", dir, "name", name)
+		f.log.Warn("invalidation queue full; the kernel may show a stale entry until it expires", "dir", n.dir, "name", n.name)
+		return false
 	}
+}
+
+// changedWait is changed (since snapshot old) for handlers that run under a directory lock
+// (unlink, rename): names in other directories are invalidated before the
+// handler returns, so the next stat of another name already sees the
+// change. The wait is bounded: the kernel may need a lock that only the
+// returning request releases, and then the invalidation completes later.
+func (f *FS) changedWait(ctx context.Context, old *snapshot, locked []string, names ...string) {
+	if err := f.Refresh(ctx); err != nil {
+		f.log.Error("reading catalog changes", "err", err)
+	}
+	cur := f.snap.Load()
+	isLocked := func(d string) bool {
+		for _, l := range locked {
+			if l == d {
+				return true
+			}
+		}
+		return false
+	}
+	var waits []chan struct{}
+	pairs := changedNames(old, cur)
+	for _, n := range names {
+		dir, base := splitPath(n)
+		pairs = append(pairs, [2]string{dir, base})
+	}
+	for _, c := range pairs {
+		n := note{dir: c[0], name: c[1]}
+		if !isLocked(c[0]) {
+			n.done = make(chan struct{})
+			waits = append(waits, n.done)
+		}
+		if !f.queueNote(n) && n.done != nil {
+			waits = waits[:len(waits)-1]
+		}
+	}
+	deadline := time.NewTimer(200 * time.Millisecond)
+	defer deadline.Stop()
+	for _, w := range waits {
+		select {
+		case <-w:
+		case <-deadline.C:
+			return
+		}
+	}
+}
+
+func joinPath(dir, name string) string {
+	if dir == "" {
+		return name
+	}
+	return dir + "/" + name
 }
 
 // notifyNow invalidates one name at once; only for handlers the kernel runs
@@ -695,16 +921,18 @@ func (f *FS) notifier() {
 			return
 		case c := <-f.notes:
 			parent := root
-			if c[0] != "" {
-				parent = walk(root, c[0])
+			if c.dir != "" {
+				parent = walk(root, c.dir)
 			}
-			if parent == nil {
-				continue
+			if parent != nil {
+				if c.name == "" {
+					parent.NotifyContent(0, 0)
+				} else {
+					parent.NotifyEntry(c.name)
+				}
 			}
-			if c[1] == "" {
-				parent.NotifyContent(0, 0)
-			} else {
-				parent.NotifyEntry(c[1])
+			if c.done != nil {
+				close(c.done)
 			}
 		}
 	}

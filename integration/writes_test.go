@@ -263,9 +263,16 @@ func TestWriteMigration(t *testing.T) {
 					mi := mountFSInfo(t, state)
 					mnt := mi.Dir
 					script := tool.script(src, mnt)
+					defer func() {
+						if t.Failed() {
+							t.Logf("%s", wDaemonLog(mi))
+						}
+					}()
 
-					cr := shell(t, "", script)
-					if cr.Code != 0 {
+					cr, timedOut := wRunTool(t, script)
+					if timedOut {
+						t.Errorf("%s into a fresh mount did not finish within %v (killed): %s", tool.name, wToolTimeout, cr)
+					} else if cr.Code != 0 {
 						t.Errorf("%s into a fresh mount: want exit 0, got %s", tool.name, cr)
 					}
 					got, _ := wReadIndex(t, mnt)
@@ -278,9 +285,14 @@ func TestWriteMigration(t *testing.T) {
 					// The bytes behind each listed instance are the listed ones.
 					wCheckSHA1s(t, mnt, got)
 
+					if timedOut {
+						return // a second run would hang the same way
+					}
 					// Again: nothing added.
-					cr2 := shell(t, "", script)
-					if cr2.Code != 0 {
+					cr2, timedOut := wRunTool(t, script)
+					if timedOut {
+						t.Errorf("%s again did not finish within %v (killed): %s", tool.name, wToolTimeout, cr2)
+					} else if cr2.Code != 0 {
 						t.Errorf("%s again into the same mount: want exit 0, got %s", tool.name, cr2)
 					}
 					again, _ := wReadIndex(t, mnt)
@@ -290,13 +302,43 @@ func TestWriteMigration(t *testing.T) {
 					if d := wSetDiff(wInstSet(got), wInstSet(again)); d != "" {
 						t.Errorf("repeating `%s` changed the instance set: %s", script, d)
 					}
-					if t.Failed() {
-						t.Logf("%s", wDaemonLog(mi))
-					}
 				})
 			}
 		})
 	}
+}
+
+// wToolTimeout bounds one copy of a fixture (a few MiB: about a second).
+const wToolTimeout = 20 * time.Second
+
+// wRunTool runs a bash pipeline in its own process group and kills the
+// whole group after wToolTimeout, so that a tool spinning on the mount does
+// not keep it busy (and the unmount of the cleanup can succeed).
+func wRunTool(t *testing.T, script string) (cmdResult, bool) {
+	t.Helper()
+	cmd := exec.Command("bash", "-c", "set -o pipefail; "+script)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	res := cmdResult{Args: []string{"bash", "-c", script}}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", script, err)
+	}
+	done := make(chan struct{})
+	var timedOut bool
+	go func() {
+		select {
+		case <-done:
+		case <-time.After(wToolTimeout):
+			timedOut = true
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		}
+	}()
+	_ = cmd.Wait()
+	close(done)
+	res.Stdout, res.Stderr = stdout.Bytes(), stderr.Bytes()
+	res.Code = cmd.ProcessState.ExitCode()
+	return res, timedOut
 }
 
 // wCheckSHA1s: sha1sum of every instance's PATH in the mount equals its SHA1 line.
@@ -344,6 +386,7 @@ func TestWriteConcurrentFlat(t *testing.T) {
 	gen := t.TempDir()
 	wantSHA := map[string]bool{}
 	files := make([]string, total)
+	var newestSHA string // highest BUILD_TIME: the last one generated
 	for i := 0; i < total; i++ {
 		meta := map[string]string{
 			"CATEGORY":   "app-misc\n",
@@ -359,11 +402,35 @@ func TestWriteConcurrentFlat(t *testing.T) {
 			t.Fatal(err)
 		}
 		wantSHA[wSHA1(b)] = true
+		newestSHA = wSHA1(b)
 	}
 	if len(wantSHA) != total {
 		t.Fatalf("generated %d distinct packages, want %d", len(wantSHA), total)
 	}
 
+	// fresh: the 8 writers start on a name that does not exist yet (the
+	// first creations race, as 8 cp onto one new name race on any
+	// filesystem); seeded: the first package is copied alone first, so every
+	// concurrent cp opens an existing name with O_TRUNC.
+	for _, seeded := range []bool{false, true} {
+		name := "fresh"
+		if seeded {
+			name = "seeded"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			wConcurrentCopies(t, files, wantSHA, newestSHA, seeded)
+		})
+	}
+}
+
+// wConcurrentCopies copies files (distinct packages of app-misc/conc-1.0)
+// onto MNT/app-misc/conc-1.0.tbz2 from 8 concurrent writers and checks the
+// result.
+func wConcurrentCopies(t *testing.T, files []string, wantSHA map[string]bool, newestSHA string, seeded bool) {
+	const writers = 8
+	const cpv = "app-misc/conc-1.0"
+	total := len(files)
 	state := t.TempDir()
 	mi := mountFSInfo(t, state)
 	mnt := mi.Dir
@@ -372,6 +439,14 @@ func TestWriteConcurrentFlat(t *testing.T) {
 	}
 	dst := filepath.Join(mnt, "app-misc", "conc-1.0.tbz2")
 
+	perWriter := total / writers
+	first := 0
+	if seeded {
+		if r := run(t, "", toolTimeout, "cp", files[0], dst); r.Code != 0 {
+			t.Fatalf("seeding: cp of the first package onto the new name: want exit 0: %s\n%s", r, wDaemonLog(mi))
+		}
+		first = 1
+	}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var failures []string
@@ -382,7 +457,11 @@ func TestWriteConcurrentFlat(t *testing.T) {
 		go func(w int) {
 			defer wg.Done()
 			for j := 0; j < perWriter; j++ {
-				src := files[w*perWriter+j]
+				i := w*perWriter + j
+				if i < first {
+					continue
+				}
+				src := files[i]
 				out, err := exec.CommandContext(ctx, "cp", src, dst).CombinedOutput()
 				if err != nil {
 					mu.Lock()
@@ -427,7 +506,7 @@ func TestWriteConcurrentFlat(t *testing.T) {
 	}
 	var badIDs []string
 	for id, n := range ids {
-		if n != 1 || id < 1 || id > total {
+		if n != 1 || id < 1 || id > int64(total) {
 			badIDs = append(badIDs, fmt.Sprintf("%d×%d", id, n))
 		}
 	}
@@ -455,9 +534,24 @@ func TestWriteConcurrentFlat(t *testing.T) {
 			}
 		}
 	}
+	// The flat and All/ names show the newest instance (highest BUILD_TIME).
+	flat, all := flatNames(cpv, "xpak")
+	st, missing, stderr := statPaths(t, mnt, []string{flat, all})
+	if len(missing) > 0 {
+		t.Errorf("after the copies: %v missing: %s", missing, stderr)
+	} else {
+		sums := sha1Paths(t, mnt, []string{flat, all})
+		for _, n := range []string{flat, all} {
+			if sums[n] != newestSHA {
+				t.Errorf("MNT/%s (%s) has sha1 %s, want the newest package's (highest BUILD_TIME) %s; listed in Packages: %v",
+					n, st[n], sums[n], newestSHA, gotSHA[sums[n]])
+			}
+		}
+	}
 	if t.Failed() {
 		t.Logf("%s", wDaemonLog(mi))
 	}
+
 }
 
 // ---------------------------------------------------------------- 3. scratch files
@@ -912,8 +1006,12 @@ func TestWriteUnlink(t *testing.T) {
 		sums = sha1Paths(t, mnt, []string{flat, all})
 		for _, n := range []string{flat, all} {
 			if sums[n] != next.SHA1 || st[n].Ino != st[next.Path].Ino || st[n].Size != next.Size {
-				t.Errorf("after rm: MNT/%s: sha1 %s %s, want the next newest instance (BUILD_ID %d, %s) sha1 %s %s",
-					n, sums[n], st[n], next.BuildID, next.Path, next.SHA1, st[next.Path])
+				shows := "another instance"
+				if sums[n] == victim.SHA1 {
+					shows = "the removed instance"
+				}
+				t.Errorf("right after rm returned: MNT/%s shows %s: sha1 %s %s, want the next newest instance (BUILD_ID %d, %s) sha1 %s %s; %s",
+					n, shows, sums[n], st[n], next.BuildID, next.Path, next.SHA1, st[next.Path], wConverges(t, mnt, n, next.SHA1))
 			}
 		}
 	}
@@ -926,7 +1024,20 @@ func TestWriteUnlink(t *testing.T) {
 	}
 	for _, n := range []string{flat, all} {
 		_, err := os.Lstat(filepath.Join(mnt, n))
-		wWantErrno(t, "lstat MNT/"+n+" after removing every instance of "+cpv, err, syscall.ENOENT)
+		if err == nil {
+			note := "still there 3s later"
+			start := time.Now()
+			for time.Since(start) < 3*time.Second {
+				time.Sleep(100 * time.Millisecond)
+				if _, err := os.Lstat(filepath.Join(mnt, n)); err != nil {
+					note = fmt.Sprintf("gone %v later (%v): stale kernel entry, not invalidated before unlink returned", time.Since(start).Round(100*time.Millisecond), err)
+					break
+				}
+			}
+			t.Errorf("lstat MNT/%s right after the last instance of %s was removed: want ENOENT, got success; %s", n, cpv, note)
+		} else {
+			wWantErrno(t, "lstat MNT/"+n+" after removing every instance of "+cpv, err, syscall.ENOENT)
+		}
 	}
 	final, _ := wReadIndex(t, mnt)
 	for _, in := range instances(final) {
@@ -938,6 +1049,21 @@ func TestWriteUnlink(t *testing.T) {
 	if b := wReadAt(t, f, int(victim.Size)+10, 0); wSHA1([]byte(b)) != victim.SHA1 {
 		t.Errorf("pread of the open fd after all instances of the CPV were removed: %d bytes, sha1 %s, want %s", len(b), wSHA1([]byte(b)), victim.SHA1)
 	}
+}
+
+// wConverges tells whether (and when) name comes to have sha1 want within 3s:
+// tells a stale kernel cache from a wrong catalog.
+func wConverges(t *testing.T, mnt, name, want string) string {
+	t.Helper()
+	start := time.Now()
+	for time.Since(start) < 3*time.Second {
+		time.Sleep(100 * time.Millisecond)
+		r := run(t, mnt, toolTimeout, "sha1sum", "--", name)
+		if sum, _, _ := strings.Cut(string(r.Stdout), "  "); r.Code == 0 && sum == want {
+			return fmt.Sprintf("it shows the right bytes %v later (stale kernel cache: not invalidated before unlink returned)", time.Since(start).Round(100*time.Millisecond))
+		}
+	}
+	return "still wrong 3s later"
 }
 
 // ---------------------------------------------------------------- 5. placeholder

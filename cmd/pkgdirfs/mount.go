@@ -56,6 +56,11 @@ func cmdMount(args []string) int {
 	if *logFile == "" {
 		*logFile = filepath.Join(*state, "pkgdirfs.log")
 	}
+	if os.Getenv(readyFdEnv) == "" {
+		if err := recoverStaleMount(mnt, *state, newLogger(os.Stderr)); err != nil {
+			return fail("mount: %v", err)
+		}
+	}
 	if !fg && os.Getenv(readyFdEnv) == "" {
 		return daemonize(*state, *logFile)
 	}
@@ -103,6 +108,10 @@ func cmdMount(args []string) int {
 		return failReady("%v", err)
 	}
 	log.Info("mounted", "mountpoint", mnt, "state", *state, "layouts", lay.String())
+	if err := os.WriteFile(pidFile(*state), []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o644); err != nil {
+		log.Warn("writing the pid file", "err", err)
+	}
+	defer os.Remove(pidFile(*state))
 	if ready != nil {
 		fmt.Fprintln(ready, "ok")
 		ready.Close()

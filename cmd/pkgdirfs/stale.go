@@ -1,0 +1,110 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// A daemon killed with SIGKILL leaves its mount behind, and clients blocked
+// on it may hold the kernel in a state where even the dead daemon cannot
+// finish exiting (a thread waits on a directory lock a stuck client holds).
+// Mounting again recovers: the stale FUSE connection is aborted, which fails
+// every waiting request, and the mount is detached.
+
+func pidFile(state string) string { return filepath.Join(state, "pkgdirfs.pid") }
+
+// staleMount finds a pkgdirfs mount at mnt; dev is its "major:minor".
+func staleMount(mnt string) (dev string, found bool) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return "", false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 10 || unescapeMount(fields[4]) != mnt {
+			continue
+		}
+		for i, x := range fields {
+			if x == "-" && i+2 < len(fields) && strings.HasPrefix(fields[i+1], "fuse") && fields[i+2] == "pkgdirfs" {
+				dev, found = fields[2], true
+			}
+		}
+	}
+	return dev, found
+}
+
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// daemonAlive tells whether the daemon recorded in the state's pid file runs
+// (a zombie does not count: it serves nothing).
+func daemonAlive(state string) (int, bool) {
+	b, err := os.ReadFile(pidFile(state))
+	if err != nil {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return 0, false
+	}
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return pid, false
+	}
+	s := string(st)
+	if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 < len(s) {
+		return pid, s[i+2] != 'Z' && s[i+2] != 'X'
+	}
+	return pid, false
+}
+
+// recoverStaleMount clears a dead daemon's mount at mnt, or says why it won't.
+func recoverStaleMount(mnt, state string, log *slog.Logger) error {
+	dev, found := staleMount(mnt)
+	if !found {
+		return nil
+	}
+	if pid, alive := daemonAlive(state); alive {
+		return fmt.Errorf("%s is already mounted by pkgdirfs (pid %d)", mnt, pid)
+	} else if pid == 0 {
+		return fmt.Errorf("%s is already a pkgdirfs mount, not of state %s (umount it first)", mnt, state)
+	}
+	minor := dev[strings.IndexByte(dev, ':')+1:]
+	conns := "/sys/fs/fuse/connections"
+	if _, err := os.Stat(filepath.Join(conns, minor)); err != nil {
+		// fusectl is not always mounted; it is where connections are aborted.
+		syscall.Mount("fusectl", conns, "fusectl", 0, "")
+	}
+	if err := os.WriteFile(filepath.Join(conns, minor, "abort"), []byte("1"), 0o200); err != nil {
+		log.Warn("could not abort the dead mount's FUSE connection", "mountpoint", mnt, "err", err)
+	}
+	if err := syscall.Unmount(mnt, syscall.MNT_DETACH); err != nil {
+		return fmt.Errorf("detaching the dead mount at %s: %v", mnt, err)
+	}
+	log.Warn("recovered the mount of a daemon that died", "mountpoint", mnt, "connection", minor)
+	os.Remove(pidFile(state))
+	return nil
+}
