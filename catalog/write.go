@@ -154,3 +154,29 @@ func (s *Store) Refuse(ctx context.Context, path, reason string, size int64) err
 		return tx.AddRefused(path, reason, size, time.Now().UnixNano())
 	})
 }
+
+// Restore puts back an instance removed a moment ago (its blob still kept),
+// with its build id if still free.
+func (s *Store) Restore(ctx context.Context, old *Instance) (*Instance, error) {
+	in := *old
+	in.ID = 0
+	err := s.DB.Tx(ctx, func(tx *Tx) error {
+		if taken, err := tx.BuildIDTaken(in.CPV, old.BuildID); err != nil {
+			return err
+		} else if taken {
+			if in.BuildID, err = tx.NextBuildID(in.CPV); err != nil {
+				return err
+			}
+		} else {
+			in.BuildID = old.BuildID
+		}
+		if _, err := tx.InsertInstance(&in); err != nil {
+			return err
+		}
+		return commitChange(tx)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &in, nil
+}

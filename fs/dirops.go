@@ -51,7 +51,10 @@ func (f *FS) exists(rel string) bool {
 	if _, err := os.Lstat(f.scratchPath(rel)); err == nil {
 		return true
 	}
-	return f.catalogEntry(rel) != nil || f.pending[rel] > 0
+	if e := f.catalogEntry(rel); e != nil && !(e.file != nil && f.aliasHidden(rel)) {
+		return true
+	}
+	return f.pending[rel] > 0
 }
 
 func (f *FS) catalogEntry(rel string) *entry {
@@ -150,7 +153,10 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	var st syscall.Stat_t
 	syscall.Fstat(fd, &st)
 	out.Attr.FromStat(&st)
-	ino := pendingInoBase + pendingIno.Add(1)
+	// The staging file's own inode number: if the bytes end up as a plain
+	// file at that name (empty, or refused), they keep the st_ino the
+	// creator saw (GNU tar checks its placeholders by it).
+	ino := st.Ino + scratchInoBase
 	out.Attr.Ino = ino
 	return d.NewInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: ino}), h, 0, 0
 }
@@ -209,6 +215,9 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 		return 0 // the index stays synthesized (Portage unlinks Packages.gz without compress-index)
 	}
 	if err := syscall.Unlink(f.scratchPath(rel)); err == nil {
+		if e := f.catalogEntry(rel); e != nil && e.file != nil {
+			f.hideAlias(rel)
+		}
 		f.cfg.Store.Forget(ctx, rel)
 		f.changed(ctx, rel)
 		return 0
@@ -227,13 +236,28 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	// the previous index find it under RemovedDir for the grace period.
 	before := f.snap.Load()
 	path := before.indexPath[e.file.id]
+	alias := layout.ParsePath(rel).Kind != layout.KindMulti
+	var row *catalog.Instance
+	if alias {
+		if row, _ = f.instanceRow(ctx, e.file.id); row != nil {
+			f.rememberAliasRemoval(rel, row)
+		}
+	}
+	// Unlinking a file never removes its directory: the client may go on
+	// using it (cp -a of a legacy PKGDIR replaces the alias with a symlink).
+	if d.path != "" {
+		os.MkdirAll(f.scratchPath(d.path), 0o755)
+	}
 	blob, err := f.cfg.Store.RemoveKeepBlob(ctx, e.file.id)
 	if err != nil {
 		return f.errno("unlink", rel, err)
 	}
-	if path != "" && f.cfg.RemovedGrace > 0 {
+	switch {
+	case path != "" && (f.cfg.RemovedGrace > 0 || row != nil):
+		// Kept for binhost clients holding the previous index, and for
+		// the undo of an alias removal (at least its window).
 		f.graceRemoved(path, e.file, blob)
-	} else {
+	default:
 		f.cfg.Store.DropBlob(ctx, blob)
 	}
 	f.log.Info("removed", "path", rel, "instance", e.file.id)
@@ -274,6 +298,10 @@ func (d *dirNode) Symlink(ctx context.Context, target, name string, out *fuse.En
 		return nil, gofs.ToErrno(err)
 	}
 	chownToCaller(ctx, p)
+	d.fs.unhideAlias(rel)
+	if resolved := resolveLink(rel, target); resolved != "" {
+		d.fs.undoAliasRemoval(ctx, rel, resolved)
+	}
 	var st syscall.Stat_t
 	if err := syscall.Lstat(p, &st); err != nil {
 		return nil, gofs.ToErrno(err)
@@ -397,7 +425,7 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 	}
 	p := layout.ParsePath(dst)
 	if p.Kind == layout.KindOther || st.Mode&syscall.S_IFMT != syscall.S_IFREG {
-		if e := f.catalogEntry(dst); e != nil && e.file != nil {
+		if e := f.catalogEntry(dst); e != nil && e.file != nil && !f.linksTo(srcPath, dst, e.file.id) {
 			// A plain file replacing an instance's name removes that instance.
 			if err := f.cfg.Store.Remove(ctx, e.file.id); err != nil {
 				return f.errno("rename", dst, err)
@@ -546,4 +574,19 @@ func copyFile(from, to string) error {
 		return err
 	}
 	return os.Chtimes(to, st.ModTime(), st.ModTime())
+}
+
+// linksTo tells whether the symlink at scratch path p, once at rel, points to
+// a name of instance id (rsync's way of copying a legacy PKGDIR's links).
+func (f *FS) linksTo(p, rel string, id int64) bool {
+	target, err := os.Readlink(p)
+	if err != nil {
+		return false
+	}
+	resolved := resolveLink(rel, target)
+	if resolved == "" {
+		return false
+	}
+	e := f.catalogEntry(resolved)
+	return e != nil && e.file != nil && e.file.id == id
 }

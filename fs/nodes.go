@@ -64,7 +64,7 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		return nil, syscall.ENOENT
 	}
 	e := ds.children[name]
-	if e == nil {
+	if e == nil || (e.file != nil && d.fs.aliasHidden(rel)) {
 		return nil, syscall.ENOENT
 	}
 	if e.dir != nil {
@@ -111,7 +111,7 @@ func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 		list = append(list, de)
 	}
 	for _, n := range names {
-		if shadow[n] {
+		if shadow[n] || (ds.children[n].file != nil && d.fs.aliasHidden(d.child(n))) {
 			continue
 		}
 		e := ds.children[n]

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"path"
 	"sort"
 	"strings"
 	"syscall"
@@ -9,6 +10,9 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"pkgdirfs/catalog"
+	"pkgdirfs/layout"
 )
 
 // RemovedDir is a hidden directory (not listed, like a .snapshot directory)
@@ -133,4 +137,100 @@ func (d *dirNode) readdirRemoved() []fuse.DirEntry {
 	d.fs.removedMu.Unlock()
 	sort.Slice(list, func(i, j int) bool { return list[i].Name < list[j].Name })
 	return list
+}
+
+// aliasRemoval is an instance unlinked through a flat or All/ name. Copying a
+// legacy PKGDIR (cp -a, tar -x) removes the name a symlink is about to take
+// (cat/pf.tbz2 -> ../All/pf.tbz2): the symlink that follows within moments,
+// pointing at that same package, undoes the removal.
+type aliasRemoval struct {
+	inst *catalog.Instance
+	at   time.Time
+}
+
+const aliasUndoWindow = 30 * time.Second
+
+func (f *FS) rememberAliasRemoval(name string, inst *catalog.Instance) {
+	f.removedMu.Lock()
+	f.aliasRemoved[name] = aliasRemoval{inst: inst, at: time.Now()}
+	for k, v := range f.aliasRemoved {
+		if time.Since(v.at) > aliasUndoWindow {
+			delete(f.aliasRemoved, k)
+		}
+	}
+	f.removedMu.Unlock()
+}
+
+// undoAliasRemoval restores the instance removed at name if target (a
+// symlink's target, resolved inside the mount) names that same package.
+func (f *FS) undoAliasRemoval(ctx context.Context, name, target string) {
+	f.removedMu.Lock()
+	r, ok := f.aliasRemoved[name]
+	if ok && time.Since(r.at) <= aliasUndoWindow {
+		delete(f.aliasRemoved, name)
+	} else {
+		ok = false
+	}
+	f.removedMu.Unlock()
+	if !ok || !sameInstanceName(target, r.inst) {
+		return
+	}
+	inst, err := f.cfg.Store.Restore(ctx, r.inst)
+	if err != nil {
+		f.log.Error("restoring a package removed through an alias", "path", name, "err", err)
+		return
+	}
+	f.log.Info("restored a package a symlink replaced its alias of", "path", name, "target", target, "cpv", inst.CPV, "build_id", inst.BuildID)
+	f.changed(ctx, name, target)
+}
+
+// sameInstanceName tells whether rel is a package name of inst (its multi,
+// flat or All/ name).
+func sameInstanceName(rel string, inst *catalog.Instance) bool {
+	p := layout.ParsePath(rel)
+	if p.Kind == layout.KindOther || p.PF != inst.PF || string(p.Format) != inst.Format {
+		return false
+	}
+	return p.Kind == layout.KindLegacy || p.Category == inst.Category
+}
+
+// resolveLink resolves a relative symlink target against the link's
+// directory; "" if it leaves the mount or is absolute.
+func resolveLink(linkRel, target string) string {
+	if path.IsAbs(target) {
+		return ""
+	}
+	dir, _ := splitPath(linkRel)
+	r := path.Clean(path.Join(dir, target))
+	if r == ".." || strings.HasPrefix(r, "../") {
+		return ""
+	}
+	return r
+}
+
+// A plain file can stand at a package's flat or All/ name, shadowing the
+// package's own alias there (GNU tar's placeholder for a symlink it creates
+// at the end). Unlinking it must not make another file appear at that name:
+// the alias stays hidden for a while, or until something is created there.
+func (f *FS) hideAlias(name string) {
+	f.removedMu.Lock()
+	f.hidden[name] = time.Now()
+	f.removedMu.Unlock()
+}
+
+func (f *FS) unhideAlias(name string) {
+	f.removedMu.Lock()
+	delete(f.hidden, name)
+	f.removedMu.Unlock()
+}
+
+func (f *FS) aliasHidden(name string) bool {
+	f.removedMu.Lock()
+	defer f.removedMu.Unlock()
+	t, ok := f.hidden[name]
+	if ok && time.Since(t) > aliasUndoWindow {
+		delete(f.hidden, name)
+		return false
+	}
+	return ok
 }

@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -24,15 +23,10 @@ import (
 	"pkgdirfs/layout"
 )
 
-// Inode numbers of files that are not instances: scratch files keep their
-// backing inode number (offset, so hard links share one st_ino), package
-// files being written get a fresh one.
-const (
-	scratchInoBase = 1 << 57
-	pendingInoBase = 1 << 58
-)
-
-var pendingIno atomic.Uint64
+// Inode numbers of files that are not instances: scratch files and package
+// files being written keep their backing file's inode number, offset into a
+// range of their own (hard links share one st_ino).
+const scratchInoBase = 1 << 57
 
 // scratchPath is where the bytes of a non-package name live.
 func (f *FS) scratchPath(rel string) string { return filepath.Join(f.cfg.Store.ScratchDir(), rel) }
@@ -535,6 +529,7 @@ func (f *FS) commitPending(n *pendingNode, fd int, sh *seqHash) syscall.Errno {
 		if err := f.keepAsScratch(n.stagingPath(), n.name); err != nil {
 			return f.errno("keep", n.name, err)
 		}
+		n.setStaging(f.scratchPath(n.name))
 		f.changed(ctx, n.name)
 		return 0
 	}
