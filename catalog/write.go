@@ -58,6 +58,14 @@ func (db *DB) StampGeneration(ctx context.Context, gen, now int64) (int64, error
 			ts, err = tx.LastTimestamp()
 			return err
 		}
+		var floor sql.NullInt64
+		err = tx.tx.QueryRowContext(tx.ctx, `SELECT value FROM meta WHERE key = 'min_timestamp'`).Scan(&floor)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		if floor.Valid && floor.Int64 > now {
+			now = floor.Int64
+		}
 		if ts, err = tx.NextTimestamp(now); err != nil {
 			return err
 		}
@@ -179,4 +187,18 @@ func (s *Store) Restore(ctx context.Context, old *Instance) (*Instance, error) {
 		return nil, err
 	}
 	return &in, nil
+}
+
+// Settle publishes the current content once more, with a TIMESTAMP of at
+// least minTS. Portage clients ask with If-Modified-Since = their TIMESTAMP
+// + 5 s, so after a burst of changes less than 6 s apart some clients would
+// keep their index for ever; a later TIMESTAMP makes them all fetch again.
+func (s *Store) Settle(ctx context.Context, minTS int64) error {
+	return s.DB.Tx(ctx, func(tx *Tx) error {
+		if _, err := tx.tx.ExecContext(tx.ctx, `INSERT INTO meta (key, value) VALUES ('min_timestamp', ?)
+			ON CONFLICT (key) DO UPDATE SET value = excluded.value`, minTS); err != nil {
+			return err
+		}
+		return commitChange(tx)
+	})
 }

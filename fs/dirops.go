@@ -95,6 +95,7 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	f := d.fs
 	rel := d.child(name)
 	if d.path == "" && (name == "Packages" || name == "Packages.gz") {
+		f.setIndexAbsent(name, false)
 		// Writing an index is accepted (tar -x, cp): the header is kept.
 		idx, err := f.index()
 		if err != nil {
@@ -212,7 +213,10 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	f := d.fs
 	rel := d.child(name)
 	if d.path == "" && (name == "Packages" || name == "Packages.gz") {
-		return 0 // the index stays synthesized (Portage unlinks Packages.gz without compress-index)
+		// The index stays synthesized (Portage unlinks Packages.gz without
+		// compress-index); the name is briefly absent for a create to follow.
+		f.setIndexAbsent(name, true)
+		return 0
 	}
 	if err := syscall.Unlink(f.scratchPath(rel)); err == nil {
 		if e := f.catalogEntry(rel); e != nil && e.file != nil {

@@ -51,6 +51,11 @@ type FS struct {
 
 	idxMu sync.Mutex
 	idx   *Index
+	// stamps of the last two rendered generations and when the last was
+	// rendered, for settling after bursts
+	prevTS, lastTS int64
+	lastRender     time.Time
+	settledTS      int64
 
 	loop    *gofs.LoopbackRoot // serves scratch files from the scratch tree
 	pending map[string]int     // package names being written (under nameMu)
@@ -185,6 +190,7 @@ func (f *FS) poll() {
 				f.log.Error("reading catalog changes", "err", err)
 			}
 			f.expireRemoved(now)
+			f.settle(now)
 		}
 	}
 }
@@ -254,6 +260,9 @@ func (f *FS) index() (*Index, error) {
 			return nil, err
 		}
 		if idx != nil {
+			if f.idx == nil || idx.Timestamp != f.idx.Timestamp {
+				f.prevTS, f.lastTS, f.lastRender = f.lastTS, idx.Timestamp, time.Now()
+			}
 			f.idx = idx
 			return idx, nil
 		}
@@ -264,6 +273,30 @@ func (f *FS) index() (*Index, error) {
 		if attempt > 50 {
 			return nil, errors.New("catalog keeps changing while rendering the index")
 		}
+	}
+}
+
+// settle re-publishes the index once the catalog has been quiet for 6 s after
+// generations less than 6 s apart were served (see catalog.Store.Settle).
+func (f *FS) settle(now time.Time) {
+	f.idxMu.Lock()
+	due := f.lastTS != 0 && f.lastTS != f.settledTS && f.lastTS-f.prevTS < 6 &&
+		now.Sub(f.lastRender) >= 6*time.Second && f.idx != nil && f.idx.Generation == f.snap.Load().gen
+	minTS := f.lastTS + 6
+	if due {
+		f.settledTS = minTS
+	}
+	f.idxMu.Unlock()
+	if !due {
+		return
+	}
+	if err := f.cfg.Store.Settle(context.Background(), minTS); err != nil {
+		f.log.Error("settling the index timestamp", "err", err)
+		return
+	}
+	f.log.Info("index re-published after a burst of changes", "timestamp_at_least", minTS)
+	if err := f.Refresh(context.Background()); err != nil {
+		f.log.Error("reading catalog changes", "err", err)
 	}
 }
 

@@ -38,6 +38,9 @@ func (d *dirNode) child(name string) string {
 
 func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	if d.path == "" && (name == "Packages" || name == "Packages.gz") {
+		if d.fs.indexAbsent(name) {
+			return nil, syscall.ENOENT
+		}
 		gz := name == "Packages.gz"
 		idx, err := d.fs.index()
 		if err != nil {

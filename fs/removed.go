@@ -234,3 +234,25 @@ func (f *FS) aliasHidden(name string) bool {
 	}
 	return ok
 }
+
+// An unlinked Packages or Packages.gz is absent for a moment, so that the
+// create that follows (tar -x removes a file, then creates it with O_EXCL)
+// reaches us; the index itself is never gone for long.
+const indexUnlinkWindow = 2 * time.Second
+
+func (f *FS) indexAbsent(name string) bool {
+	f.removedMu.Lock()
+	defer f.removedMu.Unlock()
+	t, ok := f.hidden["\x00"+name]
+	return ok && time.Since(t) < indexUnlinkWindow
+}
+
+func (f *FS) setIndexAbsent(name string, absent bool) {
+	f.removedMu.Lock()
+	if absent {
+		f.hidden["\x00"+name] = time.Now()
+	} else {
+		delete(f.hidden, "\x00"+name)
+	}
+	f.removedMu.Unlock()
+}
