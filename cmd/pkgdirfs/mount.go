@@ -104,14 +104,16 @@ func cmdMount(args []string) int {
 	if err != nil {
 		return failReady("%v", err)
 	}
-	if err := fsys.Mount(mnt); err != nil {
-		return failReady("%v", err)
-	}
-	log.Info("mounted", "mountpoint", mnt, "state", *state, "layouts", lay.String())
+	// The pid file exists before the mount does: whenever a mount of this
+	// state is found, a restart can tell whether its daemon still runs.
 	if err := os.WriteFile(pidFile(*state), []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o644); err != nil {
 		log.Warn("writing the pid file", "err", err)
 	}
 	defer os.Remove(pidFile(*state))
+	if err := fsys.Mount(mnt); err != nil {
+		return failReady("%v", err)
+	}
+	log.Info("mounted", "mountpoint", mnt, "state", *state, "layouts", lay.String())
 	if ready != nil {
 		fmt.Fprintln(ready, "ok")
 		ready.Close()

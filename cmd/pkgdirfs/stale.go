@@ -59,8 +59,9 @@ func unescapeMount(s string) string {
 	return b.String()
 }
 
-// daemonAlive tells whether the daemon recorded in the state's pid file runs
-// (a zombie does not count: it serves nothing).
+// daemonAlive tells whether the daemon recorded in the state's pid file runs.
+// A process that is exiting does not count: a zombie, or one with SIGKILL
+// pending (a thread stuck in the kernel keeps a killed daemon from finishing).
 func daemonAlive(state string) (int, bool) {
 	b, err := os.ReadFile(pidFile(state))
 	if err != nil {
@@ -70,15 +71,28 @@ func daemonAlive(state string) (int, bool) {
 	if err != nil || pid <= 0 {
 		return 0, false
 	}
-	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return pid, false
 	}
-	s := string(st)
-	if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 < len(s) {
-		return pid, s[i+2] != 'Z' && s[i+2] != 'X'
+	for _, line := range strings.Split(string(st), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		v = strings.TrimSpace(v)
+		switch k {
+		case "State":
+			if strings.HasPrefix(v, "Z") || strings.HasPrefix(v, "X") {
+				return pid, false
+			}
+		case "ShdPnd", "SigPnd":
+			if mask, err := strconv.ParseUint(v, 16, 64); err == nil && mask&(1<<(uint(syscall.SIGKILL)-1)) != 0 {
+				return pid, false
+			}
+		}
 	}
-	return pid, false
+	return pid, true
 }
 
 // recoverStaleMount clears a dead daemon's mount at mnt, or says why it won't.
