@@ -87,3 +87,13 @@ CREATE TABLE IF NOT EXISTS build_id_high (
 	cpv  TEXT    PRIMARY KEY NOT NULL,
 	high INTEGER NOT NULL
 ) WITHOUT ROWID;
+
+-- Build ids of removed instances by their bytes: the same bytes of the same
+-- CPV coming back (a copy repeated by a tool that unlinks first) get their
+-- build id again, which is safe since the content is the same.
+CREATE TABLE IF NOT EXISTS removed_builds (
+	cpv      TEXT    NOT NULL,
+	sha256   TEXT    NOT NULL,
+	build_id INTEGER NOT NULL,
+	PRIMARY KEY (cpv, sha256)
+) WITHOUT ROWID;

@@ -211,7 +211,14 @@ func (s *Store) Ingest(ctx context.Context, c *Candidate) (inst *Instance, exist
 				return err
 			}
 		}
-		if inst.BuildID, err = chooseBuildID(tx, inst.CPV, inst.BuildID, inst.Meta["BUILD_ID"]); err != nil {
+		fromName := inst.BuildID
+		if fromName == 0 {
+			// The same bytes back after a removal: their old build id.
+			if fromName, err = tx.removedBuildID(inst.CPV, c.SHA256); err != nil {
+				return err
+			}
+		}
+		if inst.BuildID, err = chooseBuildID(tx, inst.CPV, fromName, inst.Meta["BUILD_ID"]); err != nil {
 			return err
 		}
 		if s.StampBuildID && inst.Format == string(xpak.FormatXpak) && c.unstamped(inst) {

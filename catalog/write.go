@@ -128,6 +128,12 @@ func (s *Store) RemoveKeepBlob(ctx context.Context, id int64) (string, error) {
 		if err := tx.DeleteInstance(id); err != nil {
 			return err
 		}
+		if !old.Placeholder && old.SHA256 != "" {
+			if _, err := tx.tx.ExecContext(tx.ctx, `INSERT INTO removed_builds (cpv, sha256, build_id) VALUES (?, ?, ?)
+				ON CONFLICT (cpv, sha256) DO UPDATE SET build_id = excluded.build_id`, old.CPV, old.SHA256, old.BuildID); err != nil {
+				return err
+			}
+		}
 		return commitChange(tx)
 	})
 	return blob, err
@@ -201,4 +207,15 @@ func (s *Store) Settle(ctx context.Context, minTS int64) error {
 		}
 		return commitChange(tx)
 	})
+}
+
+// removedBuildID is the build id the same bytes of cpv had before they were
+// removed, 0 if none.
+func (tx *Tx) removedBuildID(cpv, sha256 string) (int64, error) {
+	var id int64
+	err := tx.tx.QueryRowContext(tx.ctx, `SELECT build_id FROM removed_builds WHERE cpv = ? AND sha256 = ?`, cpv, sha256).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	return id, err
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -48,6 +49,7 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		}
 		n := &indexNode{fs: d.fs, gz: gz}
 		n.fill(idx, &out.Attr)
+		out.SetAttrTimeout(indexAttrTimeout)
 		ino := uint64(packagesIno)
 		if gz {
 			ino = packagesGzIno
@@ -266,6 +268,11 @@ func (h *blobHandle) Release(ctx context.Context) syscall.Errno {
 	return 0
 }
 
+// indexAttrTimeout makes every stat of Packages(.gz) reach the daemon (0
+// would mean go-fuse's default): an fstat must report the generation of its
+// own handle, never a cached size of another one.
+const indexAttrTimeout = time.Nanosecond
+
 // indexNode is Packages or Packages.gz, rendered from the catalog per generation.
 type indexNode struct {
 	gofs.Inode
@@ -302,6 +309,13 @@ func (n *indexNode) fill(idx *Index, a *fuse.Attr) {
 }
 
 func (n *indexNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	out.SetTimeout(indexAttrTimeout)
+	if h, ok := fh.(*bytesHandle); ok && h.idx != nil {
+		// fstat of an open index reports the generation that handle reads
+		// (nginx takes Content-Length from it).
+		n.fill(h.idx, &out.Attr)
+		return 0
+	}
 	idx, err := n.fs.index()
 	if err != nil {
 		return n.fs.errno("getattr", "Packages", err)
@@ -326,12 +340,16 @@ func (n *indexNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 	if n.gz {
 		data = idx.Gz
 	}
-	// An open handle reads the generation it opened, whole and consistent. No
-	// KEEP_CACHE: each open starts from the current generation's bytes.
-	return &bytesHandle{data: data}, 0, 0
+	// An open handle reads the generation it opened, whole and consistent.
+	// Direct I/O: the page cache is shared by every open of the inode, and
+	// handles of different generations must never see each other's bytes.
+	return &bytesHandle{data: data, idx: idx}, fuse.FOPEN_DIRECT_IO, 0
 }
 
-type bytesHandle struct{ data []byte }
+type bytesHandle struct {
+	data []byte
+	idx  *Index
+}
 
 var _ gofs.FileReader = (*bytesHandle)(nil)
 

@@ -492,9 +492,9 @@ func (r *pubRun) findBySHA1(sha string) string {
 }
 
 // writePackage publishes data through the mount in one of four ways:
-// cp or write+rename (from a temp name in the same directory) onto the flat
-// name CAT/PF.tbz2 (the next build id) or the multi-instance name
-// CAT/PN/PF-ID.xpak.
+// cp (for the flat name: cp to a temp name, then mv) or write+rename (from a
+// temp name in the same directory) onto the flat name CAT/PF.tbz2 (the next
+// build id) or the multi-instance name CAT/PN/PF-ID.xpak.
 func (r *pubRun) writePackage(tmp, mode, cat, pn, pf string, id int64, i int, data []byte) error {
 	var dst string
 	if strings.HasSuffix(mode, "-flat") {
@@ -514,6 +514,20 @@ func (r *pubRun) writePackage(tmp, mode, cat, pn, pf string, id int64, i int, da
 		defer os.Remove(src)
 		cctx, cancel := context.WithTimeout(context.Background(), toolTimeout)
 		defer cancel()
+		if mode == "cp-flat" {
+			// The flat name shows a package nginx may hold open (its fd
+			// cache): a served file is never rewritten in place (the mount
+			// answers ETXTBSY); a new build is copied next to it and moved
+			// into place, as quickpkg does.
+			temp := dst + "." + strconv.Itoa(i) + ".tmp"
+			if out, err := exec.CommandContext(cctx, "cp", src, temp).CombinedOutput(); err != nil {
+				return fmt.Errorf("cp %s %s: %v: %s", src, temp, err, out)
+			}
+			if out, err := exec.CommandContext(cctx, "mv", temp, dst).CombinedOutput(); err != nil {
+				return fmt.Errorf("mv %s %s: %v: %s", temp, dst, err, out)
+			}
+			return nil
+		}
 		if out, err := exec.CommandContext(cctx, "cp", src, dst).CombinedOutput(); err != nil {
 			return fmt.Errorf("cp %s %s: %v: %s", src, dst, err, out)
 		}

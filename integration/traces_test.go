@@ -1533,6 +1533,10 @@ func TestTraceRemove(t *testing.T) {
 	r.unlink(victim2, 0)
 	err := unix.Rmdir(r.p(filepath.Dir(victim2))) // errors ignored
 	t.Logf("rmdir(MNT/%s) = %s (eclean ignores errors)", filepath.Dir(victim2), errName(err))
+	// Directories outlive their last package, as on any filesystem: eclean
+	// removes the emptied category directory too.
+	err = unix.Rmdir(r.p(filepath.Dir(filepath.Dir(victim2))))
+	t.Logf("rmdir(MNT/%s) = %s", filepath.Dir(filepath.Dir(victim2)), errName(err))
 	// emaint binhost --fix
 	before := r.stat("Packages")
 	lk = r.lock("Packages")
