@@ -9,7 +9,7 @@ FUZZTIME ?= 8s
 # Debian packages the tests drive (the real tools users use) and the mount needs.
 TEST_PKGS := fuse3 rsync zstd xz-utils bzip2 lz4 gzip tar coreutils util-linux curl nginx attr psmisc
 
-.PHONY: all build deps mount test vet unit integration fuzz bench clean
+.PHONY: all build deps mount test vet unit integration fuzz bench crash clean
 
 all: build
 
@@ -53,6 +53,10 @@ fuzz:
 	  $(GO) test -run='^$$' -fuzz="^$$t\$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=2s ./layout/; done
 
 test: deps vet build unit integration fuzz
+
+# kill -9 trials of a mixed write workload (integration/crash_test.go).
+crash: deps build
+	PKGDIRFS_RUN_CRASH=1 $(GO) test -count=1 -run TestCrashKill9 -v -timeout 15m ./integration/
 
 bench: deps build
 	$(GO) test -count=1 -run='^$$' -bench=. -benchtime=1x -timeout 30m ./integration/

@@ -181,7 +181,9 @@ func (d *dirNode) createScratch(ctx context.Context, rel string, flags, mode uin
 	return inode, gofs.NewLoopbackFile(fd), 0, 0
 }
 
-func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+// makeScratch creates one scratch entry at name with mk, atomically with
+// respect to other creators of the name, and returns its inode.
+func (d *dirNode) makeScratch(ctx context.Context, name, op string, out *fuse.EntryOut, mk func(p string) error) (*gofs.Inode, syscall.Errno) {
 	if errno := d.writable(); errno != 0 {
 		return nil, errno
 	}
@@ -192,10 +194,10 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 		return nil, syscall.EEXIST
 	}
 	if err := d.mkParent(rel); err != nil {
-		return nil, d.fs.errno("mkdir", rel, err)
+		return nil, d.fs.errno(op, rel, err)
 	}
 	p := d.fs.scratchPath(rel)
-	if err := syscall.Mkdir(p, mode); err != nil {
+	if err := mk(p); err != nil {
 		return nil, gofs.ToErrno(err)
 	}
 	chownToCaller(ctx, p)
@@ -204,6 +206,10 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 		return nil, gofs.ToErrno(err)
 	}
 	return d.fs.scratchInode(ctx, &d.Inode, rel, &st, out), 0
+}
+
+func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return d.makeScratch(ctx, name, "mkdir", out, func(p string) error { return syscall.Mkdir(p, mode) })
 }
 
 func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
@@ -285,63 +291,26 @@ func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 }
 
 func (d *dirNode) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	if errno := d.writable(); errno != 0 {
-		return nil, errno
+	inode, errno := d.makeScratch(ctx, name, "symlink", out, func(p string) error { return syscall.Symlink(target, p) })
+	if errno == 0 {
+		rel := d.child(name)
+		d.fs.unhideAlias(rel)
+		if resolved := resolveLink(rel, target); resolved != "" {
+			d.fs.undoAliasRemoval(ctx, rel, resolved)
+		}
 	}
-	rel := d.child(name)
-	nameMu.Lock()
-	defer nameMu.Unlock()
-	if d.fs.exists(rel) {
-		return nil, syscall.EEXIST
-	}
-	if err := d.mkParent(rel); err != nil {
-		return nil, d.fs.errno("symlink", rel, err)
-	}
-	p := d.fs.scratchPath(rel)
-	if err := syscall.Symlink(target, p); err != nil {
-		return nil, gofs.ToErrno(err)
-	}
-	chownToCaller(ctx, p)
-	d.fs.unhideAlias(rel)
-	if resolved := resolveLink(rel, target); resolved != "" {
-		d.fs.undoAliasRemoval(ctx, rel, resolved)
-	}
-	var st syscall.Stat_t
-	if err := syscall.Lstat(p, &st); err != nil {
-		return nil, gofs.ToErrno(err)
-	}
-	return d.fs.scratchInode(ctx, &d.Inode, rel, &st, out), 0
+	return inode, errno
 }
 
 // Link works for scratch files (Portage's lock files are hard-linked);
 // instances are one inode already and take no further names.
 func (d *dirNode) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	if errno := d.writable(); errno != 0 {
-		return nil, errno
-	}
 	src, ok := target.(*scratchNode)
 	if !ok || src.instance() != nil {
 		return nil, syscall.EPERM
 	}
-	rel := d.child(name)
-	nameMu.Lock()
-	defer nameMu.Unlock()
-	if d.fs.exists(rel) {
-		return nil, syscall.EEXIST
-	}
-	if err := d.mkParent(rel); err != nil {
-		return nil, d.fs.errno("link", rel, err)
-	}
 	from := d.fs.scratchPath(src.Path(d.Root()))
-	p := d.fs.scratchPath(rel)
-	if err := syscall.Link(from, p); err != nil {
-		return nil, gofs.ToErrno(err)
-	}
-	var st syscall.Stat_t
-	if err := syscall.Lstat(p, &st); err != nil {
-		return nil, gofs.ToErrno(err)
-	}
-	return d.fs.scratchInode(ctx, &d.Inode, rel, &st, out), 0
+	return d.makeScratch(ctx, name, "link", out, func(p string) error { return syscall.Link(from, p) })
 }
 
 func (d *dirNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {

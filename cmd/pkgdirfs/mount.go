@@ -50,16 +50,18 @@ func cmdMount(args []string) int {
 	if err != nil {
 		return fail("mount: %v", err)
 	}
+	// A dead daemon's mount is recovered before anything looks at the
+	// mountpoint: a stat of a wedged mount would block for ever.
+	if os.Getenv(readyFdEnv) == "" {
+		if err := recoverStaleMount(mnt, *state, newLogger(os.Stderr)); err != nil {
+			return fail("mount: %v", err)
+		}
+	}
 	if st, err := os.Stat(mnt); err != nil || !st.IsDir() {
 		return fail("mount: mountpoint %s is not a directory", mnt)
 	}
 	if *logFile == "" {
 		*logFile = filepath.Join(*state, "pkgdirfs.log")
-	}
-	if os.Getenv(readyFdEnv) == "" {
-		if err := recoverStaleMount(mnt, *state, newLogger(os.Stderr)); err != nil {
-			return fail("mount: %v", err)
-		}
 	}
 	if !fg && os.Getenv(readyFdEnv) == "" {
 		return daemonize(*state, *logFile)
