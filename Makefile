@@ -58,6 +58,10 @@ test: deps vet build unit integration fuzz
 crash: deps build
 	PKGDIRFS_RUN_CRASH=1 $(GO) test -count=1 -run TestCrashKill9 -v -timeout 15m ./integration/
 
+# kill -9 trials of a mixed write workload (see integration/crash_test.go).
+crash: deps build
+	PKGDIRFS_CRASH=1 $(GO) test -count=1 -run TestCrashKill9 -v -timeout 15m ./integration/
+
 bench: deps build
 	$(GO) test -count=1 -run='^$$' -bench=. -benchtime=1x -timeout 30m ./integration/
 
