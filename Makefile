@@ -4,7 +4,9 @@ BIN     := bin/pkgdirfs
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 STATE   ?= /var/lib/pkgdirfs
 PKGDIR  ?= /var/cache/binpkgs
-FUZZTIME ?= 8s
+# A count, not a duration: a duration races the fuzz coordinator's own deadline
+# in Go < 1.27 (golang/go#75804: a bare "context deadline exceeded" failure).
+FUZZTIME ?= 150000x
 
 # Debian packages the tests drive (the real tools users use) and the mount needs.
 TEST_PKGS := fuse3 rsync zstd xz-utils bzip2 lz4 gzip tar coreutils util-linux curl nginx attr psmisc
@@ -43,24 +45,20 @@ unit:
 	$(GO) test -race -count=1 ./xpak/ ./layout/ ./catalog/ ./fs/ ./cmd/...
 
 integration: build
-	$(GO) test -count=1 -timeout 15m ./integration/
+	$(GO) test -count=1 -timeout 25m ./integration/
 
 # Each fuzz target runs briefly on top of its seed corpus.
 fuzz:
 	@set -e; for t in FuzzDecodeBlock FuzzReadXpak FuzzInspect FuzzMetadata FuzzXzMaxDict; do \
-	  $(GO) test -run='^$$' -fuzz="^$$t\$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=2s ./xpak/; done
+	  $(GO) test -run='^$$' -fuzz="^$$t\$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=2000x ./xpak/; done
 	@set -e; for t in FuzzParseVersion FuzzParsePath FuzzPkgSplit FuzzUseReduce; do \
-	  $(GO) test -run='^$$' -fuzz="^$$t\$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=2s ./layout/; done
+	  $(GO) test -run='^$$' -fuzz="^$$t\$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=2000x ./layout/; done
 
 test: deps vet build unit integration fuzz
 
-# kill -9 trials of a mixed write workload (integration/crash_test.go).
-crash: deps build
-	PKGDIRFS_RUN_CRASH=1 $(GO) test -count=1 -run TestCrashKill9 -v -timeout 15m ./integration/
-
 # kill -9 trials of a mixed write workload (see integration/crash_test.go).
 crash: deps build
-	PKGDIRFS_CRASH=1 $(GO) test -count=1 -run TestCrashKill9 -v -timeout 15m ./integration/
+	$(GO) test -count=1 -run TestCrashKill9 -v -timeout 25m ./integration/
 
 bench: deps build
 	$(GO) test -count=1 -run='^$$' -bench=. -benchtime=1x -timeout 30m ./integration/

@@ -48,13 +48,16 @@ func (f *FS) scratchInode(ctx context.Context, parent *gofs.Inode, rel string, s
 // exists tells whether rel names anything: a scratch entry, a catalog entry,
 // or a package file being written.
 func (f *FS) exists(rel string) bool {
+	return f.visible(rel) || f.pending[rel] > 0
+}
+
+// visible tells whether Lookup shows rel: a scratch or catalog entry.
+func (f *FS) visible(rel string) bool {
 	if _, err := os.Lstat(f.scratchPath(rel)); err == nil {
 		return true
 	}
-	if e := f.catalogEntry(rel); e != nil && !(e.file != nil && f.aliasHidden(rel)) {
-		return true
-	}
-	return f.pending[rel] > 0
+	e := f.catalogEntry(rel)
+	return e != nil && !(e.file != nil && f.aliasHidden(rel))
 }
 
 func (f *FS) catalogEntry(rel string) *entry {
@@ -112,12 +115,17 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	if _, ok := inRemoved(rel); ok {
 		return nil, nil, 0, syscall.EPERM
 	}
+	p := layout.ParsePath(rel)
 	nameMu.Lock()
-	if flags&syscall.O_EXCL != 0 && f.exists(rel) {
+	// Lookup does not show package files still being written, and for a
+	// flat or All/ name every write becomes a new instance: cp stats the
+	// name, sees nothing and creates with O_EXCL, which must not fail on
+	// another writer's pending file. A multi-instance name carries a build
+	// id, and there a pending writer is a reservation O_EXCL honours.
+	if flags&syscall.O_EXCL != 0 && (f.visible(rel) || p.Kind == layout.KindMulti && f.pending[rel] > 0) {
 		nameMu.Unlock()
 		return nil, nil, 0, syscall.EEXIST
 	}
-	p := layout.ParsePath(rel)
 	if p.Kind == layout.KindOther {
 		nameMu.Unlock()
 		return d.createScratch(ctx, rel, flags, mode, out)

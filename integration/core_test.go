@@ -451,6 +451,50 @@ func TestCoreMountLifecycle(t *testing.T) {
 		}
 	})
 
+	// kill -9 of an idle daemon: its watchdog logs the death and the
+	// mount answers ENOTCONN (never hangs); `pkgdirfs mount` again at the
+	// same place recovers it, serving the same index.
+	t.Run("kill9-restart", func(t *testing.T) {
+		t.Parallel()
+		state := newState(t)
+		mi := mountFSInfo(t, state)
+		before, err := os.ReadFile(filepath.Join(mi.Dir, "Packages"))
+		if err != nil {
+			t.Fatalf("read Packages: %v", err)
+		}
+		if len(mi.PIDs) != 1 {
+			t.Fatalf("want one daemon process, found %v", mi.PIDs)
+		}
+		_ = syscall.Kill(mi.PIDs[0], syscall.SIGKILL)
+		if !waitPIDGone(mi.PIDs[0], exitTimeout) {
+			t.Fatalf("daemon pid %d still there %v after kill -9", mi.PIDs[0], exitTimeout)
+		}
+		const said = "the daemon died without unmounting"
+		for deadline := time.Now().Add(exitTimeout); !strings.Contains(readLog(mi.Log), said); time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("after kill -9, no watchdog line %q in the log within %v:\n%s", said, exitTimeout, readLog(mi.Log))
+			}
+		}
+		if r := run(t, "", toolTimeout, "stat", mi.Dir+"/Packages"); r.Code == 0 || !strings.Contains(string(r.Stderr), "Transport endpoint is not connected") {
+			t.Errorf("stat MNT/Packages after kill -9: want ENOTCONN (Transport endpoint is not connected), got %s", r)
+		}
+		r := run(t, "", mountTimeout, binPath, "mount", "--state", state, "--log", mi.Log, mi.Dir)
+		if r.Code != 0 {
+			t.Fatalf("pkgdirfs mount again after kill -9: want exit 0: %s\n%s", r, readLog(mi.Log))
+		}
+		mi.PIDs = daemonPIDs(mi.Dir) // the cleanup unmounts and waits for the new daemon
+		if !strings.Contains(string(r.Stderr), "recovered the mount of a daemon that died") {
+			t.Errorf("pkgdirfs mount again: want it to say it recovered the dead mount, stderr: %s", r.Stderr)
+		}
+		after, err := os.ReadFile(filepath.Join(mi.Dir, "Packages"))
+		if err != nil {
+			t.Fatalf("read Packages after the restart: %v", err)
+		}
+		if !bytes.Equal(stripTimestamp(before), stripTimestamp(after)) {
+			t.Errorf("Packages after kill -9 and restart differs beyond TIMESTAMP:\nbefore:\n%s\nafter:\n%s", clip(before, 2000), clip(after, 2000))
+		}
+	})
+
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
 		t.Run("foreground-"+strings.ToLower(strings.ReplaceAll(sig.String(), " ", "")), func(t *testing.T) {
 			t.Parallel()
@@ -558,4 +602,15 @@ func TestCoreImportInvalid(t *testing.T) {
 	if d := firstDiff(fix.lines(), idx.lines(), ignoreTimestamp); d != "" {
 		t.Errorf("after an import with invalid files, MNT/Packages differs from the fixture's at %s", d)
 	}
+}
+
+// stripTimestamp drops the TIMESTAMP line of a Packages index.
+func stripTimestamp(b []byte) []byte {
+	var out [][]byte
+	for _, l := range bytes.Split(b, []byte("\n")) {
+		if !bytes.HasPrefix(l, []byte("TIMESTAMP:")) {
+			out = append(out, l)
+		}
+	}
+	return bytes.Join(out, []byte("\n"))
 }

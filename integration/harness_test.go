@@ -412,7 +412,11 @@ func daemonPIDs(mnt string) []int {
 		if err != nil {
 			continue
 		}
-		for _, arg := range strings.Split(string(cmdline), "\x00") {
+		args := strings.Split(string(cmdline), "\x00")
+		if len(args) < 2 || args[1] != "mount" { // not the daemon's watchdog
+			continue
+		}
+		for _, arg := range args {
 			if arg == mnt || strings.HasSuffix(arg, "="+mnt) {
 				if !pidGone(pid) {
 					pids = append(pids, pid)

@@ -120,6 +120,7 @@ func cmdMount(args []string) int {
 		fmt.Fprintln(ready, "ok")
 		ready.Close()
 	}
+	startWatchdog(mnt, logw, log)
 
 	go func() {
 		s := <-sig

@@ -60,8 +60,6 @@ func unescapeMount(s string) string {
 }
 
 // daemonAlive tells whether the daemon recorded in the state's pid file runs.
-// A process that is exiting does not count: a zombie, or one with SIGKILL
-// pending (a thread stuck in the kernel keeps a killed daemon from finishing).
 func daemonAlive(state string) (int, bool) {
 	b, err := os.ReadFile(pidFile(state))
 	if err != nil {
@@ -71,9 +69,16 @@ func daemonAlive(state string) (int, bool) {
 	if err != nil || pid <= 0 {
 		return 0, false
 	}
+	return pid, procRunning(pid)
+}
+
+// procRunning tells whether pid runs. A process that is exiting does not
+// count: a zombie, or one with SIGKILL pending (a thread stuck in the kernel
+// keeps a killed daemon from finishing).
+func procRunning(pid int) bool {
 	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return pid, false
+		return false
 	}
 	for _, line := range strings.Split(string(st), "\n") {
 		k, v, ok := strings.Cut(line, ":")
@@ -84,16 +89,31 @@ func daemonAlive(state string) (int, bool) {
 		switch k {
 		case "State":
 			if strings.HasPrefix(v, "Z") || strings.HasPrefix(v, "X") {
-				return pid, false
+				return false
 			}
 		case "ShdPnd", "SigPnd":
 			if mask, err := strconv.ParseUint(v, 16, 64); err == nil && mask&(1<<(uint(syscall.SIGKILL)-1)) != 0 {
-				return pid, false
+				return false
 			}
 		}
 	}
-	return pid, true
+	return true
 }
+
+// abortConnection fails every request waiting on FUSE connection minor
+// (nothing to do if it is gone).
+func abortConnection(minor string) error {
+	if _, err := os.Stat(filepath.Join(fusectlDir, minor)); err != nil {
+		// fusectl is not always mounted; it is where connections are aborted.
+		syscall.Mount("fusectl", fusectlDir, "fusectl", 0, "")
+		if _, err := os.Stat(filepath.Join(fusectlDir, minor)); err != nil {
+			return nil
+		}
+	}
+	return os.WriteFile(filepath.Join(fusectlDir, minor, "abort"), []byte("1"), 0o200)
+}
+
+const fusectlDir = "/sys/fs/fuse/connections"
 
 // recoverStaleMount clears a dead daemon's mount at mnt, or says why it won't.
 func recoverStaleMount(mnt, state string, log *slog.Logger) error {
@@ -107,12 +127,7 @@ func recoverStaleMount(mnt, state string, log *slog.Logger) error {
 		return fmt.Errorf("%s is already a pkgdirfs mount, not of state %s (umount it first)", mnt, state)
 	}
 	minor := dev[strings.IndexByte(dev, ':')+1:]
-	conns := "/sys/fs/fuse/connections"
-	if _, err := os.Stat(filepath.Join(conns, minor)); err != nil {
-		// fusectl is not always mounted; it is where connections are aborted.
-		syscall.Mount("fusectl", conns, "fusectl", 0, "")
-	}
-	if err := os.WriteFile(filepath.Join(conns, minor, "abort"), []byte("1"), 0o200); err != nil {
+	if err := abortConnection(minor); err != nil {
 		log.Warn("could not abort the dead mount's FUSE connection", "mountpoint", mnt, "err", err)
 	}
 	if err := syscall.Unmount(mnt, syscall.MNT_DETACH); err != nil {

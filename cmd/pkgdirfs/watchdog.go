@@ -1,0 +1,126 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// A daemon killed with SIGKILL (or the OOM killer) may not finish exiting:
+// a thread of it can be stuck in the kernel invalidating a directory entry
+// while a client request holds that directory's lock, and that request waits
+// for an answer the dead daemon will never send. Its /dev/fuse stays open,
+// so the kernel does not abort the connection, and every client touching the
+// mount waits, unkillable, until someone aborts it. The watchdog is a small
+// process started beside each daemon that does this at once: clients get
+// ENOTCONN instead of waiting, and the next `pkgdirfs mount` recovers.
+
+const watchdogPoll = 200 * time.Millisecond
+
+// startWatchdog starts the watchdog of this daemon's mount at mnt.
+func startWatchdog(mnt string, logw io.Writer, log *slog.Logger) {
+	dev, found := staleMount(mnt)
+	if !found {
+		log.Warn("no watchdog: the mount is not in /proc/self/mountinfo", "mountpoint", mnt)
+		return
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		log.Warn("no watchdog", "err", err)
+		return
+	}
+	minor := dev[strings.IndexByte(dev, ':')+1:]
+	cmd := exec.Command(exe, "watchdog", "--pid", strconv.Itoa(os.Getpid()), "--connection", minor, mnt)
+	cmd.Stdout, cmd.Stderr = logw, logw
+	// Its own process group: a Ctrl-C meant for a foreground daemon must
+	// not stop the watchdog before the daemon has unmounted.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		log.Warn("no watchdog", "err", err)
+		return
+	}
+	go cmd.Wait()
+}
+
+func cmdWatchdog(args []string) int {
+	fl := newFlags("watchdog")
+	pid := fl.Int("pid", 0, "the daemon's process id")
+	conn := fl.String("connection", "", "the mount's FUSE connection (its device minor)")
+	ops, code := parseArgs(fl, args)
+	if code >= 0 {
+		return code
+	}
+	if *pid <= 0 || *conn == "" || len(ops) != 1 {
+		fl.Usage()
+		return 2
+	}
+	mnt := ops[0]
+	log := newLogger(os.Stderr)
+	signal.Ignore(syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	// The connection's fusectl files are opened now and used later: they
+	// stay bound to this connection, while its number (and the mount's
+	// place in mountinfo) may belong to the next mount by the time the
+	// daemon dies.
+	waiting, abort, err := openConnection(*conn)
+	if err != nil {
+		log.Error("watchdog: cannot watch the FUSE connection; if the daemon dies, clients may wait until `pkgdirfs mount` runs again",
+			"mountpoint", mnt, "connection", *conn, "err", err)
+		return 1
+	}
+	for procRunning(*pid) {
+		time.Sleep(watchdogPoll)
+	}
+	// A clean stop unmounts first, and then the connection is gone: its
+	// files read as empty. (They cannot be seeked: one read, not pread.)
+	var buf [32]byte
+	if n, _ := waiting.Read(buf[:]); n == 0 {
+		return 0
+	}
+	if _, err := abort.Write([]byte("1")); err != nil {
+		log.Error("the daemon died; aborting its FUSE connection failed, clients may wait until `pkgdirfs mount` runs again",
+			"pid", *pid, "mountpoint", mnt, "connection", *conn, "err", err)
+		return 1
+	}
+	log.Error("the daemon died without unmounting; its FUSE connection is aborted, so clients get ENOTCONN until `pkgdirfs mount` runs again",
+		"pid", *pid, "state", procStateLine(*pid), "mountpoint", mnt, "connection", *conn)
+	return 0
+}
+
+// openConnection opens the "waiting" and "abort" files of a FUSE connection.
+func openConnection(minor string) (waiting, abort *os.File, err error) {
+	dir := filepath.Join(fusectlDir, minor)
+	if _, err := os.Stat(dir); err != nil {
+		// fusectl is not always mounted.
+		syscall.Mount("fusectl", fusectlDir, "fusectl", 0, "")
+	}
+	if waiting, err = os.Open(filepath.Join(dir, "waiting")); err != nil {
+		return nil, nil, err
+	}
+	if abort, err = os.OpenFile(filepath.Join(dir, "abort"), os.O_WRONLY, 0); err != nil {
+		waiting.Close()
+		return nil, nil, err
+	}
+	return waiting, abort, nil
+}
+
+// procStateLine is the State line of pid's status, for the log.
+func procStateLine(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return "exited"
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "State:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown"
+}
