@@ -158,7 +158,8 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	}
 	n := &pendingNode{fs: f, name: rel, staging: tmp.Name(), hash: newSeqHash()}
 	n.done = release
-	h := &stagingHandle{lf: gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile), fd: fd, node: n, dirty: true, hash: n.hash}
+	n.io.startWrite() // a new inode: nothing else is open on it
+	h := n.newHandle(fd, true, &n.io)
 	var st syscall.Stat_t
 	syscall.Fstat(fd, &st)
 	out.Attr.FromStat(&st)

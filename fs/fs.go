@@ -137,10 +137,11 @@ func (f *FS) Mount(dir string) error {
 		// The kernel answers EROFS and access(W_OK) is false, so Portage never tries.
 		opts.MountOptions.Options = append(opts.MountOptions.Options, "ro")
 	}
-	server, err := gofs.Mount(dir, f.root, opts)
+	server, err := fuse.NewServer(newRawFS(gofs.NewNodeFS(f.root, opts), f.log), dir, &opts.MountOptions)
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", dir, err)
 	}
+	go server.Serve()
 	f.server, f.dir = server, dir
 	if err := server.WaitMount(); err != nil {
 		_ = server.Unmount()

@@ -230,8 +230,9 @@ func (n *instNode) current() *instFile {
 // blobHandle reads a committed blob; where the kernel allows, go-fuse hands it
 // the fd (passthrough) and reads never reach us.
 type blobHandle struct {
-	file *os.File
-	io   *ioCount // set when the handle may use passthrough
+	file        *os.File // nil: an empty placeholder
+	io          *ioCount // the kernel inode's open count
+	passthrough bool
 }
 
 var (
@@ -241,7 +242,7 @@ var (
 )
 
 func (h *blobHandle) PassthroughFd() (int, bool) {
-	if h.file == nil || h.io == nil {
+	if !h.passthrough {
 		return 0, false
 	}
 	return int(h.file.Fd()), true
@@ -262,9 +263,7 @@ func (h *blobHandle) Release(ctx context.Context) syscall.Errno {
 	if h.file != nil {
 		h.file.Close()
 	}
-	if h.io != nil {
-		h.io.endRead()
-	}
+	h.io.endRead(h.passthrough)
 	return 0
 }
 

@@ -31,48 +31,53 @@ const scratchInoBase = 1 << 57
 // scratchPath is where the bytes of a non-package name live.
 func (f *FS) scratchPath(rel string) string { return filepath.Join(f.cfg.Store.ScratchDir(), rel) }
 
-// ioCount tracks how one kernel inode is open. The kernel requires every open
-// of an inode that has a passthrough (backing file) open to be passthrough
-// too, and go-fuse drops the backing file on the release of any handle of
-// the inode: so a write handle (never passthrough) must not coexist with a
-// passthrough reader. A writer arriving while readers hold the inode gets
-// ETXTBSY; readers arriving while a writer is open read without passthrough.
+// ioCount tracks how one kernel inode is open. The kernel requires the
+// handles open on an inode at one time to be all passthrough (a backing
+// file) or all not, and go-fuse drops an inode's backing file on the release
+// of any of its handles: so a passthrough handle is only given while no
+// other kind is open. Writers (never passthrough) arriving while
+// passthrough readers are open get ETXTBSY; readers arriving while other
+// handles are open read through the daemon. Open and Release of one inode
+// are serialized (rawFS), so these counts match go-fuse's own.
 type ioCount struct {
-	mu               sync.Mutex
-	readers, writers int
+	mu                  sync.Mutex
+	passthrough, cached int
 }
 
-func (c *ioCount) startRead() (passthrough bool) {
+// startRead counts a reader and tells whether it may use passthrough.
+func (c *ioCount) startRead(canPassthrough bool) (passthrough bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.writers > 0 {
+	if !canPassthrough || c.cached > 0 {
+		c.cached++
 		return false
 	}
-	c.readers++
+	c.passthrough++
 	return true
 }
 
-func (c *ioCount) endRead() {
+func (c *ioCount) endRead(passthrough bool) {
 	c.mu.Lock()
-	c.readers--
+	if passthrough {
+		c.passthrough--
+	} else {
+		c.cached--
+	}
 	c.mu.Unlock()
 }
 
+// startWrite counts a writer, unless passthrough readers hold the inode.
 func (c *ioCount) startWrite() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.readers > 0 {
+	if c.passthrough > 0 {
 		return false
 	}
-	c.writers++
+	c.cached++
 	return true
 }
 
-func (c *ioCount) endWrite() {
-	c.mu.Lock()
-	c.writers--
-	c.mu.Unlock()
-}
+func (c *ioCount) endWrite() { c.endRead(false) }
 
 // commitTarget is the state shared by every kernel inode whose bytes may
 // become an instance: once committed it shows that instance.
@@ -150,7 +155,13 @@ func (n *scratchNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, 
 			if n.fsys().cfg.ReadOnly {
 				return nil, 0, syscall.EROFS
 			}
-			fh, fl, errno := n.fsys().openFresh(name)
+			if !n.io.startWrite() {
+				return nil, 0, syscall.ETXTBSY
+			}
+			fh, fl, errno := n.fsys().openFresh(name, &n.io)
+			if errno != 0 {
+				n.io.endWrite()
+			}
 			return fh, fl | fuse.FOPEN_DIRECT_IO, errno
 		}
 	}
@@ -225,6 +236,18 @@ type pendingNode struct {
 	done     func() // releases the name reservation of a create
 	doneOnce sync.Once
 	hash     *seqHash // shared by every handle on the node; nil: commit re-reads
+	handles  int      // open handles (under mu)
+	written  bool     // a handle wrote: uncommitted staging bytes are a client's (under mu)
+}
+
+// newHandle opens a handle on the node's staging file (fd); io is the
+// count of the kernel inode it is open on, where it is already counted as
+// a writer.
+func (n *pendingNode) newHandle(fd int, dirty bool, io *ioCount) *stagingHandle {
+	n.mu.Lock()
+	n.handles++
+	n.mu.Unlock()
+	return &stagingHandle{lf: gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile), fd: fd, node: n, dirty: dirty, hash: n.hash, io: io}
 }
 
 func (n *pendingNode) stagingPath() string {
@@ -274,19 +297,28 @@ func (n *pendingNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, 
 	if in := n.instance(); in != nil {
 		return n.fs.openInstance(ctx, in, flags, &n.io)
 	}
+	// Every handle of a file being written reads and writes through us.
+	if !n.io.startWrite() {
+		return nil, 0, syscall.ETXTBSY
+	}
 	if flags&syscall.O_TRUNC != 0 && flags&(syscall.O_WRONLY|syscall.O_RDWR) != 0 {
 		// Another writer of the same name (cp of many builds onto one flat
 		// name): its bytes are its own package, never mixed with these.
-		return n.fs.openFresh(n.name)
+		fh, fl, errno := n.fs.openFresh(n.name, &n.io)
+		if errno != 0 {
+			n.io.endWrite()
+		}
+		return fh, fl, errno
 	}
 	fd, err := syscall.Open(n.stagingPath(), int(flags)&^(syscall.O_CREAT|syscall.O_EXCL), 0)
 	if err != nil {
+		n.io.endWrite()
 		return nil, 0, gofs.ToErrno(err)
 	}
 	if flags&syscall.O_TRUNC != 0 && n.hash != nil {
 		n.hash.truncate(0)
 	}
-	return &stagingHandle{lf: gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile), fd: fd, node: n, dirty: flags&syscall.O_TRUNC != 0, hash: n.hash}, 0, 0
+	return n.newHandle(fd, flags&syscall.O_TRUNC != 0, &n.io), 0, 0
 }
 
 func (n *pendingNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
@@ -318,6 +350,7 @@ type stagingHandle struct {
 
 	mu        sync.Mutex
 	dirty     bool // written (or truncated) since the last commit attempt
+	touched   bool // ever dirty: only then are uncommitted bytes the client's
 	committed bool
 	hash      *seqHash
 	io        *ioCount // the kernel inode's open count, if it is a committed one
@@ -460,7 +493,7 @@ func (h *stagingHandle) Flush(ctx context.Context) syscall.Errno {
 	if h.committed || !h.dirty {
 		return 0
 	}
-	h.dirty = false
+	h.dirty, h.touched = false, true
 	f := h.node.fs
 	before := f.snap.Load()
 	errno := f.commitPending(h.node, h.fd, h.hash)
@@ -480,20 +513,27 @@ func (h *stagingHandle) Flush(ctx context.Context) syscall.Errno {
 
 func (h *stagingHandle) Release(ctx context.Context) syscall.Errno {
 	errno := h.lf.Release(ctx)
-	if h.io != nil {
-		h.io.endWrite()
-	}
+	h.io.endWrite()
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if !h.committed && h.node.instance() == nil {
+	n := h.node
+	n.mu.Lock()
+	n.handles--
+	n.written = n.written || h.touched || h.dirty
+	last, written := n.handles == 0, n.written
+	n.mu.Unlock()
+	if last && !h.committed && n.instance() == nil {
 		// Never committed (a write error, or nothing written after a
-		// failed commit): the bytes are kept as a plain file, not lost;
-		// a file never written has nothing to keep.
-		if p := h.node.stagingPath(); fileSize(p) == 0 {
+		// failed commit): the bytes are kept as a plain file, not lost.
+		// Unless nothing was written: an empty file, or a copy of a
+		// package opened for writing and closed untouched, which is
+		// kept already.
+		p := n.stagingPath()
+		if !written || fileSize(p) == 0 {
 			os.Remove(p)
 		} else if fileExists(p) {
-			if err := h.node.fs.keepAsScratch(p, h.node.name); err == nil {
-				h.node.fs.changed(context.Background(), h.node.name)
+			if err := n.fs.keepAsScratch(p, n.name); err == nil {
+				n.fs.changed(context.Background(), n.name)
 			}
 		}
 	}
@@ -669,18 +709,16 @@ func hashFile(path string, size int64) (*catalog.Staged, error) {
 // XPAK recompose), which keeps its build id.
 func (f *FS) openInstance(ctx context.Context, in *instFile, flags uint32, io *ioCount) (gofs.FileHandle, uint32, syscall.Errno) {
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR) == 0 {
-		if in.blob == "" {
-			return &blobHandle{}, fuse.FOPEN_KEEP_CACHE, 0
+		h := &blobHandle{io: io}
+		if in.blob != "" {
+			p := f.blobPath(in.blob)
+			file, err := os.Open(p)
+			if err != nil {
+				return nil, 0, f.errno("open", p, err)
+			}
+			h.file = file
 		}
-		p := f.blobPath(in.blob)
-		file, err := os.Open(p)
-		if err != nil {
-			return nil, 0, f.errno("open", p, err)
-		}
-		h := &blobHandle{file: file}
-		if io.startRead() {
-			h.io = io
-		}
+		h.passthrough = io.startRead(h.file != nil)
 		// Blobs never change once committed, so the kernel may keep their pages.
 		return h, fuse.FOPEN_KEEP_CACHE, 0
 	}
@@ -688,20 +726,18 @@ func (f *FS) openInstance(ctx context.Context, in *instFile, flags uint32, io *i
 		return nil, 0, syscall.EROFS
 	}
 	if !io.startWrite() {
-		f.log.Warn("refused to open a package for writing while it is being read (write a new name, or rename onto it)",
-			"instance", in.id, "errno", "ETXTBSY")
+		// rawFS.Open waits a while for the readers' releases first.
 		return nil, 0, syscall.ETXTBSY
 	}
-	fh, fl, errno := f.openInstanceWrite(ctx, in, flags)
+	fh, fl, errno := f.openInstanceWrite(ctx, in, flags, io)
 	if errno != 0 {
 		io.endWrite()
 		return nil, 0, errno
 	}
-	fh.(*stagingHandle).io = io
 	return fh, fl | fuse.FOPEN_DIRECT_IO, 0
 }
 
-func (f *FS) openInstanceWrite(ctx context.Context, in *instFile, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+func (f *FS) openInstanceWrite(ctx context.Context, in *instFile, flags uint32, ioc *ioCount) (gofs.FileHandle, uint32, syscall.Errno) {
 	inst, err := f.instanceRow(ctx, in.id)
 	if err != nil {
 		return nil, 0, f.errno("open", "instance", err)
@@ -751,11 +787,12 @@ func (f *FS) openInstanceWrite(ctx context.Context, in *instFile, flags uint32) 
 	if trunc {
 		n.hash = newSeqHash()
 	}
-	return &stagingHandle{lf: gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile), fd: fd, node: n, dirty: trunc, hash: n.hash}, 0, 0
+	return n.newHandle(fd, trunc, ioc), 0, 0
 }
 
-// openFresh starts an independent write of a package at name.
-func (f *FS) openFresh(name string) (gofs.FileHandle, uint32, syscall.Errno) {
+// openFresh starts an independent write of a package at name, on a kernel
+// inode whose count io has it as a writer.
+func (f *FS) openFresh(name string, io *ioCount) (gofs.FileHandle, uint32, syscall.Errno) {
 	tmp, err := os.CreateTemp(f.cfg.Store.StagingDir(), "w-")
 	if err != nil {
 		return nil, 0, f.errno("open", name, err)
@@ -769,7 +806,7 @@ func (f *FS) openFresh(name string) (gofs.FileHandle, uint32, syscall.Errno) {
 		return nil, 0, f.errno("open", name, err)
 	}
 	n := &pendingNode{fs: f, name: name, staging: tmp.Name(), hash: newSeqHash()}
-	return &stagingHandle{lf: gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile), fd: fd, node: n, dirty: true, hash: n.hash}, 0, 0
+	return n.newHandle(fd, true, io), 0, 0
 }
 
 func (f *FS) instanceRow(ctx context.Context, id int64) (*catalog.Instance, error) {

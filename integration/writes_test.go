@@ -13,11 +13,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 	"testing"
 	"time"
 )
@@ -1348,4 +1351,110 @@ func TestWritePackagesHeader(t *testing.T) {
 	if r := run(t, mnt, toolTimeout, "zcat", "Packages.gz"); r.Code != 0 {
 		t.Errorf("zcat MNT/Packages.gz after a write to it: %s", r)
 	}
+}
+
+// TestWriteReopenForWrite: the kernel sends a reader's RELEASE after its
+// close() has returned, so read-close-then-open-for-writing (Portage's XPAK
+// recompose reads the trailer first) must not meet that reader's late
+// release as ETXTBSY; a reader that really holds the package open still
+// makes a writable open fail with ETXTBSY.
+func TestWriteReopenForWrite(t *testing.T) {
+	t.Parallel()
+	src := extractFixture(t, "xpak-bzip2-multi")
+	fix := readFixtureIndex(t, src)
+	state := t.TempDir()
+	importOK(t, state, importSummary{len(fix.Blocks), 0, 0}, src)
+	mi := mountFSInfo(t, state)
+	target := filepath.Join(mi.Dir, "app-misc/hello/hello-2.10-1.xpak")
+	before, err := os.ReadFile(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A reader that holds it open: the writable open fails with ETXTBSY
+	// (first, while no writer's release can still be on its way).
+	r, err := os.Open(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Read(make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if w, err := os.OpenFile(target, os.O_RDWR|os.O_APPEND, 0); err == nil {
+		w.Close()
+		t.Errorf("open O_RDWR while a reader holds the package open: want ETXTBSY, got success")
+	} else if !errors.Is(err, syscall.ETXTBSY) {
+		t.Errorf("open O_RDWR while a reader holds the package open: want ETXTBSY, got %v", err)
+	}
+	r.Close()
+
+	dirBefore := listDir(t, filepath.Dir(target))
+	const rounds = 200
+	busy := 0
+	for i := 0; i < rounds; i++ {
+		fd, err := unix.Open(target, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatalf("round %d: open O_RDONLY: %v", i, err)
+		}
+		tail := make([]byte, 16)
+		if _, err := unix.Pread(fd, tail, int64(len(before)-16)); err != nil {
+			t.Fatalf("round %d: pread: %v", i, err)
+		}
+		unix.Close(fd)
+		wfd, err := unix.Open(target, unix.O_RDWR|unix.O_APPEND|unix.O_CLOEXEC, 0)
+		if err != nil {
+			if err == unix.ETXTBSY {
+				busy++
+				continue
+			}
+			t.Fatalf("round %d: open O_RDWR|O_APPEND right after the reader closed: %v", i, err)
+		}
+		unix.Close(wfd) // nothing written: the instance stays as it was
+	}
+	if busy > 0 {
+		t.Errorf("%d of %d opens for writing right after a read-only open was closed failed with ETXTBSY", busy, rounds)
+	}
+	if after, err := os.ReadFile(target); err != nil || !bytes.Equal(after, before) {
+		t.Errorf("after %d read/reopen rounds without writes, the package changed (err %v)", rounds, err)
+	}
+	// An open for writing closed untouched leaves nothing behind: no plain
+	// file at the name, no staging copy.
+	if dirAfter := listDir(t, filepath.Dir(target)); !reflect.DeepEqual(dirAfter, dirBefore) {
+		t.Errorf("listing of %s changed by opens for writing without writes:\nbefore %v\nafter  %v", filepath.Dir(target), dirBefore, dirAfter)
+	}
+	time.Sleep(200 * time.Millisecond) // the last RELEASE arrives after close() returned
+	for _, d := range []string{"staging", "scratch"} {
+		var left []string
+		filepath.Walk(filepath.Join(state, d), func(p string, fi os.FileInfo, err error) error {
+			if err == nil && fi.Mode().IsRegular() {
+				left = append(left, p)
+			}
+			return nil
+		})
+		if len(left) > 0 {
+			t.Errorf("opens for writing without writes left files in STATE/%s: %v", d, left[:min(len(left), 5)])
+		}
+	}
+
+	if t.Failed() {
+		t.Logf("%s", wDaemonLog(mi))
+	}
+}
+
+// listDir is the sorted "name size" listing of dir.
+func listDir(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatalf("readdir %s: %v", dir, err)
+	}
+	var out []string
+	for _, e := range ents {
+		fi, err := e.Info()
+		if err != nil {
+			t.Fatalf("stat %s/%s: %v", dir, e.Name(), err)
+		}
+		out = append(out, fmt.Sprintf("%s %d", e.Name(), fi.Size()))
+	}
+	sort.Strings(out)
+	return out
 }
