@@ -187,7 +187,11 @@ func (d *dirNode) createScratch(ctx context.Context, rel string, flags, mode uin
 		return nil, nil, 0, gofs.ToErrno(err)
 	}
 	inode := d.fs.scratchInode(ctx, &d.Inode, rel, &st, out)
-	return inode, gofs.NewLoopbackFile(fd), 0, 0
+	lf := gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile)
+	if sn, ok := inode.Operations().(*scratchNode); ok {
+		return inode, newScratchFile(lf, &sn.io), 0, 0
+	}
+	return inode, lf, 0, 0
 }
 
 // makeScratch creates one scratch entry at name with mk, atomically with

@@ -165,7 +165,37 @@ func (n *scratchNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, 
 			return fh, fl | fuse.FOPEN_DIRECT_IO, errno
 		}
 	}
-	return n.LoopbackNode.Open(ctx, flags)
+	fh, fl, errno := n.LoopbackNode.Open(ctx, flags)
+	if lf, ok := fh.(*gofs.LoopbackFile); ok && errno == 0 {
+		return newScratchFile(lf, &n.io), fl, 0
+	}
+	return fh, fl, errno
+}
+
+// scratchFile is a handle on a plain file. go-fuse gives such handles
+// passthrough to the file itself, which is only right while no other kind
+// of handle is open on the inode (see ioCount).
+type scratchFile struct {
+	*gofs.LoopbackFile
+	io          *ioCount
+	passthrough bool
+}
+
+func newScratchFile(lf *gofs.LoopbackFile, io *ioCount) *scratchFile {
+	return &scratchFile{LoopbackFile: lf, io: io, passthrough: io.startRead(true)}
+}
+
+func (f *scratchFile) PassthroughFd() (int, bool) {
+	if !f.passthrough {
+		return 0, false
+	}
+	return f.LoopbackFile.PassthroughFd()
+}
+
+func (f *scratchFile) Release(ctx context.Context) syscall.Errno {
+	errno := f.LoopbackFile.Release(ctx)
+	f.io.endRead(f.passthrough)
+	return errno
 }
 
 func (n *scratchNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
