@@ -17,6 +17,13 @@ import (
 // non-passthrough handle and that drop, the backing would be closed under
 // the reader, whose open then fails with EIO. Serialized, ioCount sees what
 // go-fuse does.
+//
+// It also ignores FUSE interrupts (the cancel channels go-fuse turns into a
+// cancelled context). The kernel sends one whenever the calling thread gets
+// any signal: Go programs get SIGURG for preemption all the time, Portage
+// SIGCHLD. A catalog transaction cut short that way would turn a rename or
+// close that can succeed into EIO. Our requests are short and run to their
+// end.
 type rawFS struct {
 	fuse.RawFileSystem
 	log *slog.Logger
@@ -62,11 +69,11 @@ func (r *rawFS) unlock(id uint64, l *nodeLock) {
 	r.mu.Unlock()
 }
 
-func (r *rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+func (r *rawFS) Open(_ <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	start := time.Now()
 	for {
 		l := r.lock(in.NodeId)
-		st := r.RawFileSystem.Open(cancel, in, out)
+		st := r.RawFileSystem.Open(nil, in, out)
 		r.unlock(in.NodeId, l)
 		if st != fuse.Status(syscall.ETXTBSY) {
 			return st
@@ -77,16 +84,112 @@ func (r *rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut)
 			return st
 		}
 		*out = fuse.OpenOut{}
-		select {
-		case <-cancel:
-			return fuse.EINTR
-		case <-time.After(time.Millisecond):
-		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
-func (r *rawFS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
+func (r *rawFS) Release(_ <-chan struct{}, in *fuse.ReleaseIn) {
 	l := r.lock(in.NodeId)
 	defer r.unlock(in.NodeId, l)
-	r.RawFileSystem.Release(cancel, in)
+	r.RawFileSystem.Release(nil, in)
+}
+
+func (r *rawFS) Lookup(_ <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
+	return r.RawFileSystem.Lookup(nil, h, name, out)
+}
+
+func (r *rawFS) GetAttr(_ <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
+	return r.RawFileSystem.GetAttr(nil, in, out)
+}
+
+func (r *rawFS) SetAttr(_ <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
+	return r.RawFileSystem.SetAttr(nil, in, out)
+}
+
+func (r *rawFS) Mknod(_ <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
+	return r.RawFileSystem.Mknod(nil, in, name, out)
+}
+
+func (r *rawFS) Mkdir(_ <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
+	return r.RawFileSystem.Mkdir(nil, in, name, out)
+}
+
+func (r *rawFS) Unlink(_ <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
+	return r.RawFileSystem.Unlink(nil, h, name)
+}
+
+func (r *rawFS) Rmdir(_ <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
+	return r.RawFileSystem.Rmdir(nil, h, name)
+}
+
+func (r *rawFS) Rename(_ <-chan struct{}, in *fuse.RenameIn, oldName, newName string) fuse.Status {
+	return r.RawFileSystem.Rename(nil, in, oldName, newName)
+}
+
+func (r *rawFS) Link(_ <-chan struct{}, in *fuse.LinkIn, name string, out *fuse.EntryOut) fuse.Status {
+	return r.RawFileSystem.Link(nil, in, name, out)
+}
+
+func (r *rawFS) Symlink(_ <-chan struct{}, h *fuse.InHeader, target, name string, out *fuse.EntryOut) fuse.Status {
+	return r.RawFileSystem.Symlink(nil, h, target, name, out)
+}
+
+func (r *rawFS) SetXAttr(_ <-chan struct{}, in *fuse.SetXAttrIn, attr string, data []byte) fuse.Status {
+	return r.RawFileSystem.SetXAttr(nil, in, attr, data)
+}
+
+func (r *rawFS) RemoveXAttr(_ <-chan struct{}, h *fuse.InHeader, attr string) fuse.Status {
+	return r.RawFileSystem.RemoveXAttr(nil, h, attr)
+}
+
+func (r *rawFS) GetXAttr(_ <-chan struct{}, h *fuse.InHeader, attr string, dest []byte) (uint32, fuse.Status) {
+	return r.RawFileSystem.GetXAttr(nil, h, attr, dest)
+}
+
+func (r *rawFS) Create(_ <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
+	return r.RawFileSystem.Create(nil, in, name, out)
+}
+
+func (r *rawFS) Read(_ <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
+	return r.RawFileSystem.Read(nil, in, buf)
+}
+
+func (r *rawFS) Write(_ <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
+	return r.RawFileSystem.Write(nil, in, data)
+}
+
+func (r *rawFS) Writev(_ <-chan struct{}, in *fuse.WriteIn, data [][]byte) (uint32, fuse.Status) {
+	return r.RawFileSystem.Writev(nil, in, data)
+}
+
+func (r *rawFS) CopyFileRange(_ <-chan struct{}, in *fuse.CopyFileRangeIn) (uint32, fuse.Status) {
+	return r.RawFileSystem.CopyFileRange(nil, in)
+}
+
+func (r *rawFS) Flush(_ <-chan struct{}, in *fuse.FlushIn) fuse.Status {
+	return r.RawFileSystem.Flush(nil, in)
+}
+
+func (r *rawFS) Fsync(_ <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
+	return r.RawFileSystem.Fsync(nil, in)
+}
+
+func (r *rawFS) Fallocate(_ <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
+	return r.RawFileSystem.Fallocate(nil, in)
+}
+
+func (r *rawFS) OpenDir(_ <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	return r.RawFileSystem.OpenDir(nil, in, out)
+}
+
+func (r *rawFS) ReadDir(_ <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	return r.RawFileSystem.ReadDir(nil, in, out)
+}
+
+func (r *rawFS) ReadDirPlus(_ <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	return r.RawFileSystem.ReadDirPlus(nil, in, out)
+}
+
+func (r *rawFS) StatFs(_ <-chan struct{}, h *fuse.InHeader, out *fuse.StatfsOut) fuse.Status {
+	return r.RawFileSystem.StatFs(nil, h, out)
 }

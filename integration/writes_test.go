@@ -12,12 +12,15 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -1457,4 +1460,99 @@ func listDir(t *testing.T, dir string) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// TestWriteUnderSignals: the kernel sends the daemon a FUSE INTERRUPT
+// whenever the calling thread gets a signal it handles (Go's SIGURG
+// preemption, Portage's SIGCHLD); that must not turn a commit into an error.
+// The thread that commits packages (by rename and by close) is sent SIGUSR1
+// (handled) all the while.
+func TestWriteUnderSignals(t *testing.T) {
+	t.Parallel()
+	const n = 120
+	const cpv = "app-misc/sig-1.0"
+	want := map[string]bool{}
+	pkgs := make([][]byte, n)
+	for i := range pkgs {
+		pkgs[i] = wXpakPackage(t, map[string]string{
+			"CATEGORY": "app-misc\n", "PF": "sig-1.0\n", "SLOT": "0\n", "EAPI": "8\n",
+			"BUILD_TIME": strconv.Itoa(1700000000+i) + "\n",
+		}, "usr/share/sig/build", fmt.Sprintf("build %d\n", i))
+		want[wSHA1(pkgs[i])] = true
+	}
+	mi := mountFSInfo(t, t.TempDir())
+	dir := filepath.Join(mi.Dir, "app-misc")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	// The signals go to this very thread, the one making the requests.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	pid, tid := os.Getpid(), unix.Gettid()
+	sigs := make(chan os.Signal, 64)
+	signal.Notify(sigs, syscall.SIGUSR1)
+	defer signal.Stop(sigs)
+	stop := make(chan struct{})
+	var sent atomic.Int64
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { // drain
+		defer wg.Done()
+		for {
+			select {
+			case <-sigs:
+			case <-stop:
+				return
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			unix.Tgkill(pid, tid, syscall.SIGUSR1)
+			sent.Add(1)
+			time.Sleep(20 * time.Microsecond)
+		}
+	}()
+	var failures []string
+	for i, b := range pkgs {
+		dst := filepath.Join(dir, "sig-1.0.tbz2")
+		var err error
+		if i%2 == 0 {
+			tmp := filepath.Join(dir, fmt.Sprintf(".sig-%d.tmp", i))
+			if err = os.WriteFile(tmp, b, 0o644); err == nil {
+				err = os.Rename(tmp, dst)
+			}
+		} else {
+			err = os.WriteFile(dst, b, 0o644) // committed by close()
+		}
+		if err != nil {
+			failures = append(failures, fmt.Sprintf("package %d: %v", i, err))
+		}
+	}
+	close(stop)
+	wg.Wait()
+	t.Logf("%d packages written while %d SIGUSR1 were sent", n, sent.Load())
+	if len(failures) > 0 {
+		t.Errorf("%d of %d writes failed under signals (want none): %v", len(failures), n, failures[:min(len(failures), 5)])
+	}
+	idx, _ := wReadIndex(t, mi.Dir)
+	got := map[string]bool{}
+	for _, in := range instances(idx) {
+		if in.CPV == cpv {
+			got[in.SHA1] = true
+		}
+	}
+	if d := wSetDiff(want, got); d != "" {
+		t.Errorf("Packages after writes under signals: %s", d)
+	}
+	if t.Failed() {
+		t.Logf("%s", wDaemonLog(mi))
+	}
 }
