@@ -159,7 +159,7 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	n := &pendingNode{fs: f, name: rel, staging: tmp.Name(), hash: newSeqHash()}
 	n.done = release
 	n.io.startWrite() // a new inode: nothing else is open on it
-	h := n.newHandle(fd, true, &n.io)
+	h := n.newHandle(ctx, fd, true, &n.io)
 	var st syscall.Stat_t
 	syscall.Fstat(fd, &st)
 	out.Attr.FromStat(&st)

@@ -7,10 +7,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"hash"
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -158,7 +161,7 @@ func (n *scratchNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, 
 			if !n.io.startWrite() {
 				return nil, 0, syscall.ETXTBSY
 			}
-			fh, fl, errno := n.fsys().openFresh(name, &n.io)
+			fh, fl, errno := n.fsys().openFresh(ctx, name, &n.io)
 			if errno != 0 {
 				n.io.endWrite()
 			}
@@ -273,11 +276,32 @@ type pendingNode struct {
 // newHandle opens a handle on the node's staging file (fd); io is the
 // count of the kernel inode it is open on, where it is already counted as
 // a writer.
-func (n *pendingNode) newHandle(fd int, dirty bool, io *ioCount) *stagingHandle {
+func (n *pendingNode) newHandle(ctx context.Context, fd int, dirty bool, io *ioCount) *stagingHandle {
 	n.mu.Lock()
 	n.handles++
 	n.mu.Unlock()
-	return &stagingHandle{lf: gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile), fd: fd, node: n, dirty: dirty, hash: n.hash, io: io}
+	return &stagingHandle{lf: gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile), fd: fd, node: n, dirty: dirty, hash: n.hash, io: io,
+		opener: callerProcess(ctx)}
+}
+
+// callerProcess is the process (thread group) making a request; 0 if unknown.
+// FUSE requests carry the calling thread's id.
+func callerProcess(ctx context.Context) int {
+	c, ok := fuse.FromContext(ctx)
+	if !ok || c.Pid == 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.Pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Tgid:"); ok {
+			tgid, _ := strconv.Atoi(strings.TrimSpace(v))
+			return tgid
+		}
+	}
+	return 0
 }
 
 func (n *pendingNode) stagingPath() string {
@@ -334,7 +358,7 @@ func (n *pendingNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, 
 	if flags&syscall.O_TRUNC != 0 && flags&(syscall.O_WRONLY|syscall.O_RDWR) != 0 {
 		// Another writer of the same name (cp of many builds onto one flat
 		// name): its bytes are its own package, never mixed with these.
-		fh, fl, errno := n.fs.openFresh(n.name, &n.io)
+		fh, fl, errno := n.fs.openFresh(ctx, n.name, &n.io)
 		if errno != 0 {
 			n.io.endWrite()
 		}
@@ -348,7 +372,7 @@ func (n *pendingNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, 
 	if flags&syscall.O_TRUNC != 0 && n.hash != nil {
 		n.hash.truncate(0)
 	}
-	return n.newHandle(fd, flags&syscall.O_TRUNC != 0, &n.io), 0, 0
+	return n.newHandle(ctx, fd, flags&syscall.O_TRUNC != 0, &n.io), 0, 0
 }
 
 func (n *pendingNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
@@ -379,6 +403,7 @@ type stagingHandle struct {
 	node *pendingNode
 
 	mu        sync.Mutex
+	opener    int  // the process that opened it; 0 if unknown
 	dirty     bool // written (or truncated) since the last commit attempt
 	touched   bool // ever dirty: only then are uncommitted bytes the client's
 	committed bool
@@ -517,10 +542,17 @@ func (h *stagingHandle) Allocate(ctx context.Context, off, size uint64, mode uin
 
 // Flush is close(): the package is committed here, so that close() reports
 // a refusal (EINVAL) or our own failure (EIO) to the writer.
+//
+// Only the opener's close commits. A process that inherited the descriptor
+// (any fork between open and close: its exec or exit closes its copy)
+// flushes too, often before the opener has written anything.
 func (h *stagingHandle) Flush(ctx context.Context) syscall.Errno {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.committed || !h.dirty {
+		return 0
+	}
+	if p := callerProcess(ctx); h.opener != 0 && p != 0 && p != h.opener {
 		return 0
 	}
 	h.dirty, h.touched = false, true
@@ -817,12 +849,12 @@ func (f *FS) openInstanceWrite(ctx context.Context, in *instFile, flags uint32, 
 	if trunc {
 		n.hash = newSeqHash()
 	}
-	return n.newHandle(fd, trunc, ioc), 0, 0
+	return n.newHandle(ctx, fd, trunc, ioc), 0, 0
 }
 
 // openFresh starts an independent write of a package at name, on a kernel
 // inode whose count io has it as a writer.
-func (f *FS) openFresh(name string, io *ioCount) (gofs.FileHandle, uint32, syscall.Errno) {
+func (f *FS) openFresh(ctx context.Context, name string, io *ioCount) (gofs.FileHandle, uint32, syscall.Errno) {
 	tmp, err := os.CreateTemp(f.cfg.Store.StagingDir(), "w-")
 	if err != nil {
 		return nil, 0, f.errno("open", name, err)
@@ -836,7 +868,7 @@ func (f *FS) openFresh(name string, io *ioCount) (gofs.FileHandle, uint32, sysca
 		return nil, 0, f.errno("open", name, err)
 	}
 	n := &pendingNode{fs: f, name: name, staging: tmp.Name(), hash: newSeqHash()}
-	return n.newHandle(fd, true, io), 0, 0
+	return n.newHandle(ctx, fd, true, io), 0, 0
 }
 
 func (f *FS) instanceRow(ctx context.Context, id int64) (*catalog.Instance, error) {

@@ -1556,3 +1556,60 @@ func TestWriteUnderSignals(t *testing.T) {
 		t.Logf("%s", wDaemonLog(mi))
 	}
 }
+
+// TestWriteForkInheritedFlush: a process that forks while it writes a
+// package (Portage runs helpers all the time) gives the child a copy of the
+// descriptor; the child's exec closes it, and that close must not commit the
+// file under the writer, whose own close commits it.
+func TestWriteForkInheritedFlush(t *testing.T) {
+	t.Parallel()
+	mi := mountFSInfo(t, t.TempDir())
+	if err := os.Mkdir(filepath.Join(mi.Dir, "app-misc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i, name := range []string{"app-misc/fork-1.0.tbz2", "app-misc/fork/fork-1.0-7.xpak"} {
+		pkg := wXpakPackage(t, map[string]string{
+			"CATEGORY": "app-misc\n", "PF": "fork-1.0\n", "SLOT": "0\n", "EAPI": "8\n",
+			"BUILD_TIME": strconv.Itoa(1700000000+i) + "\n",
+		}, "usr/share/fork/build", fmt.Sprintf("build %d\n", i))
+		if i == 1 {
+			os.Mkdir(filepath.Join(mi.Dir, "app-misc/fork"), 0o755)
+		}
+		f, err := os.Create(filepath.Join(mi.Dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		half := len(pkg) / 2
+		if i == 1 { // this time the child's close comes after part of the bytes
+			if _, err := f.Write(pkg[:half]); err != nil {
+				t.Fatalf("%s: first write: %v", name, err)
+			}
+		} else {
+			half = 0
+		}
+		// exec closes the child's copy of f (O_CLOEXEC): a FLUSH from the child.
+		if out, err := exec.Command("true").CombinedOutput(); err != nil {
+			t.Fatalf("true: %v %s", err, out)
+		}
+		if _, err := f.Write(pkg[half:]); err != nil {
+			t.Errorf("%s: write after a child process closed its inherited copy: %v", name, err)
+		}
+		if err := f.Close(); err != nil {
+			t.Errorf("%s: close: %v", name, err)
+		}
+		if got, err := os.ReadFile(filepath.Join(mi.Dir, name)); err != nil || !bytes.Equal(got, pkg) {
+			t.Errorf("%s: after close it reads %d bytes (err %v), want the %d bytes written", name, len(got), err, len(pkg))
+		}
+		idx, _ := wReadIndex(t, mi.Dir)
+		found := false
+		for _, in := range instances(idx) {
+			found = found || in.SHA1 == wSHA1(pkg)
+		}
+		if !found {
+			t.Errorf("%s: the package is not in Packages after close", name)
+		}
+	}
+	if t.Failed() {
+		t.Logf("%s", wDaemonLog(mi))
+	}
+}

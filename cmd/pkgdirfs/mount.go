@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	stdlog "log"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -76,6 +77,8 @@ func cmdMount(args []string) int {
 			return 1
 		}
 		logw = f
+		// go-fuse's --debug trace goes to the standard logger.
+		stdlog.SetOutput(f)
 	}
 	log := newLogger(logw)
 	failReady := func(format string, a ...any) int {
