@@ -7,6 +7,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -135,7 +137,7 @@ func inspectGpkg(r io.ReaderAt, size int64, opt InspectOptions) (*Info, error) {
 			return nil, err
 		}
 	}
-	for name := range records {
+	for _, name := range slices.Sorted(maps.Keys(records)) {
 		if byBase[name] == nil {
 			return nil, formatErr("gpkg: Manifest lists %s but the package has no member %s/%s", name, prefix, name)
 		}
@@ -213,15 +215,16 @@ func checkMember(prefix string, m *gpkgMember, rec *manifestRecord) error {
 		return formatErr("gpkg: member %s: size %d differs from Manifest size %d", name, m.size, rec.size)
 	}
 	supported := 0
-	for algo, want := range rec.hashes {
-		var got []byte
-		switch algo {
-		case "BLAKE2B":
-			got = m.blake
-		case "SHA512":
+	// A fixed order, so the same file always gets the same message. Portage
+	// knows more hashes; we check the defaults it writes.
+	for _, algo := range []string{"BLAKE2B", "SHA512"} {
+		want, ok := rec.hashes[algo]
+		if !ok {
+			continue
+		}
+		got := m.blake
+		if algo == "SHA512" {
 			got = m.sha
-		default:
-			continue // Portage knows more hashes; we check the defaults it writes
 		}
 		supported++
 		if !m.hashed {
