@@ -441,31 +441,21 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 		c.Replaces = e.file.id
 	}
 	before := f.snap.Load()
-	inst, existed, err := f.cfg.Store.Ingest(ctx, c)
-	var rerr *catalog.RefusedError
-	if errors.As(err, &rerr) {
-		// A copy, so the kept bytes are a new inode: the kernel still holds
-		// the source name (the rename failed), which must not alias them.
-		if err := d.mkParent(dst); err != nil {
-			return f.errno("rename", dst, err)
-		}
-		if err := copyFile(srcPath, f.scratchPath(dst)); err != nil {
-			return f.errno("rename", dst, err)
-		}
+	// Refused bytes are kept by a copy, a new inode: the kernel still holds
+	// the source name (the rename failed), which must not alias them.
+	inst, errno := f.ingestQuietly(ctx, c, f.copyToScratch)
+	if errno == syscall.EINVAL {
 		os.Remove(srcPath)
-		f.refused(ctx, dst, rerr.Reason, st.Size)
-		f.changed(ctx, src, dst)
-		return syscall.EINVAL
+		f.changed(ctx, src)
 	}
-	if err != nil {
-		return f.errno("rename", dst, err)
+	if errno != 0 {
+		return errno
 	}
 	// Like any rename, it replaces what stood at the new name.
 	if err := os.Remove(f.scratchPath(dst)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		f.log.Warn("removing the file a package was renamed over", "path", dst, "err", err)
 	}
-	f.committed(ctx, dst, &ingested{inst, existed})
-	f.changedWait(ctx, before, []string{d.path, nd.path})
+	f.changedWait(ctx, before, []string{d.path, nd.path}, dst)
 	// The kernel keeps the renamed inode at the new name until the entry
 	// is invalidated: meanwhile it shows the committed instance.
 	if child := d.GetChild(name); child != nil {

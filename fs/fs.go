@@ -60,11 +60,12 @@ type FS struct {
 	loop    *gofs.LoopbackRoot // serves scratch files from the scratch tree
 	pending map[string]int     // package names being written (under nameMu)
 
-	removedMu    sync.Mutex
-	removed      map[string]removedEntry // index PATH -> instance in its grace period
-	aliasRemoved map[string]aliasRemoval
-	hidden       map[string]time.Time // alias names hidden after a shadowing file went
-	notes        chan note            // kernel invalidations, sent by the notifier
+	removedMu     sync.Mutex
+	removed       map[string]removedEntry // index PATH -> instance in its grace period
+	aliasRemoved  map[string]aliasRemoval
+	hidden        map[string]time.Time // alias names hidden after a shadowing file went
+	indexUnlinked map[string]time.Time // Packages(.gz) names just unlinked
+	notes         chan note            // kernel invalidations, sent by the notifier
 
 	server *fuse.Server
 	dir    string
@@ -85,7 +86,8 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 		cfg.PollInterval = time.Second
 	}
 	f := &FS{cfg: cfg, log: cfg.Log, inos: newInoAllocator(), stop: make(chan struct{}), done: make(chan struct{}),
-		notes: make(chan note, 1<<16), pending: map[string]int{}, removed: map[string]removedEntry{}, aliasRemoved: map[string]aliasRemoval{}, hidden: map[string]time.Time{}}
+		notes: make(chan note, 1<<16), pending: map[string]int{}, removed: map[string]removedEntry{}, aliasRemoved: map[string]aliasRemoval{}, hidden: map[string]time.Time{},
+		indexUnlinked: map[string]time.Time{}}
 	snap, err := loadSnapshot(ctx, cfg.Store.DB, cfg.Layouts, f.inos)
 	if err != nil {
 		return nil, err

@@ -243,16 +243,16 @@ const indexUnlinkWindow = 2 * time.Second
 func (f *FS) indexAbsent(name string) bool {
 	f.removedMu.Lock()
 	defer f.removedMu.Unlock()
-	t, ok := f.hidden["\x00"+name]
+	t, ok := f.indexUnlinked[name]
 	return ok && time.Since(t) < indexUnlinkWindow
 }
 
 func (f *FS) setIndexAbsent(name string, absent bool) {
 	f.removedMu.Lock()
 	if absent {
-		f.hidden["\x00"+name] = time.Now()
+		f.indexUnlinked[name] = time.Now()
 	} else {
-		delete(f.hidden, "\x00"+name)
+		delete(f.indexUnlinked, name)
 	}
 	f.removedMu.Unlock()
 }

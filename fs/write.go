@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -81,6 +82,19 @@ func (c *ioCount) startWrite() bool {
 }
 
 func (c *ioCount) endWrite() { c.endRead(false) }
+
+// openWriter counts a writer for the handle open returns (the handle's
+// release ends it): ETXTBSY while passthrough readers hold the inode.
+func (c *ioCount) openWriter(open func() (gofs.FileHandle, uint32, syscall.Errno)) (gofs.FileHandle, uint32, syscall.Errno) {
+	if !c.startWrite() {
+		return nil, 0, syscall.ETXTBSY
+	}
+	fh, fl, errno := open()
+	if errno != 0 {
+		c.endWrite()
+	}
+	return fh, fl, errno
+}
 
 // commitTarget is the state shared by every kernel inode whose bytes may
 // become an instance: once committed it shows that instance.
@@ -158,13 +172,9 @@ func (n *scratchNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, 
 			if n.fsys().cfg.ReadOnly {
 				return nil, 0, syscall.EROFS
 			}
-			if !n.io.startWrite() {
-				return nil, 0, syscall.ETXTBSY
-			}
-			fh, fl, errno := n.fsys().openFresh(ctx, name, &n.io)
-			if errno != 0 {
-				n.io.endWrite()
-			}
+			fh, fl, errno := n.io.openWriter(func() (gofs.FileHandle, uint32, syscall.Errno) {
+				return n.fsys().openFresh(ctx, name, &n.io)
+			})
 			return fh, fl | fuse.FOPEN_DIRECT_IO, errno
 		}
 	}
@@ -352,27 +362,21 @@ func (n *pendingNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, 
 		return n.fs.openInstance(ctx, in, flags, &n.io)
 	}
 	// Every handle of a file being written reads and writes through us.
-	if !n.io.startWrite() {
-		return nil, 0, syscall.ETXTBSY
-	}
-	if flags&syscall.O_TRUNC != 0 && flags&(syscall.O_WRONLY|syscall.O_RDWR) != 0 {
-		// Another writer of the same name (cp of many builds onto one flat
-		// name): its bytes are its own package, never mixed with these.
-		fh, fl, errno := n.fs.openFresh(ctx, n.name, &n.io)
-		if errno != 0 {
-			n.io.endWrite()
+	return n.io.openWriter(func() (gofs.FileHandle, uint32, syscall.Errno) {
+		if flags&syscall.O_TRUNC != 0 && flags&(syscall.O_WRONLY|syscall.O_RDWR) != 0 {
+			// Another writer of the same name (cp of many builds onto one
+			// flat name): its bytes are its own package, never mixed with these.
+			return n.fs.openFresh(ctx, n.name, &n.io)
 		}
-		return fh, fl, errno
-	}
-	fd, err := syscall.Open(n.stagingPath(), int(flags)&^(syscall.O_CREAT|syscall.O_EXCL), 0)
-	if err != nil {
-		n.io.endWrite()
-		return nil, 0, gofs.ToErrno(err)
-	}
-	if flags&syscall.O_TRUNC != 0 && n.hash != nil {
-		n.hash.truncate(0)
-	}
-	return n.newHandle(ctx, fd, flags&syscall.O_TRUNC != 0, &n.io), 0, 0
+		fd, err := syscall.Open(n.stagingPath(), int(flags)&^(syscall.O_CREAT|syscall.O_EXCL), 0)
+		if err != nil {
+			return nil, 0, gofs.ToErrno(err)
+		}
+		if flags&syscall.O_TRUNC != 0 && n.hash != nil {
+			n.hash.truncate(0)
+		}
+		return n.newHandle(ctx, fd, flags&syscall.O_TRUNC != 0, &n.io), 0, 0
+	})
 }
 
 func (n *pendingNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
@@ -408,7 +412,7 @@ type stagingHandle struct {
 	touched   bool // ever dirty: only then are uncommitted bytes the client's
 	committed bool
 	hash      *seqHash
-	io        *ioCount // the kernel inode's open count, if it is a committed one
+	io        *ioCount // the open count of the kernel inode it is open on
 }
 
 // seqHash digests the bytes of a file as a client writes them front to back,
@@ -552,8 +556,10 @@ func (h *stagingHandle) Flush(ctx context.Context) syscall.Errno {
 	if h.committed || !h.dirty {
 		return 0
 	}
-	if p := callerProcess(ctx); h.opener != 0 && p != 0 && p != h.opener {
-		return 0
+	if h.opener != 0 {
+		if p := callerProcess(ctx); p != 0 && p != h.opener {
+			return 0
+		}
 	}
 	h.dirty, h.touched = false, true
 	f := h.node.fs
@@ -642,7 +648,7 @@ func (f *FS) commitPending(n *pendingNode, fd int, sh *seqHash) syscall.Errno {
 			return f.errno("hash", n.name, err)
 		}
 	}
-	inst, errno := f.ingest(ctx, &catalog.Candidate{Staged: staged, Name: n.name, MtimeNs: mtime, Mode: mode, Replaces: n.replaces})
+	inst, errno := f.ingest(ctx, &catalog.Candidate{Staged: staged, Name: n.name, MtimeNs: mtime, Mode: mode, Replaces: n.replaces}, f.keepAsScratch)
 	if errno == syscall.EINVAL {
 		n.setStaging(f.scratchPath(n.name)) // where the refused bytes are kept
 	}
@@ -659,17 +665,31 @@ type ingested struct {
 	existed bool
 }
 
-// ingest commits a candidate or refuses it: refused bytes stay at the name
-// they came under, as a plain file, and the reason is logged and recorded.
-func (f *FS) ingest(ctx context.Context, c *catalog.Candidate) (*catalog.Instance, syscall.Errno) {
+// ingest commits a candidate and makes it visible, or refuses it: keep puts
+// the refused bytes (c.File) at the name they came under, as a plain file,
+// and the reason is logged and recorded.
+func (f *FS) ingest(ctx context.Context, c *catalog.Candidate, keep func(from, rel string) error) (*catalog.Instance, syscall.Errno) {
+	inst, errno := f.ingestQuietly(ctx, c, keep)
+	if errno == 0 {
+		f.changed(ctx, c.Name)
+	}
+	return inst, errno
+}
+
+// ingestQuietly is ingest for callers that make the commit visible
+// themselves (a refusal is made visible here).
+func (f *FS) ingestQuietly(ctx context.Context, c *catalog.Candidate, keep func(from, rel string) error) (*catalog.Instance, syscall.Errno) {
 	inst, existed, err := f.cfg.Store.Ingest(ctx, c)
 	var rerr *catalog.RefusedError
 	if errors.As(err, &rerr) {
-		if err := f.keepAsScratch(c.File, c.Name); err != nil {
+		if err := keep(c.File, c.Name); err != nil {
 			f.log.Error("keeping refused bytes", "path", c.Name, "from", c.File, "err", err)
 			return nil, syscall.EIO
 		}
-		f.refused(ctx, c.Name, rerr.Reason, c.Size)
+		f.log.Warn("refused a file written at a package name", "path", c.Name, "reason", rerr.Reason)
+		if err := f.cfg.Store.Refuse(ctx, c.Name, rerr.Reason, c.Size); err != nil {
+			f.log.Error("recording a refusal", "path", c.Name, "err", err)
+		}
 		f.changed(ctx, c.Name)
 		return nil, syscall.EINVAL
 	}
@@ -680,24 +700,15 @@ func (f *FS) ingest(ctx context.Context, c *catalog.Candidate) (*catalog.Instanc
 	return inst, 0
 }
 
-// refused logs and records why bytes at a package name were not accepted.
-func (f *FS) refused(ctx context.Context, name, reason string, size int64) {
-	f.log.Warn("refused a file written at a package name", "path", name, "reason", reason)
-	if err := f.cfg.Store.Refuse(ctx, name, reason, size); err != nil {
-		f.log.Error("recording a refusal", "path", name, "err", err)
-	}
-}
-
-// committed logs a commit and makes it visible.
+// committed logs a commit; the caller makes it visible.
 func (f *FS) committed(ctx context.Context, name string, in *ingested) {
 	if err := f.cfg.Store.Forget(ctx, name); err != nil {
 		f.log.Warn("clearing an old refusal", "path", name, "err", err)
 	}
 	// The package takes the name from a plain file left there (refused bytes).
-	if p := f.scratchPath(name); fileSize(p) >= 0 {
-		if st, err := os.Lstat(p); err == nil && st.Mode().IsRegular() {
-			os.Remove(p)
-		}
+	p := f.scratchPath(name)
+	if st, err := os.Lstat(p); err == nil && st.Mode().IsRegular() {
+		os.Remove(p)
 	}
 	if in.existed {
 		f.log.Info("same bytes already present", "path", name, "cpv", in.CPV, "build_id", in.BuildID)
@@ -709,7 +720,6 @@ func (f *FS) committed(ctx context.Context, name string, in *ingested) {
 			f.log.Warn("deriving the header CHOST", "err", err)
 		}
 	}
-	f.changed(ctx, name)
 }
 
 // keepAsScratch puts bytes at rel in the scratch tree (a plain file there).
@@ -722,6 +732,15 @@ func (f *FS) keepAsScratch(from, rel string) error {
 		return err
 	}
 	return os.Rename(from, to)
+}
+
+// copyToScratch puts a copy of the bytes at from at rel in the scratch tree.
+func (f *FS) copyToScratch(from, rel string) error {
+	to := f.scratchPath(rel)
+	if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
+		return err
+	}
+	return copyFile(from, to)
 }
 
 // changed makes a catalog or scratch change visible at once: the snapshot is
@@ -787,16 +806,11 @@ func (f *FS) openInstance(ctx context.Context, in *instFile, flags uint32, io *i
 	if f.cfg.ReadOnly {
 		return nil, 0, syscall.EROFS
 	}
-	if !io.startWrite() {
-		// rawFS.Open waits a while for the readers' releases first.
-		return nil, 0, syscall.ETXTBSY
-	}
-	fh, fl, errno := f.openInstanceWrite(ctx, in, flags, io)
-	if errno != 0 {
-		io.endWrite()
-		return nil, 0, errno
-	}
-	return fh, fl | fuse.FOPEN_DIRECT_IO, 0
+	// On ETXTBSY, rawFS.Open waits a while for the readers' releases.
+	fh, fl, errno := io.openWriter(func() (gofs.FileHandle, uint32, syscall.Errno) {
+		return f.openInstanceWrite(ctx, in, flags, io)
+	})
+	return fh, fl | fuse.FOPEN_DIRECT_IO, errno
 }
 
 func (f *FS) openInstanceWrite(ctx context.Context, in *instFile, flags uint32, ioc *ioCount) (gofs.FileHandle, uint32, syscall.Errno) {
@@ -951,29 +965,19 @@ func (f *FS) changedWait(ctx context.Context, old *snapshot, locked []string, na
 	if err := f.Refresh(ctx); err != nil {
 		f.log.Error("reading catalog changes", "err", err)
 	}
-	cur := f.snap.Load()
-	isLocked := func(d string) bool {
-		for _, l := range locked {
-			if l == d {
-				return true
-			}
-		}
-		return false
-	}
 	var waits []chan struct{}
-	pairs := changedNames(old, cur)
+	pairs := changedNames(old, f.snap.Load())
 	for _, n := range names {
 		dir, base := splitPath(n)
 		pairs = append(pairs, [2]string{dir, base})
 	}
 	for _, c := range pairs {
 		n := note{dir: c[0], name: c[1]}
-		if !isLocked(c[0]) {
+		if !slices.Contains(locked, c[0]) {
 			n.done = make(chan struct{})
-			waits = append(waits, n.done)
 		}
-		if !f.queueNote(n) && n.done != nil {
-			waits = waits[:len(waits)-1]
+		if f.queueNote(n) && n.done != nil {
+			waits = append(waits, n.done)
 		}
 	}
 	deadline := time.NewTimer(200 * time.Millisecond)
