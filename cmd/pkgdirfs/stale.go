@@ -19,8 +19,9 @@ import (
 
 func pidFile(state string) string { return filepath.Join(state, "pkgdirfs.pid") }
 
-// staleMount finds a pkgdirfs mount at mnt; dev is its "major:minor".
-func staleMount(mnt string) (dev string, found bool) {
+// mountConnection finds a pkgdirfs mount at mnt; conn is its FUSE
+// connection (the minor of its device number, its name under fusectl).
+func mountConnection(mnt string) (conn string, found bool) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return "", false
@@ -34,11 +35,12 @@ func staleMount(mnt string) (dev string, found bool) {
 		}
 		for i, x := range fields {
 			if x == "-" && i+2 < len(fields) && strings.HasPrefix(fields[i+1], "fuse") && fields[i+2] == "pkgdirfs" {
-				dev, found = fields[2], true
+				_, conn, _ = strings.Cut(fields[2], ":")
+				found = true
 			}
 		}
 	}
-	return dev, found
+	return conn, found
 }
 
 func unescapeMount(s string) string {
@@ -76,48 +78,60 @@ func daemonAlive(state string) (int, bool) {
 // count: a zombie, or one with SIGKILL pending (a thread stuck in the kernel
 // keeps a killed daemon from finishing).
 func procRunning(pid int) bool {
-	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
+	st := procStatus(pid)
+	if st == nil || strings.HasPrefix(st["State"], "Z") || strings.HasPrefix(st["State"], "X") {
 		return false
 	}
-	for _, line := range strings.Split(string(st), "\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		v = strings.TrimSpace(v)
-		switch k {
-		case "State":
-			if strings.HasPrefix(v, "Z") || strings.HasPrefix(v, "X") {
-				return false
-			}
-		case "ShdPnd", "SigPnd":
-			if mask, err := strconv.ParseUint(v, 16, 64); err == nil && mask&(1<<(uint(syscall.SIGKILL)-1)) != 0 {
-				return false
-			}
+	for _, k := range []string{"ShdPnd", "SigPnd"} {
+		if mask, err := strconv.ParseUint(st[k], 16, 64); err == nil && mask&(1<<(uint(syscall.SIGKILL)-1)) != 0 {
+			return false
 		}
 	}
 	return true
 }
 
+// procStatus is /proc/PID/status as key → value; nil if pid is gone.
+func procStatus(pid int) map[string]string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return nil
+	}
+	st := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok {
+			st[k] = strings.TrimSpace(v)
+		}
+	}
+	return st
+}
+
 // abortConnection fails every request waiting on FUSE connection minor
 // (nothing to do if it is gone).
 func abortConnection(minor string) error {
-	if _, err := os.Stat(filepath.Join(fusectlDir, minor)); err != nil {
-		// fusectl is not always mounted; it is where connections are aborted.
-		syscall.Mount("fusectl", fusectlDir, "fusectl", 0, "")
-		if _, err := os.Stat(filepath.Join(fusectlDir, minor)); err != nil {
-			return nil
-		}
+	dir, ok := connectionDir(minor)
+	if !ok {
+		return nil
 	}
-	return os.WriteFile(filepath.Join(fusectlDir, minor, "abort"), []byte("1"), 0o200)
+	return os.WriteFile(filepath.Join(dir, "abort"), []byte("1"), 0o200)
 }
 
-const fusectlDir = "/sys/fs/fuse/connections"
+// connectionDir is the fusectl directory of a FUSE connection, mounting
+// fusectl if needed; false if the connection is gone.
+func connectionDir(minor string) (string, bool) {
+	const fusectl = "/sys/fs/fuse/connections"
+	dir := filepath.Join(fusectl, minor)
+	if _, err := os.Stat(dir); err != nil {
+		syscall.Mount("fusectl", fusectl, "fusectl", 0, "")
+		if _, err := os.Stat(dir); err != nil {
+			return dir, false
+		}
+	}
+	return dir, true
+}
 
 // recoverStaleMount clears a dead daemon's mount at mnt, or says why it won't.
 func recoverStaleMount(mnt, state string, log *slog.Logger) error {
-	dev, found := staleMount(mnt)
+	minor, found := mountConnection(mnt)
 	if !found {
 		return nil
 	}
@@ -126,7 +140,6 @@ func recoverStaleMount(mnt, state string, log *slog.Logger) error {
 	} else if pid == 0 {
 		return fmt.Errorf("%s is already a pkgdirfs mount, not of state %s (umount it first)", mnt, state)
 	}
-	minor := dev[strings.IndexByte(dev, ':')+1:]
 	if err := abortConnection(minor); err != nil {
 		log.Warn("could not abort the dead mount's FUSE connection", "mountpoint", mnt, "err", err)
 	}

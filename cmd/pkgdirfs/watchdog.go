@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -9,7 +8,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 )
@@ -27,7 +25,7 @@ const watchdogPoll = 200 * time.Millisecond
 
 // startWatchdog starts the watchdog of this daemon's mount at mnt.
 func startWatchdog(mnt string, logw io.Writer, log *slog.Logger) {
-	dev, found := staleMount(mnt)
+	minor, found := mountConnection(mnt)
 	if !found {
 		log.Warn("no watchdog: the mount is not in /proc/self/mountinfo", "mountpoint", mnt)
 		return
@@ -37,7 +35,6 @@ func startWatchdog(mnt string, logw io.Writer, log *slog.Logger) {
 		log.Warn("no watchdog", "err", err)
 		return
 	}
-	minor := dev[strings.IndexByte(dev, ':')+1:]
 	cmd := exec.Command(exe, "watchdog", "--pid", strconv.Itoa(os.Getpid()), "--connection", minor, mnt)
 	cmd.Stdout, cmd.Stderr = logw, logw
 	// Its own process group: a Ctrl-C meant for a foreground daemon must
@@ -96,11 +93,7 @@ func cmdWatchdog(args []string) int {
 
 // openConnection opens the "waiting" and "abort" files of a FUSE connection.
 func openConnection(minor string) (waiting, abort *os.File, err error) {
-	dir := filepath.Join(fusectlDir, minor)
-	if _, err := os.Stat(dir); err != nil {
-		// fusectl is not always mounted.
-		syscall.Mount("fusectl", fusectlDir, "fusectl", 0, "")
-	}
+	dir, _ := connectionDir(minor)
 	if waiting, err = os.Open(filepath.Join(dir, "waiting")); err != nil {
 		return nil, nil, err
 	}
@@ -113,14 +106,12 @@ func openConnection(minor string) (waiting, abort *os.File, err error) {
 
 // procStateLine is the State line of pid's status, for the log.
 func procStateLine(pid int) string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
+	st := procStatus(pid)
+	if st == nil {
 		return "exited"
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "State:"); ok {
-			return strings.TrimSpace(v)
-		}
+	if v, ok := st["State"]; ok {
+		return v
 	}
 	return "unknown"
 }
