@@ -23,10 +23,7 @@ func TestCoreMultiFixtures(t *testing.T) {
 	for _, name := range multiFixtures {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			src := extractFixture(t, name)
-			fix := readFixtureIndex(t, src)
-			state := t.TempDir()
-			importOK(t, state, importSummary{len(fix.Blocks), 0, 0}, src)
+			src, state, fix := importedFixture(t, name)
 			mnt := mountFS(t, state)
 			idx, _ := checkIndexFiles(t, mnt, state, true)
 			if d := firstDiff(fix.lines(), idx.lines(), ignoreTimestamp); d != "" {

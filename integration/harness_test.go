@@ -246,6 +246,17 @@ func importDirs(t *testing.T, state string, srcs ...string) (cmdResult, importSu
 	return r, parseSummary(t, r)
 }
 
+// importedFixture imports fixture name into a fresh state: every block of its
+// Packages, none already present, none invalid.
+func importedFixture(t *testing.T, name string) (src, state string, fix *pkgIndex) {
+	t.Helper()
+	src = extractFixture(t, name)
+	fix = readFixtureIndex(t, src)
+	state = t.TempDir()
+	importOK(t, state, importSummary{len(fix.Blocks), 0, 0}, src)
+	return src, state, fix
+}
+
 // importOK imports and requires exit 0 and the exact summary.
 func importOK(t *testing.T, state string, want importSummary, srcs ...string) {
 	t.Helper()

@@ -196,6 +196,21 @@ func wXpakBlock(meta map[string]string) []byte {
 	return out.Bytes()
 }
 
+// wBuild is build i of app-misc/PN-1.0, an xpak package of its own bytes
+// whose BUILD_TIME grows with i.
+func wBuild(t *testing.T, pn string, i int) []byte {
+	t.Helper()
+	meta := map[string]string{
+		"CATEGORY":   "app-misc\n",
+		"PF":         pn + "-1.0\n",
+		"SLOT":       "0\n",
+		"EAPI":       "8\n",
+		"BUILD_TIME": strconv.Itoa(1700000000+i) + "\n",
+		"USE":        "amd64 elibc_glibc kernel_linux\n",
+	}
+	return wXpakPackage(t, meta, "usr/share/"+pn+"/build", fmt.Sprintf("build %d\n", i))
+}
+
 // wXpakPackage builds an xpak binary package: a plain tar with one small
 // file, the XPAK block, BE32(len(block)) and "STOP".
 func wXpakPackage(t *testing.T, meta map[string]string, fileName, content string) []byte {
@@ -394,15 +409,7 @@ func TestWriteConcurrentFlat(t *testing.T) {
 	files := make([]string, total)
 	var newestSHA string // highest BUILD_TIME: the last one generated
 	for i := 0; i < total; i++ {
-		meta := map[string]string{
-			"CATEGORY":   "app-misc\n",
-			"PF":         "conc-1.0\n",
-			"SLOT":       "0\n",
-			"EAPI":       "8\n",
-			"BUILD_TIME": strconv.Itoa(1700000000+i) + "\n",
-			"USE":        "amd64 elibc_glibc kernel_linux\n",
-		}
-		b := wXpakPackage(t, meta, "usr/share/conc/build", fmt.Sprintf("build %d\n", i))
+		b := wBuild(t, "conc", i)
 		files[i] = filepath.Join(gen, fmt.Sprintf("conc-%03d.tbz2", i))
 		if err := os.WriteFile(files[i], b, 0o644); err != nil {
 			t.Fatal(err)
@@ -945,10 +952,7 @@ func wCategories(t *testing.T, mnt string) []string {
 // an open fd keeps reading the removed bytes.
 func TestWriteUnlink(t *testing.T) {
 	t.Parallel()
-	src := extractFixture(t, "xpak-bzip2-multi")
-	fix := readFixtureIndex(t, src)
-	state := t.TempDir()
-	importOK(t, state, importSummary{len(fix.Blocks), 0, 0}, src)
+	_, state, _ := importedFixture(t, "xpak-bzip2-multi")
 	mi := mountFSInfo(t, state)
 	mnt := mi.Dir
 	defer func() {
@@ -1218,10 +1222,7 @@ func TestWritePlaceholder(t *testing.T) {
 // TestWriteReadOnly: with --read-only every write fails with EROFS, reads work.
 func TestWriteReadOnly(t *testing.T) {
 	t.Parallel()
-	src := extractFixture(t, "xpak-gzip-flat")
-	fix := readFixtureIndex(t, src)
-	state := t.TempDir()
-	importOK(t, state, importSummary{len(fix.Blocks), 0, 0}, src)
+	src, state, _ := importedFixture(t, "xpak-gzip-flat")
 	mi := mountFSInfo(t, state, "--read-only")
 	mnt := mi.Dir
 	defer func() {
@@ -1363,10 +1364,7 @@ func TestWritePackagesHeader(t *testing.T) {
 // makes a writable open fail with ETXTBSY.
 func TestWriteReopenForWrite(t *testing.T) {
 	t.Parallel()
-	src := extractFixture(t, "xpak-bzip2-multi")
-	fix := readFixtureIndex(t, src)
-	state := t.TempDir()
-	importOK(t, state, importSummary{len(fix.Blocks), 0, 0}, src)
+	_, state, _ := importedFixture(t, "xpak-bzip2-multi")
 	mi := mountFSInfo(t, state)
 	target := filepath.Join(mi.Dir, "app-misc/hello/hello-2.10-1.xpak")
 	before, err := os.ReadFile(target)
@@ -1474,10 +1472,7 @@ func TestWriteUnderSignals(t *testing.T) {
 	want := map[string]bool{}
 	pkgs := make([][]byte, n)
 	for i := range pkgs {
-		pkgs[i] = wXpakPackage(t, map[string]string{
-			"CATEGORY": "app-misc\n", "PF": "sig-1.0\n", "SLOT": "0\n", "EAPI": "8\n",
-			"BUILD_TIME": strconv.Itoa(1700000000+i) + "\n",
-		}, "usr/share/sig/build", fmt.Sprintf("build %d\n", i))
+		pkgs[i] = wBuild(t, "sig", i)
 		want[wSHA1(pkgs[i])] = true
 	}
 	mi := mountFSInfo(t, t.TempDir())
@@ -1568,10 +1563,7 @@ func TestWriteForkInheritedFlush(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, name := range []string{"app-misc/fork-1.0.tbz2", "app-misc/fork/fork-1.0-7.xpak"} {
-		pkg := wXpakPackage(t, map[string]string{
-			"CATEGORY": "app-misc\n", "PF": "fork-1.0\n", "SLOT": "0\n", "EAPI": "8\n",
-			"BUILD_TIME": strconv.Itoa(1700000000+i) + "\n",
-		}, "usr/share/fork/build", fmt.Sprintf("build %d\n", i))
+		pkg := wBuild(t, "fork", i)
 		if i == 1 {
 			os.Mkdir(filepath.Join(mi.Dir, "app-misc/fork"), 0o755)
 		}
