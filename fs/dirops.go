@@ -446,7 +446,7 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 	inst, errno := f.ingestQuietly(ctx, c, f.copyToScratch)
 	if errno == syscall.EINVAL {
 		os.Remove(srcPath)
-		f.changed(ctx, src)
+		f.notifyEntry(splitPath(src)) // the snapshot is fresh already
 	}
 	if errno != 0 {
 		return errno
