@@ -229,21 +229,28 @@ var (
 	_ gofs.NodeListxattrer = (*scratchNode)(nil)
 )
 
-func (n *scratchNode) refusal() string {
-	r, _ := n.fsys().cfg.Store.DB.RefusalReason(context.Background(), n.Path(n.Root()))
+func (n *scratchNode) refusal() string { return n.fsys().refusal(n.Path(n.Root())) }
+
+func (f *FS) refusal(rel string) string {
+	r, _ := f.cfg.Store.DB.RefusalReason(context.Background(), rel)
 	return r
+}
+
+// errorXattr answers a getxattr of ErrorXattr for the name rel.
+func (f *FS) errorXattr(rel string, dest []byte) (uint32, syscall.Errno) {
+	r := f.refusal(rel)
+	if r == "" {
+		return 0, syscall.ENODATA
+	}
+	if len(dest) < len(r) {
+		return uint32(len(r)), syscall.ERANGE
+	}
+	return uint32(copy(dest, r)), 0
 }
 
 func (n *scratchNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
 	if attr == ErrorXattr {
-		r := n.refusal()
-		if r == "" {
-			return 0, syscall.ENODATA
-		}
-		if len(dest) < len(r) {
-			return uint32(len(r)), syscall.ERANGE
-		}
-		return uint32(copy(dest, r)), 0
+		return n.fsys().errorXattr(n.Path(n.Root()), dest)
 	}
 	return n.LoopbackNode.Getxattr(ctx, attr, dest)
 }
@@ -265,6 +272,34 @@ func (n *scratchNode) Listxattr(ctx context.Context, dest []byte) (uint32, sysca
 	}
 	copy(dest[own:], ErrorXattr+"\x00")
 	return need, 0
+}
+
+var (
+	_ gofs.NodeGetxattrer  = (*pendingNode)(nil)
+	_ gofs.NodeListxattrer = (*pendingNode)(nil)
+)
+
+// Getxattr: refused bytes stay at the name with the staging file's inode
+// number, so a lookup may find this node again rather than a scratchNode.
+func (n *pendingNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	if attr == ErrorXattr {
+		return n.fs.errorXattr(n.name, dest)
+	}
+	return 0, syscall.ENODATA
+}
+
+func (n *pendingNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	if n.fs.refusal(n.name) == "" {
+		return 0, 0
+	}
+	need := uint32(len(ErrorXattr) + 1)
+	if len(dest) == 0 {
+		return need, 0
+	}
+	if len(dest) < int(need) {
+		return need, syscall.ERANGE
+	}
+	return uint32(copy(dest, ErrorXattr+"\x00")), 0
 }
 
 // pendingNode is a file created at a package name: its bytes go to a private
