@@ -32,7 +32,7 @@ func init() {
 		{"verify", "[--state DIR] [--deep]", "check the catalog against the blobs (--deep: digests too); list refused files; exit 1 on any fault", cmdVerify},
 		{"version", "", "print the version", func([]string) int { fmt.Println("pkgdirfs", version); return 0 }},
 		{"watchdog", "--pid PID --connection N MOUNTPOINT",
-			"started by mount beside its daemon: if the daemon dies without unmounting, abort the mount's FUSE connection so clients fail instead of hanging", cmdWatchdog},
+			"started by mount beside its daemon (with the connection's control files as fds 3 and 4): if the daemon dies without unmounting, abort the mount's FUSE connection so clients fail instead of hanging", cmdWatchdog},
 	}
 }
 

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"pkgdirfs/catalog"
 	pfs "pkgdirfs/fs"
 )
@@ -77,8 +79,10 @@ func cmdMount(args []string) int {
 			return 1
 		}
 		logw = f
-		// go-fuse's --debug trace goes to the standard logger.
+		// go-fuse's --debug trace goes to the standard logger, and a crash
+		// (a Go panic) to fd 2: both into the log, not /dev/null.
 		stdlog.SetOutput(f)
+		unix.Dup2(int(f.Fd()), 2)
 	}
 	log := newLogger(logw)
 	failReady := func(format string, a ...any) int {
@@ -119,11 +123,14 @@ func cmdMount(args []string) int {
 		return failReady("%v", err)
 	}
 	log.Info("mounted", "mountpoint", mnt, "state", *state, "layouts", lay.String())
+	// Before reporting ready: the mount is watched from the moment
+	// `pkgdirfs mount` returns (and no half-started child looks like a
+	// second daemon then).
+	startWatchdog(mnt, logw, log)
 	if ready != nil {
 		fmt.Fprintln(ready, "ok")
 		ready.Close()
 	}
-	startWatchdog(mnt, logw, log)
 
 	go func() {
 		s := <-sig

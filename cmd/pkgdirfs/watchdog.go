@@ -35,7 +35,18 @@ func startWatchdog(mnt string, logw io.Writer, log *slog.Logger) {
 		log.Warn("no watchdog", "err", err)
 		return
 	}
+	// The daemon opens the connection's fusectl files while its mount
+	// surely holds that connection number: opened by the watchdog, they
+	// could belong to the next mount if this one were already gone.
+	waiting, abort, err := openConnection(minor)
+	if err != nil {
+		log.Warn("no watchdog: cannot open the FUSE connection's control files", "connection", minor, "err", err)
+		return
+	}
+	defer waiting.Close()
+	defer abort.Close()
 	cmd := exec.Command(exe, "watchdog", "--pid", strconv.Itoa(os.Getpid()), "--connection", minor, mnt)
+	cmd.ExtraFiles = []*os.File{waiting, abort} // fds 3 and 4
 	cmd.Stdout, cmd.Stderr = logw, logw
 	// Its own process group: a Ctrl-C meant for a foreground daemon must
 	// not stop the watchdog before the daemon has unmounted.
@@ -62,13 +73,12 @@ func cmdWatchdog(args []string) int {
 	mnt := ops[0]
 	log := newLogger(os.Stderr)
 	signal.Ignore(syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	// The connection's fusectl files are opened now and used later: they
-	// stay bound to this connection, while its number (and the mount's
-	// place in mountinfo) may belong to the next mount by the time the
-	// daemon dies.
-	waiting, abort, err := openConnection(*conn)
-	if err != nil {
-		log.Error("watchdog: cannot watch the FUSE connection; if the daemon dies, clients may wait until `pkgdirfs mount` runs again",
+	// The connection's fusectl files, opened by the daemon (fds 3 and 4):
+	// they stay bound to its connection, while its number may belong to
+	// the next mount by the time the daemon dies.
+	waiting, abort := os.NewFile(3, "waiting"), os.NewFile(4, "abort")
+	if _, err := abort.Stat(); err != nil {
+		log.Error("watchdog: started without the FUSE connection's control files (fds 3 and 4); if the daemon dies, clients may wait until `pkgdirfs mount` runs again",
 			"mountpoint", mnt, "connection", *conn, "err", err)
 		return 1
 	}
