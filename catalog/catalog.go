@@ -23,7 +23,7 @@ import (
 
 // schemaVersion is the version schema.sql describes. A catalog with a
 // higher version was written by a newer pkgdirfs and is refused.
-const schemaVersion = 1
+const schemaVersion = 2
 
 //go:embed schema.sql
 var schemaSQL string
@@ -123,7 +123,7 @@ func (db *DB) init() error {
 			case v > schemaVersion:
 				return fmt.Errorf("catalog schema version %d is newer than this pkgdirfs supports (%d)", v, schemaVersion)
 			}
-			// v < schemaVersion would need a migration here; version 1 has none.
+			// Version 1 lacks only the change log, which schema.sql adds.
 		}
 		if _, err := tx.tx.ExecContext(ctx, schemaSQL); err != nil {
 			return fmt.Errorf("apply schema: %w", err)
@@ -154,6 +154,9 @@ type Tx struct {
 	reader
 	tx    *sql.Tx
 	stmts map[string]*sql.Stmt
+	// touched: CPVs (and HeaderChange) this transaction changed, for the
+	// change log commitChange writes.
+	touched map[string]struct{}
 }
 
 // Tx runs fn in one write transaction (BEGIN IMMEDIATE): commit if fn

@@ -443,6 +443,7 @@ func (tx *Tx) InsertInstance(inst *Instance) (int64, error) {
 			}
 		}
 	}
+	tx.touch(inst.CPV)
 	if inst.BuildID > 0 {
 		_, err := tx.tx.ExecContext(tx.ctx, `INSERT INTO build_id_high (cpv, high) VALUES (?, ?)
 			ON CONFLICT (cpv) DO UPDATE SET high = max(high, excluded.high)`, inst.CPV, inst.BuildID)
@@ -456,15 +457,15 @@ func (tx *Tx) InsertInstance(inst *Instance) (int64, error) {
 
 // DeleteInstance deletes an instance and (by cascade) its Meta.
 func (tx *Tx) DeleteInstance(id int64) error {
-	res, err := tx.tx.ExecContext(tx.ctx, `DELETE FROM instances WHERE id = ?`, id)
+	var cpv string
+	err := tx.tx.QueryRowContext(tx.ctx, `DELETE FROM instances WHERE id = ? RETURNING cpv`, id).Scan(&cpv)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("catalog: delete %d: %w", id, ErrNotFound)
+	}
 	if err != nil {
 		return fmt.Errorf("catalog: delete %d: %w", id, err)
 	}
-	if n, err := res.RowsAffected(); err != nil {
-		return fmt.Errorf("catalog: delete %d: %w", id, err)
-	} else if n == 0 {
-		return fmt.Errorf("catalog: delete %d: %w", id, ErrNotFound)
-	}
+	tx.touch(cpv)
 	return nil
 }
 
@@ -500,6 +501,7 @@ func (tx *Tx) NextBuildID(cpv string) (int64, error) {
 
 // SetHeader replaces the whole stored Packages header.
 func (tx *Tx) SetHeader(h map[string]string) error {
+	tx.touch(HeaderChange)
 	if _, err := tx.tx.ExecContext(tx.ctx, `DELETE FROM header`); err != nil {
 		return fmt.Errorf("catalog: set header: %w", err)
 	}

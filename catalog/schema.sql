@@ -97,3 +97,16 @@ CREATE TABLE IF NOT EXISTS removed_builds (
 	build_id INTEGER NOT NULL,
 	PRIMARY KEY (cpv, sha256)
 ) WITHOUT ROWID;
+
+-- Change log: one row per CPV (or '' for the Packages header) changed by each
+-- generation, written in the generation's own transaction. A mount applies
+-- the CPVs changed since the generation it shows instead of reloading the
+-- catalog. Rows at or below meta(changes_floor) are pruned: a reader that far
+-- behind loads everything.
+CREATE TABLE IF NOT EXISTS changes (
+	gen INTEGER NOT NULL,
+	cpv TEXT    NOT NULL,
+	PRIMARY KEY (gen, cpv)
+) WITHOUT ROWID;
+-- A catalog from before the change log has no rows for its past generations.
+INSERT OR IGNORE INTO meta (key, value) SELECT 'changes_floor', value FROM meta WHERE key = 'generation';

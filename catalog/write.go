@@ -12,13 +12,15 @@ import (
 
 // SetInstanceAttrs records a chmod or utimensat on an instance (the bytes stay).
 func (tx *Tx) SetInstanceAttrs(id int64, mode uint32, mtimeNs int64) error {
-	res, err := tx.tx.ExecContext(tx.ctx, `UPDATE instances SET mode = ?, mtime_ns = ? WHERE id = ?`, mode, mtimeNs, id)
+	var cpv string
+	err := tx.tx.QueryRowContext(tx.ctx, `UPDATE instances SET mode = ?, mtime_ns = ? WHERE id = ? RETURNING cpv`, mode, mtimeNs, id).Scan(&cpv)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("instance %d: %w", id, ErrNotFound)
+	}
 	if err != nil {
 		return err
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return fmt.Errorf("instance %d: %w", id, ErrNotFound)
-	}
+	tx.touch(cpv)
 	return nil
 }
 
@@ -27,9 +29,16 @@ func (tx *Tx) SetInstanceAttrs(id int64, mode uint32, mtimeNs int64) error {
 // (StampGeneration): a bulk import of N packages must not push it N seconds
 // ahead of the clock, where clients (If-Modified-Since = TIMESTAMP + 5 s)
 // would stop seeing changes.
+//
+// The change log row of each CPV the transaction touched is written here,
+// in the same transaction: a mount (this process's or another's) applies
+// exactly those CPVs instead of reloading the catalog.
 func commitChange(tx *Tx) error {
-	_, err := tx.BumpGeneration()
-	return err
+	gen, err := tx.BumpGeneration()
+	if err != nil {
+		return err
+	}
+	return tx.logChanges(gen)
 }
 
 // ErrStaleGeneration says the catalog moved past the generation being rendered.
