@@ -179,6 +179,54 @@ func (r reader) Instances() ([]Instance, error) {
 	return out, nil
 }
 
+// ForEachInstance streams every instance (placeholders included) without
+// Meta, ordered by cpv in byte order, then build_id: a tree load at
+// 1,000,000 instances need not hold them all at once. Only what a mount's
+// tree needs is read: the digests, compression, signed and created_ns stay
+// empty. inst is reused for the next row: fn must copy what it keeps.
+func (r reader) ForEachInstance(fn func(inst *Instance) error) error {
+	rows, err := r.q.QueryContext(r.ctx, `SELECT id, cpv, length(CAST(category AS BLOB)), length(CAST(pn AS BLOB)),
+		build_id, build_time, format = 'gpkg', size, mtime_ns, mode, blob, state = 'placeholder'
+		FROM instances ORDER BY cpv, build_id`)
+	if err != nil {
+		return fmt.Errorf("catalog: %w", err)
+	}
+	defer rows.Close()
+	var (
+		inst                Instance
+		catLen, pnLen, mode int64
+		gpkg                bool
+		cpv                 sql.RawBytes
+	)
+	for rows.Next() {
+		if err := rows.Scan(&inst.ID, &cpv, &catLen, &pnLen, &inst.BuildID, &inst.BuildTime, &gpkg,
+			&inst.Size, &inst.MtimeNs, &mode, &inst.Blob, &inst.Placeholder); err != nil {
+			return fmt.Errorf("catalog: %w", err)
+		}
+		// Rows of one CPV share its string.
+		if inst.CPV != string(cpv) {
+			inst.CPV = string(cpv)
+		}
+		if catLen <= 0 || catLen >= int64(len(inst.CPV)) || inst.CPV[catLen] != '/' || pnLen > int64(len(inst.CPV))-catLen-1 {
+			return fmt.Errorf("catalog: instance %d: malformed cpv %q", inst.ID, inst.CPV)
+		}
+		inst.Category, inst.PF = inst.CPV[:catLen], inst.CPV[catLen+1:]
+		inst.PN = inst.PF[:pnLen]
+		inst.Mode = uint32(mode)
+		inst.Format = "xpak"
+		if gpkg {
+			inst.Format = "gpkg"
+		}
+		if err := fn(&inst); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("catalog: %w", err)
+	}
+	return nil
+}
+
 // InstancesByCPV returns the instances of one cpv (placeholders included)
 // without Meta, by build_id.
 func (r reader) InstancesByCPV(cpv string) ([]Instance, error) {
@@ -514,7 +562,10 @@ func (tx *Tx) SetHeader(h map[string]string) error {
 }
 
 // BumpGeneration increments the generation and returns the new value.
-// Every committed change calls it exactly once.
+// Every committed change calls it exactly once, last. The change log row of
+// each CPV the transaction touched is written with it, in the same
+// transaction: a mount (this process's or another's) applies exactly those
+// CPVs instead of reloading the catalog.
 func (tx *Tx) BumpGeneration() (int64, error) {
 	var g int64
 	err := tx.tx.QueryRowContext(tx.ctx,
@@ -522,6 +573,10 @@ func (tx *Tx) BumpGeneration() (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("catalog: bump generation: %w", err)
 	}
+	if err := tx.logChanges(g); err != nil {
+		return 0, err
+	}
+	tx.touched = nil
 	return g, nil
 }
 

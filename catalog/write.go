@@ -29,16 +29,9 @@ func (tx *Tx) SetInstanceAttrs(id int64, mode uint32, mtimeNs int64) error {
 // (StampGeneration): a bulk import of N packages must not push it N seconds
 // ahead of the clock, where clients (If-Modified-Since = TIMESTAMP + 5 s)
 // would stop seeing changes.
-//
-// The change log row of each CPV the transaction touched is written here,
-// in the same transaction: a mount (this process's or another's) applies
-// exactly those CPVs instead of reloading the catalog.
 func commitChange(tx *Tx) error {
-	gen, err := tx.BumpGeneration()
-	if err != nil {
-		return err
-	}
-	return tx.logChanges(gen)
+	_, err := tx.BumpGeneration()
+	return err
 }
 
 // ErrStaleGeneration says the catalog moved past the generation being rendered.

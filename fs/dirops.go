@@ -15,6 +15,7 @@ import (
 
 	"pkgdirfs/catalog"
 	"pkgdirfs/layout"
+	"pkgdirfs/tree"
 )
 
 var (
@@ -36,7 +37,7 @@ var nameMu sync.Mutex
 func (f *FS) scratchInode(ctx context.Context, parent *gofs.Inode, rel string, st *syscall.Stat_t, out *fuse.EntryOut) *gofs.Inode {
 	out.Attr.FromStat(st)
 	if st.Mode&syscall.S_IFMT == syscall.S_IFDIR {
-		ino := f.inos.get(rel)
+		ino := f.model.DirIno(rel)
 		out.Attr.Ino = ino
 		return parent.NewInode(ctx, &dirNode{fs: f, path: rel}, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: ino})
 	}
@@ -56,19 +57,18 @@ func (f *FS) visible(rel string) bool {
 	if _, err := os.Lstat(f.scratchPath(rel)); err == nil {
 		return true
 	}
-	e := f.catalogEntry(rel)
-	return e != nil && !(e.file != nil && f.aliasHidden(rel))
+	e, ok := f.catalogEntry(rel)
+	return ok && !(e.File != nil && f.aliasHidden(rel))
 }
 
-func (f *FS) catalogEntry(rel string) *entry {
+// catalogEntry is what the tree shows at rel (Packages and Packages.gz
+// count as files of no instance).
+func (f *FS) catalogEntry(rel string) (tree.Entry, bool) {
 	dir, name := splitPath(rel)
 	if dir == "" && (name == "Packages" || name == "Packages.gz") {
-		return &entry{}
+		return tree.Entry{Name: name, Ino: tree.PackagesIno}, true
 	}
-	if d := f.snap.Load().dirs[dir]; d != nil {
-		return d.children[name]
-	}
-	return nil
+	return f.model.Lookup(dir, name)
 }
 
 func (d *dirNode) writable() syscall.Errno {
@@ -106,9 +106,9 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 		}
 		n := &indexNode{fs: f, gz: name == "Packages.gz"}
 		n.fill(idx, &out.Attr)
-		ino := uint64(packagesIno)
+		ino := uint64(tree.PackagesIno)
 		if n.gz {
-			ino = packagesGzIno
+			ino = tree.PackagesGzIno
 		}
 		return d.NewInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: ino}), &headerHandle{fs: f, keep: !n.gz}, fuse.FOPEN_DIRECT_IO, 0
 	}
@@ -238,7 +238,7 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 		return 0
 	}
 	if err := syscall.Unlink(f.scratchPath(rel)); err == nil {
-		if e := f.catalogEntry(rel); e != nil && e.file != nil {
+		if e, ok := f.catalogEntry(rel); ok && e.File != nil {
 			f.hideAlias(rel)
 		}
 		f.cfg.Store.Forget(ctx, rel)
@@ -247,22 +247,22 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	} else if err != syscall.ENOENT {
 		return gofs.ToErrno(err)
 	}
-	e := f.catalogEntry(rel)
+	e, ok := f.catalogEntry(rel)
 	switch {
-	case e == nil:
+	case !ok:
 		return syscall.ENOENT
-	case e.dir != nil:
+	case e.File == nil:
 		return syscall.EISDIR
 	}
 	// The name shows an instance: remove it under all its names. Open
 	// handles keep reading the unlinked blob, and binhost clients holding
 	// the previous index find it under RemovedDir for the grace period.
-	before := f.snap.Load()
-	path := before.indexPath[e.file.id]
+	before := f.model.Seq()
+	path := f.model.IndexPath(e.File.ID)
 	alias := layout.ParsePath(rel).Kind != layout.KindMulti
 	var row *catalog.Instance
 	if alias {
-		if row, _ = f.instanceRow(ctx, e.file.id); row != nil {
+		if row, _ = f.instanceRow(ctx, e.File.ID); row != nil {
 			f.rememberAliasRemoval(rel, row)
 		}
 	}
@@ -271,7 +271,7 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	if d.path != "" {
 		os.MkdirAll(f.scratchPath(d.path), 0o755)
 	}
-	blob, err := f.cfg.Store.RemoveKeepBlob(ctx, e.file.id)
+	blob, err := f.cfg.Store.RemoveKeepBlob(ctx, e.File.ID)
 	if err != nil {
 		return f.errno("unlink", rel, err)
 	}
@@ -279,11 +279,11 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	case path != "" && (f.cfg.RemovedGrace > 0 || row != nil):
 		// Kept for binhost clients holding the previous index, and for
 		// the undo of an alias removal (at least its window).
-		f.graceRemoved(path, e.file, blob)
+		f.graceRemoved(path, e.File, blob)
 	default:
 		f.cfg.Store.DropBlob(ctx, blob)
 	}
-	f.log.Info("removed", "path", rel, "instance", e.file.id)
+	f.log.Info("removed", "path", rel, "instance", e.File.ID)
 	f.changedWait(ctx, before, []string{d.path}, rel)
 	return 0
 }
@@ -293,7 +293,7 @@ func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 		return errno
 	}
 	rel := d.child(name)
-	if e := d.fs.catalogEntry(rel); e != nil && e.dir != nil && len(e.dir.children) > 0 {
+	if d.fs.model.HasChildren(rel) {
 		return syscall.ENOTEMPTY
 	}
 	if err := syscall.Rmdir(d.fs.scratchPath(rel)); err != nil {
@@ -385,7 +385,7 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 	if err := syscall.Lstat(srcPath, &st); err != nil {
 		// Instances and package files being written are not renamed: the
 		// kernel's EXDEV makes mv and Portage's movefile copy instead.
-		if f.catalogEntry(src) != nil {
+		if _, ok := f.catalogEntry(src); ok {
 			return syscall.EXDEV
 		}
 		return syscall.ENOENT
@@ -411,9 +411,9 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 	}
 	p := layout.ParsePath(dst)
 	if p.Kind == layout.KindOther || st.Mode&syscall.S_IFMT != syscall.S_IFREG {
-		if e := f.catalogEntry(dst); e != nil && e.file != nil && !f.linksTo(srcPath, dst, e.file.id) {
+		if e, ok := f.catalogEntry(dst); ok && e.File != nil && !f.linksTo(srcPath, dst, e.File.ID) {
 			// A plain file replacing an instance's name removes that instance.
-			if err := f.cfg.Store.Remove(ctx, e.file.id); err != nil {
+			if err := f.cfg.Store.Remove(ctx, e.File.ID); err != nil {
 				return f.errno("rename", dst, err)
 			}
 		}
@@ -437,10 +437,10 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 	c := &catalog.Candidate{Staged: staged, Name: dst, MtimeNs: st.Mtim.Nano(), Mode: st.Mode & 0o7777}
 	// Onto a multi-instance name the bytes replace that instance (same
 	// build id); onto a flat or All/ name they add one, as a write does.
-	if e := f.catalogEntry(dst); p.Kind == layout.KindMulti && e != nil && e.file != nil && e.file.blob != "" {
-		c.Replaces = e.file.id
+	if e, ok := f.catalogEntry(dst); p.Kind == layout.KindMulti && ok && e.File != nil && e.File.Blob != "" {
+		c.Replaces = e.File.ID
 	}
-	before := f.snap.Load()
+	before := f.model.Seq()
 	// Refused bytes are kept by a copy, a new inode: the kernel still holds
 	// the source name (the rename failed), which must not alias them.
 	inst, errno := f.ingestQuietly(ctx, c, f.copyToScratch)
@@ -563,6 +563,6 @@ func (f *FS) linksTo(p, rel string, id int64) bool {
 	if resolved == "" {
 		return false
 	}
-	e := f.catalogEntry(resolved)
-	return e != nil && e.file != nil && e.file.id == id
+	e, ok := f.catalogEntry(resolved)
+	return ok && e.File != nil && e.File.ID == id
 }

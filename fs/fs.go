@@ -9,8 +9,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
+	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -18,12 +19,14 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"pkgdirfs/catalog"
+	"pkgdirfs/tree"
+	"pkgdirfs/tree/pieces"
 )
 
 // Config is what a mount needs.
 type Config struct {
 	Store      *catalog.Store
-	Layouts    Layouts
+	Layouts    tree.Layouts
 	ReadOnly   bool
 	AllowOther bool
 	// XAttrs answers xattr requests (refusal reasons, scratch files' own
@@ -41,16 +44,17 @@ type Config struct {
 
 // FS is one mounted PKGDIR.
 type FS struct {
-	cfg  Config
-	log  *slog.Logger
-	inos *inoAllocator
-	snap atomic.Pointer[snapshot]
-	root *dirNode
+	cfg   Config
+	log   *slog.Logger
+	model *tree.Model
+	root  *dirNode
 
-	refreshMu sync.Mutex // serialises snapshot swaps and their invalidations
+	// idxReady is closed once the first index build has ended: the tree
+	// serves lookups before that.
+	idxReady chan struct{}
 
 	idxMu sync.Mutex
-	idx   *Index
+	idx   *tree.IndexView
 	// stamps of the last two rendered generations and when the last was
 	// rendered, for settling after bursts
 	prevTS, lastTS int64
@@ -85,14 +89,17 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 	if cfg.PollInterval == 0 {
 		cfg.PollInterval = time.Second
 	}
-	f := &FS{cfg: cfg, log: cfg.Log, inos: newInoAllocator(), stop: make(chan struct{}), done: make(chan struct{}),
+	f := &FS{cfg: cfg, log: cfg.Log, stop: make(chan struct{}), done: make(chan struct{}), idxReady: make(chan struct{}),
 		notes: make(chan note, 1<<16), pending: map[string]int{}, removed: map[string]removedEntry{}, aliasRemoved: map[string]aliasRemoval{}, hidden: map[string]time.Time{},
 		indexUnlinked: map[string]time.Time{}}
-	snap, err := loadSnapshot(ctx, cfg.Store.DB, cfg.Layouts, f.inos)
-	if err != nil {
+	model := tree.NewModel(cfg.Layouts)
+	model.OnConflict(func(msg string) { f.log.Warn("legacy name conflict", "detail", msg) })
+	model.OnIndexError(func(err error) { f.log.Error("keeping the index; it is rendered again when next read", "err", err) })
+	if err := model.Load(ctx, cfg.Store.DB); err != nil {
 		return nil, err
 	}
-	f.setSnapshot(snap)
+	debug.FreeOSMemory() // what the load allocated and dropped
+	f.model = model
 	f.root = &dirNode{fs: f, path: ""}
 	var st syscall.Stat_t
 	if err := syscall.Stat(cfg.Store.ScratchDir(), &st); err != nil {
@@ -100,13 +107,6 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 	}
 	f.loop = &gofs.LoopbackRoot{Path: cfg.Store.ScratchDir(), Dev: uint64(st.Dev), RootNode: f.root}
 	return f, nil
-}
-
-func (f *FS) setSnapshot(s *snapshot) {
-	for _, c := range s.conflicts {
-		f.log.Warn("legacy name conflict", "detail", c)
-	}
-	f.snap.Store(s)
 }
 
 // Mount mounts the tree at dir and returns once the kernel serves it.
@@ -118,7 +118,7 @@ func (f *FS) Mount(dir string) error {
 		// No NegativeTimeout: a cached "no such file" could outlive the
 		// invalidation that follows a commit or a refusal, which may only be
 		// sent after the request that caused it has returned.
-		RootStableAttr: &gofs.StableAttr{Ino: rootIno},
+		RootStableAttr: &gofs.StableAttr{Ino: tree.RootIno},
 		MountOptions: fuse.MountOptions{
 			FsName:      "pkgdirfs",
 			Name:        "pkgdirfs",
@@ -149,9 +149,43 @@ func (f *FS) Mount(dir string) error {
 		_ = server.Unmount()
 		return fmt.Errorf("mount %s: %w", dir, err)
 	}
+	go f.buildIndex()
 	go f.poll()
 	go f.notifier()
 	return nil
+}
+
+// buildIndex renders the index once, in the background: the mount serves
+// names meanwhile, and the first read of Packages waits for it. Its pieces
+// live in a file under the state directory, so the rendered index is in the
+// page cache, not the daemon's heap.
+func (f *FS) buildIndex() {
+	defer close(f.idxReady)
+	f.idxMu.Lock()
+	defer f.idxMu.Unlock()
+	if err := f.renderIndex(); err != nil {
+		f.log.Error("rendering the index", "err", err)
+	}
+}
+
+// renderIndex builds the index (under idxMu): at mount, and again after its
+// store failed. If the store's file cannot be written (a full disk), the
+// pieces are kept in memory instead: Packages stays readable.
+func (f *FS) renderIndex() error {
+	start := time.Now()
+	ctx := context.Background()
+	err := f.model.BuildIndex(ctx, f.cfg.Store.DB, pieces.Options{Dir: f.cfg.Store.Dir})
+	if err != nil {
+		f.log.Warn("rendering the index into the state directory failed; keeping it in memory", "err", err)
+		err = f.model.BuildIndex(ctx, f.cfg.Store.DB, pieces.Options{})
+	}
+	if err == nil {
+		f.log.Info("index rendered", "seconds", time.Since(start).Seconds())
+	}
+	// Rendering leaves a heap's worth of garbage behind; give it back now
+	// rather than whenever the scavenger gets to it.
+	debug.FreeOSMemory()
+	return err
 }
 
 // Wait blocks until the filesystem is unmounted.
@@ -164,6 +198,8 @@ func (f *FS) Wait() {
 	}
 	<-f.done
 	f.dropAllRemoved()
+	<-f.idxReady
+	f.model.Close()
 }
 
 // Unmount detaches the mount; if it is busy, it is detached lazily so that the
@@ -198,35 +234,47 @@ func (f *FS) poll() {
 	}
 }
 
-// Refresh loads a new snapshot if the catalog generation moved and invalidates
-// exactly the kernel entries whose target changed.
+// Refresh applies the catalog's changes since the generation the tree shows
+// (the change log names the CPVs: O(change)) and invalidates exactly the
+// kernel entries whose target changed.
 func (f *FS) Refresh(ctx context.Context) error {
-	f.refreshMu.Lock()
-	defer f.refreshMu.Unlock()
-	gen, err := f.cfg.Store.DB.Generation(ctx)
-	if err != nil {
+	seq := f.model.Seq()
+	changed, err := f.model.Catchup(ctx, f.cfg.Store.DB)
+	if err != nil || !changed {
 		return err
 	}
-	old := f.snap.Load()
-	if gen == old.gen {
-		return nil
-	}
-	cur, err := loadSnapshot(ctx, f.cfg.Store.DB, f.cfg.Layouts, f.inos)
-	if err != nil {
-		return err
-	}
-	f.setSnapshot(cur)
-	f.invalidate(old, cur)
-	return nil
-}
-
-func (f *FS) invalidate(old, cur *snapshot) {
-	for _, c := range changedNames(old, cur) {
-		f.notifyEntry(c[0], c[1])
+	for _, c := range f.changedSince(seq) {
+		f.notifyEntry(c.Dir, c.Name)
 	}
 	f.notifyEntry("Packages", "")
 	f.notifyEntry("Packages.gz", "")
 	f.notifyEntry("", "")
+	return nil
+}
+
+// changedSince lists the names the tree changed after seq. If the journal no
+// longer reaches back (a change of more names than it keeps), every
+// directory the kernel knows is invalidated instead.
+func (f *FS) changedSince(seq uint64) []tree.Name {
+	names, ok := f.model.ChangedSince(seq)
+	if ok {
+		return names
+	}
+	f.log.Warn("a change touched more names than the journal keeps; invalidating every cached directory")
+	var all []tree.Name
+	var walkDirs func(n *gofs.Inode, p string)
+	walkDirs = func(n *gofs.Inode, p string) {
+		for name, c := range n.Children() {
+			if c.IsDir() {
+				all = append(all, tree.Name{Dir: p, Name: name})
+				walkDirs(c, joinPath(p, name))
+			} else {
+				all = append(all, tree.Name{Dir: p, Name: name})
+			}
+		}
+	}
+	walkDirs(f.root.EmbeddedInode(), "")
+	return all
 }
 
 // walk finds the kernel-known inode of a directory path, nil if the kernel never
@@ -249,32 +297,50 @@ func walk(n *gofs.Inode, p string) *gofs.Inode {
 // first access after a change. The render is shared by every caller, so it does
 // not run under one request's context: an interrupted request (Go programs get
 // FUSE INTERRUPTs from runtime preemption signals) must not fail it.
-func (f *FS) index() (*Index, error) {
+func (f *FS) index() (*tree.IndexView, error) {
+	<-f.idxReady
 	ctx := context.Background()
 	f.idxMu.Lock()
 	defer f.idxMu.Unlock()
+	if !f.model.IndexReady() {
+		if err := f.renderIndex(); err != nil {
+			return nil, err
+		}
+	}
 	for attempt := 0; ; attempt++ {
-		snap := f.snap.Load()
-		if f.idx != nil && f.idx.Generation == snap.gen {
-			return f.idx, nil
-		}
-		idx, err := renderFor(ctx, f.cfg.Store.DB, snap)
-		if err != nil {
-			return nil, err
-		}
-		if idx != nil {
-			if f.idx == nil || idx.Timestamp != f.idx.Timestamp {
-				f.prevTS, f.lastTS, f.lastRender = f.lastTS, idx.Timestamp, time.Now()
-			}
-			f.idx = idx
-			return idx, nil
-		}
-		// The catalog moved past our snapshot: catch up, then render that.
-		if err := f.Refresh(ctx); err != nil {
-			return nil, err
-		}
 		if attempt > 50 {
 			return nil, errors.New("catalog keeps changing while rendering the index")
+		}
+		gen := f.model.Gen()
+		if f.idx != nil && f.idx.Generation == gen {
+			return f.idx, nil
+		}
+		ts, err := f.cfg.Store.DB.StampGeneration(ctx, gen, time.Now().Unix())
+		if err == nil {
+			idx, ferr := f.model.FreezeIndex(gen, ts)
+			if ferr == nil {
+				if f.idx == nil || idx.Timestamp != f.idx.Timestamp {
+					f.prevTS, f.lastTS, f.lastRender = f.lastTS, idx.Timestamp, time.Now()
+				}
+				f.idx = idx
+				return idx, nil
+			}
+			if !errors.Is(ferr, tree.ErrStale) {
+				if f.model.IndexReady() {
+					return nil, ferr
+				}
+				f.log.Error("freezing the index; rendering it again", "err", ferr)
+				if err := f.renderIndex(); err != nil {
+					return nil, err
+				}
+				continue
+			}
+		} else if !errors.Is(err, catalog.ErrStaleGeneration) {
+			return nil, err
+		}
+		// The catalog moved past the tree: catch up, then render that.
+		if err := f.Refresh(ctx); err != nil {
+			return nil, err
 		}
 	}
 }
@@ -284,7 +350,7 @@ func (f *FS) index() (*Index, error) {
 func (f *FS) settle(now time.Time) {
 	f.idxMu.Lock()
 	due := f.lastTS != 0 && f.lastTS != f.settledTS && f.lastTS-f.prevTS < 6 &&
-		now.Sub(f.lastRender) >= 6*time.Second && f.idx != nil && f.idx.Generation == f.snap.Load().gen
+		now.Sub(f.lastRender) >= 6*time.Second && f.idx != nil && f.idx.Generation == f.model.Gen()
 	minTS := f.lastTS + 6
 	if due {
 		f.settledTS = minTS
@@ -319,9 +385,24 @@ func (f *FS) errno(op, path string, err error) syscall.Errno {
 	return syscall.EIO
 }
 
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if (a%b != 0) && ((a < 0) != (b < 0)) {
+		q--
+	}
+	return q
+}
+
 func fillTime(a *fuse.Attr, ns int64) {
 	sec, nsec := floorDiv(ns, 1e9), ns-floorDiv(ns, 1e9)*1e9
 	a.Mtime, a.Mtimensec = uint64(sec), uint32(nsec)
 	a.Ctime, a.Ctimensec = a.Mtime, a.Mtimensec
 	a.Atime, a.Atimensec = a.Mtime, a.Mtimensec
+}
+
+func splitPath(p string) (dir, name string) {
+	if i := strings.LastIndexByte(p, '/'); i >= 0 {
+		return p[:i], p[i+1:]
+	}
+	return "", p
 }

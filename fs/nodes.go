@@ -2,12 +2,16 @@ package fs
 
 import (
 	"context"
+	"errors"
+	"io"
 	"os"
 	"syscall"
 	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"pkgdirfs/tree"
 )
 
 // dirNode is a directory of the tree; its content is looked up in the current
@@ -24,11 +28,6 @@ var (
 	_ gofs.NodeGetattrer = (*dirNode)(nil)
 	_ gofs.NodeStatfser  = (*dirNode)(nil)
 )
-
-func (d *dirNode) snapDir() (*snapshot, *dirSnap) {
-	s := d.fs.snap.Load()
-	return s, s.dirs[d.path]
-}
 
 func (d *dirNode) child(name string) string {
 	if d.path == "" {
@@ -50,9 +49,9 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		n := &indexNode{fs: d.fs, gz: gz}
 		n.fill(idx, &out.Attr)
 		out.SetAttrTimeout(indexAttrTimeout)
-		ino := uint64(packagesIno)
+		ino := uint64(tree.PackagesIno)
 		if gz {
-			ino = packagesGzIno
+			ino = tree.PackagesGzIno
 		}
 		return d.NewInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: ino}), 0
 	}
@@ -64,40 +63,32 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	if err := syscall.Lstat(d.fs.scratchPath(rel), &st); err == nil {
 		return d.fs.scratchInode(ctx, &d.Inode, rel, &st, out), 0
 	}
-	s, ds := d.snapDir()
-	if ds == nil {
+	e, ok := d.fs.model.Lookup(d.path, name)
+	if !ok || (e.File != nil && d.fs.aliasHidden(rel)) {
 		return nil, syscall.ENOENT
 	}
-	e := ds.children[name]
-	if e == nil || (e.file != nil && d.fs.aliasHidden(rel)) {
-		return nil, syscall.ENOENT
+	if e.IsDir() {
+		d.fs.fillDir(e.Ino, e.Subdirs, &out.Attr)
+		return d.NewInode(ctx, &dirNode{fs: d.fs, path: d.child(name)}, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: e.Ino}), 0
 	}
-	if e.dir != nil {
-		fillDir(e.dir, s, &out.Attr)
-		return d.NewInode(ctx, &dirNode{fs: d.fs, path: d.child(name)}, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: e.dir.ino}), 0
-	}
-	fillFile(e.file, &out.Attr)
-	return d.NewInode(ctx, &instNode{fs: d.fs, f: e.file}, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: e.file.ino()}), 0
+	fillFile(e.File, &out.Attr)
+	return d.NewInode(ctx, &instNode{fs: d.fs, f: e.File}, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: e.Ino}), 0
 }
 
 func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	if _, ok := inRemoved(d.path); ok {
 		return gofs.NewListDirStream(d.readdirRemoved()), 0
 	}
-	_, ds := d.snapDir()
+	ents, inTree := d.fs.model.ReadDir(d.path)
 	scratch, err := os.ReadDir(d.fs.scratchPath(d.path))
-	if ds == nil && err != nil {
+	if !inTree && err != nil {
 		return nil, syscall.ENOENT
 	}
-	var names []string
-	if ds != nil {
-		names = ds.sortedNames()
-	}
-	list := make([]fuse.DirEntry, 0, len(names)+len(scratch)+2)
+	list := make([]fuse.DirEntry, 0, len(ents)+len(scratch)+2)
 	if d.path == "" {
 		list = append(list,
-			fuse.DirEntry{Name: "Packages", Mode: syscall.S_IFREG, Ino: packagesIno},
-			fuse.DirEntry{Name: "Packages.gz", Mode: syscall.S_IFREG, Ino: packagesGzIno})
+			fuse.DirEntry{Name: "Packages", Mode: syscall.S_IFREG, Ino: tree.PackagesIno},
+			fuse.DirEntry{Name: "Packages.gz", Mode: syscall.S_IFREG, Ino: tree.PackagesGzIno})
 	}
 	// Scratch entries shadow catalog names, as Lookup does.
 	shadow := make(map[string]bool, len(scratch))
@@ -108,22 +99,21 @@ func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 		shadow[e.Name()] = true
 		de := fuse.DirEntry{Name: e.Name(), Mode: uint32(e.Type())}
 		if e.IsDir() {
-			de.Mode, de.Ino = syscall.S_IFDIR, d.fs.inos.get(d.child(e.Name()))
+			de.Mode, de.Ino = syscall.S_IFDIR, d.fs.model.DirIno(d.child(e.Name()))
 		} else if info, err := e.Info(); err == nil {
 			de.Mode = uint32(info.Sys().(*syscall.Stat_t).Mode) & syscall.S_IFMT
 			de.Ino = info.Sys().(*syscall.Stat_t).Ino + scratchInoBase
 		}
 		list = append(list, de)
 	}
-	for _, n := range names {
-		if shadow[n] || (ds.children[n].file != nil && d.fs.aliasHidden(d.child(n))) {
+	for _, e := range ents {
+		if shadow[e.Name] || (e.File != nil && d.fs.aliasHidden(d.child(e.Name))) {
 			continue
 		}
-		e := ds.children[n]
-		if e.dir != nil {
-			list = append(list, fuse.DirEntry{Name: n, Mode: syscall.S_IFDIR, Ino: e.dir.ino})
+		if e.IsDir() {
+			list = append(list, fuse.DirEntry{Name: e.Name, Mode: syscall.S_IFDIR, Ino: e.Ino})
 		} else {
-			list = append(list, fuse.DirEntry{Name: n, Mode: syscall.S_IFREG, Ino: e.file.ino()})
+			list = append(list, fuse.DirEntry{Name: e.Name, Mode: syscall.S_IFREG, Ino: e.Ino})
 		}
 	}
 	return gofs.NewListDirStream(list), 0
@@ -131,22 +121,17 @@ func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 
 func (d *dirNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	if _, ok := inRemoved(d.path); ok {
-		fillDir(&dirSnap{}, d.fs.snap.Load(), &out.Attr)
-		out.Ino = d.StableAttr().Ino
+		d.fs.fillDir(d.StableAttr().Ino, 0, &out.Attr)
 		out.Mode = syscall.S_IFDIR | 0o555
 		return 0
 	}
-	s, ds := d.snapDir()
+	e, inTree := d.fs.model.Dir(d.path)
 	var st syscall.Stat_t
 	scratchErr := syscall.Stat(d.fs.scratchPath(d.path), &st)
-	if ds == nil && scratchErr != nil {
+	if !inTree && scratchErr != nil {
 		return syscall.ENOENT
 	}
-	if ds == nil {
-		ds = &dirSnap{}
-	}
-	fillDir(ds, s, &out.Attr)
-	out.Ino = d.StableAttr().Ino
+	d.fs.fillDir(d.StableAttr().Ino, e.Subdirs, &out.Attr)
 	if scratchErr == nil && d.path != "" {
 		// A directory clients created or chmod'ed: its own mode, owner and times.
 		out.Mode = st.Mode
@@ -169,23 +154,26 @@ func (d *dirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno
 	return 0
 }
 
-func fillDir(ds *dirSnap, s *snapshot, a *fuse.Attr) {
+func (f *FS) fillDir(ino uint64, subdirs int, a *fuse.Attr) {
 	a.Mode = syscall.S_IFDIR | 0o755
-	a.Ino = ds.ino
-	a.Nlink = 2 + uint32(ds.subdirs())
+	a.Ino = ino
+	a.Nlink = 2 + uint32(subdirs)
 	a.Size = 4096
 	a.Blocks = 8
-	fillTime(a, s.mtimeNs)
+	fillTime(a, f.model.MtimeNs())
 }
 
+// instFile is an instance as the tree shows it.
+type instFile = tree.File
+
 func fillFile(f *instFile, a *fuse.Attr) {
-	a.Mode = syscall.S_IFREG | f.mode
-	a.Ino = f.ino()
+	a.Mode = syscall.S_IFREG | f.Mode
+	a.Ino = f.Ino()
 	a.Nlink = 1
-	a.Size = uint64(f.size)
-	a.Blocks = (uint64(f.size) + 511) / 512
+	a.Size = uint64(f.Size)
+	a.Blocks = (uint64(f.Size) + 511) / 512
 	a.Blksize = 1 << 16
-	fillTime(a, f.mtimeNs)
+	fillTime(a, f.MtimeNs)
 }
 
 // instNode is one package instance, the same inode under every name.
@@ -221,7 +209,7 @@ func (n *instNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.Set
 // current is the instance as the newest snapshot shows it (chmod and
 // utimensat change mode and mtime; the bytes never change).
 func (n *instNode) current() *instFile {
-	if f := n.fs.snap.Load().files[n.f.id]; f != nil {
+	if f := n.fs.model.File(n.f.ID); f != nil {
 		return f
 	}
 	return n.f
@@ -294,15 +282,13 @@ func (n *indexNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.Se
 	return n.Getattr(ctx, fh, out)
 }
 
-func (n *indexNode) fill(idx *Index, a *fuse.Attr) {
-	data := idx.Plain
-	a.Ino = packagesIno
+func (n *indexNode) fill(idx *tree.IndexView, a *fuse.Attr) {
+	a.Ino, a.Size = tree.PackagesIno, uint64(idx.Size())
 	if n.gz {
-		data, a.Ino = idx.Gz, packagesGzIno
+		a.Ino, a.Size = tree.PackagesGzIno, uint64(idx.GzSize())
 	}
 	a.Mode = syscall.S_IFREG | 0o644
 	a.Nlink = 1
-	a.Size = uint64(len(data))
 	a.Blocks = (a.Size + 511) / 512
 	fillTime(a, idx.Timestamp*1e9)
 }
@@ -335,30 +321,35 @@ func (n *indexNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 	if err != nil {
 		return nil, 0, n.fs.errno("open", "Packages", err)
 	}
-	data := idx.Plain
-	if n.gz {
-		data = idx.Gz
-	}
 	// An open handle reads the generation it opened, whole and consistent.
 	// Direct I/O: the page cache is shared by every open of the inode, and
 	// handles of different generations must never see each other's bytes.
-	return &bytesHandle{data: data, idx: idx}, fuse.FOPEN_DIRECT_IO, 0
+	return &bytesHandle{fs: n.fs, gz: n.gz, idx: idx}, fuse.FOPEN_DIRECT_IO, 0
 }
 
+// bytesHandle reads Packages or Packages.gz of one generation from the
+// index pieces (kept until the handle is released).
 type bytesHandle struct {
-	data []byte
-	idx  *Index
+	fs  *FS
+	gz  bool
+	idx *tree.IndexView
 }
 
 var _ gofs.FileReader = (*bytesHandle)(nil)
 
 func (h *bytesHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	if off >= int64(len(h.data)) {
-		return fuse.ReadResultData(nil), 0
+	if off < 0 {
+		return nil, syscall.EINVAL
 	}
-	end := off + int64(len(dest))
-	if end > int64(len(h.data)) {
-		end = int64(len(h.data))
+	var n int
+	var err error
+	if h.gz {
+		n, err = h.idx.GzReadAt(dest, off)
+	} else {
+		n, err = h.idx.ReadAt(dest, off)
 	}
-	return fuse.ReadResultData(h.data[off:end]), 0
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, h.fs.errno("read", "Packages", err)
+	}
+	return fuse.ReadResultData(dest[:n]), 0
 }

@@ -97,13 +97,12 @@ func (d *dirNode) lookupRemoved(ctx context.Context, name string, out *fuse.Entr
 	file, dir := d.fs.removedLookup(rel)
 	switch {
 	case dir:
-		ino := d.fs.inos.get(rel)
-		fillDir(&dirSnap{}, d.fs.snap.Load(), &out.Attr)
-		out.Attr.Ino = ino
+		ino := d.fs.model.DirIno(rel)
+		d.fs.fillDir(ino, 0, &out.Attr)
 		return d.NewInode(ctx, &dirNode{fs: d.fs, path: rel}, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: ino}), 0
 	case file != nil:
 		fillFile(file, &out.Attr)
-		return d.NewInode(ctx, &instNode{fs: d.fs, f: file}, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: file.ino()}), 0
+		return d.NewInode(ctx, &instNode{fs: d.fs, f: file}, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: file.Ino()}), 0
 	}
 	return nil, syscall.ENOENT
 }
@@ -111,7 +110,7 @@ func (d *dirNode) lookupRemoved(ctx context.Context, name string, out *fuse.Entr
 func (d *dirNode) readdirRemoved() []fuse.DirEntry {
 	rest, _ := inRemoved(d.path)
 	if d.path == ".pkgdirfs" {
-		return []fuse.DirEntry{{Name: "removed", Mode: syscall.S_IFDIR, Ino: d.fs.inos.get(RemovedDir)}}
+		return []fuse.DirEntry{{Name: "removed", Mode: syscall.S_IFDIR, Ino: d.fs.model.DirIno(RemovedDir)}}
 	}
 	prefix := ""
 	if rest != "" {
@@ -128,10 +127,10 @@ func (d *dirNode) readdirRemoved() []fuse.DirEntry {
 		if i := strings.IndexByte(tail, '/'); i >= 0 {
 			if n := tail[:i]; !seen[n] {
 				seen[n] = true
-				list = append(list, fuse.DirEntry{Name: n, Mode: syscall.S_IFDIR, Ino: d.fs.inos.get(d.child(n))})
+				list = append(list, fuse.DirEntry{Name: n, Mode: syscall.S_IFDIR, Ino: d.fs.model.DirIno(d.child(n))})
 			}
 		} else {
-			list = append(list, fuse.DirEntry{Name: tail, Mode: syscall.S_IFREG, Ino: e.file.ino()})
+			list = append(list, fuse.DirEntry{Name: tail, Mode: syscall.S_IFREG, Ino: e.file.Ino()})
 		}
 	}
 	d.fs.removedMu.Unlock()

@@ -25,6 +25,7 @@ import (
 
 	"pkgdirfs/catalog"
 	"pkgdirfs/layout"
+	"pkgdirfs/tree"
 )
 
 // Inode numbers of files that are not instances: scratch files and package
@@ -123,10 +124,7 @@ func (c *commitTarget) setInstance(f *instFile) {
 	c.mu.Unlock()
 }
 
-func instFileOf(in *catalog.Instance) *instFile {
-	return &instFile{id: in.ID, size: in.Size, mtimeNs: in.MtimeNs, mode: in.Mode & 0o7777, blob: in.Blob,
-		buildID: in.BuildID, buildTime: in.BuildTime, gpkg: in.Format == string(layout.FormatGpkg)}
-}
+func instFileOf(in *catalog.Instance) *instFile { return tree.FileOf(in) }
 
 // scratchNode is a non-package file, symlink or refused package kept as a
 // plain file: the loopback node serves it from the scratch tree.
@@ -598,7 +596,7 @@ func (h *stagingHandle) Flush(ctx context.Context) syscall.Errno {
 	}
 	h.dirty, h.touched = false, true
 	f := h.node.fs
-	before := f.snap.Load()
+	before := f.model.Seq()
 	errno := f.commitPending(h.node, h.fd, h.hash)
 	h.node.finish()
 	if errno == 0 || errno == syscall.EINVAL {
@@ -607,8 +605,8 @@ func (h *stagingHandle) Flush(ctx context.Context) syscall.Errno {
 		// commit changed is invalidated before close returns: the next stat
 		// of any of them (flat, All/) sees the new state.
 		f.notifyNow(h.node.name)
-		for _, c := range changedNames(before, f.snap.Load()) {
-			f.notifyNow(joinPath(c[0], c[1]))
+		for _, c := range f.changedSince(before) {
+			f.notifyNow(joinPath(c.Dir, c.Name))
 		}
 	}
 	return errno
@@ -826,8 +824,8 @@ func hashFile(path string, size int64) (*catalog.Staged, error) {
 func (f *FS) openInstance(ctx context.Context, in *instFile, flags uint32, io *ioCount) (gofs.FileHandle, uint32, syscall.Errno) {
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR) == 0 {
 		h := &blobHandle{io: io}
-		if in.blob != "" {
-			p := f.blobPath(in.blob)
+		if in.Blob != "" {
+			p := f.blobPath(in.Blob)
 			file, err := os.Open(p)
 			if err != nil {
 				return nil, 0, f.errno("open", p, err)
@@ -849,7 +847,7 @@ func (f *FS) openInstance(ctx context.Context, in *instFile, flags uint32, io *i
 }
 
 func (f *FS) openInstanceWrite(ctx context.Context, in *instFile, flags uint32, ioc *ioCount) (gofs.FileHandle, uint32, syscall.Errno) {
-	inst, err := f.instanceRow(ctx, in.id)
+	inst, err := f.instanceRow(ctx, in.ID)
 	if err != nil {
 		return nil, 0, f.errno("open", "instance", err)
 	}
@@ -874,8 +872,8 @@ func (f *FS) openInstanceWrite(ctx context.Context, in *instFile, flags uint32, 
 	}
 	n.staging = staging.Name()
 	unix.Setxattr(n.staging, catalog.NameXattr, []byte(n.name), 0)
-	if !trunc && in.blob != "" {
-		src, err := os.Open(f.blobPath(in.blob))
+	if !trunc && in.Blob != "" {
+		src, err := os.Open(f.blobPath(in.Blob))
 		if err == nil {
 			_, err = io.Copy(staging, src)
 			src.Close()
@@ -886,9 +884,9 @@ func (f *FS) openInstanceWrite(ctx context.Context, in *instFile, flags uint32, 
 			return nil, 0, f.errno("open", n.name, err)
 		}
 	}
-	staging.Chmod(os.FileMode(in.mode))
+	staging.Chmod(os.FileMode(in.Mode))
 	staging.Close()
-	mt := time.Unix(0, in.mtimeNs)
+	mt := time.Unix(0, in.MtimeNs)
 	os.Chtimes(n.staging, mt, mt)
 	fd, err := syscall.Open(n.staging, int(flags)&^(syscall.O_CREAT|syscall.O_EXCL|syscall.O_TRUNC), 0)
 	if err != nil {
@@ -949,22 +947,22 @@ func (f *FS) setInstanceAttr(ctx context.Context, in *instFile, fh gofs.FileHand
 	if gid, ok := attr.GetGID(); ok && gid != 0 {
 		return syscall.EPERM
 	}
-	mode, mtime := in.mode, in.mtimeNs
+	mode, mtime := in.Mode, in.MtimeNs
 	if m, ok := attr.GetMode(); ok {
 		mode = m & 0o7777
 	}
 	if t, ok := attr.GetMTime(); ok {
 		mtime = t.UnixNano()
 	}
-	if mode != in.mode || mtime != in.mtimeNs {
-		if in.blob == "" || in.id == 0 {
+	if mode != in.Mode || mtime != in.MtimeNs {
+		if in.Blob == "" || in.ID == 0 {
 			return syscall.EPERM
 		}
-		if err := f.cfg.Store.SetAttrs(ctx, in.id, mode, mtime); err != nil {
+		if err := f.cfg.Store.SetAttrs(ctx, in.ID, mode, mtime); err != nil {
 			return f.errno("setattr", "instance", err)
 		}
 		f.changed(ctx)
-		if cur := f.snap.Load().files[in.id]; cur != nil {
+		if cur := f.model.File(in.ID); cur != nil {
 			in = cur
 		}
 	}
@@ -996,19 +994,29 @@ func (f *FS) queueNote(n note) bool {
 // handler returns, so the next stat of another name already sees the
 // change. The wait is bounded: the kernel may need a lock that only the
 // returning request releases, and then the invalidation completes later.
-func (f *FS) changedWait(ctx context.Context, old *snapshot, locked []string, names ...string) {
-	if err := f.Refresh(ctx); err != nil {
+func (f *FS) changedWait(ctx context.Context, before uint64, locked []string, names ...string) {
+	// Catchup, not Refresh: Refresh would queue every name without a wait,
+	// and one in a locked directory would hold the notifier until this
+	// request returns, ahead of the names it must send now.
+	if _, err := f.model.Catchup(ctx, f.cfg.Store.DB); err != nil {
 		f.log.Error("reading catalog changes", "err", err)
 	}
 	var waits []chan struct{}
-	pairs := changedNames(old, f.snap.Load())
+	pairs := f.changedSince(before)
 	for _, n := range names {
 		dir, base := splitPath(n)
-		pairs = append(pairs, [2]string{dir, base})
+		pairs = append(pairs, tree.Name{Dir: dir, Name: base})
 	}
+	pairs = append(pairs, tree.Name{Dir: "Packages"}, tree.Name{Dir: "Packages.gz"}, tree.Name{})
+	// Names in directories the kernel holds locked for this request can
+	// only be invalidated after it returns, and the notifier sends in
+	// order: those go last, so that the others are not stuck behind them.
+	slices.SortStableFunc(pairs, func(a, b tree.Name) int {
+		return cmpBool(slices.Contains(locked, a.Dir), slices.Contains(locked, b.Dir))
+	})
 	for _, c := range pairs {
-		n := note{dir: c[0], name: c[1]}
-		if !slices.Contains(locked, c[0]) {
+		n := note{dir: c.Dir, name: c.Name}
+		if !slices.Contains(locked, c.Dir) {
 			n.done = make(chan struct{})
 		}
 		if f.queueNote(n) && n.done != nil {
@@ -1024,6 +1032,16 @@ func (f *FS) changedWait(ctx context.Context, old *snapshot, locked []string, na
 			return
 		}
 	}
+}
+
+func cmpBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
 }
 
 func joinPath(dir, name string) string {

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"errors"
 	"os"
+	"time"
 
 	"pkgdirfs/catalog"
-	pfs "pkgdirfs/fs"
+	"pkgdirfs/tree"
+	"pkgdirfs/tree/pieces"
 )
 
 func cmdIndex(args []string) int {
@@ -20,7 +23,7 @@ func cmdIndex(args []string) int {
 		fl.Usage()
 		return 2
 	}
-	lay, err := pfs.ParseLayouts(*layouts)
+	lay, err := tree.ParseLayouts(*layouts)
 	if err != nil {
 		return fail("index: %v", err)
 	}
@@ -29,16 +32,51 @@ func cmdIndex(args []string) int {
 		return fail("index: %v", err)
 	}
 	defer store.Close()
-	idx, err := pfs.RenderIndex(background(), store.DB, lay)
+	idx, err := renderIndex(store, lay)
 	if err != nil {
 		return fail("index: %v", err)
 	}
-	out := idx.Plain
+	var out []byte
 	if *gz {
-		out = idx.Gz
+		out, err = idx.GzBytes()
+	} else {
+		out, err = idx.Bytes()
+	}
+	if err != nil {
+		return fail("index: %v", err)
 	}
 	if _, err := os.Stdout.Write(out); err != nil {
 		return fail("index: %v", err)
 	}
 	return 0
+}
+
+// renderIndex renders the index of the catalog's present generation, with the
+// TIMESTAMP a mount serving it gives it.
+func renderIndex(store *catalog.Store, lay tree.Layouts) (*tree.IndexView, error) {
+	ctx := background()
+	m, err := tree.Load(ctx, store.DB, lay)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.BuildIndex(ctx, store.DB, pieces.Options{}); err != nil {
+		return nil, err
+	}
+	for attempt := 0; ; attempt++ {
+		ts, err := store.DB.StampGeneration(ctx, m.Gen(), time.Now().Unix())
+		if err == nil {
+			v, err := m.FreezeIndex(m.Gen(), ts)
+			if !errors.Is(err, tree.ErrStale) {
+				return v, err
+			}
+		} else if !errors.Is(err, catalog.ErrStaleGeneration) {
+			return nil, err
+		}
+		if attempt > 50 {
+			return nil, errors.New("catalog keeps changing while rendering the index")
+		}
+		if _, err := m.Catchup(ctx, store.DB); err != nil {
+			return nil, err
+		}
+	}
 }

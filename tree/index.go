@@ -1,0 +1,306 @@
+package tree
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"runtime"
+	"slices"
+	"strconv"
+	"sync"
+
+	"pkgdirfs/catalog"
+	"pkgdirfs/layout"
+	"pkgdirfs/tree/pieces"
+)
+
+// indexState is the rendered index kept with the tree: one block per
+// indexed instance, keyed in Portage's order (cpv in byte order, then
+// build id), held by pieces so that a change re-renders and recompresses
+// only what it touched.
+type indexState struct {
+	p      *pieces.Index
+	header map[string]string
+}
+
+// entryKey orders like the catalog's ORDER BY cpv, build_id: NUL sorts
+// before every byte a longer cpv could continue with, and the padded id
+// sorts numerically.
+func entryKey(cpv string, buildID int64) string {
+	return fmt.Sprintf("%s\x00%020d", cpv, buildID)
+}
+
+// entryOf renders one package block the way Portage writes it.
+func entryOf(in *catalog.Instance, path string, header map[string]string) []byte {
+	pkg := make(map[string]string, len(in.Meta)+8)
+	maps.Copy(pkg, in.Meta)
+	pkg["CPV"] = in.CPV
+	pkg["PATH"] = path
+	pkg["SIZE"] = strconv.FormatInt(in.Size, 10)
+	pkg["MD5"] = in.MD5
+	pkg["SHA1"] = in.SHA1
+	pkg["_mtime_"] = strconv.FormatInt(floorDiv(in.MtimeNs, 1e9), 10)
+	// The catalog's BUILD_ID is authoritative for names and the index.
+	pkg["BUILD_ID"] = strconv.FormatInt(in.BuildID, 10)
+	return layout.RenderPackage(pkg, header)
+}
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if (a%b != 0) && ((a < 0) != (b < 0)) {
+		q--
+	}
+	return q
+}
+
+// putGroup renders the indexed instances of g (insts: g's rows with Meta,
+// in g.files order).
+func (x *indexState) putGroup(m *Model, g *group, insts []catalog.Instance) error {
+	if len(insts) != len(g.files) {
+		return fmt.Errorf("index: %s: %d rows for %d instances", g.cpv, len(insts), len(g.files))
+	}
+	for i, f := range g.files {
+		if p := m.indexPath(f); p != "" {
+			if insts[i].ID != f.ID {
+				return fmt.Errorf("index: %s: row %d is not instance %d", g.cpv, insts[i].ID, f.ID)
+			}
+			x.p.Put(entryKey(g.cpv, f.BuildID), entryOf(&insts[i], p, x.header))
+		}
+	}
+	return nil
+}
+
+func (x *indexState) deleteGroup(g *group) {
+	for _, f := range g.files {
+		x.p.Delete(entryKey(g.cpv, f.BuildID))
+	}
+}
+
+// reindex follows the setGroup calls of one catchup: the entries of every
+// CPV in render go (those of its group before the catchup, olds, too) and
+// are rendered again from the group the model now shows. loaded has the rows
+// of the CPVs the catchup read; others are read from v, which shows the
+// generation the model now shows.
+func (x *indexState) reindex(m *Model, render map[string]bool, olds map[string]*group, loaded map[string][]catalog.Instance, v *catalog.View) error {
+	for _, cpv := range slices.Sorted(maps.Keys(render)) {
+		if old := olds[cpv]; old != nil {
+			x.deleteGroup(old)
+		}
+		g := m.groups[cpv]
+		if g == nil {
+			continue
+		}
+		x.deleteGroup(g)
+		insts, ok := loaded[cpv]
+		if !ok {
+			var err error
+			if insts, err = v.GroupWithMeta(cpv); err != nil {
+				return err
+			}
+		}
+		if err := x.putGroup(m, g, insts); err != nil {
+			return err
+		}
+	}
+	// A write of the pieces' store that failed (a full disk) leaves the
+	// index short of this change: say so rather than serve it.
+	return x.p.Err()
+}
+
+// rebuild renders every entry again (the header changed: entries leave out
+// values they inherit from it). v shows the generation the tree now shows.
+func (x *indexState) rebuild(m *Model, v *catalog.View) error {
+	header, err := v.Header()
+	if err != nil {
+		return err
+	}
+	x.header = header
+	x.p.Reset()
+	return renderAll(v, header, x.p, func(in *catalog.Instance) (string, error) {
+		f := m.files[in.ID]
+		if f == nil {
+			return "", fmt.Errorf("index: instance %d of %s is not in the tree", in.ID, in.CPV)
+		}
+		return m.indexPath(f), nil
+	})
+}
+
+// renderAll renders every indexed instance of v into p. Rendering runs on
+// every core while the catalog is read: at 1,000,000 entries it is what a
+// first read of Packages waits for. pathOf must be safe to call from several
+// goroutines ("" leaves the instance out).
+func renderAll(v *catalog.View, header map[string]string, p *pieces.Index, pathOf func(in *catalog.Instance) (string, error)) error {
+	type job struct {
+		in   *catalog.Instance
+		path string
+	}
+	type entry struct {
+		key   string
+		block []byte
+	}
+	const batchSize = 256
+	jobs := make(chan []job, 4)
+	entries := make(chan []entry, 4)
+	var workers sync.WaitGroup
+	for range runtime.GOMAXPROCS(0) {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			for batch := range jobs {
+				out := make([]entry, len(batch))
+				for i, j := range batch {
+					out[i] = entry{entryKey(j.in.CPV, j.in.BuildID), entryOf(j.in, j.path, header)}
+				}
+				entries <- out
+			}
+		}()
+	}
+	// One goroutine puts: the Index is not safe for concurrent changes.
+	putDone := make(chan error, 1)
+	go func() {
+		for batch := range entries {
+			for _, e := range batch {
+				p.Put(e.key, e.block)
+			}
+		}
+		putDone <- p.Err()
+	}()
+	batch := make([]job, 0, batchSize)
+	err := v.ForEachIndexed(func(in *catalog.Instance) error {
+		path, err := pathOf(in)
+		if err != nil || path == "" {
+			return err
+		}
+		batch = append(batch, job{in, path})
+		if len(batch) == batchSize {
+			jobs <- batch
+			batch = make([]job, 0, batchSize)
+		}
+		return nil
+	})
+	if len(batch) > 0 {
+		jobs <- batch
+	}
+	close(jobs)
+	workers.Wait()
+	close(entries)
+	return errors.Join(err, <-putDone)
+}
+
+// BuildIndex renders the index of the catalog once (the slow part runs
+// without blocking lookups or changes), then keeps it with every change.
+func (m *Model) BuildIndex(ctx context.Context, db *catalog.DB, opts pieces.Options) error {
+	p, err := pieces.New(opts)
+	if err != nil {
+		return err
+	}
+	var gen int64
+	x := &indexState{p: p}
+	err = db.View(ctx, func(v *catalog.View) error {
+		if gen, err = v.Generation(); err != nil {
+			return err
+		}
+		if x.header, err = v.Header(); err != nil {
+			return err
+		}
+		// Without the multi layout an entry's PATH depends on the whole
+		// CPV (newest) and on other CPVs (All/ names): a model of this
+		// generation answers it.
+		var at *Model
+		if !m.lay.Multi {
+			at = NewModel(m.lay)
+			if err := at.loadFrom(v); err != nil {
+				return err
+			}
+		}
+		return renderAll(v, x.header, p, func(in *catalog.Instance) (string, error) {
+			if at == nil {
+				return layout.MultiPath(in.Category, in.PF, in.BuildID, layout.Format(in.Format)), nil
+			}
+			if f := at.files[in.ID]; f != nil {
+				return at.indexPath(f), nil
+			}
+			return "", nil
+		})
+	})
+	if err != nil {
+		p.Close()
+		return err
+	}
+	m.catchMu.Lock()
+	defer m.catchMu.Unlock()
+	m.mu.Lock()
+	if m.idx != nil {
+		m.idx.p.Close()
+	}
+	m.idx = x
+	since := min(m.gen, gen)
+	m.mu.Unlock()
+	// The tree may be ahead of the rendered generation, or behind it:
+	// applying every change since the older one brings both to the
+	// catalog's present (applying a CPV again is harmless).
+	_, err = m.catchup(ctx, db, since)
+	return err
+}
+
+// ErrStale says the model moved past the generation asked for.
+var ErrStale = errors.New("tree: the model moved on")
+
+// IndexView is Packages and Packages.gz of one generation.
+type IndexView struct {
+	Generation int64
+	Timestamp  int64 // TIMESTAMP, and the mtime of both files
+	Packages   int
+	*pieces.View
+}
+
+// FreezeIndex returns the index of generation gen with TIMESTAMP ts; ErrStale
+// if the model shows another generation; an error if the index is not built.
+func (m *Model) FreezeIndex(gen, ts int64) (*IndexView, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.idx == nil {
+		return nil, errors.New("tree: index not built")
+	}
+	if m.gen != gen {
+		return nil, ErrStale
+	}
+	h := make(map[string]string, len(m.idx.header)+3)
+	maps.Copy(h, m.idx.header)
+	n := m.idx.p.Len()
+	h["VERSION"] = "0"
+	h["TIMESTAMP"] = strconv.FormatInt(ts, 10)
+	h["PACKAGES"] = strconv.Itoa(n)
+	v, err := m.idx.p.Freeze(layout.RenderHeader(h), ts)
+	if err != nil {
+		// The store failed (a full disk): drop the index, so that the
+		// caller can build it again (IndexReady is false).
+		m.idx.p.Close()
+		m.idx = nil
+		return nil, err
+	}
+	if ts*1e9 > m.mtimeNs {
+		m.mtimeNs = ts * 1e9
+	}
+	return &IndexView{Generation: gen, Timestamp: ts, Packages: n, View: v}, nil
+}
+
+// IndexReady tells whether BuildIndex has completed.
+func (m *Model) IndexReady() bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.idx != nil
+}
+
+// Close releases the index's resources.
+func (m *Model) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.idx == nil {
+		return nil
+	}
+	err := m.idx.p.Close()
+	m.idx = nil
+	return err
+}

@@ -1,0 +1,627 @@
+package tree
+
+import (
+	"sort"
+	"strings"
+	"sync"
+
+	"pkgdirfs/catalog"
+	"pkgdirfs/layout"
+)
+
+// Inode numbers: instances take their catalog id plus instInoBase, so an
+// instance keeps its st_ino across restarts; directories and synthetic files
+// get numbers from disjoint ranges.
+const (
+	RootIno       = 1
+	PackagesIno   = 2
+	PackagesGzIno = 3
+	instInoBase   = 1 << 8
+	// DirInoBase starts the numbers of directories, given by path for the
+	// life of the process.
+	DirInoBase = 1 << 56
+)
+
+// File is one instance as the tree shows it: enough for getattr and open,
+// nothing that belongs in SQLite. Immutable: a change makes a new File.
+type File struct {
+	ID          int64
+	Size        int64
+	MtimeNs     int64
+	Mode        uint32
+	Blob        string
+	BuildID     int64
+	BuildTime   int64
+	Gpkg        bool
+	Placeholder bool
+	g           *group
+}
+
+// Ino is the instance's inode number under every name.
+func (f *File) Ino() uint64 { return uint64(f.ID) + instInoBase }
+
+func (f *File) format() layout.Format {
+	if f.Gpkg {
+		return layout.FormatGpkg
+	}
+	return layout.FormatXpak
+}
+
+func (f *File) slot() int {
+	if f.Gpkg {
+		return 1
+	}
+	return 0
+}
+
+// MultiPath is the instance's multi-instance path.
+func (f *File) MultiPath() string { return layout.MultiPath(f.g.cat, f.g.pf, f.BuildID, f.format()) }
+
+// CPV is the instance's category/package-version.
+func (f *File) CPV() string { return f.g.cpv }
+
+// group is the instances of one CPV.
+type group struct {
+	cpv, cat, pf string
+	files        []*File  // by build id
+	newest       [2]*File // [xpak, gpkg], placeholders never
+}
+
+type child struct {
+	d *dir
+	f *File
+}
+
+type dir struct {
+	ino      uint64
+	children map[string]child
+	nsub     int
+	sorted   []string // nil when stale
+}
+
+// claim is the CPVs whose newest instance of one format wants one All/ name;
+// the first CPV in byte order shows there.
+type claim struct{ owners []*group }
+
+func (c *claim) owner() *group {
+	if c == nil || len(c.owners) == 0 {
+		return nil
+	}
+	return c.owners[0]
+}
+
+// Model is the tree of one mount. Readers take a read lock per call; changes
+// are applied by one writer at a time (Catchup).
+type Model struct {
+	lay Layouts
+
+	// catchMu serialises the appliers (Catchup, BuildIndex); mu guards the
+	// model against its readers.
+	catchMu     sync.Mutex
+	mu          sync.RWMutex
+	gen         int64
+	mtimeNs     int64
+	dirs        map[string]*dir
+	dirIno      map[string]uint64 // kept after a directory goes: its number stays its own
+	nextIno     uint64
+	files       map[int64]*File
+	groups      map[string]*group
+	legacy      map[string]*claim
+	journal     journal
+	conflictLog func(msg string)
+	indexErrLog func(err error)
+
+	// index: nil until built (BuildIndex); then kept with the tree.
+	idx *indexState
+}
+
+// NewModel returns an empty model showing lay.
+func NewModel(lay Layouts) *Model {
+	m := &Model{lay: lay, dirs: map[string]*dir{}, dirIno: map[string]uint64{"": RootIno}, nextIno: DirInoBase,
+		files: map[int64]*File{}, groups: map[string]*group{}, legacy: map[string]*claim{}}
+	m.dirs[""] = &dir{ino: RootIno, children: map[string]child{}}
+	return m
+}
+
+// Layouts is what the model shows.
+func (m *Model) Layouts() Layouts { return m.lay }
+
+// OnConflict sets where legacy-name conflicts are reported.
+func (m *Model) OnConflict(fn func(msg string)) {
+	m.mu.Lock()
+	m.conflictLog = fn
+	m.mu.Unlock()
+}
+
+// OnIndexError sets where a failure to keep the index is reported (the
+// index is then dropped, and IndexReady is false until BuildIndex again).
+func (m *Model) OnIndexError(fn func(err error)) {
+	m.mu.Lock()
+	m.indexErrLog = fn
+	m.mu.Unlock()
+}
+
+// Gen is the catalog generation the model shows.
+func (m *Model) Gen() int64 {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.gen
+}
+
+// MtimeNs is what directories show as mtime (the last TIMESTAMP).
+func (m *Model) MtimeNs() int64 {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.mtimeNs
+}
+
+// SetMtime sets the directories' mtime (seconds), when a TIMESTAMP is assigned.
+func (m *Model) SetMtime(ts int64) {
+	m.mu.Lock()
+	if ts*1e9 > m.mtimeNs {
+		m.mtimeNs = ts * 1e9
+	}
+	m.mu.Unlock()
+}
+
+// Entry is one name of the tree.
+type Entry struct {
+	Name    string
+	File    *File  // nil for a directory
+	Ino     uint64 // of the directory or file
+	Subdirs int    // a directory's subdirectories, for st_nlink
+}
+
+// IsDir tells a directory from a file.
+func (e Entry) IsDir() bool { return e.File == nil }
+
+func (c child) entry(name string) Entry {
+	if c.d != nil {
+		return Entry{Name: name, Ino: c.d.ino, Subdirs: c.d.nsub}
+	}
+	return Entry{Name: name, File: c.f, Ino: c.f.Ino()}
+}
+
+// Lookup returns what name shows in directory dir.
+func (m *Model) Lookup(dirPath, name string) (Entry, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	d := m.dirs[dirPath]
+	if d == nil {
+		return Entry{}, false
+	}
+	c, ok := d.children[name]
+	if !ok {
+		return Entry{}, false
+	}
+	return c.entry(name), true
+}
+
+// Dir returns the directory at path itself.
+func (m *Model) Dir(path string) (Entry, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	d := m.dirs[path]
+	if d == nil {
+		return Entry{}, false
+	}
+	_, name := splitPath(path)
+	return Entry{Name: name, Ino: d.ino, Subdirs: d.nsub}, true
+}
+
+// HasChildren tells whether the directory at path shows any catalog name.
+func (m *Model) HasChildren(path string) bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	d := m.dirs[path]
+	return d != nil && len(d.children) > 0
+}
+
+// ReadDir lists a directory in name order.
+func (m *Model) ReadDir(path string) ([]Entry, bool) {
+	m.mu.RLock()
+	d := m.dirs[path]
+	if d == nil {
+		m.mu.RUnlock()
+		return nil, false
+	}
+	names := d.sorted
+	if names == nil {
+		// Sorting under the write lock keeps the cached order consistent
+		// with the children it was made from.
+		m.mu.RUnlock()
+		m.mu.Lock()
+		if d = m.dirs[path]; d == nil {
+			m.mu.Unlock()
+			return nil, false
+		}
+		if d.sorted == nil {
+			d.sorted = make([]string, 0, len(d.children))
+			for n := range d.children {
+				d.sorted = append(d.sorted, n)
+			}
+			sort.Strings(d.sorted)
+		}
+		m.mu.Unlock()
+		m.mu.RLock()
+		if d = m.dirs[path]; d == nil || d.sorted == nil {
+			m.mu.RUnlock()
+			return m.ReadDir(path)
+		}
+		names = d.sorted
+	}
+	out := make([]Entry, 0, len(names))
+	for _, n := range names {
+		out = append(out, d.children[n].entry(n))
+	}
+	m.mu.RUnlock()
+	return out, true
+}
+
+// File returns the instance with this id as the tree shows it now.
+func (m *Model) File(id int64) *File {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.files[id]
+}
+
+// IndexPath is the PATH the index gives the instance ("" if not indexed).
+func (m *Model) IndexPath(id int64) string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	f := m.files[id]
+	if f == nil {
+		return ""
+	}
+	return m.indexPath(f)
+}
+
+// DirIno is the inode number of a directory path, stable for the life of
+// the model (also for scratch directories the tree does not show).
+func (m *Model) DirIno(path string) uint64 {
+	m.mu.RLock()
+	ino, ok := m.dirIno[path]
+	m.mu.RUnlock()
+	if ok {
+		return ino
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.dirInoLocked(path)
+}
+
+func (m *Model) dirInoLocked(path string) uint64 {
+	if ino, ok := m.dirIno[path]; ok {
+		return ino
+	}
+	m.nextIno++
+	m.dirIno[path] = m.nextIno
+	return m.nextIno
+}
+
+func splitPath(p string) (dir, name string) {
+	if i := strings.LastIndexByte(p, '/'); i >= 0 {
+		return p[:i], p[i+1:]
+	}
+	return "", p
+}
+
+// indexPath: with the multi layout every package instance by its multi
+// path; without it only the visible newest ones, by their flat (else All/) name.
+func (m *Model) indexPath(f *File) string {
+	if f.Placeholder {
+		return ""
+	}
+	if m.lay.Multi {
+		return f.MultiPath()
+	}
+	g := f.g
+	if g.newest[f.slot()] != f {
+		return ""
+	}
+	if m.lay.Flat {
+		return layout.FlatPath(g.cat, g.pf, f.format())
+	}
+	if m.lay.Legacy {
+		p := layout.LegacyPath(g.pf, f.format())
+		if m.legacy[p].owner() == g {
+			return p
+		}
+	}
+	return ""
+}
+
+// names adds every path group g shows, with its file, to out.
+func (m *Model) names(g *group, out map[string]*File) {
+	if m.lay.Multi {
+		for _, f := range g.files {
+			out[f.MultiPath()] = f
+		}
+	}
+	for _, f := range g.newest {
+		if f == nil {
+			continue
+		}
+		if m.lay.Flat {
+			out[layout.FlatPath(g.cat, g.pf, f.format())] = f
+		}
+		if m.lay.Legacy {
+			p := layout.LegacyPath(g.pf, f.format())
+			if m.legacy[p].owner() == g {
+				out[p] = f
+			}
+		}
+	}
+}
+
+func newGroup(cpv string, insts []catalog.Instance) *group {
+	in := &insts[0]
+	g := &group{cpv: cpv, cat: in.Category, pf: in.PF}
+	for k := range insts {
+		in := &insts[k]
+		f := &File{ID: in.ID, Size: in.Size, MtimeNs: in.MtimeNs, Mode: in.Mode & 0o7777, Blob: in.Blob,
+			BuildID: in.BuildID, BuildTime: in.BuildTime, Gpkg: in.Format == string(layout.FormatGpkg),
+			Placeholder: in.Placeholder, g: g}
+		if f.Mode == 0 {
+			f.Mode = 0o644
+		}
+		if f.Placeholder {
+			f.Size = 0
+		} else if n := g.newest[f.slot()]; n == nil || layout.Newer(f.BuildTime, f.BuildID, n.BuildTime, n.BuildID) {
+			g.newest[f.slot()] = f
+		}
+		g.files = append(g.files, f)
+	}
+	return g
+}
+
+func (g *group) legacyNames() []string {
+	var out []string
+	for _, f := range g.newest {
+		if f != nil {
+			out = append(out, layout.LegacyPath(g.pf, f.format()))
+		}
+	}
+	return out
+}
+
+// setGroup makes the model show cpv as insts (none: gone) and returns the
+// groups whose index entries changed: cpv's own, and others whose All/ name
+// changed hands (their entries carry that name only without multi and flat).
+func (m *Model) setGroup(cpv string, insts []catalog.Instance) (old *group, reindex []*group) {
+	old = m.groups[cpv]
+	var g *group
+	if len(insts) > 0 {
+		g = newGroup(cpv, insts)
+	}
+	// Every group whose names may change: this one, and the claimants of
+	// the All/ names it held or wants.
+	affected := map[string]*group{}
+	var claims []string
+	if m.lay.Legacy {
+		for _, x := range []*group{old, g} {
+			if x != nil {
+				claims = append(claims, x.legacyNames()...)
+			}
+		}
+		for _, p := range claims {
+			if c := m.legacy[p]; c != nil {
+				for _, o := range c.owners {
+					affected[o.cpv] = o
+				}
+			}
+		}
+	}
+	before := map[string]*File{}
+	if old != nil {
+		m.names(old, before)
+	}
+	ownerBefore := map[string]*group{}
+	for _, p := range claims {
+		ownerBefore[p] = m.legacy[p].owner()
+	}
+	for cv, o := range affected {
+		if cv != cpv {
+			m.names(o, before)
+		}
+	}
+
+	// Swap the group and its claims.
+	if old != nil {
+		for _, p := range old.legacyNames() {
+			if c := m.legacy[p]; c != nil {
+				c.owners = removeGroup(c.owners, old)
+				if len(c.owners) == 0 {
+					delete(m.legacy, p)
+				}
+			}
+		}
+		for _, f := range old.files {
+			delete(m.files, f.ID)
+		}
+	}
+	if g != nil {
+		m.groups[cpv] = g
+		for _, f := range g.files {
+			m.files[f.ID] = f
+		}
+		if m.lay.Legacy {
+			for _, p := range g.legacyNames() {
+				c := m.legacy[p]
+				if c == nil {
+					c = &claim{}
+					m.legacy[p] = c
+				}
+				c.owners = insertGroup(c.owners, g)
+				if len(c.owners) > 1 && m.conflictLog != nil {
+					m.conflictLog(p + ": " + c.owners[0].cpv + " holds it, " + c.owners[len(c.owners)-1].cpv + " is not shown there")
+				}
+			}
+		}
+	} else {
+		delete(m.groups, cpv)
+	}
+
+	after := map[string]*File{}
+	if g != nil {
+		m.names(g, after)
+	}
+	for cv, o := range affected {
+		if cv != cpv {
+			m.names(o, after)
+		}
+	}
+	// Removals first: an All/ name changing hands is one path in both maps.
+	for p, f := range before {
+		if after[p] == nil {
+			m.unlinkPath(p, f)
+		}
+	}
+	for p, f := range after {
+		if b := before[p]; b != f {
+			m.linkPath(p, f, b)
+		}
+	}
+	if g != nil {
+		reindex = append(reindex, g)
+	}
+	for _, p := range claims {
+		if ob, nb := ownerBefore[p], m.legacy[p].owner(); ob != nb {
+			for _, x := range []*group{ob, nb} {
+				if x != nil && x.cpv != cpv {
+					reindex = append(reindex, x)
+				}
+			}
+		}
+	}
+	return old, reindex
+}
+
+func insertGroup(s []*group, g *group) []*group {
+	i := sort.Search(len(s), func(i int) bool { return s[i].cpv >= g.cpv })
+	s = append(s, nil)
+	copy(s[i+1:], s[i:])
+	s[i] = g
+	return s
+}
+
+func removeGroup(s []*group, g *group) []*group {
+	for i, x := range s {
+		if x.cpv == g.cpv {
+			return append(s[:i], s[i+1:]...)
+		}
+	}
+	return s
+}
+
+// unlinkPath removes the name p (showing f) and directories left empty.
+func (m *Model) unlinkPath(p string, f *File) {
+	dp, name := splitPath(p)
+	d := m.dirs[dp]
+	if d == nil {
+		return
+	}
+	if c, ok := d.children[name]; !ok || c.f == nil {
+		return
+	}
+	delete(d.children, name)
+	d.sorted = nil
+	m.journal.add(dp, name)
+	for dp != "" && len(d.children) == 0 {
+		delete(m.dirs, dp)
+		parent, base := splitPath(dp)
+		pd := m.dirs[parent]
+		delete(pd.children, base)
+		pd.nsub--
+		pd.sorted = nil
+		m.journal.add(parent, base)
+		dp, d = parent, pd
+	}
+}
+
+// linkPath makes p show f; prev is what it showed (nil: nothing).
+func (m *Model) linkPath(p string, f, prev *File) {
+	dp, name := splitPath(p)
+	d := m.mkdirAll(dp)
+	if _, ok := d.children[name]; !ok {
+		d.sorted = nil
+	}
+	d.children[name] = child{f: f}
+	if prev == nil || prev.ID != f.ID {
+		m.journal.add(dp, name)
+	}
+}
+
+func (m *Model) mkdirAll(p string) *dir {
+	if d := m.dirs[p]; d != nil {
+		return d
+	}
+	parent, name := splitPath(p)
+	pd := m.mkdirAll(parent)
+	d := &dir{ino: m.dirInoLocked(p), children: map[string]child{}}
+	m.dirs[p] = d
+	pd.children[name] = child{d: d}
+	pd.nsub++
+	pd.sorted = nil
+	m.journal.add(parent, name)
+	return d
+}
+
+// Names is a (directory, name) pair the kernel may have cached.
+type Name struct{ Dir, Name string }
+
+// journal remembers the names the last changes touched, so that a caller
+// can invalidate exactly those (ChangedSince).
+type journal struct {
+	seq     uint64 // of the newest entry
+	entries []journalEntry
+}
+
+type journalEntry struct {
+	seq  uint64
+	name Name
+}
+
+// journalKeep bounds the journal; a caller further behind invalidates more.
+const journalKeep = 1 << 14
+
+func (j *journal) add(dir, name string) {
+	j.seq++
+	j.entries = append(j.entries, journalEntry{j.seq, Name{dir, name}})
+	if len(j.entries) > 2*journalKeep {
+		j.entries = append(j.entries[:0], j.entries[len(j.entries)-journalKeep:]...)
+	}
+}
+
+// Seq marks the present, for ChangedSince.
+func (m *Model) Seq() uint64 {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.journal.seq
+}
+
+// ChangedSince lists the names changed after seq; ok is false when the
+// journal no longer reaches back that far.
+func (m *Model) ChangedSince(seq uint64) (names []Name, ok bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	e := m.journal.entries
+	i := sort.Search(len(e), func(i int) bool { return e[i].seq > seq })
+	if seq < m.journal.seq && (len(e) == 0 || e[0].seq > seq+1) {
+		return nil, false
+	}
+	seen := make(map[Name]bool, len(e)-i)
+	for _, x := range e[i:] {
+		if !seen[x.name] {
+			seen[x.name] = true
+			names = append(names, x.name)
+		}
+	}
+	return names, true
+}
+
+// FileOf is the File of an instance the tree may not show yet (a commit
+// the model has not applied).
+func FileOf(in *catalog.Instance) *File {
+	return newGroup(in.CPV, []catalog.Instance{*in}).files[0]
+}

@@ -1,0 +1,462 @@
+package tree
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"pkgdirfs/catalog"
+	"pkgdirfs/tree/pieces"
+)
+
+func inst(id int64, cat, pn, pf string, buildID, buildTime int64, format string) catalog.Instance {
+	return catalog.Instance{ID: id, Category: cat, PN: pn, PF: pf, CPV: cat + "/" + pf,
+		BuildID: buildID, BuildTime: buildTime, Format: format, Size: 100 * id, Blob: "b"}
+}
+
+func loaded(lay Layouts, insts []catalog.Instance) *Model {
+	m := NewModel(lay)
+	m.loadAll(insts)
+	return m
+}
+
+// files lists every file path of the model with the instance id it shows,
+// and every directory with its subdirectory count, walking from the root.
+func files(m *Model) []string {
+	var out []string
+	var walk func(p string)
+	walk = func(p string) {
+		ents, ok := m.ReadDir(p)
+		if !ok {
+			out = append(out, p+": missing")
+			return
+		}
+		for _, e := range ents {
+			full := e.Name
+			if p != "" {
+				full = p + "/" + e.Name
+			}
+			if e.IsDir() {
+				out = append(out, fmt.Sprintf("%s/ (%d)", full, e.Subdirs))
+				walk(full)
+			} else {
+				out = append(out, full+"="+strconv.FormatInt(e.File.ID, 10))
+			}
+		}
+	}
+	walk("")
+	return out
+}
+
+func fileNames(m *Model) []string {
+	var out []string
+	for _, s := range files(m) {
+		if !strings.HasSuffix(s, ")") {
+			out = append(out, s)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func TestModelLayouts(t *testing.T) {
+	insts := []catalog.Instance{
+		// hello: build 2 is newest by BUILD_TIME although build 3 has the higher id.
+		inst(1, "app-misc", "hello", "hello-2.10", 1, 100, "xpak"),
+		inst(2, "app-misc", "hello", "hello-2.10", 2, 300, "xpak"),
+		inst(3, "app-misc", "hello", "hello-2.10", 3, 200, "xpak"),
+		inst(4, "app-misc", "hello", "hello-2.10", 4, 50, "gpkg"),
+		// equal BUILD_TIME: the higher BUILD_ID wins.
+		inst(5, "dev-libs", "foo", "foo-1", 1, 10, "gpkg"),
+		inst(6, "dev-libs", "foo", "foo-1", 2, 10, "gpkg"),
+		// same PF in another category: All/ can show only one of them.
+		inst(7, "dev-perl", "foo", "foo-1", 1, 10, "gpkg"),
+	}
+	var conflicts []string
+	m := NewModel(AllLayouts)
+	m.OnConflict(func(s string) { conflicts = append(conflicts, s) })
+	m.loadAll(insts)
+	want := []string{
+		"All/foo-1.gpkg.tar=6",
+		"All/hello-2.10.gpkg.tar=4",
+		"All/hello-2.10.tbz2=2",
+		"app-misc/hello-2.10.gpkg.tar=4",
+		"app-misc/hello-2.10.tbz2=2",
+		"app-misc/hello/hello-2.10-1.xpak=1",
+		"app-misc/hello/hello-2.10-2.xpak=2",
+		"app-misc/hello/hello-2.10-3.xpak=3",
+		"app-misc/hello/hello-2.10-4.gpkg.tar=4",
+		"dev-libs/foo-1.gpkg.tar=6",
+		"dev-libs/foo/foo-1-1.gpkg.tar=5",
+		"dev-libs/foo/foo-1-2.gpkg.tar=6",
+		"dev-perl/foo-1.gpkg.tar=7",
+		"dev-perl/foo/foo-1-1.gpkg.tar=7",
+	}
+	if got := fileNames(m); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("tree:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if len(conflicts) != 1 || !strings.Contains(conflicts[0], "dev-perl/foo-1") {
+		t.Errorf("conflicts = %q, want one naming dev-perl/foo-1", conflicts)
+	}
+	if got := m.IndexPath(1); got != "app-misc/hello/hello-2.10-1.xpak" {
+		t.Errorf("index path of 1 = %q", got)
+	}
+	// One inode per instance, whatever the name.
+	a, _ := m.Lookup("app-misc", "hello-2.10.tbz2")
+	b, _ := m.Lookup("app-misc/hello", "hello-2.10-2.xpak")
+	if a.File != b.File || a.Ino != uint64(2)+instInoBase {
+		t.Errorf("flat and multi names of instance 2 differ: %+v %+v", a, b)
+	}
+	cat, _ := m.Dir("app-misc")
+	root, _ := m.Dir("")
+	if cat.Subdirs != 1 || root.Subdirs != 4 {
+		t.Errorf("subdirs: app-misc %d (want 1), root %d (want 4: All + 3 categories)", cat.Subdirs, root.Subdirs)
+	}
+}
+
+func TestModelNarrowLayouts(t *testing.T) {
+	insts := []catalog.Instance{
+		inst(1, "app-misc", "hello", "hello-2.10", 1, 100, "xpak"),
+		inst(2, "app-misc", "hello", "hello-2.10", 2, 300, "xpak"),
+	}
+	flat := loaded(Layouts{Flat: true}, insts)
+	if got := strings.Join(fileNames(flat), " "); got != "app-misc/hello-2.10.tbz2=2" {
+		t.Errorf("flat tree = %s", got)
+	}
+	if flat.IndexPath(1) != "" || flat.IndexPath(2) != "app-misc/hello-2.10.tbz2" {
+		t.Errorf("flat index paths = %q %q, want only the visible newest", flat.IndexPath(1), flat.IndexPath(2))
+	}
+	multi := loaded(Layouts{Multi: true}, insts)
+	if _, ok := multi.Dir("All"); ok {
+		t.Error("multi-only tree has All/")
+	}
+	if ents, _ := multi.ReadDir("app-misc"); len(ents) != 1 {
+		t.Errorf("multi-only app-misc/ holds %d entries, want just hello/", len(ents))
+	}
+	legacy := loaded(Layouts{Legacy: true}, insts)
+	if got := strings.Join(fileNames(legacy), " "); got != "All/hello-2.10.tbz2=2" {
+		t.Errorf("legacy tree = %s", got)
+	}
+	for _, bad := range []string{"mult", "flat,nope", "all,x"} {
+		if _, err := ParseLayouts(bad); err == nil {
+			t.Errorf("ParseLayouts(%q) accepted", bad)
+		}
+	}
+	if l, err := ParseLayouts("flat,legacy"); err != nil || l != (Layouts{Flat: true, Legacy: true}) {
+		t.Errorf("ParseLayouts(flat,legacy) = %v, %v", l, err)
+	}
+}
+
+func TestModelSetGroupJournal(t *testing.T) {
+	m := loaded(AllLayouts, []catalog.Instance{inst(1, "app-misc", "hello", "hello-2.10", 1, 100, "xpak")})
+	ino, _ := m.Dir("app-misc")
+	seq := m.Seq()
+	m.mu.Lock()
+	m.setGroup("app-misc/hello-2.10", []catalog.Instance{
+		inst(1, "app-misc", "hello", "hello-2.10", 1, 100, "xpak"),
+		inst(2, "app-misc", "hello", "hello-2.10", 2, 300, "xpak"),
+	})
+	m.mu.Unlock()
+	names, ok := m.ChangedSince(seq)
+	var got []string
+	for _, n := range names {
+		got = append(got, n.Dir+"|"+n.Name)
+	}
+	slices.Sort(got)
+	want := "All|hello-2.10.tbz2 app-misc/hello|hello-2.10-2.xpak app-misc|hello-2.10.tbz2"
+	if !ok || strings.Join(got, " ") != want {
+		t.Errorf("changed = %q (%v), want %q", strings.Join(got, " "), ok, want)
+	}
+	if now, _ := m.Dir("app-misc"); now.Ino != ino.Ino {
+		t.Error("directory inode changed between generations")
+	}
+	// Removing the last instance removes the directories it alone kept.
+	seq = m.Seq()
+	m.mu.Lock()
+	m.setGroup("app-misc/hello-2.10", nil)
+	m.mu.Unlock()
+	if got := files(m); len(got) != 0 {
+		t.Errorf("tree after removing everything: %q", got)
+	}
+	names, _ = m.ChangedSince(seq)
+	if !slices.Contains(names, Name{"", "app-misc"}) || !slices.Contains(names, Name{"", "All"}) {
+		t.Errorf("removed directories not in the journal: %v", names)
+	}
+	if _, ok := m.ChangedSince(0); ok {
+		// The journal starts empty at load; seq 0 is before it, which is fine
+		// only while no entry was trimmed.
+		if len(m.journal.entries) > 0 && m.journal.entries[0].seq > 1 {
+			t.Error("ChangedSince claims a trimmed past")
+		}
+	}
+}
+
+// world drives a real catalog through random changes, as commits, removals,
+// chmods, header writes and imports would.
+type world struct {
+	t   *testing.T
+	db  *catalog.DB
+	rng *rand.Rand
+	ids []int64
+}
+
+var worldCPVs = func() []string {
+	var out []string
+	for _, cat := range []string{"app-misc", "dev-libs", "dev-perl"} {
+		for _, pn := range []string{"foo", "bar", "foo-bar"} {
+			for _, v := range []string{"1", "1.0", "2-r1"} {
+				out = append(out, cat+"/"+pn+"-"+v)
+			}
+		}
+	}
+	return out
+}()
+
+func (w *world) insert(tx *catalog.Tx) {
+	cpv := worldCPVs[w.rng.IntN(len(worldCPVs))]
+	cat, pf, _ := strings.Cut(cpv, "/")
+	pn := pf[:strings.LastIndexByte(pf, '-')]
+	if strings.HasSuffix(pf, "-r1") {
+		pn = strings.TrimSuffix(pf, "-2-r1")
+	}
+	id, err := tx.NextBuildID(cpv)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	format := "xpak"
+	if w.rng.IntN(3) == 0 {
+		format = "gpkg"
+	}
+	in := &catalog.Instance{Category: cat, PN: pn, PF: pf, CPV: cpv, BuildID: id,
+		BuildTime: int64(w.rng.IntN(4)), Format: format, Size: int64(w.rng.IntN(1 << 20)),
+		MtimeNs: int64(w.rng.IntN(1e6)) * 1e9, Mode: 0o644, MD5: fmt.Sprintf("%032x", w.rng.Uint64()),
+		SHA1: fmt.Sprintf("%040x", w.rng.Uint64()), Blob: "x",
+		Meta: map[string]string{"CHOST": []string{"x86_64-pc-linux-gnu", "aarch64-unknown-linux-gnu"}[w.rng.IntN(2)],
+			"SLOT": "0", "EAPI": "8", "USE": strings.Repeat("flag ", w.rng.IntN(20)) + "end", "BUILD_TIME": "1"},
+	}
+	if w.rng.IntN(8) == 0 {
+		in.Placeholder, in.Size, in.Meta = true, 0, nil
+	}
+	if _, err := tx.InsertInstance(in); err != nil {
+		w.t.Fatal(err)
+	}
+	w.ids = append(w.ids, in.ID)
+}
+
+func (w *world) step() {
+	err := w.db.Tx(context.Background(), func(tx *catalog.Tx) error {
+		for n := 1 + w.rng.IntN(3); n > 0; n-- {
+			switch op := w.rng.IntN(10); {
+			case op < 5 || len(w.ids) == 0:
+				w.insert(tx)
+			case op < 8:
+				i := w.rng.IntN(len(w.ids))
+				if err := tx.DeleteInstance(w.ids[i]); err != nil {
+					return err
+				}
+				w.ids = slices.Delete(w.ids, i, i+1)
+			case op < 9:
+				if err := tx.SetInstanceAttrs(w.ids[w.rng.IntN(len(w.ids))], 0o600, int64(w.rng.IntN(1e6))*1e9); err != nil {
+					return err
+				}
+			default:
+				if err := tx.SetHeader(map[string]string{"CHOST": "x86_64-pc-linux-gnu", "ARCH": fmt.Sprint("amd", w.rng.IntN(3))}); err != nil {
+					return err
+				}
+			}
+		}
+		_, err := tx.BumpGeneration()
+		return err
+	})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+func gunzip(t *testing.T, b []byte) []byte {
+	zr, err := gzip.NewReader(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func indexOf(t *testing.T, m *Model) []byte {
+	v, err := m.FreezeIndex(m.Gen(), 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := v.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gz, err := v.GzBytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(gunzip(t, gz), plain) {
+		t.Fatal("Packages.gz does not decompress to Packages")
+	}
+	if int64(len(plain)) != v.Size() || int64(len(gz)) != v.GzSize() {
+		t.Fatalf("sizes %d/%d, want %d/%d", v.Size(), v.GzSize(), len(plain), len(gz))
+	}
+	return plain
+}
+
+// TestModelIncrementalEqualsReload: after any sequence of catalog changes,
+// the model kept by Catchup equals a fresh load, tree and index, for every
+// layout choice; and the journal names every path that changed.
+func TestModelIncrementalEqualsReload(t *testing.T) {
+	for _, lay := range []Layouts{AllLayouts, {Multi: true}, {Flat: true}, {Legacy: true}, {Flat: true, Legacy: true}} {
+		t.Run(lay.String(), func(t *testing.T) {
+			ctx := context.Background()
+			db, err := catalog.Open(filepath.Join(t.TempDir(), "catalog.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			w := &world{t: t, db: db, rng: rand.New(rand.NewPCG(1, uint64(len(lay.String()))))}
+			for range 20 {
+				w.step()
+			}
+			m, err := Load(ctx, db, lay)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := m.BuildIndex(ctx, db, pieces.Options{ChunkEntries: 4}); err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			for round := range 60 {
+				before := fileNames(m)
+				seq := m.Seq()
+				for n := w.rng.IntN(4); n >= 0; n-- {
+					w.step()
+				}
+				if _, err := m.Catchup(ctx, db); err != nil {
+					t.Fatal(err)
+				}
+				fresh, err := Load(ctx, db, lay)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := fresh.BuildIndex(ctx, db, pieces.Options{}); err != nil {
+					t.Fatal(err)
+				}
+				if got, want := files(m), files(fresh); !slices.Equal(got, want) {
+					t.Fatalf("round %d: tree\n%s\nwant\n%s", round, strings.Join(got, "\n"), strings.Join(want, "\n"))
+				}
+				if got, want := indexOf(t, m), indexOf(t, fresh); !bytes.Equal(got, want) {
+					t.Fatalf("round %d: index\n%s\nwant\n%s", round, got, want)
+				}
+				fresh.Close()
+				changed, ok := m.ChangedSince(seq)
+				if !ok {
+					t.Fatalf("round %d: journal lost", round)
+				}
+				for _, p := range symDiff(before, fileNames(m)) {
+					dir, name := splitPath(p)
+					if !slices.Contains(changed, Name{dir, name}) {
+						t.Fatalf("round %d: %s changed but the journal says only %v", round, p, changed)
+					}
+				}
+			}
+		})
+	}
+}
+
+// symDiff lists the paths whose presence or instance differs.
+func symDiff(a, b []string) []string {
+	ma, mb := map[string]string{}, map[string]string{}
+	for _, s := range a {
+		p, id, _ := strings.Cut(s, "=")
+		ma[p] = id
+	}
+	for _, s := range b {
+		p, id, _ := strings.Cut(s, "=")
+		mb[p] = id
+	}
+	var out []string
+	for p, id := range ma {
+		if mb[p] != id {
+			out = append(out, p)
+		}
+	}
+	for p := range mb {
+		if _, ok := ma[p]; !ok {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// TestModelConcurrentReaders reads the tree and the index while changes are
+// applied (run with -race).
+func TestModelConcurrentReaders(t *testing.T) {
+	ctx := context.Background()
+	db, err := catalog.Open(filepath.Join(t.TempDir(), "catalog.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	w := &world{t: t, db: db, rng: rand.New(rand.NewPCG(7, 7))}
+	for range 20 {
+		w.step()
+	}
+	m, err := Load(ctx, db, AllLayouts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.BuildIndex(ctx, db, pieces.Options{ChunkEntries: 4}); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for r := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if r == 0 {
+					v, err := m.FreezeIndex(m.Gen(), 1000)
+					if err == nil {
+						if _, err := v.Bytes(); err != nil {
+							t.Error(err)
+						}
+					}
+					continue
+				}
+				files(m)
+				m.File(int64(r))
+				m.IndexPath(int64(r))
+			}
+		}()
+	}
+	for range 100 {
+		w.step()
+		if _, err := m.Catchup(ctx, db); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+}
