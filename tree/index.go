@@ -216,7 +216,7 @@ func (m *Model) BuildIndex(ctx context.Context, db *catalog.DB, opts pieces.Opti
 		}
 		return renderAll(v, x.header, p, func(in *catalog.Instance) (string, error) {
 			if at == nil {
-				return layout.MultiPath(in.Category, in.PF, in.BuildID, layout.Format(in.Format)), nil
+				return multiPath(in.Category, in.PN, in.PF, in.BuildID, in.Format == string(layout.FormatGpkg)), nil
 			}
 			if f := at.files[in.ID]; f != nil {
 				return at.indexPath(f), nil
@@ -224,6 +224,14 @@ func (m *Model) BuildIndex(ctx context.Context, db *catalog.DB, opts pieces.Opti
 			return "", nil
 		})
 	})
+	if err == nil {
+		// Seal every chunk now: their text leaves the heap (in Dir mode)
+		// before the daemon hands its garbage back to the system.
+		var v *pieces.View
+		if v, err = p.Freeze(nil, 0); err == nil {
+			v.Release()
+		}
+	}
 	if err != nil {
 		p.Close()
 		return err

@@ -2,6 +2,7 @@ package tree
 
 import (
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -54,17 +55,26 @@ func (f *File) slot() int {
 	return 0
 }
 
-// MultiPath is the instance's multi-instance path.
-func (f *File) MultiPath() string { return layout.MultiPath(f.g.cat, f.g.pf, f.BuildID, f.format()) }
+// MultiPath is the instance's multi-instance path (layout.MultiPath, with
+// the PN the catalog keeps instead of parsing PF again).
+func (f *File) MultiPath() string { return multiPath(f.g.cat, f.g.pn, f.g.pf, f.BuildID, f.Gpkg) }
+
+func multiPath(cat, pn, pf string, buildID int64, gpkg bool) string {
+	ext := ".xpak"
+	if gpkg {
+		ext = ".gpkg.tar"
+	}
+	return cat + "/" + pn + "/" + pf + "-" + strconv.FormatInt(buildID, 10) + ext
+}
 
 // CPV is the instance's category/package-version.
 func (f *File) CPV() string { return f.g.cpv }
 
 // group is the instances of one CPV.
 type group struct {
-	cpv, cat, pf string
-	files        []*File  // by build id
-	newest       [2]*File // [xpak, gpkg], placeholders never
+	cpv, cat, pn, pf string
+	files            []*File  // by build id
+	newest           [2]*File // [xpak, gpkg], placeholders never
 }
 
 type child struct {
@@ -356,7 +366,7 @@ func (m *Model) names(g *group, out map[string]*File) {
 
 func newGroup(cpv string, insts []catalog.Instance) *group {
 	in := &insts[0]
-	g := &group{cpv: cpv, cat: in.Category, pf: in.PF}
+	g := &group{cpv: cpv, cat: in.Category, pn: in.PN, pf: in.PF}
 	for k := range insts {
 		in := &insts[k]
 		f := &File{ID: in.ID, Size: in.Size, MtimeNs: in.MtimeNs, Mode: in.Mode & 0o7777, Blob: in.Blob,

@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"pkgdirfs/catalog"
+	"pkgdirfs/layout"
 	"pkgdirfs/tree/pieces"
 )
 
@@ -109,6 +110,12 @@ func TestModelLayouts(t *testing.T) {
 	}
 	if got := m.IndexPath(1); got != "app-misc/hello/hello-2.10-1.xpak" {
 		t.Errorf("index path of 1 = %q", got)
+	}
+	for _, in := range insts {
+		f := m.File(in.ID)
+		if got, want := f.MultiPath(), layout.MultiPath(in.Category, in.PF, in.BuildID, layout.Format(in.Format)); got != want {
+			t.Errorf("MultiPath of %d = %q, layout says %q", in.ID, got, want)
+		}
 	}
 	// One inode per instance, whatever the name.
 	a, _ := m.Lookup("app-misc", "hello-2.10.tbz2")

@@ -49,7 +49,7 @@ const (
 	// size on Packages chunks and about 1.5x faster (see bench_test.go).
 	DefaultGzipLevel = 6
 
-	defaultMaxDraft = 64 << 20  // Dir mode: unsealed bytes held on the heap before an early seal
+	defaultMaxDraft = 8 << 20   // Dir mode: unsealed bytes held on the heap before an early seal
 	defaultMinDead  = 64 << 20  // Dir mode: dead bytes tolerated before compaction
 	migrateMin      = 256 << 10 // Dir mode: bytes moved per Freeze while compacting, at least
 )
