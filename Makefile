@@ -7,6 +7,9 @@ PKGDIR  ?= /var/cache/binpkgs
 # A count, not a duration: a duration races the fuzz coordinator's own deadline
 # in Go < 1.27 (golang/go#75804: a bare "context deadline exceeded" failure).
 FUZZTIME ?= 150000x
+# BenchmarkScale sizes: instances with package files, and catalog-only (0 skips it).
+BENCH_SCALE ?= 100000
+BENCH_SCALE_CATALOG ?= 1000000
 
 # Debian packages the tests drive (the real tools users use) and the mount needs.
 TEST_PKGS := fuse3 rsync zstd xz-utils bzip2 lz4 gzip tar coreutils util-linux curl nginx attr psmisc
@@ -32,7 +35,7 @@ deps:
 # Import PKGDIR into the catalog, then mount the catalog over it.
 mount: build
 	@dpkg-query -W -f='$${Status}' fuse3 2>/dev/null | grep -q "ok installed" || { apt-get update -qq && apt-get install -y -qq fuse3; }
-	$(BIN) import --state $(STATE) $(PKGDIR)
+	$(BIN) import --link --state $(STATE) $(PKGDIR)
 	$(BIN) mount --state $(STATE) --allow-other $(PKGDIR)
 	@echo "mounted $(PKGDIR) (state $(STATE)); unmount with: umount $(PKGDIR)"
 
@@ -42,7 +45,7 @@ vet:
 	$(GO) vet ./...
 
 unit:
-	$(GO) test -race -count=1 ./xpak/ ./layout/ ./catalog/ ./fs/ ./cmd/...
+	$(GO) test -race -count=1 ./xpak/ ./layout/ ./catalog/ ./tree/... ./fs/ ./cmd/...
 
 integration: build
 	$(GO) test -count=1 -timeout 25m ./integration/
@@ -61,7 +64,11 @@ crash: deps build
 	$(GO) test -count=1 -run TestCrashKill9 -v -timeout 25m ./integration/
 
 bench: deps build
-	$(GO) test -count=1 -run='^$$' -bench=. -benchtime=1x -timeout 30m ./integration/
+	BENCH_SCALE=$(BENCH_SCALE) BENCH_SCALE_CATALOG=$(BENCH_SCALE_CATALOG) $(GO) test -count=1 -run='^$$' -bench=. -benchtime=1x -timeout 60m ./integration/
+
+# The scale section of bench alone (~25 min at the defaults; BENCH_SCALE=3000 BENCH_SCALE_CATALOG=20000 for a quick run).
+bench-scale: deps build
+	BENCH_SCALE=$(BENCH_SCALE) BENCH_SCALE_CATALOG=$(BENCH_SCALE_CATALOG) $(GO) test -count=1 -run='^$$' -bench='^BenchmarkScale$$' -benchtime=1x -timeout 60m ./integration/
 
 clean:
 	rm -rf bin

@@ -3,6 +3,7 @@ package catalog
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -16,6 +17,8 @@ type ImportResult struct {
 	Imported int
 	Present  int // same bytes of the same CPV already in the catalog
 	Invalid  []Invalid
+	// How the bytes of the imported packages reached blobs/ (Store.Import).
+	Linked, Cloned, Copied int
 }
 
 // Invalid is a file that was not imported, and why.
@@ -26,8 +29,9 @@ type Invalid struct {
 
 // ImportFile is one package file found in a source PKGDIR.
 type ImportFile struct {
-	Path string // absolute
+	Path string // the root joined with Rel
 	Rel  string // relative to the PKGDIR root
+	Root string // the PKGDIR root it was found under
 	Size int64
 }
 
@@ -54,7 +58,7 @@ func ScanPKGDIR(src string) ([]ImportFile, error) {
 		if err != nil {
 			return err
 		}
-		out = append(out, ImportFile{Path: p, Rel: filepath.ToSlash(rel), Size: info.Size()})
+		out = append(out, ImportFile{Path: p, Rel: filepath.ToSlash(rel), Root: src, Size: info.Size()})
 		return nil
 	})
 	sort.Slice(out, func(i, j int) bool { return out[i].Rel < out[j].Rel })
@@ -106,8 +110,9 @@ func (s *Store) KeepHeader(ctx context.Context, b []byte) error {
 	})
 }
 
-// ImportOne copies one file in. A refused file is reported in res, not as an error;
-// errors are our own failures (disk, catalog).
+// ImportOne copies one file in, in its own transaction (Import does many at
+// once). A refused file is reported in res, not as an error; errors are our
+// own failures (disk, catalog).
 func (s *Store) ImportOne(ctx context.Context, f ImportFile, res *ImportResult) error {
 	in, err := os.Open(f.Path)
 	if err != nil {
@@ -152,15 +157,30 @@ func (s *Store) FillHeaderCHOST(ctx context.Context) error {
 	if err != nil || h["CHOST"] != "" {
 		return err
 	}
+	// Counted by SQLite: loading every instance with its metadata would
+	// cost a large import a noticeable part of its time.
+	rows, err := s.DB.ro.QueryContext(ctx, `SELECT m.value, count(*) FROM instance_meta m
+		JOIN instances i ON i.id = m.instance_id
+		WHERE m.key = 'CHOST' AND m.value != '' AND i.state = 'package' GROUP BY m.value`)
+	if err != nil {
+		return fmt.Errorf("catalog: CHOST of the packages: %w", err)
+	}
+	defer rows.Close()
 	count := map[string]int{}
-	err = s.DB.ForEachIndexed(ctx, func(in *Instance) error {
-		if c := in.Meta["CHOST"]; c != "" {
-			count[c]++
+	for rows.Next() {
+		var c string
+		var n int
+		if err := rows.Scan(&c, &n); err != nil {
+			return fmt.Errorf("catalog: CHOST of the packages: %w", err)
 		}
+		count[c] = n
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("catalog: CHOST of the packages: %w", err)
+	}
+	rows.Close()
+	if len(count) == 0 {
 		return nil
-	})
-	if err != nil || len(count) == 0 {
-		return err
 	}
 	best := ""
 	for c, n := range count {

@@ -326,6 +326,12 @@ func stampBuildID(c *Candidate, inst *Instance) error {
 // the metadata BUILD_ID, each only while free; else the next one.
 func chooseBuildID(tx *Tx, cpv string, fromName int64, fromMeta string) (int64, error) {
 	if fromName > 0 {
+		// Only a taken id can be a placeholder's: a free one (the common
+		// case of an import) needs no look at the CPV's instances.
+		taken, err := tx.BuildIDTaken(cpv, fromName)
+		if err != nil || !taken {
+			return fromName, err
+		}
 		insts, err := tx.InstancesByCPV(cpv)
 		if err != nil {
 			return 0, err
@@ -380,16 +386,32 @@ func commitFile(src, dst string) error {
 // identify parses the staged bytes and checks them against the name they came
 // under, the way Portage validates a package in a PKGDIR.
 func (s *Store) identify(c *Candidate) (*Instance, error) {
-	p := layout.ParsePath(c.Name)
-	if p.Kind == layout.KindOther {
-		return nil, refuse(c.Name, "not a package file name (want CATEGORY/PN/PF-BUILD_ID.xpak|.gpkg.tar, CATEGORY/PF.tbz2|.gpkg.tar or All/PF.tbz2)")
+	if err := checkPackageName(c.Name); err != nil {
+		return nil, err
 	}
 	f, err := os.Open(c.File)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	info, err := xpak.Inspect(f, c.Size, xpak.InspectOptions{})
+	return identifyAt(c, f)
+}
+
+func checkPackageName(name string) error {
+	if layout.ParsePath(name).Kind == layout.KindOther {
+		return refuse(name, "not a package file name (want CATEGORY/PN/PF-BUILD_ID.xpak|.gpkg.tar, CATEGORY/PF.tbz2|.gpkg.tar or All/PF.tbz2)")
+	}
+	return nil
+}
+
+// identifyAt is identify reading the candidate's bytes from r (an import
+// reads them from the file or buffer it just hashed, not from c.File again).
+func identifyAt(c *Candidate, r io.ReaderAt) (*Instance, error) {
+	p := layout.ParsePath(c.Name)
+	if p.Kind == layout.KindOther {
+		return nil, checkPackageName(c.Name)
+	}
+	info, err := xpak.Inspect(r, c.Size, xpak.InspectOptions{})
 	if err != nil {
 		var fe *xpak.FormatError
 		if errors.As(err, &fe) {
