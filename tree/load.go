@@ -104,25 +104,7 @@ func (m *Model) loadAll(insts []catalog.Instance) {
 // order); linkAll then makes the names.
 func (m *Model) addGroup(insts []catalog.Instance) *group {
 	g := newGroup(insts[0].CPV, insts)
-	m.groups[g.cpv] = g
-	for _, f := range g.files {
-		m.files[f.ID] = f
-	}
-	if !m.lay.Legacy {
-		return g
-	}
-	for _, p := range g.legacyNames() {
-		c := m.legacy[p]
-		if c == nil {
-			c = &claim{}
-			m.legacy[p] = c
-		}
-		// cpv order: appending keeps owners sorted.
-		c.owners = append(c.owners, g)
-		if len(c.owners) > 1 && m.conflictLog != nil {
-			m.conflictLog(p + ": " + c.owners[0].cpv + " holds it, " + g.cpv + " is not shown there")
-		}
-	}
+	m.register(g)
 	return g
 }
 

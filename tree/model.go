@@ -451,23 +451,7 @@ func (m *Model) setGroup(cpv string, insts []catalog.Instance) (old *group, rein
 		}
 	}
 	if g != nil {
-		m.groups[cpv] = g
-		for _, f := range g.files {
-			m.files[f.ID] = f
-		}
-		if m.lay.Legacy {
-			for _, p := range g.legacyNames() {
-				c := m.legacy[p]
-				if c == nil {
-					c = &claim{}
-					m.legacy[p] = c
-				}
-				c.owners = insertGroup(c.owners, g)
-				if len(c.owners) > 1 && m.conflictLog != nil {
-					m.conflictLog(p + ": " + c.owners[0].cpv + " holds it, " + c.owners[len(c.owners)-1].cpv + " is not shown there")
-				}
-			}
-		}
+		m.register(g)
 	} else {
 		delete(m.groups, cpv)
 	}
@@ -505,6 +489,33 @@ func (m *Model) setGroup(cpv string, insts []catalog.Instance) (old *group, rein
 		}
 	}
 	return old, reindex
+}
+
+// register makes g's instances and All/ claims known; its names are made
+// apart from this.
+func (m *Model) register(g *group) {
+	m.groups[g.cpv] = g
+	for _, f := range g.files {
+		m.files[f.ID] = f
+	}
+	if !m.lay.Legacy {
+		return
+	}
+	for _, p := range g.legacyNames() {
+		c := m.legacy[p]
+		if c == nil {
+			c = &claim{}
+			m.legacy[p] = c
+		}
+		c.owners = insertGroup(c.owners, g)
+		if len(c.owners) > 1 && m.conflictLog != nil {
+			hidden := g
+			if c.owners[0] == g {
+				hidden = c.owners[1]
+			}
+			m.conflictLog(p + ": " + c.owners[0].cpv + " holds it, " + hidden.cpv + " is not shown there")
+		}
+	}
 }
 
 func insertGroup(s []*group, g *group) []*group {
