@@ -50,8 +50,10 @@ type FS struct {
 	root  *dirNode
 
 	// idxReady is closed once the first index build has ended: the tree
-	// serves lookups before that.
-	idxReady chan struct{}
+	// serves lookups before that. stopBuild cancels that build (unmount).
+	idxReady  chan struct{}
+	buildCtx  context.Context
+	stopBuild context.CancelFunc
 
 	idxMu sync.Mutex
 	idx   *tree.IndexView
@@ -107,6 +109,7 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 	// the way to mounting (a full collection takes a while at 1,000,000).
 	go debug.FreeOSMemory()
 	f.model = model
+	f.buildCtx, f.stopBuild = context.WithCancel(context.Background())
 	f.root = &dirNode{fs: f, path: ""}
 	var st syscall.Stat_t
 	if err := syscall.Stat(cfg.Store.ScratchDir(), &st); err != nil {
@@ -168,9 +171,9 @@ func (f *FS) Mount(dir string) error {
 // page cache, not the daemon's heap.
 func (f *FS) buildIndex() {
 	defer close(f.idxReady)
-	f.idxMu.Lock()
-	defer f.idxMu.Unlock()
-	if err := f.renderIndex(); err != nil {
+	// Not under idxMu: index() waits for idxReady anyway, and the poll
+	// loop (settle) must not wait for a render.
+	if err := f.renderIndex(f.buildCtx); err != nil && f.buildCtx.Err() == nil {
 		f.log.Error("rendering the index", "err", err)
 	}
 }
@@ -178,10 +181,12 @@ func (f *FS) buildIndex() {
 // renderIndex builds the index (under idxMu): at mount, and again after its
 // store failed. If the store's file cannot be written (a full disk), the
 // pieces are kept in memory instead: Packages stays readable.
-func (f *FS) renderIndex() error {
+func (f *FS) renderIndex(ctx context.Context) error {
 	start := time.Now()
-	ctx := context.Background()
 	err := f.model.BuildIndex(ctx, f.cfg.Store.DB, pieces.Options{Dir: f.cfg.Store.Dir})
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
 	if err != nil {
 		f.log.Warn("rendering the index into the state directory failed; keeping it in memory", "err", err)
 		err = f.model.BuildIndex(ctx, f.cfg.Store.DB, pieces.Options{})
@@ -198,6 +203,7 @@ func (f *FS) renderIndex() error {
 // Wait blocks until the filesystem is unmounted.
 func (f *FS) Wait() {
 	f.server.Wait()
+	f.stopBuild() // an index still being rendered is not needed any more
 	select {
 	case <-f.stop:
 	default:
@@ -310,7 +316,7 @@ func (f *FS) index() (*tree.IndexView, error) {
 	f.idxMu.Lock()
 	defer f.idxMu.Unlock()
 	if !f.model.IndexReady() {
-		if err := f.renderIndex(); err != nil {
+		if err := f.renderIndex(ctx); err != nil {
 			return nil, err
 		}
 	}
@@ -337,7 +343,7 @@ func (f *FS) index() (*tree.IndexView, error) {
 					return nil, ferr
 				}
 				f.log.Error("freezing the index; rendering it again", "err", ferr)
-				if err := f.renderIndex(); err != nil {
+				if err := f.renderIndex(ctx); err != nil {
 					return nil, err
 				}
 				continue

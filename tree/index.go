@@ -225,6 +225,9 @@ func (m *Model) BuildIndex(ctx context.Context, db *catalog.DB, opts pieces.Opti
 		})
 	})
 	if err == nil {
+		err = ctx.Err()
+	}
+	if err == nil {
 		// Seal every chunk now: their text leaves the heap (in Dir mode)
 		// before the daemon hands its garbage back to the system.
 		var v *pieces.View

@@ -31,8 +31,16 @@ func (m *Model) Load(ctx context.Context, db *catalog.DB) error {
 		if err != nil {
 			return err
 		}
+		n, _, _, err := v.Stats()
+		if err != nil {
+			return err
+		}
 		m.mu.Lock()
 		defer m.mu.Unlock()
+		// Sized once: growing maps of a million entries step by step
+		// rehashes them again and again.
+		m.files = make(map[int64]*File, n)
+		m.groups = make(map[string]*group, n/2)
 		if err := m.loadFrom(v); err != nil {
 			return err
 		}
@@ -68,12 +76,14 @@ func (m *Model) loadFrom(v *catalog.View) error {
 			}
 		}
 	}()
-	var batch []catalog.Instance
+	// Batches hold whole groups; their capacity leaves room for the last
+	// one, so that they are not copied while they grow.
+	const batchLen = 512
+	batch := make([]catalog.Instance, 0, 2*batchLen)
 	err := v.ForEachInstance(func(in *catalog.Instance) error {
-		// A batch ends between CPVs, so that a group is never split.
-		if len(batch) >= 512 && batch[len(batch)-1].CPV != in.CPV {
+		if len(batch) >= batchLen && batch[len(batch)-1].CPV != in.CPV {
 			batches <- batch
-			batch = nil
+			batch = make([]catalog.Instance, 0, 2*batchLen)
 		}
 		batch = append(batch, *in)
 		return nil
