@@ -421,6 +421,17 @@ func (r reader) Refused() ([]Refused, error) {
 	return out, nil
 }
 
+// InstanceIDHigh is the highest instance id ever given: at least the number
+// of instances, read without a scan (a size hint for whoever loads them).
+func (r reader) InstanceIDHigh() (int64, error) {
+	var n int64
+	err := r.q.QueryRowContext(r.ctx, `SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'instances'), 0)`).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("catalog: %w", err)
+	}
+	return n, nil
+}
+
 // Stats counts package instances, placeholders and the bytes of packages.
 func (r reader) Stats() (instances, placeholders int64, bytes int64, err error) {
 	err = r.q.QueryRowContext(r.ctx, `SELECT

@@ -31,7 +31,7 @@ func (m *Model) Load(ctx context.Context, db *catalog.DB) error {
 		if err != nil {
 			return err
 		}
-		n, _, _, err := v.Stats()
+		n, err := v.InstanceIDHigh()
 		if err != nil {
 			return err
 		}
