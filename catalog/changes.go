@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -50,7 +51,7 @@ func (tx *Tx) logChanges(gen int64) error {
 
 // ErrChangesPruned says the change log no longer reaches back to the
 // generation asked for: the reader must load everything.
-var ErrChangesPruned = fmt.Errorf("change log pruned past the generation asked for")
+var ErrChangesPruned = errors.New("change log pruned past the generation asked for")
 
 // Changes returns the names (CPVs, or HeaderChange) changed by the
 // generations after since, up to and including the view's generation, each

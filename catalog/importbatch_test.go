@@ -562,13 +562,7 @@ func TestImportLinkOtherFilesystem(t *testing.T) {
 	}
 	defer s.Close()
 	tr.setup(t, s)
-	var notices []string
-	var mu sync.Mutex
-	opt := ImportOptions{Link: true, Notice: func(m string) { mu.Lock(); notices = append(notices, m); mu.Unlock() }}
-	var res ImportResult
-	if err := s.Import(context.Background(), files, opt, &res); err != nil {
-		t.Fatal(err)
-	}
+	res, notices := importLinkNotices(t, s, files)
 	sameImport(t, ref, s, src, res)
 	if res.Copied != res.Imported || res.Linked != 0 || res.Cloned != 0 {
 		t.Errorf("linked %d cloned %d copied %d, want all %d copied", res.Linked, res.Cloned, res.Copied, res.Imported)
@@ -677,13 +671,7 @@ func TestImportLinkFallback(t *testing.T) {
 	os.Remove(a.Name())
 	os.Remove(b.Name())
 
-	var notices []string
-	var mu sync.Mutex
-	opt := ImportOptions{Link: true, Notice: func(m string) { mu.Lock(); notices = append(notices, m); mu.Unlock() }}
-	var res ImportResult
-	if err := s.Import(context.Background(), files, opt, &res); err != nil {
-		t.Fatal(err)
-	}
+	res, notices := importLinkNotices(t, s, files)
 	sameImport(t, ref, s, src, res)
 	if canClone {
 		if res.Cloned != res.Imported || len(notices) != 0 {
@@ -736,4 +724,18 @@ func TestFillHeaderCHOST(t *testing.T) {
 	if h, _ := s.DB.Header(ctx); h["CHOST"] != "riscv64-unknown-linux-gnu" {
 		t.Errorf("header CHOST %q after an index gave one, want it kept", h["CHOST"])
 	}
+}
+
+// importLinkNotices imports files with --link and returns the result and
+// the notices the import gave the user.
+func importLinkNotices(t *testing.T, s *Store, files []ImportFile) (ImportResult, []string) {
+	t.Helper()
+	var notices []string
+	var mu sync.Mutex
+	opt := ImportOptions{Link: true, Notice: func(m string) { mu.Lock(); notices = append(notices, m); mu.Unlock() }}
+	var res ImportResult
+	if err := s.Import(context.Background(), files, opt, &res); err != nil {
+		t.Fatal(err)
+	}
+	return res, notices
 }

@@ -105,17 +105,8 @@ func (s *instScanner) scan(rows *sql.Rows, inst *Instance) error {
 		return err
 	}
 	inst.Mode = uint32(s.mode)
-	cpv := inst.CPV
-	if s.catLen <= 0 || s.catLen >= int64(len(cpv)) || cpv[s.catLen] != '/' || s.pnLen > int64(len(cpv))-s.catLen-1 {
-		return fmt.Errorf("catalog: instance %d: malformed cpv %q", inst.ID, cpv)
-	}
-	inst.Category = cpv[:s.catLen]
-	inst.PF = cpv[s.catLen+1:]
-	inst.PN = inst.PF[:s.pnLen]
-	if s.gpkg {
-		inst.Format = "gpkg"
-	} else {
-		inst.Format = "xpak"
+	if err := inst.sliceNames(s.catLen, s.pnLen, s.gpkg); err != nil {
+		return err
 	}
 	c, ok := s.compression[string(s.comp)]
 	if !ok {
@@ -126,6 +117,22 @@ func (s *instScanner) scan(rows *sql.Rows, inst *Instance) error {
 		s.compression[c] = c
 	}
 	inst.Compression = c
+	return nil
+}
+
+// sliceNames sets Category, PF and PN from CPV and the byte lengths of
+// category and pn (schema CHECKs guarantee the layout), and Format.
+func (inst *Instance) sliceNames(catLen, pnLen int64, gpkg bool) error {
+	cpv := inst.CPV
+	if catLen <= 0 || catLen >= int64(len(cpv)) || cpv[catLen] != '/' || pnLen > int64(len(cpv))-catLen-1 {
+		return fmt.Errorf("catalog: instance %d: malformed cpv %q", inst.ID, cpv)
+	}
+	inst.Category, inst.PF = cpv[:catLen], cpv[catLen+1:]
+	inst.PN = inst.PF[:pnLen]
+	inst.Format = "xpak"
+	if gpkg {
+		inst.Format = "gpkg"
+	}
 	return nil
 }
 
@@ -207,15 +214,9 @@ func (r reader) ForEachInstance(fn func(inst *Instance) error) error {
 		if inst.CPV != string(cpv) {
 			inst.CPV = string(cpv)
 		}
-		if catLen <= 0 || catLen >= int64(len(inst.CPV)) || inst.CPV[catLen] != '/' || pnLen > int64(len(inst.CPV))-catLen-1 {
-			return fmt.Errorf("catalog: instance %d: malformed cpv %q", inst.ID, inst.CPV)
-		}
-		inst.Category, inst.PF = inst.CPV[:catLen], inst.CPV[catLen+1:]
-		inst.PN = inst.PF[:pnLen]
 		inst.Mode = uint32(mode)
-		inst.Format = "xpak"
-		if gpkg {
-			inst.Format = "gpkg"
+		if err := inst.sliceNames(catLen, pnLen, gpkg); err != nil {
+			return err
 		}
 		if err := fn(&inst); err != nil {
 			return err

@@ -64,7 +64,7 @@ func (f *FS) visible(rel string) bool {
 // catalogEntry is what the tree shows at rel (Packages and Packages.gz
 // count as files of no instance).
 func (f *FS) catalogEntry(rel string) (tree.Entry, bool) {
-	dir, name := splitPath(rel)
+	dir, name := tree.SplitPath(rel)
 	if dir == "" && (name == "Packages" || name == "Packages.gz") {
 		return tree.Entry{Name: name, Ino: tree.PackagesIno}, true
 	}
@@ -446,7 +446,7 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 	inst, errno := f.ingestQuietly(ctx, c, f.copyToScratch)
 	if errno == syscall.EINVAL {
 		os.Remove(srcPath)
-		f.notifyEntry(splitPath(src)) // the snapshot is fresh already
+		f.notifyEntry(tree.SplitPath(src)) // the snapshot is fresh already
 	}
 	if errno != 0 {
 		return errno

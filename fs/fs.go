@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -178,8 +177,8 @@ func (f *FS) buildIndex() {
 	}
 }
 
-// renderIndex builds the index (under idxMu): at mount, and again after its
-// store failed. If the store's file cannot be written (a full disk), the
+// renderIndex builds the index: at mount (buildIndex), and again, under
+// idxMu, after its store failed. If the store's file cannot be written (a full disk), the
 // pieces are kept in memory instead: Packages stays readable.
 func (f *FS) renderIndex(ctx context.Context) error {
 	start := time.Now()
@@ -278,11 +277,9 @@ func (f *FS) changedSince(seq uint64) []tree.Name {
 	var walkDirs func(n *gofs.Inode, p string)
 	walkDirs = func(n *gofs.Inode, p string) {
 		for name, c := range n.Children() {
+			all = append(all, tree.Name{Dir: p, Name: name})
 			if c.IsDir() {
-				all = append(all, tree.Name{Dir: p, Name: name})
 				walkDirs(c, joinPath(p, name))
-			} else {
-				all = append(all, tree.Name{Dir: p, Name: name})
 			}
 		}
 	}
@@ -398,24 +395,9 @@ func (f *FS) errno(op, path string, err error) syscall.Errno {
 	return syscall.EIO
 }
 
-func floorDiv(a, b int64) int64 {
-	q := a / b
-	if (a%b != 0) && ((a < 0) != (b < 0)) {
-		q--
-	}
-	return q
-}
-
 func fillTime(a *fuse.Attr, ns int64) {
-	sec, nsec := floorDiv(ns, 1e9), ns-floorDiv(ns, 1e9)*1e9
-	a.Mtime, a.Mtimensec = uint64(sec), uint32(nsec)
+	t := time.Unix(0, ns) // seconds rounded down, nanoseconds in [0, 1e9)
+	a.Mtime, a.Mtimensec = uint64(t.Unix()), uint32(t.Nanosecond())
 	a.Ctime, a.Ctimensec = a.Mtime, a.Mtimensec
 	a.Atime, a.Atimensec = a.Mtime, a.Mtimensec
-}
-
-func splitPath(p string) (dir, name string) {
-	if i := strings.LastIndexByte(p, '/'); i >= 0 {
-		return p[:i], p[i+1:]
-	}
-	return "", p
 }

@@ -13,6 +13,7 @@ import (
 
 	"pkgdirfs/catalog"
 	"pkgdirfs/layout"
+	"pkgdirfs/tree"
 )
 
 // RemovedDir is a hidden directory (not listed, like a .snapshot directory)
@@ -199,7 +200,7 @@ func resolveLink(linkRel, target string) string {
 	if path.IsAbs(target) {
 		return ""
 	}
-	dir, _ := splitPath(linkRel)
+	dir, _ := tree.SplitPath(linkRel)
 	r := path.Clean(path.Join(dir, target))
 	if r == ".." || strings.HasPrefix(r, "../") {
 		return ""

@@ -783,7 +783,7 @@ func (f *FS) changed(ctx context.Context, names ...string) {
 		f.log.Error("reading catalog changes", "err", err)
 	}
 	for _, n := range names {
-		dir, base := splitPath(n)
+		dir, base := tree.SplitPath(n)
 		f.notifyEntry(dir, base)
 	}
 }
@@ -1004,7 +1004,7 @@ func (f *FS) changedWait(ctx context.Context, before uint64, locked []string, na
 	var waits []chan struct{}
 	pairs := f.changedSince(before)
 	for _, n := range names {
-		dir, base := splitPath(n)
+		dir, base := tree.SplitPath(n)
 		pairs = append(pairs, tree.Name{Dir: dir, Name: base})
 	}
 	pairs = append(pairs, tree.Name{Dir: "Packages"}, tree.Name{Dir: "Packages.gz"}, tree.Name{})
@@ -1054,7 +1054,7 @@ func joinPath(dir, name string) string {
 // notifyNow invalidates one name at once; only for handlers the kernel runs
 // without directory locks (FLUSH).
 func (f *FS) notifyNow(rel string) {
-	dir, name := splitPath(rel)
+	dir, name := tree.SplitPath(rel)
 	parent := f.root.EmbeddedInode()
 	if dir != "" {
 		parent = walk(parent, dir)

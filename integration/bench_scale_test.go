@@ -866,17 +866,8 @@ func benchScaleHasLink(b *testing.B) bool {
 // TIMESTAMP and PACKAGES of the header found in it.
 func benchScaleHead(b *testing.B, path string) (ts, count int64) {
 	b.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 4096)
-	k, err := io.ReadFull(f, buf)
-	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
-		b.Fatalf("read %s: %v", path, err)
-	}
-	head, _, _ := bytes.Cut(buf[:k], []byte("\n\n"))
+	head, _, _ := bytes.Cut(benchScaleFirst4K(b, path), []byte("\n\n"))
+	var err error
 	var okT, okP bool
 	for _, line := range strings.Split(string(head), "\n") {
 		if v, ok := strings.CutPrefix(line, "TIMESTAMP: "); ok {
@@ -898,6 +889,16 @@ func benchScaleHead(b *testing.B, path string) (ts, count int64) {
 // the gzip header's mtime.
 func benchScaleGzHead(b *testing.B, path string) int64 {
 	b.Helper()
+	buf := benchScaleFirst4K(b, path)
+	if len(buf) < 10 || buf[0] != 0x1f || buf[1] != 0x8b {
+		b.Fatalf("%s: not gzip (%d bytes: %x)", path, len(buf), buf[:min(len(buf), 10)])
+	}
+	return int64(binary.LittleEndian.Uint32(buf[4:8]))
+}
+
+// benchScaleFirst4K opens path and reads its first 4 KiB (less if shorter).
+func benchScaleFirst4K(b *testing.B, path string) []byte {
+	b.Helper()
 	f, err := os.Open(path)
 	if err != nil {
 		b.Fatal(err)
@@ -908,10 +909,7 @@ func benchScaleGzHead(b *testing.B, path string) int64 {
 	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
 		b.Fatalf("read %s: %v", path, err)
 	}
-	if k < 10 || buf[0] != 0x1f || buf[1] != 0x8b {
-		b.Fatalf("%s: not gzip (%d bytes: %x)", path, k, buf[:min(k, 10)])
-	}
-	return int64(binary.LittleEndian.Uint32(buf[4:8]))
+	return buf[:k]
 }
 
 // benchScaleReadAll reads path to EOF with 1 MiB reads, counting the bytes

@@ -124,7 +124,15 @@ func (c *benchCountingWriter) Write(p []byte) (int, error) {
 // total size in bytes.
 func benchWriteAll(tb testing.TB, root string, pkgs []benchPkg) int64 {
 	tb.Helper()
-	var total, next atomic.Int64
+	return benchWriteParallel(tb, root, len(pkgs), func(i int) (int64, error) { return benchWritePackage(root, pkgs[i]) }, nil)
+}
+
+// benchWriteParallel calls write(0..n-1) from a few goroutines, calling
+// progress every 20,000 files; it fails tb on the first error and returns
+// the sum of what write returned (bytes).
+func benchWriteParallel(tb testing.TB, root string, n int, write func(i int) (int64, error), progress func(done int)) int64 {
+	tb.Helper()
+	var total, next, done atomic.Int64
 	var firstErr error
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -134,10 +142,10 @@ func benchWriteAll(tb testing.TB, root string, pkgs []benchPkg) int64 {
 			defer wg.Done()
 			for {
 				i := next.Add(1) - 1
-				if i >= int64(len(pkgs)) {
+				if i >= int64(n) {
 					return
 				}
-				n, err := benchWritePackage(root, pkgs[i])
+				size, err := write(int(i))
 				if err != nil {
 					mu.Lock()
 					if firstErr == nil {
@@ -146,7 +154,10 @@ func benchWriteAll(tb testing.TB, root string, pkgs []benchPkg) int64 {
 					mu.Unlock()
 					return
 				}
-				total.Add(n)
+				total.Add(size)
+				if d := done.Add(1); progress != nil && d%20000 == 0 {
+					progress(int(d))
+				}
 			}
 		}()
 	}

@@ -22,12 +22,9 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -250,40 +247,9 @@ func benchScaleBytes(p benchScalePkg) ([]byte, error) {
 // total size in bytes.
 func benchScaleWriteAll(tb testing.TB, root string, pkgs []benchScalePkg, rel func(benchScalePkg) string, progress func(done int)) int64 {
 	tb.Helper()
-	var total, next, done atomic.Int64
-	var firstErr error
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for w := 0; w < 2*runtime.NumCPU(); w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := next.Add(1) - 1
-				if i >= int64(len(pkgs)) {
-					return
-				}
-				n, err := benchScaleWriteOne(filepath.Join(root, rel(pkgs[i])), pkgs[i])
-				if err != nil {
-					mu.Lock()
-					if firstErr == nil {
-						firstErr = err
-					}
-					mu.Unlock()
-					return
-				}
-				total.Add(n)
-				if d := done.Add(1); progress != nil && d%20000 == 0 {
-					progress(int(d))
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	if firstErr != nil {
-		tb.Fatalf("generate packages under %s: %v", root, firstErr)
-	}
-	return total.Load()
+	return benchWriteParallel(tb, root, len(pkgs), func(i int) (int64, error) {
+		return benchScaleWriteOne(filepath.Join(root, rel(pkgs[i])), pkgs[i])
+	}, progress)
 }
 
 func benchScaleWriteOne(path string, p benchScalePkg) (int64, error) {

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"time"
 
 	"pkgdirfs/catalog"
 	"pkgdirfs/layout"
@@ -40,18 +41,11 @@ func entryOf(in *catalog.Instance, path string, header map[string]string) []byte
 	pkg["SIZE"] = strconv.FormatInt(in.Size, 10)
 	pkg["MD5"] = in.MD5
 	pkg["SHA1"] = in.SHA1
-	pkg["_mtime_"] = strconv.FormatInt(floorDiv(in.MtimeNs, 1e9), 10)
+	// Whole seconds, rounded down also before 1970 (time normalises).
+	pkg["_mtime_"] = strconv.FormatInt(time.Unix(0, in.MtimeNs).Unix(), 10)
 	// The catalog's BUILD_ID is authoritative for names and the index.
 	pkg["BUILD_ID"] = strconv.FormatInt(in.BuildID, 10)
 	return layout.RenderPackage(pkg, header)
-}
-
-func floorDiv(a, b int64) int64 {
-	q := a / b
-	if (a%b != 0) && ((a < 0) != (b < 0)) {
-		q--
-	}
-	return q
 }
 
 // putGroup renders the indexed instances of g (insts: g's rows with Meta,

@@ -57,23 +57,8 @@ func (m *Model) loadFrom(v *catalog.View) error {
 	built := make(chan struct{})
 	go func() {
 		defer close(built)
-		names := map[string]*File{}
 		for batch := range batches {
-			for i := 0; i < len(batch); {
-				j := i
-				for j < len(batch) && batch[j].CPV == batch[i].CPV {
-					j++
-				}
-				g := m.addGroup(batch[i:j])
-				// In cpv order the first claimant of an All/ name keeps
-				// it, so each group's names are final when it is added.
-				clear(names)
-				m.names(g, names)
-				for p, f := range names {
-					m.linkPath(p, f, nil)
-				}
-				i = j
-			}
+			m.addGroups(batch)
 		}
 	}()
 	// Batches hold whole groups; their capacity leaves room for the last
@@ -93,44 +78,34 @@ func (m *Model) loadFrom(v *catalog.View) error {
 	}
 	close(batches)
 	<-built
-	m.journal = journal{seq: m.journal.seq}
+	m.forgetJournal()
 	return err
 }
 
 // loadAll fills an empty model from every instance (ordered by cpv).
 func (m *Model) loadAll(insts []catalog.Instance) {
+	m.addGroups(insts)
+	m.forgetJournal()
+}
+
+// addGroups adds to a model being loaded the instances of whole CPVs, in cpv
+// order, with their names. In cpv order the first claimant of an All/ name
+// keeps it, so each group's names are final when it is added.
+func (m *Model) addGroups(insts []catalog.Instance) {
 	for i := 0; i < len(insts); {
 		j := i
 		for j < len(insts) && insts[j].CPV == insts[i].CPV {
 			j++
 		}
-		m.addGroup(insts[i:j])
+		g := newGroup(insts[i].CPV, insts[i:j])
+		m.register(g)
+		m.eachName(g, func(p string, f *File) { m.linkPath(p, f, nil) })
 		i = j
 	}
-	m.linkAll()
 }
 
-// addGroup adds the instances of one CPV to a model being loaded (in cpv
-// order); linkAll then makes the names.
-func (m *Model) addGroup(insts []catalog.Instance) *group {
-	g := newGroup(insts[0].CPV, insts)
-	m.register(g)
-	return g
-}
-
-// linkAll makes every name of a loaded model, without journaling: nothing
-// was cached before.
-func (m *Model) linkAll() {
-	names := map[string]*File{}
-	for _, g := range m.groups {
-		clear(names)
-		m.names(g, names)
-		for p, f := range names {
-			m.linkPath(p, f, nil)
-		}
-	}
-	m.journal = journal{seq: m.journal.seq}
-}
+// forgetJournal drops what a load journaled: nothing was cached before it.
+func (m *Model) forgetJournal() { m.journal = journal{seq: m.journal.seq} }
 
 // Catchup applies the catalog's changes since the model's generation: only
 // the CPVs the change log names are read again. It reports whether anything

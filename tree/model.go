@@ -215,7 +215,7 @@ func (m *Model) Dir(path string) (Entry, bool) {
 	if d == nil {
 		return Entry{}, false
 	}
-	_, name := splitPath(path)
+	_, name := SplitPath(path)
 	return Entry{Name: name, Ino: d.ino, Subdirs: d.nsub}, true
 }
 
@@ -309,7 +309,9 @@ func (m *Model) dirInoLocked(path string) uint64 {
 	return m.nextIno
 }
 
-func splitPath(p string) (dir, name string) {
+// SplitPath splits a slash path into its directory ("" at the root) and
+// its last name.
+func SplitPath(p string) (dir, name string) {
 	if i := strings.LastIndexByte(p, '/'); i >= 0 {
 		return p[:i], p[i+1:]
 	}
@@ -343,9 +345,15 @@ func (m *Model) indexPath(f *File) string {
 
 // names adds every path group g shows, with its file, to out.
 func (m *Model) names(g *group, out map[string]*File) {
+	m.eachName(g, func(p string, f *File) { out[p] = f })
+}
+
+// eachName calls fn with every path group g shows and its file (each path
+// once).
+func (m *Model) eachName(g *group, fn func(p string, f *File)) {
 	if m.lay.Multi {
 		for _, f := range g.files {
-			out[f.MultiPath()] = f
+			fn(f.MultiPath(), f)
 		}
 	}
 	for _, f := range g.newest {
@@ -353,12 +361,12 @@ func (m *Model) names(g *group, out map[string]*File) {
 			continue
 		}
 		if m.lay.Flat {
-			out[layout.FlatPath(g.cat, g.pf, f.format())] = f
+			fn(layout.FlatPath(g.cat, g.pf, f.format()), f)
 		}
 		if m.lay.Legacy {
 			p := layout.LegacyPath(g.pf, f.format())
 			if m.legacy[p].owner() == g {
-				out[p] = f
+				fn(p, f)
 			}
 		}
 	}
@@ -537,7 +545,7 @@ func removeGroup(s []*group, g *group) []*group {
 
 // unlinkPath removes the name p (showing f) and directories left empty.
 func (m *Model) unlinkPath(p string, f *File) {
-	dp, name := splitPath(p)
+	dp, name := SplitPath(p)
 	d := m.dirs[dp]
 	if d == nil {
 		return
@@ -550,7 +558,7 @@ func (m *Model) unlinkPath(p string, f *File) {
 	m.journal.add(dp, name)
 	for dp != "" && len(d.children) == 0 {
 		delete(m.dirs, dp)
-		parent, base := splitPath(dp)
+		parent, base := SplitPath(dp)
 		pd := m.dirs[parent]
 		delete(pd.children, base)
 		pd.nsub--
@@ -562,7 +570,7 @@ func (m *Model) unlinkPath(p string, f *File) {
 
 // linkPath makes p show f; prev is what it showed (nil: nothing).
 func (m *Model) linkPath(p string, f, prev *File) {
-	dp, name := splitPath(p)
+	dp, name := SplitPath(p)
 	d := m.mkdirAll(dp)
 	if _, ok := d.children[name]; !ok {
 		d.sorted = nil
@@ -577,7 +585,7 @@ func (m *Model) mkdirAll(p string) *dir {
 	if d := m.dirs[p]; d != nil {
 		return d
 	}
-	parent, name := splitPath(p)
+	parent, name := SplitPath(p)
 	pd := m.mkdirAll(parent)
 	d := &dir{ino: m.dirInoLocked(p), children: map[string]child{}}
 	m.dirs[p] = d

@@ -375,7 +375,7 @@ func TestModelIncrementalEqualsReload(t *testing.T) {
 					t.Fatalf("round %d: journal lost", round)
 				}
 				for _, p := range symDiff(before, fileNames(m)) {
-					dir, name := splitPath(p)
+					dir, name := SplitPath(p)
 					if !slices.Contains(changed, Name{dir, name}) {
 						t.Fatalf("round %d: %s changed but the journal says only %v", round, p, changed)
 					}
