@@ -189,7 +189,10 @@ func (db *DB) tryTx(ctx context.Context, fn func(tx *Tx) error) (err error) {
 	if err != nil {
 		return fmt.Errorf("catalog: begin: %w", err)
 	}
-	tx := &Tx{reader: reader{ctx: ctx, q: stx}, tx: stx}
+	tx := &Tx{tx: stx}
+	// Reads in a write transaction go through statements it prepares once:
+	// an ingest or an import batch asks the same few queries per package.
+	tx.reader = reader{ctx: ctx, q: stmtQuerier{tx}}
 	done := false
 	defer func() {
 		if !done {
@@ -345,4 +348,32 @@ func nullStr(n sql.NullInt64) string {
 		return "?"
 	}
 	return fmt.Sprint(n.Int64)
+}
+
+// stmtQuerier runs a transaction's queries through statements it prepares
+// once (Tx.stmt).
+type stmtQuerier struct{ tx *Tx }
+
+func (q stmtQuerier) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	st, err := q.tx.stmt(query)
+	if err != nil {
+		return nil, err
+	}
+	return st.ExecContext(ctx, args...)
+}
+
+func (q stmtQuerier) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	st, err := q.tx.stmt(query)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryContext(ctx, args...)
+}
+
+func (q stmtQuerier) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	st, err := q.tx.stmt(query)
+	if err != nil {
+		return q.tx.tx.QueryRowContext(ctx, query, args...) // carries the error
+	}
+	return st.QueryRowContext(ctx, args...)
 }

@@ -7,7 +7,6 @@ import (
 	"crypto/md5"
 	"crypto/sha1"
 	"crypto/sha256"
-	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -19,7 +18,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -324,9 +322,6 @@ func (c *importCommitter) flush(ctx context.Context) error {
 // order, with one commitChange. It may run again on SQLITE_BUSY: it starts
 // from identify's result each time.
 func (c *importCommitter) commitBatch(tx *Tx, batch []*importItem) error {
-	// The same few queries run for every package of the batch: prepared
-	// once per transaction, not once per call.
-	tx.reader.q = stmtQuerier{tx}
 	// Bytes a worker placed in blobs/ in this batch are durable (the
 	// batch's syncfs): another file of the batch with the same bytes needs
 	// no blob of its own.
@@ -350,14 +345,7 @@ func (c *importCommitter) commitBatch(tx *Tx, batch []*importItem) error {
 			continue
 		}
 		var err error
-		fromName := inst.BuildID
-		if fromName == 0 {
-			// The same bytes back after a removal: their old build id.
-			if fromName, err = tx.removedBuildID(inst.CPV, inst.SHA256); err != nil {
-				return err
-			}
-		}
-		if inst.BuildID, err = chooseBuildID(tx, inst.CPV, fromName, inst.Meta["BUILD_ID"]); err != nil {
+		if inst.BuildID, err = tx.buildIDFor(&inst, inst.SHA256); err != nil {
 			return err
 		}
 		if !it.placed && !durable[inst.SHA256] {
@@ -394,29 +382,6 @@ func (c *importCommitter) commitBatch(tx *Tx, batch []*importItem) error {
 		}
 	}
 	return commitChange(tx)
-}
-
-// metaRowsPerInsert bounds one multi-row INSERT of instance_meta (three
-// variables a row, well under SQLite's 32766).
-const metaRowsPerInsert = 500
-
-// insertMetaRows inserts the rows InsertInstance would have inserted one
-// statement each (instance id, key, value triples), many per statement: one
-// statement per row is most of the cost of committing a small package.
-func insertMetaRows(tx *Tx, rows []any) error {
-	for len(rows) > 0 {
-		n := min(len(rows)/3, metaRowsPerInsert)
-		q := "INSERT INTO instance_meta (instance_id, key, value) VALUES (?, ?, ?)" + strings.Repeat(", (?, ?, ?)", n-1)
-		st, err := tx.stmt(q)
-		if err != nil {
-			return fmt.Errorf("catalog: insert meta: %w", err)
-		}
-		if _, err := st.ExecContext(tx.ctx, rows[:3*n]...); err != nil {
-			return fmt.Errorf("catalog: insert meta: %w", err)
-		}
-		rows = rows[3*n:]
-	}
-	return nil
 }
 
 // qDigestPresent answers Ingest's identity question (FindByDigest: is there
@@ -831,31 +796,4 @@ func (im *importer) cannotLink(dev uint64, f ImportFile, linkErr, cloneErr error
 	if !seen && im.opt.Notice != nil {
 		im.opt.Notice(msg)
 	}
-}
-
-// stmtQuerier runs a transaction's reads through statements it prepares once.
-type stmtQuerier struct{ tx *Tx }
-
-func (q stmtQuerier) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	st, err := q.tx.stmt(query)
-	if err != nil {
-		return nil, err
-	}
-	return st.ExecContext(ctx, args...)
-}
-
-func (q stmtQuerier) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	st, err := q.tx.stmt(query)
-	if err != nil {
-		return nil, err
-	}
-	return st.QueryContext(ctx, args...)
-}
-
-func (q stmtQuerier) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
-	st, err := q.tx.stmt(query)
-	if err != nil {
-		return q.tx.tx.QueryRowContext(ctx, query, args...) // carries the error
-	}
-	return st.QueryRowContext(ctx, args...)
 }

@@ -492,15 +492,13 @@ func (tx *Tx) InsertInstance(inst *Instance) (int64, error) {
 		return 0, fmt.Errorf("catalog: insert %s: %w", inst.CPV, err)
 	}
 	if len(inst.Meta) > 0 {
-		mins, err := tx.stmt(`INSERT INTO instance_meta (instance_id, key, value) VALUES (?, ?, ?)`)
-		if err != nil {
-			return 0, fmt.Errorf("catalog: insert %s meta: %w", inst.CPV, err)
-		}
-		// Sorted: deterministic page layout and error messages.
+		// Sorted: deterministic page layout.
+		rows := make([]any, 0, 3*len(inst.Meta))
 		for _, k := range slices.Sorted(maps.Keys(inst.Meta)) {
-			if _, err := mins.ExecContext(tx.ctx, id, k, inst.Meta[k]); err != nil {
-				return 0, fmt.Errorf("catalog: insert %s meta %s: %w", inst.CPV, k, err)
-			}
+			rows = append(rows, id, k, inst.Meta[k])
+		}
+		if err := insertMetaRows(tx, rows); err != nil {
+			return 0, fmt.Errorf("catalog: insert %s: %w", inst.CPV, err)
 		}
 	}
 	tx.touch(inst.CPV)
@@ -622,6 +620,29 @@ func (tx *Tx) AddRefused(path, reason string, size int64, whenNs int64) error {
 func (tx *Tx) ClearRefused(path string) error {
 	if _, err := tx.tx.ExecContext(tx.ctx, `DELETE FROM refused WHERE path = ?`, path); err != nil {
 		return fmt.Errorf("catalog: clear refused %s: %w", path, err)
+	}
+	return nil
+}
+
+// metaRowsPerInsert bounds one multi-row INSERT of instance_meta (three
+// variables a row, well under SQLite's 32766).
+const metaRowsPerInsert = 500
+
+// insertMetaRows inserts instance_meta rows (instance id, key, value
+// triples), many per statement: one statement per row is most of the cost
+// of committing a small package.
+func insertMetaRows(tx *Tx, rows []any) error {
+	for len(rows) > 0 {
+		n := min(len(rows)/3, metaRowsPerInsert)
+		q := "INSERT INTO instance_meta (instance_id, key, value) VALUES (?, ?, ?)" + strings.Repeat(", (?, ?, ?)", n-1)
+		st, err := tx.stmt(q)
+		if err != nil {
+			return fmt.Errorf("catalog: insert meta: %w", err)
+		}
+		if _, err := st.ExecContext(tx.ctx, rows[:3*n]...); err != nil {
+			return fmt.Errorf("catalog: insert meta: %w", err)
+		}
+		rows = rows[3*n:]
 	}
 	return nil
 }

@@ -211,14 +211,7 @@ func (s *Store) Ingest(ctx context.Context, c *Candidate) (inst *Instance, exist
 				return err
 			}
 		}
-		fromName := inst.BuildID
-		if fromName == 0 {
-			// The same bytes back after a removal: their old build id.
-			if fromName, err = tx.removedBuildID(inst.CPV, c.SHA256); err != nil {
-				return err
-			}
-		}
-		if inst.BuildID, err = chooseBuildID(tx, inst.CPV, fromName, inst.Meta["BUILD_ID"]); err != nil {
+		if inst.BuildID, err = tx.buildIDFor(inst, c.SHA256); err != nil {
 			return err
 		}
 		if s.StampBuildID && inst.Format == string(xpak.FormatXpak) && c.unstamped(inst) {
@@ -319,6 +312,20 @@ func stampBuildID(c *Candidate, inst *Instance) error {
 	inst.Size, inst.MD5, inst.SHA1, inst.SHA256 = c.Size, c.MD5, c.SHA1, c.SHA256
 	inst.Meta["BUILD_ID"] = string(id)
 	return nil
+}
+
+// buildIDFor is the build id a new instance with these bytes gets: the one
+// in its name (inst.BuildID), else the one the same bytes had before a
+// removal, under chooseBuildID's rules.
+func (tx *Tx) buildIDFor(inst *Instance, sha256 string) (int64, error) {
+	fromName := inst.BuildID
+	if fromName == 0 {
+		var err error
+		if fromName, err = tx.removedBuildID(inst.CPV, sha256); err != nil {
+			return 0, err
+		}
+	}
+	return chooseBuildID(tx, inst.CPV, fromName, inst.Meta["BUILD_ID"])
 }
 
 // chooseBuildID applies the identity rules: the id in the name (reserved by the
