@@ -142,6 +142,13 @@ func (f *FS) Mount(dir string) error {
 			// open(O_TRUNC) must reach us as one request: a separate truncate of
 			// a committed instance would have nothing to act on.
 			ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC,
+			// go-fuse's own lines (a failed reply, a backing file it could
+			// not register; every request under --debug) go to our log.
+			Logger: slog.NewLogLogger(f.log.Handler(), goFuseLevel(f.cfg.Debug)),
+			PanicHandler: func(v any) fuse.Status {
+				f.log.Error("panic in a FUSE handler; answered EIO", "panic", v, "stack", string(debug.Stack()))
+				return fuse.EIO
+			},
 		},
 	}
 	if f.cfg.ReadOnly {
@@ -381,10 +388,21 @@ func (f *FS) settle(now time.Time) {
 
 func (f *FS) blobPath(name string) string { return filepath.Join(f.cfg.Store.BlobDir(), name) }
 
+func goFuseLevel(debug bool) slog.Level {
+	if debug {
+		return slog.LevelInfo // the trace the user asked for
+	}
+	return slog.LevelWarn
+}
+
 // errno maps our failures to what a client should see, logging the cause once.
 func (f *FS) errno(op, path string, err error) syscall.Errno {
 	var en syscall.Errno
 	if errors.As(err, &en) {
+		if en == syscall.EIO {
+			// The disk under the state failed: say so, the client only sees EIO.
+			f.log.Error(op, "path", path, "err", err)
+		}
 		return en
 	}
 	if errors.Is(err, os.ErrNotExist) {

@@ -81,8 +81,8 @@ func cmdMount(args []string) int {
 			return 1
 		}
 		logw = f
-		// go-fuse's --debug trace goes to the standard logger, and a crash
-		// (a Go panic) to fd 2: both into the log, not /dev/null.
+		// Anything on the standard logger, and a crash (a Go panic) on
+		// fd 2, goes into the log, not /dev/null.
 		stdlog.SetOutput(f)
 		unix.Dup2(int(f.Fd()), 2)
 	}
