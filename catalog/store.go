@@ -169,9 +169,11 @@ type Candidate struct {
 	Name    string // path relative to the PKGDIR root it arrived under
 	MtimeNs int64
 	Mode    uint32
-	// Replaces is the instance these bytes take the place of (a rename over,
-	// or an in-place rewrite of, its file); 0 for none. Its build id is free
-	// for the new bytes.
+	// Replaces is the instance whose file these bytes were written over (a
+	// rename onto its name, or an in-place rewrite); 0 for none. They take
+	// its place only if they are the same build (sameBuild: Portage's own
+	// metadata updates keep CPV, BUILD_TIME and BUILD_ID); another build is added
+	// next to it under the next build id, so no write drops a build.
 	Replaces int64
 	stamped  bool // the file's XPAK block was rewritten with BUILD_ID
 }
@@ -202,7 +204,9 @@ func (s *Store) Ingest(ctx context.Context, c *Candidate) (inst *Instance, exist
 		}
 		if c.Replaces > 0 {
 			prev, err := tx.InstanceByID(c.Replaces)
-			if err == nil {
+			if err == nil && !sameBuild(prev, inst) {
+				// Not an update of that build: keep it, add this one.
+			} else if err == nil {
 				dropped = prev.Blob
 				if err := tx.DeleteInstance(prev.ID); err != nil {
 					return err
@@ -252,6 +256,14 @@ func (s *Store) Ingest(ctx context.Context, c *Candidate) (inst *Instance, exist
 		s.DropBlob(ctx, dropped)
 	}
 	return inst, existed, nil
+}
+
+// sameBuild tells an update of a build's metadata (Portage's aux_update and
+// gpkg update_metadata keep CPV, BUILD_TIME and the BUILD_ID they carry)
+// from another build of the same CPV.
+func sameBuild(prev, next *Instance) bool {
+	return prev.CPV == next.CPV && prev.BuildTime == next.BuildTime &&
+		strings.TrimSpace(prev.Meta["BUILD_ID"]) == strings.TrimSpace(next.Meta["BUILD_ID"])
 }
 
 // unstamped tells whether the received bytes carried no BUILD_ID (a retried

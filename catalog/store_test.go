@@ -95,16 +95,28 @@ func TestIngestIdentity(t *testing.T) {
 			t.Errorf("placeholder %d left behind", insts[i].BuildID)
 		}
 	}
+	// A different build written over it (another BUILD_TIME: rsync of
+	// another PKGDIR) is added under the next id; build 7 stays.
 	in, _, err = ingestBytes(t, s, "app-misc/foo/foo-1.0-7.xpak", makeXpak(t, "app-misc", "foo-1.0", 301), seven.ID)
+	if err != nil || in.BuildID != 11 || in.ID == seven.ID {
+		t.Fatalf("another build over 7: %+v %v, want a new instance with build id 11", in, err)
+	}
+	if _, err := os.Stat(filepath.Join(s.BlobDir(), seven.Blob)); err != nil {
+		t.Errorf("blob of build 7 gone after another build was written over it: %v", err)
+	}
+	// The same build updated (Portage's metadata update keeps BUILD_TIME)
+	// takes its place: same id, new bytes, the old blob dropped.
+	upd := makeXpak(t, "app-misc", "foo-1.0", 300, xpak.Entry{Key: "KEYWORDS", Value: []byte("amd64\n")})
+	in, _, err = ingestBytes(t, s, "app-misc/foo/foo-1.0-7.xpak", upd, seven.ID)
 	if err != nil || in.BuildID != 7 || in.ID == seven.ID {
-		t.Fatalf("replacement: %+v %v, want a new instance with build id 7", in, err)
+		t.Fatalf("update of build 7: %+v %v, want a new instance with build id 7", in, err)
 	}
 	if _, err := os.Stat(filepath.Join(s.BlobDir(), seven.Blob)); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("blob of the replaced instance still there: %v", err)
+		t.Errorf("blob of the updated instance still there: %v", err)
 	}
 	res, err := s.Verify(ctx, true, nil)
-	if err != nil || res.Faults != 0 || res.Instances != 5 {
-		t.Fatalf("verify: %+v %v, want 5 instances (build ids 1 2 7 9 10) and no fault", res, err)
+	if err != nil || res.Faults != 0 || res.Instances != 6 {
+		t.Fatalf("verify: %+v %v, want 6 instances (build ids 1 2 7 9 10 11) and no fault", res, err)
 	}
 }
 

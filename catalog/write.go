@@ -172,11 +172,20 @@ func (s *Store) Refuse(ctx context.Context, path, reason string, size int64) err
 }
 
 // Restore puts back an instance removed a moment ago (its blob still kept),
-// with its build id if still free.
+// with its build id if still free; if the same bytes came back meanwhile,
+// that instance is it.
 func (s *Store) Restore(ctx context.Context, old *Instance) (*Instance, error) {
 	in := *old
 	in.ID = 0
+	var same *Instance
 	err := s.DB.Tx(ctx, func(tx *Tx) error {
+		same = nil
+		if x, err := tx.FindByDigest(in.CPV, old.SHA256); err == nil {
+			same = x
+			return nil
+		} else if !errors.Is(err, ErrNotFound) {
+			return err
+		}
 		if taken, err := tx.BuildIDTaken(in.CPV, old.BuildID); err != nil {
 			return err
 		} else if taken {
@@ -193,6 +202,9 @@ func (s *Store) Restore(ctx context.Context, old *Instance) (*Instance, error) {
 	})
 	if err != nil {
 		return nil, err
+	}
+	if same != nil {
+		return same, nil
 	}
 	return &in, nil
 }

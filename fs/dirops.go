@@ -283,6 +283,12 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	default:
 		f.cfg.Store.DropBlob(ctx, blob)
 	}
+	if alias {
+		// The name shows nothing for now, not the next newest build: a
+		// copy that removed it to put its own entry there (tar retries
+		// symlink() after each unlink) would otherwise remove them all.
+		f.hideAlias(rel)
+	}
 	f.log.Info("removed", "path", rel, "instance", e.File.ID)
 	f.changedWait(ctx, before, []string{d.path}, rel)
 	return 0
@@ -304,15 +310,51 @@ func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 }
 
 func (d *dirNode) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	rel := d.child(name)
+	resolved := resolveLink(rel, target)
+	if k := layout.ParsePath(rel).Kind; resolved != "" && (k == layout.KindFlat || k == layout.KindLegacy) {
+		if inode, ok := d.symlinkAlias(ctx, rel, name, resolved, out); ok {
+			return inode, 0
+		}
+	}
 	inode, errno := d.makeScratch(ctx, name, "symlink", out, func(p string) error { return syscall.Symlink(target, p) })
 	if errno == 0 {
-		rel := d.child(name)
 		d.fs.unhideAlias(rel)
-		if resolved := resolveLink(rel, target); resolved != "" {
+		if resolved != "" {
 			d.fs.undoAliasRemoval(ctx, rel, resolved)
 		}
 	}
 	return inode, errno
+}
+
+// symlinkAlias takes a symlink created at a flat or All/ name that points at
+// the package that name shows (an old PKGDIR copied in: cat/pf.tbz2 ->
+// ../All/pf.tbz2; or a copy of a mount) as that name's own symlink: it is
+// accepted and changes nothing. A removal of the package through that name
+// a moment before (cp -a, rsync and tar remove the name first) is undone.
+// ok is false when the name is taken or shows something else.
+func (d *dirNode) symlinkAlias(ctx context.Context, rel, name, resolved string, out *fuse.EntryOut) (*gofs.Inode, bool) {
+	f := d.fs
+	if d.writable() != 0 {
+		return nil, false
+	}
+	nameMu.Lock()
+	defer nameMu.Unlock()
+	if fileExists(f.scratchPath(rel)) {
+		return nil, false
+	}
+	if _, ok := f.model.Lookup(d.path, name); ok && !f.aliasHidden(rel) {
+		return nil, false
+	}
+	f.undoAliasRemoval(ctx, rel, resolved)
+	e, ok := f.model.Lookup(d.path, name)
+	if !ok || !e.IsLink() || !samePackageName(resolved, e.File.Category(), e.File.PF(), e.File.Format()) {
+		return nil, false
+	}
+	f.unhideAlias(rel)
+	n := &linkNode{fs: f, target: e.Link, f: e.File}
+	n.fill(e.Ino, &out.Attr)
+	return d.NewInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFLNK, Ino: e.Ino}), true
 }
 
 // Link works for scratch files (Portage's lock files are hard-linked);

@@ -71,6 +71,11 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		d.fs.fillDir(e.Ino, e.Subdirs, &out.Attr)
 		return d.NewInode(ctx, &dirNode{fs: d.fs, path: d.child(name)}, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: e.Ino}), 0
 	}
+	if e.IsLink() {
+		n := &linkNode{fs: d.fs, target: e.Link, f: e.File}
+		n.fill(e.Ino, &out.Attr)
+		return d.NewInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFLNK, Ino: e.Ino}), 0
+	}
 	fillFile(e.File, &out.Attr)
 	return d.NewInode(ctx, &instNode{fs: d.fs, f: e.File}, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: e.Ino}), 0
 }
@@ -110,9 +115,12 @@ func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 		if shadow[e.Name] || (e.File != nil && d.fs.aliasHidden(d.child(e.Name))) {
 			continue
 		}
-		if e.IsDir() {
+		switch {
+		case e.IsDir():
 			list = append(list, fuse.DirEntry{Name: e.Name, Mode: syscall.S_IFDIR, Ino: e.Ino})
-		} else {
+		case e.IsLink():
+			list = append(list, fuse.DirEntry{Name: e.Name, Mode: syscall.S_IFLNK, Ino: e.Ino})
+		default:
 			list = append(list, fuse.DirEntry{Name: e.Name, Mode: syscall.S_IFREG, Ino: e.Ino})
 		}
 	}
@@ -213,6 +221,50 @@ func (n *instNode) current() *instFile {
 		return f
 	}
 	return n.f
+}
+
+// linkNode is a flat or All/ name: a symlink to the newest instance's file.
+// Its number is tied to the instance and the target, so the kernel may keep
+// the target for as long as it keeps the inode; a new newest instance is a
+// new symlink inode at the name.
+type linkNode struct {
+	gofs.Inode
+	fs     *FS
+	target string
+	f      *instFile
+}
+
+var (
+	_ gofs.NodeGetattrer  = (*linkNode)(nil)
+	_ gofs.NodeReadlinker = (*linkNode)(nil)
+	_ gofs.NodeSetattrer  = (*linkNode)(nil)
+)
+
+func (n *linkNode) fill(ino uint64, a *fuse.Attr) {
+	a.Mode = syscall.S_IFLNK | 0o777
+	a.Ino = ino
+	a.Nlink = 1
+	a.Size = uint64(len(n.target))
+	fillTime(a, n.f.MtimeNs)
+}
+
+func (n *linkNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	n.fill(n.StableAttr().Ino, &out.Attr)
+	return 0
+}
+
+func (n *linkNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	return []byte(n.target), 0
+}
+
+// Setattr on the symlink itself (cp -a and rsync -a set owner and times with
+// AT_SYMLINK_NOFOLLOW) succeeds and changes nothing: what it shows follows
+// the catalog.
+func (n *linkNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if n.fs.cfg.ReadOnly {
+		return syscall.EROFS
+	}
+	return n.Getattr(ctx, fh, out)
 }
 
 // blobHandle reads a committed blob; where the kernel allows, go-fuse hands it

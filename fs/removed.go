@@ -139,10 +139,12 @@ func (d *dirNode) readdirRemoved() []fuse.DirEntry {
 	return list
 }
 
-// aliasRemoval is an instance unlinked through a flat or All/ name. Copying a
-// legacy PKGDIR (cp -a, tar -x) removes the name a symlink is about to take
-// (cat/pf.tbz2 -> ../All/pf.tbz2): the symlink that follows within moments,
-// pointing at that same package, undoes the removal.
+// aliasRemoval is an instance unlinked through a flat or All/ name (a
+// symlink to its file). Copying a PKGDIR in (cp -a, rsync -a, tar -x)
+// removes such a name before it puts its own entry there: a symlink
+// (cat/pf.tbz2 -> ../All/pf.tbz2) pointing at that same package, or a
+// package file. Either, following within moments, undoes the removal: the
+// copy meant to add, not to drop a build.
 type aliasRemoval struct {
 	inst *catalog.Instance
 	at   time.Time
@@ -162,7 +164,8 @@ func (f *FS) rememberAliasRemoval(name string, inst *catalog.Instance) {
 }
 
 // undoAliasRemoval restores the instance removed at name if target (a
-// symlink's target, resolved inside the mount) names that same package.
+// symlink's target, resolved inside the mount) names that same package, or
+// if target is "" (a package was committed at name).
 func (f *FS) undoAliasRemoval(ctx context.Context, name, target string) {
 	f.removedMu.Lock()
 	r, ok := f.aliasRemoved[name]
@@ -172,12 +175,17 @@ func (f *FS) undoAliasRemoval(ctx context.Context, name, target string) {
 		ok = false
 	}
 	f.removedMu.Unlock()
-	if !ok || !sameInstanceName(target, r.inst) {
+	if !ok || (target != "" && !sameInstanceName(target, r.inst)) {
 		return
 	}
 	inst, err := f.cfg.Store.Restore(ctx, r.inst)
 	if err != nil {
 		f.log.Error("restoring a package removed through an alias", "path", name, "err", err)
+		return
+	}
+	if target == "" {
+		f.log.Info("restored a package whose name a copied-in package took", "path", name, "cpv", inst.CPV, "build_id", inst.BuildID)
+		f.changed(ctx, name)
 		return
 	}
 	f.log.Info("restored a package a symlink replaced its alias of", "path", name, "target", target, "cpv", inst.CPV, "build_id", inst.BuildID)
@@ -187,11 +195,17 @@ func (f *FS) undoAliasRemoval(ctx context.Context, name, target string) {
 // sameInstanceName tells whether rel is a package name of inst (its multi,
 // flat or All/ name).
 func sameInstanceName(rel string, inst *catalog.Instance) bool {
+	return samePackageName(rel, inst.Category, inst.PF, inst.Format)
+}
+
+// samePackageName tells whether rel is a package name (multi, flat or All/)
+// of category/pf in format.
+func samePackageName(rel, category, pf, format string) bool {
 	p := layout.ParsePath(rel)
-	if p.Kind == layout.KindOther || p.PF != inst.PF || string(p.Format) != inst.Format {
+	if p.Kind == layout.KindOther || p.PF != pf || string(p.Format) != format {
 		return false
 	}
-	return p.Kind == layout.KindLegacy || p.Category == inst.Category
+	return p.Kind == layout.KindLegacy || p.Category == category
 }
 
 // resolveLink resolves a relative symlink target against the link's

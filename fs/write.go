@@ -730,6 +730,12 @@ func (f *FS) ingestQuietly(ctx context.Context, c *catalog.Candidate, keep func(
 		return nil, f.errno("ingest", c.Name, err)
 	}
 	f.committed(ctx, c.Name, &ingested{inst, existed})
+	if k := layout.ParsePath(c.Name).Kind; k == layout.KindFlat || k == layout.KindLegacy {
+		// A file put where a symlink to another build stood (rsync and
+		// cp -a remove the symlink first) adds a build; it removes none.
+		f.unhideAlias(c.Name)
+		f.undoAliasRemoval(ctx, c.Name, "")
+	}
 	return inst, 0
 }
 
@@ -743,14 +749,37 @@ func (f *FS) committed(ctx context.Context, name string, in *ingested) {
 	if st, err := os.Lstat(p); err == nil && st.Mode().IsRegular() {
 		os.Remove(p)
 	}
+	f.dropPackageSymlinks(in.Instance)
 	if in.existed {
 		f.log.Info("same bytes already present", "path", name, "cpv", in.CPV, "build_id", in.BuildID)
 	} else {
 		f.log.Info("committed", "path", name, "cpv", in.CPV, "build_id", in.BuildID, "size", in.Size)
+		if p := layout.ParsePath(name); p.Kind == layout.KindMulti && p.BuildID != in.BuildID {
+			f.log.Info("the name held another build, which is kept: these bytes are a new build",
+				"path", name, "cpv", in.CPV, "build_id", in.BuildID, "at", layout.MultiPath(in.Category, in.PF, in.BuildID, layout.Format(in.Format)))
+		}
 		// A PKGDIR copied in without its Packages gets a header CHOST, as
 		// pkgdirfs import gives it (a no-op once the header has one).
 		if err := f.cfg.Store.FillHeaderCHOST(ctx); err != nil {
 			f.log.Warn("deriving the header CHOST", "err", err)
+		}
+	}
+}
+
+// dropPackageSymlinks removes symlinks copied in at inst's flat and All/
+// names that point at a name of that same package (an old PKGDIR's
+// cat/pf.tbz2 -> ../All/pf.tbz2, taken before the package arrived): the
+// names are the package's own symlinks now, and follow its newest build.
+func (f *FS) dropPackageSymlinks(inst *catalog.Instance) {
+	format := layout.Format(inst.Format)
+	for _, rel := range []string{layout.FlatPath(inst.Category, inst.PF, format), layout.LegacyPath(inst.PF, format)} {
+		p := f.scratchPath(rel)
+		target, err := os.Readlink(p)
+		if err != nil {
+			continue
+		}
+		if r := resolveLink(rel, target); r != "" && sameInstanceName(r, inst) && os.Remove(p) == nil {
+			f.notifyEntry(tree.SplitPath(rel))
 		}
 	}
 }

@@ -195,7 +195,7 @@ func decompressor(class string) string {
 // for regular files.
 func lsSizes(t *testing.T, dir string) map[string]int64 {
 	t.Helper()
-	out := mustRun(t, "", "ls", "-lRn", "--time-style=+%s", dir)
+	out := mustRun(t, "", "ls", "-lRnL", "--time-style=+%s", dir) // -L: flat and All/ names are symlinks
 	res := map[string]int64{}
 	cur := ""
 	for _, l := range strings.Split(string(out), "\n") {

@@ -211,23 +211,59 @@ func checkInstances(t *testing.T, mnt string, idx *pkgIndex, srcOf map[string]st
 	checkTree(t, mnt, insts, isNewest, ls)
 }
 
-// checkTree compares `find MNT` with exactly the expected files and directories.
+// isAlias tells whether name (a flat or All/ name of an instance) is shown
+// as a symlink to the instance's file under layouts ls: flat names while the
+// multi-instance layout is shown, All/ names while either other one is.
+func isAlias(name string, ls layoutSet) bool {
+	if strings.Count(name, "/") != 1 {
+		return false
+	}
+	if strings.HasPrefix(name, "All/") {
+		return ls.Multi || ls.Flat
+	}
+	return ls.Multi
+}
+
+// aliasTarget is the relative symlink target of an alias name of inst.
+func aliasTarget(name string, inst instance, ls layoutSet) string {
+	cat, _, _ := strings.Cut(inst.CPV, "/")
+	if !strings.HasPrefix(name, "All/") {
+		return strings.TrimPrefix(inst.Path, cat+"/")
+	}
+	if ls.Multi {
+		return "../" + inst.Path
+	}
+	flat, _ := flatNames(inst.CPV, inst.Format)
+	return "../" + flat
+}
+
+// checkTree compares `find MNT` with exactly the expected files, symlinks
+// and directories, and each symlink's target.
 func checkTree(t *testing.T, mnt string, insts []instance, isNewest func(instance) bool, ls layoutSet) {
 	t.Helper()
 	want := map[string]string{"Packages": "f", "Packages.gz": "f"}
+	wantLink := map[string]string{}
 	for _, in := range insts {
 		for _, n := range namesOf(in, isNewest(in), ls) {
 			want[n] = "f"
+			if isAlias(n, ls) {
+				want[n] = "l"
+				wantLink[n] = aliasTarget(n, in, ls)
+			}
 			for d := filepath.Dir(n); d != "."; d = filepath.Dir(d) {
 				want[d] = "d"
 			}
 		}
 	}
-	out := mustRun(t, mnt, "find", ".", "-mindepth", "1", "-printf", "%y %P\n")
+	out := mustRun(t, mnt, "find", ".", "-mindepth", "1", "-printf", "%y %P\t%l\n")
 	got := map[string]string{}
 	for _, line := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
-		if typ, name, ok := strings.Cut(line, " "); ok {
+		if typ, rest, ok := strings.Cut(line, " "); ok {
+			name, target, _ := strings.Cut(rest, "\t")
 			got[name] = typ
+			if w, ok := wantLink[name]; ok && typ == "l" && target != w {
+				t.Errorf("MNT/%s -> %s, want -> %s", name, target, w)
+			}
 		}
 	}
 	var miss, extra, wrong []string

@@ -489,15 +489,17 @@ func (s statInfo) String() string {
 	return fmt.Sprintf("ino=%d size=%d mtime=%d", s.Ino, s.Size, s.Mtime)
 }
 
-// statPaths runs `stat -c '%i %s %Y %n'` on paths (relative to dir) in one
-// call; paths stat cannot stat are reported in missing (with stat's stderr).
+// statPaths runs `stat -L -c '%i %s %Y %n'` on paths (relative to dir) in
+// one call, following symlinks (flat and All/ names are symlinks to the
+// instance's file); paths stat cannot stat are reported in missing (with
+// stat's stderr).
 func statPaths(t *testing.T, dir string, paths []string) (map[string]statInfo, []string, string) {
 	t.Helper()
 	res := map[string]statInfo{}
 	var stderr strings.Builder
 	for start := 0; start < len(paths); start += 500 {
 		chunk := paths[start:min(start+500, len(paths))]
-		r := run(t, dir, toolTimeout, "stat", append([]string{"-c", "%i %s %Y %n", "--"}, chunk...)...)
+		r := run(t, dir, toolTimeout, "stat", append([]string{"-L", "-c", "%i %s %Y %n", "--"}, chunk...)...)
 		stderr.Write(r.Stderr)
 		for _, line := range strings.Split(strings.TrimRight(string(r.Stdout), "\n"), "\n") {
 			f := strings.SplitN(line, " ", 4)

@@ -242,7 +242,7 @@ func curlStatus(t *testing.T, url string) int {
 // (`find -type f -printf`).
 func mountFiles(t *testing.T, mnt string) map[string]int64 {
 	t.Helper()
-	out := mustRun(t, mnt, "find", ".", "-type", "f", "-printf", "%P\t%s\n")
+	out := mustRun(t, mnt, "find", "-L", ".", "-type", "f", "-printf", "%P\t%s\n") // -L: flat and All/ names are symlinks
 	res := map[string]int64{}
 	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		p, s, ok := strings.Cut(l, "\t")

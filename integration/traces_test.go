@@ -17,6 +17,7 @@ import (
 	"io/fs"
 	"math/rand"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -618,6 +619,15 @@ func (r *replay) inject(cur, dst string, pkg []byte, placeholder bool) injected 
 		r.t.Errorf("MD5 of MNT/%s after inject = %x, want %x (%d bytes read, %d written)", dst, md5.Sum(got), md5.Sum(pkg), len(got), len(pkg))
 	}
 	lst := r.lstat(dst)
+	if isAlias(dst, allLayouts) {
+		// A flat name is a symlink to the instance's one file: Portage's
+		// inject records the symlink's lstat in the index it writes, which
+		// the mount does not keep (PATH, SIZE and MTIME are the catalog's).
+		if lst.Mode&unix.S_IFMT != unix.S_IFLNK {
+			r.t.Errorf("lstat(MNT/%s) after inject: mode %#o, want a symlink to the instance's file", dst, lst.Mode)
+		}
+		lst = st
+	}
 	if lst.Size != int64(len(pkg)) || lst.Mode&unix.S_IFMT != unix.S_IFREG {
 		r.t.Errorf("lstat(MNT/%s) after inject: mode %#o size %d, want a regular file of %d bytes", dst, lst.Mode, lst.Size, len(pkg))
 	}
@@ -1357,14 +1367,17 @@ func TestTraceUpdate(t *testing.T) {
 		const (
 			cpv    = "app-misc/hello-2.10"
 			target = "app-misc/hello/hello-2.10-1.gpkg.tar"
-			newSrc = "app-misc/hello-2.10.gpkg.tar"
 		)
 		fx := prepareFixture(t, "gpkg-zstd-multi")
-		newFx := prepareFixture(t, "gpkg-xz-flat")
 		state, mnt := traceMount(t, map[*traceFixture]int{fx: 0})
 		r := newReplay(t, mnt)
-		src := filepath.Join(newFx.Dir, newSrc)
-		pkg := readFile(t, src)
+		// The same build with one more metadata key: what update_metadata
+		// writes (BUILD_TIME and BUILD_ID kept, the metadata member new).
+		pkg := gpkgWithMetadataKey(t, readFile(t, filepath.Join(fx.Dir, target)), "PKGDIRFS_TRACE", "update_metadata\n")
+		src := filepath.Join(t.TempDir(), "hello-2.10-1.gpkg.tar")
+		if err := os.WriteFile(src, pkg, 0o644); err != nil {
+			t.Fatal(err)
+		}
 		old := r.stat(target)
 		r.stat(target)
 		r.stat(target)
@@ -1390,7 +1403,39 @@ func TestTraceUpdate(t *testing.T) {
 		inj := r.inject("", target, pkg, false)
 		checkTraceEnd(t, mnt, state, []*traceFixture{fx}, []wantPkg{{
 			Path: target, CPV: cpv, BuildID: 1, Src: src,
-			Block: newFx.block(newSrc), BlockHeader: newFx.Idx.Header, Ignore: []string{"MTIME"}, Mtime: inj.mtime,
+			Block: fx.block(target), BlockHeader: fx.Idx.Header, Ignore: []string{"MD5", "SHA1", "SIZE", "MTIME"}, Mtime: inj.mtime,
+		}}, nil)
+	})
+	// A different build renamed over an instance's name (rsync or mv of
+	// another PKGDIR's package: here another build of the same CPV) does
+	// not replace it: it becomes the next build of the CPV, and the name
+	// keeps the build it had.
+	t.Run("rename-other-build", func(t *testing.T) {
+		t.Parallel()
+		const (
+			cpv    = "app-misc/hello-2.10"
+			target = "app-misc/hello/hello-2.10-1.gpkg.tar"
+			newSrc = "app-misc/hello-2.10.gpkg.tar"
+		)
+		fx := prepareFixture(t, "gpkg-zstd-multi")
+		newFx := prepareFixture(t, "gpkg-xz-flat")
+		state, mnt := traceMount(t, map[*traceFixture]int{fx: 0})
+		src := filepath.Join(newFx.Dir, newSrc)
+		before := readFile(t, filepath.Join(mnt, target))
+		tmp := filepath.Join(mnt, "app-misc/hello/.hello-2.10-1.gpkg.tar.tmp")
+		if err := os.WriteFile(tmp, readFile(t, src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(mnt, target)); err != nil {
+			t.Fatalf("rename of another build onto MNT/%s: %v", target, err)
+		}
+		if got := readFile(t, filepath.Join(mnt, target)); !bytes.Equal(got, before) {
+			t.Errorf("MNT/%s changed (%d bytes, were %d) after another build was renamed onto it; want the build it held", target, len(got), len(before))
+		}
+		next := "app-misc/hello/hello-2.10-3.gpkg.tar"
+		checkTraceEnd(t, mnt, state, []*traceFixture{fx}, []wantPkg{{
+			Path: next, CPV: cpv, BuildID: 3, Src: src,
+			Block: newFx.block(newSrc), BlockHeader: newFx.Idx.Header, Ignore: []string{"MTIME", "PATH", "BUILD_ID"},
 		}}, nil)
 	})
 	// bindbapi.aux_update on an xpak: recompose in place on the package name
@@ -1551,4 +1596,47 @@ func TestTraceRemove(t *testing.T) {
 		}
 	}
 	checkTraceEnd(t, mnt, state, []*traceFixture{fx}, nil, []string{victim1, victim2, "dev-db/sqlite-3.46.1.tbz2", "All/sqlite-3.46.1.tbz2"})
+}
+
+// gpkgWithMetadataKey is gp with one more file in its metadata member (key,
+// value), recompressed with the member's own compressor and the Manifest
+// rewritten: a metadata update of the same build, as update_metadata makes.
+func gpkgWithMetadataKey(t *testing.T, gp []byte, key, value string) []byte {
+	t.Helper()
+	tools := map[string]string{".zst": "zstd", ".xz": "xz", ".gz": "gzip", ".bz2": "bzip2", ".lz4": "lz4"}
+	pipe := func(data []byte, name string, args ...string) []byte {
+		cmd := exec.Command(name, args...)
+		cmd.Stdin = bytes.NewReader(data)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("%s %v: %v", name, args, err)
+		}
+		return out
+	}
+	found := false
+	out := editGpkg(t, gp, true, func(ms []tarMember) []tarMember {
+		for i, m := range ms {
+			base := filepath.Base(m.Name)
+			if !strings.HasPrefix(base, "metadata.tar") {
+				continue
+			}
+			tool := tools[filepath.Ext(base)]
+			if tool == "" {
+				t.Fatalf("gpkg metadata member %s: unknown compression", m.Name)
+			}
+			inner := readTarMembers(t, pipe(m.Data, tool, "-dc"))
+			dir := "metadata"
+			if len(inner) > 0 {
+				dir = filepath.Dir(inner[0].Name)
+			}
+			inner = append(inner, tarMember{dir + "/" + key, []byte(value)})
+			ms[i].Data = pipe(writeTar(t, inner), tool, "-c")
+			found = true
+		}
+		return ms
+	})
+	if !found {
+		t.Fatal("gpkg has no metadata member")
+	}
+	return out
 }

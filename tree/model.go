@@ -21,6 +21,9 @@ const (
 	// DirInoBase starts the numbers of directories, given by path for the
 	// life of the process.
 	DirInoBase = 1 << 56
+	// linkInoBase numbers alias symlinks by instance and kind: a symlink's
+	// target never changes under its number, so the kernel may cache it.
+	linkInoBase = 1 << 58
 )
 
 // File is one instance as the tree shows it: enough for getattr and open,
@@ -70,6 +73,13 @@ func multiPath(cat, pn, pf string, buildID int64, gpkg bool) string {
 // CPV is the instance's category/package-version.
 func (f *File) CPV() string { return f.g.cpv }
 
+// Category and PF are the two halves of CPV.
+func (f *File) Category() string { return f.g.cat }
+func (f *File) PF() string       { return f.g.pf }
+
+// Format is "xpak" or "gpkg".
+func (f *File) Format() string { return string(f.format()) }
+
 // group is the instances of one CPV.
 type group struct {
 	cpv, cat, pn, pf string
@@ -78,8 +88,44 @@ type group struct {
 }
 
 type child struct {
-	d *dir
-	f *File
+	d     *dir
+	f     *File
+	alias aliasKind
+}
+
+// aliasKind tells an instance's file from its symlinks: the flat and All/
+// names point at the one file of the instance (Portage's walk and tar then
+// see each build once).
+type aliasKind uint8
+
+const (
+	notAlias aliasKind = iota
+	flatAlias
+	legacyAlias
+)
+
+// aliasOf is what the name p of an instance is under the layouts shown.
+func (l Layouts) aliasOf(p string) aliasKind {
+	if strings.HasPrefix(p, "All/") && strings.IndexByte(p[4:], '/') < 0 && l.Legacy && (l.Multi || l.Flat) {
+		return legacyAlias
+	}
+	if l.Multi && strings.Count(p, "/") == 1 {
+		return flatAlias
+	}
+	return notAlias
+}
+
+// target is the relative symlink target of an alias of f.
+func (m *Model) target(f *File, k aliasKind) string {
+	g := f.g
+	switch {
+	case k == flatAlias:
+		return f.MultiPath()[len(g.cat)+1:]
+	case m.lay.Multi:
+		return "../" + f.MultiPath()
+	default:
+		return "../" + layout.FlatPath(g.cat, g.pf, f.format())
+	}
 }
 
 type dir struct {
@@ -178,16 +224,25 @@ func (m *Model) SetMtime(ts int64) {
 type Entry struct {
 	Name    string
 	File    *File  // nil for a directory
-	Ino     uint64 // of the directory or file
+	Ino     uint64 // of the directory, file or symlink
 	Subdirs int    // a directory's subdirectories, for st_nlink
+	// Link is the target when the name is a symlink to File's file (a
+	// flat or All/ name); "" for the file itself.
+	Link string
 }
 
 // IsDir tells a directory from a file.
 func (e Entry) IsDir() bool { return e.File == nil }
 
-func (c child) entry(name string) Entry {
-	if c.d != nil {
+// IsLink tells a symlink to an instance from its file.
+func (e Entry) IsLink() bool { return e.Link != "" }
+
+func (m *Model) entry(c child, name string) Entry {
+	switch {
+	case c.d != nil:
 		return Entry{Name: name, Ino: c.d.ino, Subdirs: c.d.nsub}
+	case c.alias != notAlias:
+		return Entry{Name: name, File: c.f, Ino: linkInoBase + uint64(c.f.ID)<<2 + uint64(c.alias), Link: m.target(c.f, c.alias)}
 	}
 	return Entry{Name: name, File: c.f, Ino: c.f.Ino()}
 }
@@ -204,7 +259,7 @@ func (m *Model) Lookup(dirPath, name string) (Entry, bool) {
 	if !ok {
 		return Entry{}, false
 	}
-	return c.entry(name), true
+	return m.entry(c, name), true
 }
 
 // Dir returns the directory at path itself.
@@ -262,7 +317,7 @@ func (m *Model) ReadDir(path string) ([]Entry, bool) {
 	}
 	out := make([]Entry, 0, len(names))
 	for _, n := range names {
-		out = append(out, d.children[n].entry(n))
+		out = append(out, m.entry(d.children[n], n))
 	}
 	m.mu.RUnlock()
 	return out, true
@@ -575,7 +630,7 @@ func (m *Model) linkPath(p string, f, prev *File) {
 	if _, ok := d.children[name]; !ok {
 		d.sorted = nil
 	}
-	d.children[name] = child{f: f}
+	d.children[name] = child{f: f, alias: m.lay.aliasOf(p)}
 	if prev == nil || prev.ID != f.ID {
 		m.journal.add(dp, name)
 	}

@@ -117,11 +117,18 @@ func TestModelLayouts(t *testing.T) {
 			t.Errorf("MultiPath of %d = %q, layout says %q", in.ID, got, want)
 		}
 	}
-	// One inode per instance, whatever the name.
+	// One file per instance: the flat and All/ names are symlinks to it.
 	a, _ := m.Lookup("app-misc", "hello-2.10.tbz2")
 	b, _ := m.Lookup("app-misc/hello", "hello-2.10-2.xpak")
-	if a.File != b.File || a.Ino != uint64(2)+instInoBase {
-		t.Errorf("flat and multi names of instance 2 differ: %+v %+v", a, b)
+	c, _ := m.Lookup("All", "hello-2.10.tbz2")
+	if b.IsLink() || b.Ino != uint64(2)+instInoBase {
+		t.Errorf("multi name of instance 2: %+v, want its file (ino %d)", b, uint64(2)+instInoBase)
+	}
+	if a.File != b.File || a.Link != "hello/hello-2.10-2.xpak" || a.Ino == b.Ino {
+		t.Errorf("flat name of instance 2: %+v, want a symlink of its own number to hello/hello-2.10-2.xpak", a)
+	}
+	if c.File != b.File || c.Link != "../app-misc/hello/hello-2.10-2.xpak" || c.Ino == a.Ino || c.Ino == b.Ino {
+		t.Errorf("All/ name of instance 2: %+v, want a symlink of its own number to ../app-misc/hello/hello-2.10-2.xpak", c)
 	}
 	cat, _ := m.Dir("app-misc")
 	root, _ := m.Dir("")
@@ -466,4 +473,68 @@ func TestModelConcurrentReaders(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
+}
+
+// TestModelAliases: which names are symlinks, and to what, per layout set;
+// a new newest instance makes a new symlink (new number, new target).
+func TestModelAliases(t *testing.T) {
+	insts := []catalog.Instance{
+		inst(1, "app-misc", "hello", "hello-2.10", 1, 100, "xpak"),
+		inst(2, "app-misc", "hello", "hello-2.10", 2, 300, "xpak"),
+		inst(3, "app-misc", "hello", "hello-2.10", 3, 50, "gpkg"),
+	}
+	type want struct{ dir, name, link string } // link "": a regular file
+	for _, c := range []struct {
+		lay   Layouts
+		names []want
+	}{
+		{AllLayouts, []want{
+			{"app-misc/hello", "hello-2.10-2.xpak", ""},
+			{"app-misc", "hello-2.10.tbz2", "hello/hello-2.10-2.xpak"},
+			{"app-misc", "hello-2.10.gpkg.tar", "hello/hello-2.10-3.gpkg.tar"},
+			{"All", "hello-2.10.tbz2", "../app-misc/hello/hello-2.10-2.xpak"},
+			{"All", "hello-2.10.gpkg.tar", "../app-misc/hello/hello-2.10-3.gpkg.tar"},
+		}},
+		{Layouts{Multi: true, Flat: true}, []want{
+			{"app-misc", "hello-2.10.tbz2", "hello/hello-2.10-2.xpak"},
+		}},
+		{Layouts{Multi: true, Legacy: true}, []want{
+			{"All", "hello-2.10.tbz2", "../app-misc/hello/hello-2.10-2.xpak"},
+		}},
+		{Layouts{Flat: true, Legacy: true}, []want{
+			{"app-misc", "hello-2.10.tbz2", ""},
+			{"All", "hello-2.10.tbz2", "../app-misc/hello-2.10.tbz2"},
+			{"All", "hello-2.10.gpkg.tar", "../app-misc/hello-2.10.gpkg.tar"},
+		}},
+		{Layouts{Legacy: true}, []want{
+			{"All", "hello-2.10.tbz2", ""},
+		}},
+		{Layouts{Flat: true}, []want{
+			{"app-misc", "hello-2.10.gpkg.tar", ""},
+		}},
+	} {
+		m := loaded(c.lay, insts)
+		for _, w := range c.names {
+			e, ok := m.Lookup(w.dir, w.name)
+			switch {
+			case !ok:
+				t.Errorf("layouts %s: %s/%s missing", c.lay, w.dir, w.name)
+			case e.Link != w.link:
+				t.Errorf("layouts %s: %s/%s -> %q, want %q", c.lay, w.dir, w.name, e.Link, w.link)
+			case w.link == "" && e.Ino != e.File.Ino():
+				t.Errorf("layouts %s: %s/%s is the file of instance %d, but has number %d, not %d", c.lay, w.dir, w.name, e.File.ID, e.Ino, e.File.Ino())
+			case w.link != "" && e.Ino == e.File.Ino():
+				t.Errorf("layouts %s: symlink %s/%s has the number of its instance's file", c.lay, w.dir, w.name)
+			}
+		}
+	}
+	// A newer build: the flat name becomes another symlink.
+	m := loaded(AllLayouts, insts)
+	before, _ := m.Lookup("app-misc", "hello-2.10.tbz2")
+	newer := append(slices.Clone(insts[:2]), inst(4, "app-misc", "hello", "hello-2.10", 4, 400, "xpak"), insts[2])
+	m.setGroup("app-misc/hello-2.10", newer)
+	after, _ := m.Lookup("app-misc", "hello-2.10.tbz2")
+	if after.Link != "hello/hello-2.10-4.xpak" || after.Ino == before.Ino {
+		t.Errorf("after a newer build: %+v, want a new symlink to hello/hello-2.10-4.xpak (was %+v)", after, before)
+	}
 }
