@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"bytes"
 	"context"
 	"crypto/md5"
 	"crypto/sha1"
@@ -190,6 +191,15 @@ func (s *Store) Ingest(ctx context.Context, c *Candidate) (inst *Instance, exist
 	blob := c.SHA256[:2] + "/" + c.SHA256
 	blobPath := filepath.Join(s.BlobDir(), blob)
 	inst.Blob = blob
+	// Whether the bytes are an update of the build they were written over
+	// is decided before the transaction: it reads both payloads.
+	var updates int64
+	if c.Replaces > 0 {
+		if prev, err := s.DB.r(ctx).InstanceByID(c.Replaces); err == nil && sameBuild(prev, inst) &&
+			samePayload(filepath.Join(s.BlobDir(), prev.Blob), c.File) {
+			updates = prev.ID
+		}
+	}
 	moved := false
 	var dropped string // blob of a replaced instance
 	err = s.DB.Tx(ctx, func(tx *Tx) error {
@@ -202,11 +212,9 @@ func (s *Store) Ingest(ctx context.Context, c *Candidate) (inst *Instance, exist
 		if !errors.Is(err, ErrNotFound) {
 			return err
 		}
-		if c.Replaces > 0 {
-			prev, err := tx.InstanceByID(c.Replaces)
-			if err == nil && !sameBuild(prev, inst) {
-				// Not an update of that build: keep it, add this one.
-			} else if err == nil {
+		if updates > 0 {
+			prev, err := tx.InstanceByID(updates)
+			if err == nil {
 				dropped = prev.Blob
 				if err := tx.DeleteInstance(prev.ID); err != nil {
 					return err
@@ -259,11 +267,62 @@ func (s *Store) Ingest(ctx context.Context, c *Candidate) (inst *Instance, exist
 }
 
 // sameBuild tells an update of a build's metadata (Portage's aux_update and
-// gpkg update_metadata keep CPV, BUILD_TIME and the BUILD_ID they carry)
-// from another build of the same CPV.
+// gpkg update_metadata keep CPV, BUILD_TIME and the BUILD_ID they carry, and
+// the payload: samePayload) from another build of the same CPV.
 func sameBuild(prev, next *Instance) bool {
-	return prev.CPV == next.CPV && prev.BuildTime == next.BuildTime &&
+	return prev.CPV == next.CPV && prev.BuildTime == next.BuildTime && prev.Format == next.Format &&
 		strings.TrimSpace(prev.Meta["BUILD_ID"]) == strings.TrimSpace(next.Meta["BUILD_ID"])
+}
+
+// samePayload tells whether two package files carry byte-identical payloads
+// (xpak tarball, gpkg image member); false when either cannot be read.
+func samePayload(a, b string) bool {
+	ra, na, err := payload(a)
+	if err != nil {
+		return false
+	}
+	defer ra.Close()
+	rb, nb, err := payload(b)
+	if err != nil || na.N != nb.N {
+		if err == nil {
+			rb.Close()
+		}
+		return false
+	}
+	defer rb.Close()
+	ba, bb := make([]byte, 1<<16), make([]byte, 1<<16)
+	for {
+		n, errA := io.ReadFull(na, ba)
+		m, errB := io.ReadFull(nb, bb)
+		if n != m || !bytes.Equal(ba[:n], bb[:m]) {
+			return false
+		}
+		if errA == io.EOF || errA == io.ErrUnexpectedEOF {
+			return errB == errA
+		}
+		if errA != nil || errB != nil {
+			return false
+		}
+	}
+}
+
+// payload opens a package file and returns a reader of its payload.
+func payload(path string) (*os.File, *io.LimitedReader, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	off, n, err := xpak.PayloadRange(f, st.Size())
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, &io.LimitedReader{R: io.NewSectionReader(f, off, n), N: n}, nil
 }
 
 // unstamped tells whether the received bytes carried no BUILD_ID (a retried

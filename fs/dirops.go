@@ -260,11 +260,12 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	before := f.model.Seq()
 	path := f.model.IndexPath(e.File.ID)
 	alias := layout.ParsePath(rel).Kind != layout.KindMulti
-	var row *catalog.Instance
-	if alias {
-		if row, _ = f.instanceRow(ctx, e.File.ID); row != nil {
-			f.rememberAliasRemoval(rel, row)
-		}
+	// Remembered for a moment: a copy that removes the name to put its own
+	// entry there (tar -x, cp -a, rsync) means to add a build, not to drop
+	// one, and what it puts there undoes this removal.
+	row, _ := f.instanceRow(ctx, e.File.ID)
+	if row != nil {
+		f.rememberAliasRemoval(rel, row)
 	}
 	// Unlinking a file never removes its directory: the client may go on
 	// using it (cp -a of a legacy PKGDIR replaces the alias with a symlink).
@@ -499,10 +500,18 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 	}
 	f.changedWait(ctx, before, []string{d.path, nd.path}, dst)
 	// The kernel keeps the renamed inode at the new name until the entry
-	// is invalidated: meanwhile it shows the committed instance.
+	// is invalidated: meanwhile it shows what the name shows, the
+	// committed instance, or the build the name kept when these bytes
+	// became another build (then the bytes the client wrote, still in the
+	// inode's page cache, are dropped).
 	if child := d.GetChild(name); child != nil {
 		if sn, ok := child.Operations().(*scratchNode); ok {
-			sn.setInstance(instFileOf(inst))
+			if e, ok := f.catalogEntry(dst); ok && e.File != nil && !e.IsLink() && e.File.ID != inst.ID {
+				sn.setInstance(e.File)
+				child.NotifyContent(0, 0)
+			} else {
+				sn.setInstance(instFileOf(inst))
+			}
 		}
 	}
 	f.notifyEntry(d.path, name)

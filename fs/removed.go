@@ -164,9 +164,19 @@ func (f *FS) rememberAliasRemoval(name string, inst *catalog.Instance) {
 }
 
 // undoAliasRemoval restores the instance removed at name if target (a
-// symlink's target, resolved inside the mount) names that same package, or
-// if target is "" (a package was committed at name).
+// symlink's target, resolved inside the mount) names that same package, and
+// makes it visible.
 func (f *FS) undoAliasRemoval(ctx context.Context, name, target string) {
+	if inst := f.restoreRemoved(ctx, name, target); inst != nil {
+		f.changed(ctx, name, target)
+	}
+}
+
+// restoreRemoved restores the instance removed at name if target names that
+// same package, or if target is "" (a package is being committed at name);
+// the caller's own commit makes the change visible (a commit under a
+// directory lock must not queue invalidations it cannot wait for).
+func (f *FS) restoreRemoved(ctx context.Context, name, target string) *catalog.Instance {
 	f.removedMu.Lock()
 	r, ok := f.aliasRemoved[name]
 	if ok && time.Since(r.at) <= aliasUndoWindow {
@@ -176,20 +186,19 @@ func (f *FS) undoAliasRemoval(ctx context.Context, name, target string) {
 	}
 	f.removedMu.Unlock()
 	if !ok || (target != "" && !sameInstanceName(target, r.inst)) {
-		return
+		return nil
 	}
 	inst, err := f.cfg.Store.Restore(ctx, r.inst)
 	if err != nil {
 		f.log.Error("restoring a package removed through an alias", "path", name, "err", err)
-		return
+		return nil
 	}
 	if target == "" {
-		f.log.Info("restored a package whose name a copied-in package took", "path", name, "cpv", inst.CPV, "build_id", inst.BuildID)
-		f.changed(ctx, name)
-		return
+		f.log.Info("restored a package removed a moment before by a copy that puts another package at its name", "path", name, "cpv", inst.CPV, "build_id", inst.BuildID)
+	} else {
+		f.log.Info("restored a package a symlink replaced its alias of", "path", name, "target", target, "cpv", inst.CPV, "build_id", inst.BuildID)
 	}
-	f.log.Info("restored a package a symlink replaced its alias of", "path", name, "target", target, "cpv", inst.CPV, "build_id", inst.BuildID)
-	f.changed(ctx, name, target)
+	return inst
 }
 
 // sameInstanceName tells whether rel is a package name of inst (its multi,

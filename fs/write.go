@@ -681,6 +681,12 @@ func (f *FS) commitPending(n *pendingNode, fd int, sh *seqHash) syscall.Errno {
 			return f.errno("hash", n.name, err)
 		}
 	}
+	if p.Kind == layout.KindMulti && n.replaces == 0 {
+		// A new file written where an instance was unlinked a moment ago
+		// (tar -x removes an existing file before creating it) is another
+		// build: the one removed comes back first, keeping its build id.
+		f.restoreRemoved(ctx, n.name, "")
+	}
 	inst, errno := f.ingest(ctx, &catalog.Candidate{Staged: staged, Name: n.name, MtimeNs: mtime, Mode: mode, Replaces: n.replaces}, f.keepAsScratch)
 	if errno == syscall.EINVAL {
 		n.setStaging(f.scratchPath(n.name)) // where the refused bytes are kept
@@ -712,6 +718,13 @@ func (f *FS) ingest(ctx context.Context, c *catalog.Candidate, keep func(from, r
 // ingestQuietly is ingest for callers that make the commit visible
 // themselves (a refusal is made visible here).
 func (f *FS) ingestQuietly(ctx context.Context, c *catalog.Candidate, keep func(from, rel string) error) (*catalog.Instance, syscall.Errno) {
+	if k := layout.ParsePath(c.Name).Kind; k == layout.KindFlat || k == layout.KindLegacy {
+		// A file put where a symlink to another build stood (rsync and
+		// cp -a remove the symlink first) adds a build; it removes none:
+		// the one removed comes back first, keeping its build id.
+		f.unhideAlias(c.Name)
+		f.restoreRemoved(ctx, c.Name, "")
+	}
 	inst, existed, err := f.cfg.Store.Ingest(ctx, c)
 	var rerr *catalog.RefusedError
 	if errors.As(err, &rerr) {
@@ -730,12 +743,6 @@ func (f *FS) ingestQuietly(ctx context.Context, c *catalog.Candidate, keep func(
 		return nil, f.errno("ingest", c.Name, err)
 	}
 	f.committed(ctx, c.Name, &ingested{inst, existed})
-	if k := layout.ParsePath(c.Name).Kind; k == layout.KindFlat || k == layout.KindLegacy {
-		// A file put where a symlink to another build stood (rsync and
-		// cp -a remove the symlink first) adds a build; it removes none.
-		f.unhideAlias(c.Name)
-		f.undoAliasRemoval(ctx, c.Name, "")
-	}
 	return inst, 0
 }
 

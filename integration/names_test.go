@@ -800,17 +800,20 @@ func nmPathDiff(want, got *pkgIndex) string {
 
 // ---------------------------------------------------------------- 4. merge
 
-// TestNamesMergeNoLoss: a PKGDIR copied (rsync -a, cp -a) onto a mount
+// TestNamesMergeNoLoss: a PKGDIR copied (rsync -a, cp -a, tar -x) onto a mount
 // holding another gives the instances of importing both: no build of
 // either is lost, the first one's instances keep their PATHs, and running
 // the copy again adds nothing.
 func TestNamesMergeNoLoss(t *testing.T) {
 	t.Parallel()
-	pairs := [][2]string{
-		{"xpak-bzip2-flat", "xpak-bzip2-multi"},
-		{"xpak-bzip2-multi", "xpak-bzip2-flat"},
-		{legacyFixture, "xpak-bzip2-multi"},
-		{"gpkg-xz-flat", "gpkg-zstd-multi"},
+	// Every ordered pair of fixtures: one imported, the other copied in.
+	var pairs [][2]string
+	for _, a := range allFixtures {
+		for _, b := range allFixtures {
+			if a != b {
+				pairs = append(pairs, [2]string{a, b})
+			}
+		}
 	}
 	for _, pair := range pairs {
 		a, b := pair[0], pair[1]
@@ -823,7 +826,7 @@ func TestNamesMergeNoLoss(t *testing.T) {
 				t.Fatalf("test premise: `pkgdirfs import A B` of %d+%d packages: summary %+v, index lists %d instances; want imported+already present = %d and imported = index count",
 					nA, nB, sum, nmCount(want), nA+nB)
 			}
-			for _, c := range []nmCopy{nmRsync, nmCp} {
+			for _, c := range []nmCopy{nmRsync, nmCp, nmTar} {
 				t.Run(c.name, func(t *testing.T) {
 					t.Parallel()
 					state := t.TempDir()

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"strings"
 )
 
 // FormatError says in plain words why bytes are not an acceptable package.
@@ -127,4 +128,35 @@ func isPlainTar(head []byte) bool {
 		}
 	}
 	return true
+}
+
+// PayloadRange is where a package's payload lies: an xpak's tarball (before
+// its XPAK block), a gpkg's image member. Portage's metadata updates
+// (aux_update, update_metadata) rewrite the metadata and keep the payload's
+// bytes, so two packages with equal payloads are one build.
+func PayloadRange(r io.ReaderAt, size int64) (off, n int64, err error) {
+	if ok, err := hasXpakTrailer(r, size); err != nil {
+		return 0, 0, err
+	} else if ok {
+		_, tarLen, err := ReadXpak(r, size)
+		return 0, tarLen, err
+	}
+	sr := io.NewSectionReader(r, 0, size)
+	tr := tar.NewReader(sr)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			return 0, 0, formatErr("gpkg: no image member")
+		}
+		if err != nil {
+			return 0, 0, tarErr(err, "gpkg: reading tar header")
+		}
+		if _, base, _ := strings.Cut(hdr.Name, "/"); isImageMember(base) {
+			pos, err := sr.Seek(0, io.SeekCurrent)
+			if err != nil {
+				return 0, 0, err
+			}
+			return pos, hdr.Size, nil
+		}
+	}
 }
