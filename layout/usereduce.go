@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"unicode/utf8"
 )
 
 // The USE reduction below follows the behaviour of Portage's
@@ -40,8 +43,22 @@ func (n depNode) isStr() bool {
 // (Portage's placeholder when empty groups are not "always true").
 const emptyAnyOf = "__const__/empty-any-of"
 
-// useFlagRE is the USE flag syntax Portage accepts in conditionals.
-var useFlagRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9+_@-]*$`)
+// isUseFlag tells the USE flag syntax Portage accepts in conditionals,
+// ^[A-Za-z0-9][A-Za-z0-9+_@-]*$, without a regexp (it runs for every USE
+// conditional of every package indexed).
+func isUseFlag(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !alnum && (i == 0 || (c != '+' && c != '_' && c != '@' && c != '-')) {
+			return false
+		}
+	}
+	return true
+}
 
 // UseReduce evaluates USE conditionals in deps against use and renders the
 // result with Portage's spacing ("a || ( b c ) ( d e )"). Tokens are not
@@ -82,7 +99,7 @@ func isActive(cond string, use map[string]bool) (bool, error) {
 	if strings.HasPrefix(flag, "!") {
 		flag, negated = flag[1:], true
 	}
-	if !useFlagRE.MatchString(flag) {
+	if !isUseFlag(flag) {
 		return false, fmt.Errorf("invalid use flag %q in conditional %q", flag, cond)
 	}
 	return use[flag] != negated, nil
@@ -90,8 +107,42 @@ func isActive(cond string, use map[string]bool) (bool, error) {
 
 // pySplit splits on Python whitespace like str.split().
 func pySplit(s string) []string {
-	return strings.FieldsFunc(s, isPySpace)
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return strings.FieldsFunc(s, isPySpace)
+		}
+	}
+	// ASCII (metadata nearly always is): one pass to count, one to cut.
+	n, in := 0, false
+	for i := 0; i < len(s); i++ {
+		sp := asciiPySpace[s[i]]
+		if !sp && !in {
+			n++
+		}
+		in = !sp
+	}
+	out := make([]string, 0, n)
+	start := -1
+	for i := 0; i < len(s); i++ {
+		switch {
+		case asciiPySpace[s[i]]:
+			if start >= 0 {
+				out = append(out, s[start:i])
+				start = -1
+			}
+		case start < 0:
+			start = i
+		}
+	}
+	if start >= 0 {
+		out = append(out, s[start:])
+	}
+	return out
 }
+
+// asciiPySpace is isPySpace for bytes below utf8.RuneSelf.
+var asciiPySpace = [256]bool{' ': true, '\t': true, '\n': true, '\v': true, '\f': true, '\r': true,
+	0x1c: true, 0x1d: true, 0x1e: true, 0x1f: true}
 
 func reduceTree(deps string, use map[string]bool, atoms bool) ([]depNode, error) {
 	tokens := pySplit(deps)
@@ -282,10 +333,48 @@ type useDepTok struct {
 	text           string
 }
 
+// atomVerdict is what evaluating an atom showed, whatever the USE flags:
+// an error, or that its result depends on USE (conditional USE deps).
+type atomVerdict struct {
+	err         error
+	conditional bool
+}
+
+// atomCache keeps the verdicts of atoms seen before: a binhost's packages
+// share their dependencies, and matching the atom syntax is most of the
+// cost of indexing a package. Bounded by clearing it when full.
+var (
+	atomCache  sync.Map // string -> atomVerdict
+	atomCached atomic.Int64
+)
+
+const atomCacheMax = 1 << 16
+
 // evaluateAtom validates one dependency atom and, if it carries USE
 // conditionals, returns it with them evaluated against use (Portage's
 // Atom.evaluate_conditionals, which also drops any ::repo part).
 func evaluateAtom(tok string, use map[string]bool) (string, error) {
+	if v, ok := atomCache.Load(tok); ok {
+		if vd := v.(atomVerdict); !vd.conditional {
+			if vd.err != nil {
+				return "", vd.err
+			}
+			return tok, nil
+		}
+	}
+	var conditional bool
+	out, err := evaluateAtomParsed(tok, use, &conditional)
+	if atomCached.Add(1) > atomCacheMax {
+		atomCache.Clear()
+		atomCached.Store(0)
+	}
+	atomCache.Store(tok, atomVerdict{err: err, conditional: conditional && err == nil})
+	return out, err
+}
+
+// evaluateAtomParsed is evaluateAtom without the cache; it sets
+// *conditional when the result depends on use.
+func evaluateAtomParsed(tok string, use map[string]bool, conditionalOut *bool) (string, error) {
 	s := tok
 	if strings.HasPrefix(s, "!!") {
 		s = s[2:]
@@ -338,6 +427,7 @@ func evaluateAtom(tok string, use map[string]bool) (string, error) {
 	if !conditional {
 		return tok, nil
 	}
+	*conditionalOut = true
 	// Rebuild as Portage does: everything before the first ':' (or '['),
 	// the slot, then the evaluated USE deps.
 	out := tok
