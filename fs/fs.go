@@ -70,7 +70,7 @@ type FS struct {
 	aliasRemoved  map[string]aliasRemoval
 	hidden        map[string]time.Time // alias names hidden after a shadowing file went
 	indexUnlinked map[string]time.Time // Packages(.gz) names just unlinked
-	notes         chan note            // kernel invalidations, sent by the notifier
+	notes         *noteQueue           // kernel invalidations, sent by the notifiers
 
 	server *fuse.Server
 	dir    string
@@ -91,7 +91,7 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 		cfg.PollInterval = time.Second
 	}
 	f := &FS{cfg: cfg, log: cfg.Log, stop: make(chan struct{}), done: make(chan struct{}), idxReady: make(chan struct{}),
-		notes: make(chan note, 1<<16), pending: map[string]int{}, removed: map[string]removedEntry{}, aliasRemoved: map[string]aliasRemoval{}, hidden: map[string]time.Time{},
+		notes: newNoteQueue(), pending: map[string]int{}, removed: map[string]removedEntry{}, aliasRemoved: map[string]aliasRemoval{}, hidden: map[string]time.Time{},
 		indexUnlinked: map[string]time.Time{}}
 	model := tree.NewModel(cfg.Layouts)
 	model.OnConflict(func(msg string) { f.log.Warn("legacy name conflict", "detail", msg) })
@@ -215,6 +215,7 @@ func (f *FS) Wait() {
 	default:
 		close(f.stop)
 	}
+	f.notes.close()
 	<-f.done
 	f.dropAllRemoved()
 	<-f.idxReady

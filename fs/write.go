@@ -1015,15 +1015,7 @@ type note struct {
 	done      chan struct{} // closed once sent, if not nil
 }
 
-func (f *FS) queueNote(n note) bool {
-	select {
-	case f.notes <- n:
-		return true
-	default:
-		f.log.Warn("invalidation queue full; the kernel may show a stale entry until it expires", "dir", n.dir, "name", n.name)
-		return false
-	}
-}
+func (f *FS) queueNote(n note) { f.notes.push(noteKey{n.dir, n.name}, n.done) }
 
 // changedWait is changed (since snapshot old) for handlers that run under a directory lock
 // (unlink, rename): names in other directories are invalidated before the
@@ -1055,7 +1047,8 @@ func (f *FS) changedWait(ctx context.Context, before uint64, locked []string, na
 		if !slices.Contains(locked, c.Dir) {
 			n.done = make(chan struct{})
 		}
-		if f.queueNote(n) && n.done != nil {
+		f.queueNote(n)
+		if n.done != nil {
 			waits = append(waits, n.done)
 		}
 	}
@@ -1100,27 +1093,37 @@ func (f *FS) notifyNow(rel string) {
 	}
 }
 
+// notifyWorkers send invalidations side by side: the kernel holds a send
+// for a directory locked by a request in flight until that request returns,
+// and the others must not wait behind it.
+const notifyWorkers = 4
+
 func (f *FS) notifier() {
+	for range notifyWorkers {
+		go f.notifyWorker()
+	}
+}
+
+func (f *FS) notifyWorker() {
 	root := f.root.EmbeddedInode()
 	for {
-		select {
-		case <-f.stop:
+		k, waiters, ok := f.notes.pop()
+		if !ok {
 			return
-		case c := <-f.notes:
-			parent := root
-			if c.dir != "" {
-				parent = walk(root, c.dir)
+		}
+		parent := root
+		if k.dir != "" {
+			parent = walk(root, k.dir)
+		}
+		if parent != nil {
+			if k.name == "" {
+				parent.NotifyContent(0, 0)
+			} else {
+				parent.NotifyEntry(k.name)
 			}
-			if parent != nil {
-				if c.name == "" {
-					parent.NotifyContent(0, 0)
-				} else {
-					parent.NotifyEntry(c.name)
-				}
-			}
-			if c.done != nil {
-				close(c.done)
-			}
+		}
+		for _, w := range waiters {
+			close(w)
 		}
 	}
 }
