@@ -45,6 +45,16 @@ type Store struct {
 // by a crash never reached the catalog: they come back as plain files at the
 // path they were written to (logged), not lost.
 func OpenStore(dir string, log *slog.Logger) (*Store, error) {
+	return openStore(dir, log, nil)
+}
+
+// OpenStoreLocked opens a state whose lock the caller holds (the mount
+// daemon): every staging file left in it is a dead owner's, and recovered.
+func OpenStoreLocked(dir string, log *slog.Logger, lk *StateLock) (*Store, error) {
+	return openStore(dir, log, lk)
+}
+
+func openStore(dir string, log *slog.Logger, lk *StateLock) (*Store, error) {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -58,6 +68,19 @@ func OpenStore(dir string, log *slog.Logger) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{Dir: dir, DB: db, log: log}
+	if lk == nil {
+		// Staging files are a live daemon's while it holds the state: only
+		// when nobody does are they a dead owner's, to recover.
+		tmp, err := LockState(dir, fmt.Sprintf("pid %d, recovering staging files", os.Getpid()))
+		if errors.Is(err, ErrStateLocked) {
+			return s, nil
+		}
+		if err != nil {
+			db.Close()
+			return nil, err
+		}
+		defer tmp.Release()
+	}
 	if err := s.recoverStaging(); err != nil {
 		db.Close()
 		return nil, err

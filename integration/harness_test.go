@@ -296,6 +296,9 @@ func mountFSInfo(t *testing.T, state string, opts ...string) *mountInfo {
 	logFile := filepath.Join(t.TempDir(), "daemon.log")
 	mi := &mountInfo{Dir: mnt, Log: logFile}
 	args := append([]string{"mount", "--state", state, "--log", logFile}, opts...)
+	if _, err := os.Stat(filepath.Join(state, "catalog.db")); errors.Is(err, os.ErrNotExist) {
+		args = append(args, "--init") // a new, empty PKGDIR
+	}
 	args = append(args, mnt)
 	start := time.Now()
 	r := run(t, "", mountTimeout, binPath, args...)

@@ -27,6 +27,10 @@ func cmdIndex(args []string) int {
 	if err != nil {
 		return fail("index: %v", err)
 	}
+	// Never creates a state: a mistyped --state is an error.
+	if why := notAState(*state); why != "" {
+		return fail("index: %s is not a pkgdirfs state (%s)", *state, why)
+	}
 	store, err := catalog.OpenStore(*state, newLogger(os.Stderr))
 	if err != nil {
 		return fail("index: %v", err)

@@ -25,7 +25,7 @@ var commands []command
 
 func init() {
 	commands = []command{
-		{"mount", "[--state DIR] [--layouts all|multi,flat,legacy] [--read-only] [--allow-other] [--xattrs] [--stamp-build-id] [-f] [--log FILE] MOUNTPOINT",
+		{"mount", "[--state DIR] [--layouts all|multi,flat,legacy] [--read-only] [--allow-other] [--xattrs] [--stamp-build-id] [--init] [-f] [--log FILE] MOUNTPOINT",
 			"serve the catalog as a PKGDIR at MOUNTPOINT (returns once it is mounted, unless -f)", cmdMount},
 		{"import", "[--state DIR] [--link] [-q] SRC...", "import the packages of existing PKGDIRs (any layout) into the catalog", cmdImport},
 		{"index", "[--state DIR] [--layouts ...] [--gz]", "write the Packages index the mount serves to stdout", cmdIndex},

@@ -2,8 +2,10 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	stdlog "log"
 	"os"
 	"os/exec"
@@ -38,6 +40,7 @@ func cmdMount(args []string) int {
 	logFile := fl.String("log", "", "log file of the daemon (default STATE/pkgdirfs.log; -f logs to stderr)")
 	grace := fl.Duration("removed-grace", 15*time.Minute, "how long a removed package stays downloadable at "+pfs.RemovedDir+"/PATH for binhost clients holding the previous index (0: not at all)")
 	debug := fl.Bool("debug", false, "log every FUSE request (very verbose)")
+	initState := fl.Bool("init", false, "create STATE if it does not exist yet: a new, empty PKGDIR (else STATE must hold a catalog, made by pkgdirfs import)")
 	ops, code := parseArgs(fl, args)
 	if code >= 0 {
 		return code
@@ -64,6 +67,12 @@ func cmdMount(args []string) int {
 	}
 	if st, err := os.Stat(mnt); err != nil || !st.IsDir() {
 		return fail("mount: mountpoint %s is not a directory", mnt)
+	}
+	// A mistyped --state must not mount an empty PKGDIR over the real one.
+	if !*initState {
+		if why := notAState(*state); why != "" {
+			return fail("mount: %s is not a pkgdirfs state (%s): make one with `pkgdirfs import --state %s PKGDIR`, or pass --init to mount a new, empty PKGDIR", *state, why, *state)
+		}
 	}
 	if *logFile == "" {
 		*logFile = filepath.Join(*state, "pkgdirfs.log")
@@ -102,11 +111,20 @@ func cmdMount(args []string) int {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 
-	store, err := catalog.OpenStore(*state, log)
+	// One daemon per state: its staging files are its own.
+	lk, err := lockState(*state, fmt.Sprintf("pid %d, mounted at %s", os.Getpid(), mnt))
+	if err != nil {
+		return failReady("state %s: %v", *state, err)
+	}
+	defer lk.Release()
+	store, err := catalog.OpenStoreLocked(*state, log, lk)
 	if err != nil {
 		return failReady("%v", err)
 	}
 	defer store.Close()
+	if why := lostCatalog(store); why != "" {
+		return failReady("%s", why)
+	}
 	store.StampBuildID = *stamp
 	// The daemon's heap is mostly the tree, which lives as long as the
 	// mount: collecting at half the live heap instead of all of it keeps
@@ -196,4 +214,57 @@ func daemonize(state, logFile string) int {
 		line = "the daemon exited before mounting; see " + logFile
 	}
 	return fail("mount: %s", line)
+}
+
+// notAState says why dir is not a state made by import or mount --init ("" if it is).
+func notAState(dir string) string {
+	st, err := os.Stat(filepath.Join(dir, "catalog.db"))
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+			return "no such directory"
+		}
+		return "no catalog.db in it"
+	case err != nil:
+		return err.Error()
+	case st.Size() == 0:
+		return "its catalog.db is empty (0 bytes)"
+	}
+	return ""
+}
+
+// lostCatalog says why a catalog listing nothing must not be mounted: its
+// state's blobs hold packages, so the catalog was lost or replaced.
+func lostCatalog(store *catalog.Store) string {
+	n, placeholders, _, err := store.DB.Stats(background())
+	if err != nil || n+placeholders > 0 {
+		return ""
+	}
+	blobs := 0
+	filepath.WalkDir(store.BlobDir(), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			blobs++
+			return filepath.SkipAll
+		}
+		return nil
+	})
+	if blobs == 0 {
+		return ""
+	}
+	return fmt.Sprintf("catalog %s lists no packages, but %s holds package files: the catalog was lost or replaced; restore it from a backup before mounting (mounting it would show an empty PKGDIR)",
+		store.DB.Path(), store.BlobDir())
+}
+
+// lockState takes the state's lock, waiting a moment for a command that
+// holds it briefly (import, index and verify take it to recover staging
+// files when no daemon runs).
+func lockState(dir, owner string) (*catalog.StateLock, error) {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		lk, err := catalog.LockState(dir, owner)
+		if err == nil || !errors.Is(err, catalog.ErrStateLocked) || time.Now().After(deadline) {
+			return lk, err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

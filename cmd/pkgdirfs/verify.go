@@ -23,8 +23,8 @@ func cmdVerify(args []string) int {
 		fl.Usage()
 		return 2
 	}
-	if st, err := os.Stat(*state); err != nil || !st.IsDir() {
-		return fail("verify: no state directory at %s", *state)
+	if why := notAState(*state); why != "" {
+		return fail("verify: %s is not a pkgdirfs state (%s)", *state, why)
 	}
 	store, err := catalog.OpenStore(*state, newLogger(os.Stderr))
 	if err != nil {

@@ -1,0 +1,152 @@
+package integration
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestStateOneDaemon: a state is mounted by one daemon. A second mount of
+// it is refused with one line naming the holder, and uploads in flight
+// through the first mount are unharmed by it and by import, index and verify
+// run meanwhile (none of them touches the daemon's staging files).
+func TestStateOneDaemon(t *testing.T) {
+	t.Parallel()
+	src, state, _ := importedFixture(t, "xpak-bzip2-multi")
+	mi := mountFSInfo(t, state)
+	mnt := mi.Dir
+
+	// An upload in flight: half written, not closed.
+	pkg, err := os.ReadFile(filepath.Join(src, "app-misc/hello/hello-2.10-1.xpak"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(mnt, "app-misc", "hello-2.10.tbz2.upload")
+	f, err := os.Create(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(pkg[:len(pkg)/2]); err != nil {
+		t.Fatal(err)
+	}
+
+	other, err := os.MkdirTemp("", "pkgdirfs-it-mnt-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(other)
+	r := run(t, "", mountTimeout, binPath, "mount", "--state", state, "--log", filepath.Join(t.TempDir(), "second.log"), other)
+	if r.Code == 0 {
+		run(t, "", mountTimeout, "umount", other)
+		t.Fatalf("a second mount of a mounted state succeeded: %s", r)
+	}
+	msg := strings.TrimSpace(string(r.Stderr))
+	if !strings.Contains(msg, "mounted at "+mnt) || strings.Count(msg, "\n") > 0 {
+		t.Errorf("second mount: want one line naming the mountpoint %s that holds the state, got %q", mnt, msg)
+	}
+	if _, ok := mountedFSType(other); ok {
+		t.Errorf("%s is mounted after a refused mount", other)
+	}
+	for _, args := range [][]string{{"verify", "--state", state}, {"index", "--state", state}, {"import", "--state", state, src}} {
+		if r := runCLI(t, args...); r.Code != 0 {
+			t.Errorf("pkgdirfs %s on a mounted state: exit %d: %s", args[0], r.Code, r)
+		}
+	}
+	// The upload finishes: written in full, then renamed into place.
+	if _, err := f.Write(pkg[len(pkg)/2:]); err != nil {
+		t.Fatalf("writing the rest of the upload after verify/index/import ran: %v", err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatalf("close of the upload after verify/index/import ran: %v", err)
+	}
+	// The same bytes as build 1: committing them adds nothing, but the
+	// commit must succeed (the file is ours, not recovered away).
+	if err := os.Rename(dst, filepath.Join(mnt, "app-misc", "hello-2.10.tbz2")); err != nil {
+		t.Fatalf("rename of the finished upload into place: %v\n%s", err, readLog(mi.Log))
+	}
+	if b, _ := os.ReadFile(mi.Log); bytes.Contains(b, []byte("recovered")) {
+		t.Errorf("a command run on the mounted state recovered the daemon's staging files:\n%s", b)
+	}
+}
+
+// TestStateRefusals: mount, index and verify never serve or create a state
+// that import (or mount --init) did not make, nor mount a catalog that lost
+// its packages.
+func TestStateRefusals(t *testing.T) {
+	t.Parallel()
+	needBinary(t)
+	mnt, err := os.MkdirTemp("", "pkgdirfs-it-mnt-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(mnt)
+	tmp := t.TempDir()
+
+	refused := func(what, state, want string) {
+		t.Helper()
+		r := run(t, "", mountTimeout, binPath, "mount", "--state", state, "--log", filepath.Join(tmp, "refused.log"), mnt)
+		if r.Code == 0 {
+			run(t, "", mountTimeout, "umount", mnt)
+			t.Errorf("%s: mount succeeded, want it refused", what)
+			return
+		}
+		if msg := string(r.Stderr); !strings.Contains(msg, want) {
+			t.Errorf("%s: mount refused with %q, want a message containing %q", what, msg, want)
+		}
+		if _, ok := mountedFSType(mnt); ok {
+			t.Errorf("%s: %s mounted after a refusal", what, mnt)
+		}
+	}
+
+	missing := filepath.Join(tmp, "no-such-state")
+	refused("nonexistent --state", missing, "not a pkgdirfs state (no such directory)")
+	for _, cmd := range []string{"index", "verify"} {
+		if r := runCLI(t, cmd, "--state", missing); r.Code == 0 || !strings.Contains(string(r.Stderr), "not a pkgdirfs state") {
+			t.Errorf("pkgdirfs %s --state %s: want a refusal naming it, got %s", cmd, missing, r)
+		}
+	}
+	if _, err := os.Stat(missing); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a refused mount/index/verify created %s (%v)", missing, err)
+	}
+
+	empty := filepath.Join(tmp, "empty-dir")
+	os.Mkdir(empty, 0o755)
+	refused("directory without catalog.db", empty, "no catalog.db in it")
+
+	zero := filepath.Join(tmp, "zero")
+	os.Mkdir(zero, 0o755)
+	os.WriteFile(filepath.Join(zero, "catalog.db"), nil, 0o644)
+	refused("0-byte catalog.db", zero, "catalog.db is empty")
+
+	// A catalog that lists nothing while blobs/ holds packages.
+	_, lost, _ := importedFixture(t, "xpak-gzip-flat")
+	blank := filepath.Join(tmp, "blank")
+	importOK(t, blank, importSummary{}, t.TempDir())
+	for _, suffix := range []string{"", "-wal", "-shm"} {
+		os.Remove(filepath.Join(lost, "catalog.db"+suffix))
+	}
+	b, err := os.ReadFile(filepath.Join(blank, "catalog.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(lost, "catalog.db"), b, 0o644)
+	refused("empty catalog with blobs", lost, "lists no packages")
+
+	// --init makes a new, empty PKGDIR.
+	fresh := filepath.Join(tmp, "fresh")
+	r := run(t, "", mountTimeout, binPath, "mount", "--init", "--state", fresh, "--log", filepath.Join(tmp, "fresh.log"), mnt)
+	if r.Code != 0 {
+		t.Fatalf("mount --init of a new state: %s", r)
+	}
+	defer func() {
+		run(t, "", mountTimeout, "umount", mnt)
+		waitMounted(mnt, false, 10*time.Second)
+	}()
+	if idx, err := os.ReadFile(filepath.Join(mnt, "Packages")); err != nil || !bytes.Contains(idx, []byte("PACKAGES: 0")) {
+		t.Errorf("mount --init: Packages = %q, %v; want an empty index", idx, err)
+	}
+}
