@@ -377,3 +377,10 @@ func (q stmtQuerier) QueryRowContext(ctx context.Context, query string, args ...
 	}
 	return st.QueryRowContext(ctx, args...)
 }
+
+// IsDiskFull tells a write that failed for lack of space in the catalog
+// (SQLITE_FULL), which a writer must hear as ENOSPC.
+func IsDiskFull(err error) bool {
+	var se sqlite3.Error
+	return errors.As(err, &se) && se.Code == sqlite3.ErrFull
+}

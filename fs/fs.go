@@ -59,6 +59,7 @@ type FS struct {
 	// stamps of the last two rendered generations and when the last was
 	// rendered, for settling after bursts
 	prevTS, lastTS int64
+	unstoredTS     int64 // the newest TIMESTAMP served without being stored (0: none)
 	lastRender     time.Time
 	settledTS      int64
 
@@ -333,7 +334,20 @@ func (f *FS) index() (*tree.IndexView, error) {
 		if f.idx != nil && f.idx.Generation == gen {
 			return f.idx, nil
 		}
-		ts, err := f.cfg.Store.DB.StampGeneration(ctx, gen, time.Now().Unix())
+		ts, err := f.cfg.Store.DB.StampGeneration(ctx, gen, max(time.Now().Unix(), f.unstoredTS+1))
+		if err != nil && !errors.Is(err, catalog.ErrStaleGeneration) {
+			// Serving the index must not depend on the catalog taking a
+			// write (a full disk, a read-only state filesystem, a catalog
+			// locked beyond its busy timeout): the TIMESTAMP is kept in
+			// memory, above every one served, and a later generation's
+			// stored one is above it.
+			ts = max(time.Now().Unix(), f.lastTS+1, f.unstoredTS+1)
+			if last, lerr := f.cfg.Store.DB.LastTimestamp(ctx); lerr == nil {
+				ts = max(ts, last+1)
+			}
+			f.log.Warn("could not store the index TIMESTAMP; serving the index with it anyway", "timestamp", ts, "err", err)
+			f.unstoredTS, err = ts, nil
+		}
 		if err == nil {
 			idx, ferr := f.model.FreezeIndex(gen, ts)
 			if ferr == nil {
@@ -347,7 +361,9 @@ func (f *FS) index() (*tree.IndexView, error) {
 				if f.model.IndexReady() {
 					return nil, ferr
 				}
-				f.log.Error("freezing the index; rendering it again", "err", ferr)
+				// Recovered below (a full disk under the state ends in an
+				// index kept in memory), so not an error of the daemon.
+				f.log.Warn("freezing the index failed; rendering it again", "err", ferr)
 				if err := f.renderIndex(ctx); err != nil {
 					return nil, err
 				}
@@ -409,6 +425,10 @@ func (f *FS) errno(op, path string, err error) syscall.Errno {
 	if errors.Is(err, os.ErrNotExist) {
 		f.log.Error(op+": blob missing", "path", path, "err", err)
 		return syscall.EIO
+	}
+	if catalog.IsDiskFull(err) {
+		f.log.Warn(op+": no space left for the catalog", "path", path, "err", err)
+		return syscall.ENOSPC
 	}
 	f.log.Error(op, "path", path, "err", err)
 	return syscall.EIO

@@ -446,6 +446,9 @@ type stagingHandle struct {
 	committed bool
 	hash      *seqHash
 	io        *ioCount // the open count of the kernel inode it is open on
+	// writeErr is the first write that failed (ENOSPC, EDQUOT, EIO): the
+	// bytes are incomplete, so close() reports it again and commits nothing.
+	writeErr syscall.Errno
 }
 
 // seqHash digests the bytes of a file as a client writes them front to back,
@@ -530,10 +533,21 @@ func (h *stagingHandle) Write(ctx context.Context, data []byte, off int64) (uint
 	}
 	h.dirty = true
 	n, errno := h.lf.Write(ctx, data, off)
+	if errno != 0 || int(n) > len(data) {
+		// The loopback answers -1 as a length on error.
+		if errno == 0 {
+			errno = syscall.EIO
+		}
+		if h.writeErr == 0 {
+			h.writeErr = errno
+			h.node.fs.log.Warn("a write of a package failed; it will not be committed", "path", h.node.name, "errno", errno.Error())
+		}
+		return 0, errno
+	}
 	if h.hash != nil {
 		h.hash.write(data[:n], off)
 	}
-	return n, errno
+	return n, 0
 }
 
 func (h *stagingHandle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
@@ -594,6 +608,12 @@ func (h *stagingHandle) Flush(ctx context.Context) syscall.Errno {
 			return 0
 		}
 	}
+	if h.writeErr != 0 {
+		// Incomplete bytes are neither a package nor a refusal: the writer
+		// hears why again, and nothing becomes visible.
+		h.dirty = false
+		return h.writeErr
+	}
 	h.dirty, h.touched = false, true
 	f := h.node.fs
 	before := f.model.Seq()
@@ -630,7 +650,9 @@ func (h *stagingHandle) Release(ctx context.Context) syscall.Errno {
 		// package opened for writing and closed untouched, which is
 		// kept already.
 		p := n.stagingPath()
-		if !written || fileSize(p) == 0 {
+		if !written || fileSize(p) == 0 || h.writeErr != 0 {
+			// Incomplete bytes (a failed write: often a full disk) are
+			// dropped, which gives the space back.
 			os.Remove(p)
 		} else if fileExists(p) {
 			if err := n.fs.keepAsScratch(p, n.name); err == nil {

@@ -276,6 +276,33 @@ type mountInfo struct {
 	Dir  string
 	Log  string
 	PIDs []int // daemon processes serving the mount
+	// AllowErrors are substrings of ERROR log lines the test provokes on
+	// purpose; any other ERROR line, or a panic, fails the test at unmount.
+	AllowErrors []string
+}
+
+// checkDaemonLog fails the test on a panic or an ERROR line in the daemon
+// log that the test did not provoke.
+func checkDaemonLog(t *testing.T, mi *mountInfo) {
+	t.Helper()
+	b, err := os.ReadFile(mi.Log)
+	if err != nil {
+		return
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		bad := strings.Contains(line, "panic")
+		if !bad && strings.Contains(line, "level=ERROR") {
+			bad = true
+			for _, ok := range mi.AllowErrors {
+				if strings.Contains(line, ok) {
+					bad = false
+				}
+			}
+		}
+		if bad {
+			t.Errorf("daemon log %s: unexpected line: %s", mi.Log, clip([]byte(line), 600))
+		}
+	}
 }
 
 // mountFS runs `pkgdirfs mount --state STATE --log LOG OPTS... MNT`, which must
@@ -354,6 +381,7 @@ func unmountAndCheck(t *testing.T, mi *mountInfo) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
+	checkDaemonLog(t, mi)
 	if t.Failed() {
 		t.Logf("daemon log %s:\n%s", mi.Log, readLog(mi.Log))
 	}

@@ -1,0 +1,84 @@
+package integration
+
+import (
+	"bytes"
+	"crypto/rand"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestFaultFullDisk: the state on a small tmpfs. A package larger than the
+// free space fails with ENOSPC (what cp reports), leaves nothing visible and
+// gives the space back; with the disk full, Packages stays readable (also
+// for a generation whose TIMESTAMP was never stored) and a write fails with
+// ENOSPC; once space is freed the next write commits without a restart. No
+// panic and no ERROR line in the daemon log.
+func TestFaultFullDisk(t *testing.T) {
+	t.Parallel()
+	needBinary(t)
+	fsdir := t.TempDir()
+	if r := run(t, "", toolTimeout, "mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", fsdir); r.Code != 0 {
+		t.Fatalf("mount a 24 MB tmpfs for the state: %s", r)
+	}
+	t.Cleanup(func() { run(t, "", toolTimeout, "umount", "-l", fsdir) })
+	multi := extractFixture(t, "xpak-bzip2-multi")
+	flat := extractFixture(t, "xpak-bzip2-flat")
+	state := filepath.Join(fsdir, "state")
+	importOK(t, state, importSummary{30, 0, 0}, multi)
+	mi := mountFSInfo(t, state)
+	mnt := mi.Dir
+
+	big := filepath.Join(t.TempDir(), "big-1.0.tbz2")
+	b := make([]byte, 40<<20)
+	rand.Read(b)
+	if err := os.WriteFile(big, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(mnt, "app-misc", "big-1.0.tbz2")
+	r := run(t, "", toolTimeout, "cp", big, dst)
+	if r.Code == 0 || !strings.Contains(string(r.Stderr), "No space left on device") {
+		t.Errorf("cp of 40 MB into a state with 24 MB: want cp to fail with \"No space left on device\", got %s", r)
+	}
+	if _, err := os.Lstat(dst); err == nil {
+		t.Errorf("MNT/app-misc/big-1.0.tbz2 exists after the failed write: half-written bytes are visible")
+	}
+	if idx, err := os.ReadFile(filepath.Join(mnt, "Packages")); err != nil || bytes.Contains(idx, []byte("big-1.0")) {
+		t.Errorf("Packages after the failed write: err %v, lists big-1.0: %v", err, bytes.Contains(idx, []byte("big-1.0")))
+	}
+
+	// A commit (a new generation, not served yet), then a full disk.
+	before, err := os.ReadFile(filepath.Join(mnt, "Packages"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hellos := bytes.Count(before, []byte("CPV: app-misc/hello-2.10\n"))
+	pkg := filepath.Join(flat, "app-misc", "hello-2.10.tbz2")
+	if r := run(t, "", toolTimeout, "cp", pkg, filepath.Join(mnt, "app-misc", "hello-2.10.tbz2")); r.Code != 0 {
+		t.Fatalf("cp of a small package with space left: %s\n%s", r, readLog(mi.Log))
+	}
+	filler := filepath.Join(fsdir, "filler")
+	run(t, "", toolTimeout, "dd", "if=/dev/zero", "of="+filler, "bs=1M")
+	idx, err := os.ReadFile(filepath.Join(mnt, "Packages"))
+	if err != nil {
+		t.Fatalf("read Packages with the state's disk full: %v", err)
+	}
+	if n := bytes.Count(idx, []byte("CPV: app-misc/hello-2.10\n")); n != hellos+1 {
+		t.Errorf("Packages with the disk full lists hello-2.10 %d times, want %d (the build just added too)", n, hellos+1)
+	}
+	other := filepath.Join(flat, "app-text", "tree-2.1.1.tbz2")
+	if r := run(t, "", toolTimeout, "cp", other, filepath.Join(mnt, "app-text", "tree-2.1.1.tbz2")); r.Code == 0 || !strings.Contains(string(r.Stderr), "No space left on device") {
+		t.Errorf("cp with the disk full: want \"No space left on device\", got %s", r)
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	if r := run(t, "", toolTimeout, "cp", other, filepath.Join(mnt, "app-text", "tree-2.1.1.tbz2")); r.Code != 0 {
+		t.Fatalf("cp after space was freed: %s\n%s", r, readLog(mi.Log))
+	}
+	idx, err = os.ReadFile(filepath.Join(mnt, "Packages"))
+	if err != nil || bytes.Count(idx, []byte("CPV: app-text/tree-2.1.1\n")) != 2 {
+		t.Errorf("Packages after space was freed: err %v; want 2 builds of app-text/tree-2.1.1", err)
+	}
+}
