@@ -377,20 +377,6 @@ func nmFixtureCount(t *testing.T, name, src string) int {
 	return len(readFixtureIndex(t, src).Blocks)
 }
 
-// nmReadIndex reads and parses MNT/Packages.
-func nmReadIndex(t *testing.T, mnt string) *pkgIndex {
-	t.Helper()
-	raw, err := os.ReadFile(filepath.Join(mnt, "Packages"))
-	if err != nil {
-		t.Fatalf("read MNT/Packages: %v", err)
-	}
-	idx, err := parseIndex(raw)
-	if err != nil {
-		t.Fatalf("MNT/Packages: %v\n%s", err, clip(raw, 3000))
-	}
-	return idx
-}
-
 // nmSet is a multiset of "CPV sha1=SHA1" over the instances of an index.
 func nmSet(idx *pkgIndex) map[string]int {
 	m := map[string]int{}
@@ -762,27 +748,34 @@ func TestNamesCopyIn(t *testing.T) {
 					if !nmRunCopy(t, mi, script) {
 						return
 					}
-					idx := nmReadIndex(t, mi.Dir)
+					idx := readIndex(t, mi.Dir)
 					if d := nmSetDiff(want, nmSet(idx)); d != "" {
 						t.Errorf("after `%s` into an empty mount, MNT/Packages differs from `pkgdirfs import` of the same PKGDIR (by CPV, SHA1): %s", script, d)
 					}
-					nmCheckWalkMatchesIndex(t, mi.Dir, instances(idx), true)
-					nmCheckOneRegularFilePerInstance(t, mi.Dir, instances(idx))
-					nmCheckAliases(t, mi.Dir, nmAliases(instances(idx)))
-
-					if !nmRunCopy(t, mi, script) {
-						return
-					}
-					again := nmReadIndex(t, mi.Dir)
-					if d := nmSetDiff(nmSet(idx), nmSet(again)); d != "" {
-						t.Errorf("repeating `%s` changed the instances (first copy = want): %s", script, d)
-					}
-					if d := nmPathDiff(idx, again); d != "" {
-						t.Errorf("repeating `%s` changed the instances' PATHs: %s", script, d)
-					}
+					nmCheckCopied(t, mi, script, idx)
 				})
 			}
 		})
+	}
+}
+
+// nmCheckCopied checks the tree after script copied a PKGDIR into the mount
+// (its index idx: Portage's walk, one file per instance, exact symlinks),
+// then runs the copy again, which must change nothing.
+func nmCheckCopied(t *testing.T, mi *mountInfo, script string, idx *pkgIndex) {
+	t.Helper()
+	nmCheckWalkMatchesIndex(t, mi.Dir, instances(idx), true)
+	nmCheckOneRegularFilePerInstance(t, mi.Dir, instances(idx))
+	nmCheckAliases(t, mi.Dir, nmAliases(instances(idx)))
+	if !nmRunCopy(t, mi, script) {
+		return
+	}
+	again := readIndex(t, mi.Dir)
+	if d := nmSetDiff(nmSet(idx), nmSet(again)); d != "" {
+		t.Errorf("repeating `%s` changed the instances (after the first copy = want): %s", script, d)
+	}
+	if d := nmPathDiff(idx, again); d != "" {
+		t.Errorf("repeating `%s` changed the instances' PATHs: %s", script, d)
 	}
 }
 
@@ -832,12 +825,12 @@ func TestNamesMergeNoLoss(t *testing.T) {
 					state := t.TempDir()
 					importOK(t, state, importSummary{nA, 0, 0}, srcA)
 					mi := mountFSInfo(t, state)
-					before := nmReadIndex(t, mi.Dir)
+					before := readIndex(t, mi.Dir)
 					script := c.script(srcB, mi.Dir)
 					if !nmRunCopy(t, mi, script) {
 						return
 					}
-					after := nmReadIndex(t, mi.Dir)
+					after := readIndex(t, mi.Dir)
 					if d := nmSetDiff(want, nmSet(after)); d != "" {
 						t.Errorf("%s imported, then `%s`: MNT/Packages differs from `pkgdirfs import` of both (by CPV, SHA1): %s", a, script, d)
 					}
@@ -851,20 +844,7 @@ func TestNamesMergeNoLoss(t *testing.T) {
 								script, in.Path, in.CPV, in.BuildID, in.SHA1, a, got.SHA1, ok)
 						}
 					}
-					nmCheckWalkMatchesIndex(t, mi.Dir, instances(after), true)
-					nmCheckOneRegularFilePerInstance(t, mi.Dir, instances(after))
-					nmCheckAliases(t, mi.Dir, nmAliases(instances(after)))
-
-					if !nmRunCopy(t, mi, script) {
-						return
-					}
-					again := nmReadIndex(t, mi.Dir)
-					if d := nmSetDiff(nmSet(after), nmSet(again)); d != "" {
-						t.Errorf("repeating `%s` changed the instances (after the first copy = want): %s", script, d)
-					}
-					if d := nmPathDiff(after, again); d != "" {
-						t.Errorf("repeating `%s` changed the instances' PATHs: %s", script, d)
-					}
+					nmCheckCopied(t, mi, script, after)
 				})
 			}
 		})
@@ -978,7 +958,7 @@ func TestNamesTarRoundTrip(t *testing.T) {
 	if !nmRunCopy(t, mi, x) {
 		return
 	}
-	back := nmReadIndex(t, mi.Dir)
+	back := readIndex(t, mi.Dir)
 	if d := nmSetDiff(nmSet(idx), nmSet(back)); d != "" {
 		t.Errorf("`%s` (the archive of a mount) into an empty mount: instances (CPV, SHA1) differ from the archived mount's: %s", x, d)
 	}
@@ -999,7 +979,7 @@ func TestNamesRenameDifferentBuildAddsOne(t *testing.T) {
 	mfix := readFixtureIndex(t, multi)
 	mi := mountFSInfo(t, state)
 	mnt := mi.Dir
-	before := instances(nmReadIndex(t, mnt))
+	before := instances(readIndex(t, mnt))
 	if len(before) == 0 {
 		t.Fatal("test premise: the mount of xpak-bzip2-flat lists no instance")
 	}
@@ -1040,7 +1020,7 @@ func TestNamesRenameDifferentBuildAddsOne(t *testing.T) {
 	if !nmRunCopy(t, mi, script) {
 		return
 	}
-	after := instances(nmReadIndex(t, mnt))
+	after := instances(readIndex(t, mnt))
 	var kept *instance
 	ids := map[int64]string{}
 	bySHA := map[string]instance{}
@@ -1101,4 +1081,11 @@ func TestNamesRenameDifferentBuildAddsOne(t *testing.T) {
 			t.Errorf("daemon log %s has no line naming %s and build_id=%d (the new build of SHA1 %s)\n%s", mi.Log, pf, in.BuildID, sha, wDaemonLog(mi))
 		}
 	}
+}
+
+// readIndex reads and parses MNT/Packages.
+func readIndex(t *testing.T, mnt string) *pkgIndex {
+	t.Helper()
+	idx, _ := wReadIndex(t, mnt)
+	return idx
 }
