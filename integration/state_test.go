@@ -150,3 +150,55 @@ func TestStateRefusals(t *testing.T) {
 		t.Errorf("mount --init: Packages = %q, %v; want an empty index", idx, err)
 	}
 }
+
+// TestStateRebuild: a lost catalog (deleted, or 0 bytes) is rebuilt from the
+// state's blobs with the same index: builds whose metadata carries their
+// BUILD_ID get it back, the others (a flat PKGDIR's) the next free ids, as
+// their import gave them. Then it mounts; a catalog that lists packages is
+// refused.
+func TestStateRebuild(t *testing.T) {
+	t.Parallel()
+	multi := extractFixture(t, "xpak-bzip2-multi")
+	flat := extractFixture(t, "gpkg-xz-flat")
+	state := t.TempDir()
+	importOK(t, state, importSummary{42, 0, 0}, multi, flat)
+	index := func() []string {
+		t.Helper()
+		r := runCLI(t, "index", "--state", state)
+		if r.Code != 0 {
+			t.Fatalf("pkgdirfs index: %s", r)
+		}
+		idx, err := parseIndex(r.Stdout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, in := range instances(idx) {
+			out = append(out, in.Path+" "+in.SHA1)
+		}
+		return out
+	}
+	want := strings.Join(index(), "\n")
+	for _, lose := range []string{"deleted", "0 bytes"} {
+		for _, ext := range []string{"", "-wal", "-shm"} {
+			os.Remove(filepath.Join(state, "catalog.db"+ext))
+		}
+		if lose == "0 bytes" {
+			os.WriteFile(filepath.Join(state, "catalog.db"), nil, 0o644)
+		}
+		r := runCLI(t, "import", "--rebuild", "--state", state)
+		if r.Code != 0 || !strings.Contains(string(r.Stderr), "imported 42, already present 0, invalid 0") {
+			t.Fatalf("catalog %s: import --rebuild: want `imported 42`, got %s", lose, r)
+		}
+		if got := strings.Join(index(), "\n"); got != want {
+			t.Errorf("catalog %s, rebuilt: the index's (PATH, SHA1) differ from before:\n%s", lose, firstDiff(strings.Split(want, "\n"), strings.Split(got, "\n"), nil))
+		}
+	}
+	if r := runCLI(t, "import", "--rebuild", "--state", state); r.Code == 0 || !strings.Contains(string(r.Stderr), "lists 42 packages") {
+		t.Errorf("import --rebuild of a catalog that lists packages: want a refusal, got %s", r)
+	}
+	mnt := mountFS(t, state)
+	if got, err := os.ReadFile(filepath.Join(mnt, "Packages")); err != nil || !bytes.Contains(got, []byte("PACKAGES: 42")) {
+		t.Errorf("mount of the rebuilt state: Packages %q..., %v", clip(got, 200), err)
+	}
+}

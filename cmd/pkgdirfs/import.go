@@ -2,7 +2,9 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -18,17 +20,30 @@ func cmdImport(args []string) int {
 	state := stateFlag(fl)
 	quiet := fl.Bool("q", false, "no progress bar")
 	link := fl.Bool("link", false, "take the source files over without copying their bytes: hard link on the state's filesystem, else reflink (FICLONE), else copy")
+	rebuild := fl.Bool("rebuild", false, "rebuild a lost or damaged catalog from the state's own blobs (no SRC; the state must not be mounted)")
 	srcs, code := parseArgs(fl, args)
 	if code >= 0 {
 		return code
 	}
-	if len(srcs) == 0 {
-		fmt.Fprintln(os.Stderr, "pkgdirfs import: need at least one SRC directory")
+	if *rebuild != (len(srcs) == 0) {
+		if *rebuild {
+			fmt.Fprintln(os.Stderr, "pkgdirfs import: --rebuild takes no SRC directory")
+		} else {
+			fmt.Fprintln(os.Stderr, "pkgdirfs import: need at least one SRC directory")
+		}
 		fl.Usage()
 		return 2
 	}
 	log := newLogger(os.Stderr)
-	store, err := catalog.OpenStore(*state, log)
+	var lk *catalog.StateLock
+	if *rebuild {
+		var err error
+		if lk, err = prepareRebuild(*state); err != nil {
+			return fail("import --rebuild: %v", err)
+		}
+		defer lk.Release()
+	}
+	store, err := openForImport(*state, log, lk)
 	if err != nil {
 		return fail("import: %v", err)
 	}
@@ -37,6 +52,25 @@ func cmdImport(args []string) int {
 
 	var files []catalog.ImportFile
 	var total int64
+	if *rebuild {
+		if n, _, _, err := store.DB.Stats(ctx); err != nil {
+			return fail("import --rebuild: %v", err)
+		} else if n > 0 {
+			return fail("import --rebuild: the catalog %s lists %d packages: --rebuild only fills an empty or lost catalog", store.DB.Path(), n)
+		}
+		found, unknown, err := store.RebuildFiles()
+		if err != nil {
+			return fail("import --rebuild: reading %s: %v", store.BlobDir(), err)
+		}
+		for _, u := range unknown {
+			fmt.Fprintf(os.Stderr, "skipped: %s: %s\n", u.Path, u.Reason)
+		}
+		*link = true // the blobs stay where they are
+		files = found
+		for _, f := range found {
+			total += f.Size
+		}
+	}
 	for _, src := range srcs {
 		if st, err := os.Stat(src); err != nil || !st.IsDir() {
 			return fail("import: %s is not a directory", src)
@@ -109,4 +143,47 @@ func cmdImport(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// openForImport opens the state; a rebuild holds its lock already.
+func openForImport(state string, log *slog.Logger, lk *catalog.StateLock) (*catalog.Store, error) {
+	if lk != nil {
+		return catalog.OpenStoreLocked(state, log, lk)
+	}
+	return catalog.OpenStore(state, log)
+}
+
+// prepareRebuild takes the state (no daemon may serve it meanwhile) and
+// moves a catalog that cannot be opened, or is 0 bytes, aside, so that a new
+// one is made; the old files are kept under catalog.db.lost-TIME.
+func prepareRebuild(state string) (*catalog.StateLock, error) {
+	if st, err := os.Stat(filepath.Join(state, "blobs")); err != nil || !st.IsDir() {
+		return nil, fmt.Errorf("%s has no blobs/ directory to rebuild from", state)
+	}
+	lk, err := catalog.LockState(state, fmt.Sprintf("pid %d, pkgdirfs import --rebuild", os.Getpid()))
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(state, "catalog.db")
+	broken := false
+	if st, err := os.Stat(path); err == nil {
+		if st.Size() == 0 {
+			broken = true
+		} else if db, err := catalog.Open(path); err != nil {
+			broken = true
+		} else {
+			db.Close()
+		}
+	}
+	if broken {
+		suffix := ".lost-" + time.Now().UTC().Format("20060102T150405")
+		for _, ext := range []string{"", "-wal", "-shm"} {
+			if err := os.Rename(path+ext, path+suffix+ext); err != nil && !os.IsNotExist(err) {
+				lk.Release()
+				return nil, err
+			}
+		}
+		fmt.Fprintf(os.Stderr, "moved the unreadable catalog aside: %s\n", path+suffix)
+	}
+	return lk, nil
 }

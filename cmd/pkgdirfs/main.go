@@ -27,7 +27,7 @@ func init() {
 	commands = []command{
 		{"mount", "[--state DIR] [--layouts all|multi,flat,legacy] [--read-only] [--allow-other] [--xattrs] [--stamp-build-id] [--init] [-f] [--log FILE] MOUNTPOINT",
 			"serve the catalog as a PKGDIR at MOUNTPOINT (returns once it is mounted, unless -f)", cmdMount},
-		{"import", "[--state DIR] [--link] [-q] SRC...", "import the packages of existing PKGDIRs (any layout) into the catalog", cmdImport},
+		{"import", "[--state DIR] [--link] [-q] SRC... | --rebuild [--state DIR]", "import the packages of existing PKGDIRs (any layout) into the catalog", cmdImport},
 		{"index", "[--state DIR] [--layouts ...] [--gz]", "write the Packages index the mount serves to stdout", cmdIndex},
 		{"verify", "[--state DIR] [--deep]", "check the catalog against the blobs (--deep: digests too); list refused files; exit 1 on any fault", cmdVerify},
 		{"version", "", "print the version", func([]string) int { fmt.Println("pkgdirfs", version); return 0 }},

@@ -71,7 +71,7 @@ func cmdMount(args []string) int {
 	// A mistyped --state must not mount an empty PKGDIR over the real one.
 	if !*initState {
 		if why := notAState(*state); why != "" {
-			return fail("mount: %s is not a pkgdirfs state (%s): make one with `pkgdirfs import --state %s PKGDIR`, or pass --init to mount a new, empty PKGDIR", *state, why, *state)
+			return fail("mount: %s is not a pkgdirfs state (%s): make one with `pkgdirfs import --state %s PKGDIR`, or pass --init to mount a new, empty PKGDIR (if it held packages: `pkgdirfs import --rebuild --state %s` rebuilds its catalog from its blobs)", *state, why, *state, *state)
 		}
 	}
 	if *logFile == "" {
@@ -251,8 +251,8 @@ func lostCatalog(store *catalog.Store) string {
 	if blobs == 0 {
 		return ""
 	}
-	return fmt.Sprintf("catalog %s lists no packages, but %s holds package files: the catalog was lost or replaced; restore it from a backup before mounting (mounting it would show an empty PKGDIR)",
-		store.DB.Path(), store.BlobDir())
+	return fmt.Sprintf("catalog %s lists no packages, but %s holds package files: the catalog was lost or replaced; rebuild it with `pkgdirfs import --rebuild --state %s` (mounting it would show an empty PKGDIR)",
+		store.DB.Path(), store.BlobDir(), store.Dir)
 }
 
 // lockState takes the state's lock, waiting a moment for a command that
