@@ -56,6 +56,9 @@ type DB struct {
 	ro *sql.DB
 }
 
+// busyTimeout is how long a statement waits for another process's lock.
+const busyTimeout = 10 * time.Second
+
 // Open opens the catalog at path, creating the file and schema if missing.
 // The parent directory must exist.
 func Open(path string) (*DB, error) {
@@ -63,7 +66,7 @@ func Open(path string) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("catalog: %w", err)
 	}
-	const common = "_journal_mode=WAL&_synchronous=FULL&_foreign_keys=1&_busy_timeout=10000"
+	common := fmt.Sprintf("_journal_mode=WAL&_synchronous=FULL&_foreign_keys=1&_busy_timeout=%d", busyTimeout.Milliseconds())
 	rw, err := sql.Open("sqlite3", dsn(abs, "_txlock=immediate&"+common))
 	if err != nil {
 		return nil, fmt.Errorf("catalog: open %s: %w", path, err)
@@ -76,6 +79,11 @@ func Open(path string) (*DB, error) {
 	db := &DB{path: path, rw: rw}
 	if err := db.init(); err != nil {
 		rw.Close()
+		var se sqlite3.Error
+		if errors.As(err, &se) && (se.Code == sqlite3.ErrNotADB || se.Code == sqlite3.ErrCorrupt) {
+			return nil, fmt.Errorf("catalog: open %s: %w (restore it from a backup, or rebuild it from the state's blobs with `pkgdirfs import --rebuild --state %s`)",
+				path, err, filepath.Dir(abs))
+		}
 		return nil, fmt.Errorf("catalog: open %s: %w", path, err)
 	}
 
@@ -185,7 +193,32 @@ func (db *DB) Tx(ctx context.Context, fn func(tx *Tx) error) error {
 }
 
 func (db *DB) tryTx(ctx context.Context, fn func(tx *Tx) error) (err error) {
-	stx, err := db.rw.BeginTx(ctx, nil)
+	return db.tryTxOn(ctx, db.rw, fn)
+}
+
+// txBeginner is the pool, or one connection of it.
+type txBeginner interface {
+	BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error)
+}
+
+// TxWithin is Tx run once, waiting at most wait for another process's
+// write lock (the catalog's own busy timeout is 10 s): for writes a reader
+// would otherwise wait on.
+func (db *DB) TxWithin(ctx context.Context, wait time.Duration, fn func(tx *Tx) error) error {
+	conn, err := db.rw.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("catalog: %w", err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, fmt.Sprintf("PRAGMA busy_timeout = %d", wait.Milliseconds())); err != nil {
+		return fmt.Errorf("catalog: %w", err)
+	}
+	defer conn.ExecContext(context.Background(), fmt.Sprintf("PRAGMA busy_timeout = %d", busyTimeout.Milliseconds()))
+	return db.tryTxOn(ctx, conn, fn)
+}
+
+func (db *DB) tryTxOn(ctx context.Context, b txBeginner, fn func(tx *Tx) error) (err error) {
+	stx, err := b.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("catalog: begin: %w", err)
 	}

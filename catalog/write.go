@@ -42,8 +42,22 @@ var ErrStaleGeneration = errors.New("catalog generation moved on")
 // published change, and every renderer of one generation (the mount,
 // pkgdirfs index) uses the same value.
 func (db *DB) StampGeneration(ctx context.Context, gen, now int64) (int64, error) {
+	return db.stampGeneration(ctx, gen, now, 0)
+}
+
+// StampGenerationWithin is StampGeneration waiting at most wait for another
+// process's write lock (serving the index must not wait for long).
+func (db *DB) StampGenerationWithin(ctx context.Context, gen, now int64, wait time.Duration) (int64, error) {
+	return db.stampGeneration(ctx, gen, now, wait)
+}
+
+func (db *DB) stampGeneration(ctx context.Context, gen, now int64, wait time.Duration) (int64, error) {
 	var ts int64
-	err := db.Tx(ctx, func(tx *Tx) error {
+	run := db.Tx
+	if wait > 0 {
+		run = func(ctx context.Context, fn func(tx *Tx) error) error { return db.TxWithin(ctx, wait, fn) }
+	}
+	err := run(ctx, func(tx *Tx) error {
 		cur, err := tx.Generation()
 		if err != nil {
 			return err

@@ -312,6 +312,10 @@ func walk(n *gofs.Inode, p string) *gofs.Inode {
 	return n
 }
 
+// stampWait bounds how long serving the index waits to store its TIMESTAMP
+// (another process may hold the catalog's write lock for seconds).
+const stampWait = 300 * time.Millisecond
+
 // index returns the rendered index of the current snapshot, rendering it on the
 // first access after a change. The render is shared by every caller, so it does
 // not run under one request's context: an interrupted request (Go programs get
@@ -334,7 +338,9 @@ func (f *FS) index() (*tree.IndexView, error) {
 		if f.idx != nil && f.idx.Generation == gen {
 			return f.idx, nil
 		}
-		ts, err := f.cfg.Store.DB.StampGeneration(ctx, gen, max(time.Now().Unix(), f.unstoredTS+1))
+		// A read waits for a writer holding the catalog a moment at most,
+		// then serves with the TIMESTAMP kept in memory (below).
+		ts, err := f.cfg.Store.DB.StampGenerationWithin(ctx, gen, max(time.Now().Unix(), f.unstoredTS+1), stampWait)
 		if err != nil && !errors.Is(err, catalog.ErrStaleGeneration) {
 			// Serving the index must not depend on the catalog taking a
 			// write (a full disk, a read-only state filesystem, a catalog

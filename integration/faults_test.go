@@ -3,10 +3,14 @@ package integration
 import (
 	"bytes"
 	"crypto/rand"
+	"database/sql"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	_ "github.com/mattn/go-sqlite3"
 )
 
 // TestFaultFullDisk: the state on a small tmpfs. A package larger than the
@@ -80,5 +84,63 @@ func TestFaultFullDisk(t *testing.T) {
 	idx, err = os.ReadFile(filepath.Join(mnt, "Packages"))
 	if err != nil || bytes.Count(idx, []byte("CPV: app-text/tree-2.1.1\n")) != 2 {
 		t.Errorf("Packages after space was freed: err %v; want 2 builds of app-text/tree-2.1.1", err)
+	}
+}
+
+// TestFaultCatalogLocked: another process holds the catalog's write lock
+// (a long transaction). Reads go on without waiting for it, Packages
+// included for a generation whose TIMESTAMP is not stored yet; a write waits
+// for the lock and commits once it is released.
+func TestFaultCatalogLocked(t *testing.T) {
+	t.Parallel()
+	flat := extractFixture(t, "xpak-bzip2-flat")
+	_, state, _ := importedFixture(t, "xpak-bzip2-multi")
+	mi := mountFSInfo(t, state)
+	mnt := mi.Dir
+	if r := run(t, "", toolTimeout, "cp", filepath.Join(flat, "app-misc", "hello-2.10.tbz2"), filepath.Join(mnt, "app-misc", "hello-2.10.tbz2")); r.Code != 0 {
+		t.Fatalf("cp before the lock: %s", r)
+	}
+
+	db, err := sql.Open("sqlite3", "file:"+filepath.Join(state, "catalog.db")+"?_txlock=immediate&_busy_timeout=10000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	tx, err := db.Begin()
+	if err != nil {
+		t.Fatalf("take the catalog's write lock: %v", err)
+	}
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			tx.Rollback()
+		}
+	}
+	defer release()
+
+	start := time.Now()
+	idx, err := os.ReadFile(filepath.Join(mnt, "Packages"))
+	took := time.Since(start)
+	if err != nil {
+		t.Fatalf("read Packages while another process holds the catalog: %v", err)
+	}
+	if n := bytes.Count(idx, []byte("CPV: app-misc/hello-2.10\n")); n < 2 {
+		t.Errorf("Packages read under the lock lists hello-2.10 %d times; it lacks the build just added", n)
+	}
+	if took > 2*time.Second {
+		t.Errorf("reading Packages waited %v for another process's write lock; reads must not wait for writers", took)
+	}
+	if out := sha1Paths(t, mnt, []string{"app-misc/hello-2.10.tbz2"}); out["app-misc/hello-2.10.tbz2"] == "" {
+		t.Errorf("sha1sum through a flat name failed while the catalog is locked")
+	}
+
+	// A write waits for the lock: released after 1 s, it commits.
+	go func() {
+		time.Sleep(time.Second)
+		release()
+	}()
+	if r := run(t, "", toolTimeout, "cp", filepath.Join(flat, "app-text", "tree-2.1.1.tbz2"), filepath.Join(mnt, "app-text", "tree-2.1.1.tbz2")); r.Code != 0 {
+		t.Fatalf("cp while the lock is held for 1 s more: %s\n%s", r, readLog(mi.Log))
 	}
 }

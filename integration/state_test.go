@@ -194,11 +194,33 @@ func TestStateRebuild(t *testing.T) {
 			t.Errorf("catalog %s, rebuilt: the index's (PATH, SHA1) differ from before:\n%s", lose, firstDiff(strings.Split(want, "\n"), strings.Split(got, "\n"), nil))
 		}
 	}
+	// A damaged catalog: mount says so in one line, naming the file and the
+	// way out; rebuilt, the index is the same again.
+	os.WriteFile(filepath.Join(state, "catalog.db"), bytes.Repeat([]byte("not a database "), 600), 0o644)
+	for _, ext := range []string{"-wal", "-shm"} {
+		os.Remove(filepath.Join(state, "catalog.db"+ext))
+	}
+	mnt, _ := os.MkdirTemp("", "pkgdirfs-it-mnt-")
+	defer os.Remove(mnt)
+	r := run(t, "", mountTimeout, binPath, "mount", "--state", state, "--log", filepath.Join(t.TempDir(), "d.log"), mnt)
+	if msg := strings.TrimSpace(string(r.Stderr)); r.Code == 0 || strings.Contains(msg, "\n") ||
+		!strings.Contains(msg, filepath.Join(state, "catalog.db")) || !strings.Contains(msg, "import --rebuild") || strings.Contains(msg, "panic") {
+		if r.Code == 0 {
+			run(t, "", mountTimeout, "umount", mnt)
+		}
+		t.Errorf("mount of a damaged catalog: want one line naming the file and import --rebuild, got %s", r)
+	}
+	if r := runCLI(t, "import", "--rebuild", "--state", state); r.Code != 0 || !strings.Contains(string(r.Stderr), "moved the unreadable catalog aside") {
+		t.Fatalf("import --rebuild of a damaged catalog: %s", r)
+	}
+	if got := strings.Join(index(), "\n"); got != want {
+		t.Errorf("damaged catalog, rebuilt: the index's (PATH, SHA1) differ from before")
+	}
 	if r := runCLI(t, "import", "--rebuild", "--state", state); r.Code == 0 || !strings.Contains(string(r.Stderr), "lists 42 packages") {
 		t.Errorf("import --rebuild of a catalog that lists packages: want a refusal, got %s", r)
 	}
-	mnt := mountFS(t, state)
-	if got, err := os.ReadFile(filepath.Join(mnt, "Packages")); err != nil || !bytes.Contains(got, []byte("PACKAGES: 42")) {
+	m := mountFS(t, state)
+	if got, err := os.ReadFile(filepath.Join(m, "Packages")); err != nil || !bytes.Contains(got, []byte("PACKAGES: 42")) {
 		t.Errorf("mount of the rebuilt state: Packages %q..., %v", clip(got, 200), err)
 	}
 }
