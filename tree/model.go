@@ -88,9 +88,8 @@ type group struct {
 }
 
 type child struct {
-	d     *dir
-	f     *File
-	alias aliasKind
+	d *dir
+	f *File
 }
 
 // aliasKind tells an instance's file from its symlinks: the flat and All/
@@ -104,12 +103,13 @@ const (
 	legacyAlias
 )
 
-// aliasOf is what the name p of an instance is under the layouts shown.
-func (l Layouts) aliasOf(p string) aliasKind {
-	if strings.HasPrefix(p, "All/") && strings.IndexByte(p[4:], '/') < 0 && l.Legacy && (l.Multi || l.Flat) {
+// aliasIn is what the instance names in directory dir are under the
+// layouts shown (not stored per name: a million names would pay for it).
+func (l Layouts) aliasIn(dir string) aliasKind {
+	switch {
+	case dir == "All" && l.Legacy && (l.Multi || l.Flat):
 		return legacyAlias
-	}
-	if l.Multi && strings.Count(p, "/") == 1 {
+	case l.Multi && dir != "" && strings.IndexByte(dir, '/') < 0:
 		return flatAlias
 	}
 	return notAlias
@@ -237,12 +237,12 @@ func (e Entry) IsDir() bool { return e.File == nil }
 // IsLink tells a symlink to an instance from its file.
 func (e Entry) IsLink() bool { return e.Link != "" }
 
-func (m *Model) entry(c child, name string) Entry {
+func (m *Model) entry(c child, name string, alias aliasKind) Entry {
 	switch {
 	case c.d != nil:
 		return Entry{Name: name, Ino: c.d.ino, Subdirs: c.d.nsub}
-	case c.alias != notAlias:
-		return Entry{Name: name, File: c.f, Ino: linkInoBase + uint64(c.f.ID)<<2 + uint64(c.alias), Link: m.target(c.f, c.alias)}
+	case alias != notAlias:
+		return Entry{Name: name, File: c.f, Ino: linkInoBase + uint64(c.f.ID)<<2 + uint64(alias), Link: m.target(c.f, alias)}
 	}
 	return Entry{Name: name, File: c.f, Ino: c.f.Ino()}
 }
@@ -259,7 +259,7 @@ func (m *Model) Lookup(dirPath, name string) (Entry, bool) {
 	if !ok {
 		return Entry{}, false
 	}
-	return m.entry(c, name), true
+	return m.entry(c, name, m.lay.aliasIn(dirPath)), true
 }
 
 // Dir returns the directory at path itself.
@@ -316,8 +316,9 @@ func (m *Model) ReadDir(path string) ([]Entry, bool) {
 		names = d.sorted
 	}
 	out := make([]Entry, 0, len(names))
+	alias := m.lay.aliasIn(path)
 	for _, n := range names {
-		out = append(out, m.entry(d.children[n], n))
+		out = append(out, m.entry(d.children[n], n, alias))
 	}
 	m.mu.RUnlock()
 	return out, true
@@ -630,7 +631,7 @@ func (m *Model) linkPath(p string, f, prev *File) {
 	if _, ok := d.children[name]; !ok {
 		d.sorted = nil
 	}
-	d.children[name] = child{f: f, alias: m.lay.aliasOf(p)}
+	d.children[name] = child{f: f}
 	if prev == nil || prev.ID != f.ID {
 		m.journal.add(dp, name)
 	}
