@@ -324,6 +324,17 @@ func (db *DB) Stats(ctx context.Context) (instances, placeholders int64, bytes i
 	return db.r(ctx).Stats()
 }
 
+// Empty tells whether the catalog lists no instance at all (placeholders
+// included), at the cost of one index probe, not a count.
+func (db *DB) Empty(ctx context.Context) (bool, error) {
+	var empty bool
+	err := db.ro.QueryRowContext(ctx, `SELECT NOT EXISTS (SELECT 1 FROM instances)`).Scan(&empty)
+	if err != nil {
+		return false, fmt.Errorf("catalog: %w", err)
+	}
+	return empty, nil
+}
+
 // Check runs SQLite's integrity and foreign-key checks and returns an error
 // listing every problem found, nil if none.
 func (db *DB) Check(ctx context.Context) error {
