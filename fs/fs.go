@@ -143,6 +143,11 @@ func (f *FS) Mount(dir string) error {
 			// open(O_TRUNC) must reach us as one request: a separate truncate of
 			// a committed instance would have nothing to act on.
 			ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC,
+			// A symlink's target never changes under its inode number (a
+			// flat or All/ name gets a new symlink inode when the newest
+			// instance changes; scratch symlinks are replaced, not edited),
+			// so the kernel may keep targets: no READLINK per ls -l.
+			EnableSymlinkCaching: true,
 			// go-fuse's own lines (a failed reply, a backing file it could
 			// not register; every request under --debug) go to our log.
 			Logger: slog.NewLogLogger(f.log.Handler(), goFuseLevel(f.cfg.Debug)),
