@@ -300,23 +300,23 @@ func sameBuild(prev, next *Instance) bool {
 // samePayload tells whether two package files carry byte-identical payloads
 // (xpak tarball, gpkg image member); false when either cannot be read.
 func samePayload(a, b string) bool {
-	ra, na, err := payload(a)
+	fa, pa, err := payload(a)
 	if err != nil {
 		return false
 	}
-	defer ra.Close()
-	rb, nb, err := payload(b)
-	if err != nil || na.N != nb.N {
-		if err == nil {
-			rb.Close()
-		}
+	defer fa.Close()
+	fb, pb, err := payload(b)
+	if err != nil {
 		return false
 	}
-	defer rb.Close()
+	defer fb.Close()
+	if pa.Size() != pb.Size() {
+		return false
+	}
 	ba, bb := make([]byte, 1<<16), make([]byte, 1<<16)
 	for {
-		n, errA := io.ReadFull(na, ba)
-		m, errB := io.ReadFull(nb, bb)
+		n, errA := io.ReadFull(pa, ba)
+		m, errB := io.ReadFull(pb, bb)
 		if n != m || !bytes.Equal(ba[:n], bb[:m]) {
 			return false
 		}
@@ -329,8 +329,8 @@ func samePayload(a, b string) bool {
 	}
 }
 
-// payload opens a package file and returns a reader of its payload.
-func payload(path string) (*os.File, *io.LimitedReader, error) {
+// payload opens a package file and returns its payload's section.
+func payload(path string) (*os.File, *io.SectionReader, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, nil, err
@@ -345,7 +345,7 @@ func payload(path string) (*os.File, *io.LimitedReader, error) {
 		f.Close()
 		return nil, nil, err
 	}
-	return f, &io.LimitedReader{R: io.NewSectionReader(f, off, n), N: n}, nil
+	return f, io.NewSectionReader(f, off, n), nil
 }
 
 // unstamped tells whether the received bytes carried no BUILD_ID (a retried

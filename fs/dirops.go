@@ -265,7 +265,7 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	// one, and what it puts there undoes this removal.
 	row, _ := f.instanceRow(ctx, e.File.ID)
 	if row != nil {
-		f.rememberAliasRemoval(rel, row)
+		f.rememberRemoval(rel, row)
 	}
 	// Unlinking a file never removes its directory: the client may go on
 	// using it (cp -a of a legacy PKGDIR replaces the alias with a symlink).
@@ -279,7 +279,7 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	switch {
 	case path != "" && (f.cfg.RemovedGrace > 0 || row != nil):
 		// Kept for binhost clients holding the previous index, and for
-		// the undo of an alias removal (at least its window).
+		// the undo of this removal (at least its window).
 		f.graceRemoved(path, e.File, blob)
 	default:
 		f.cfg.Store.DropBlob(ctx, blob)
@@ -322,7 +322,7 @@ func (d *dirNode) Symlink(ctx context.Context, target, name string, out *fuse.En
 	if errno == 0 {
 		d.fs.unhideAlias(rel)
 		if resolved != "" {
-			d.fs.undoAliasRemoval(ctx, rel, resolved)
+			d.fs.undoRemoval(ctx, rel, resolved)
 		}
 	}
 	return inode, errno
@@ -347,7 +347,7 @@ func (d *dirNode) symlinkAlias(ctx context.Context, rel, name, resolved string, 
 	if _, ok := f.model.Lookup(d.path, name); ok && !f.aliasHidden(rel) {
 		return nil, false
 	}
-	f.undoAliasRemoval(ctx, rel, resolved)
+	f.undoRemoval(ctx, rel, resolved)
 	e, ok := f.model.Lookup(d.path, name)
 	if !ok || !e.IsLink() || !samePackageName(resolved, e.File.Category(), e.File.PF(), e.File.Format()) {
 		return nil, false

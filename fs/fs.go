@@ -66,12 +66,12 @@ type FS struct {
 	loop    *gofs.LoopbackRoot // serves scratch files from the scratch tree
 	pending map[string]int     // package names being written (under nameMu)
 
-	removedMu     sync.Mutex
-	removed       map[string]removedEntry // index PATH -> instance in its grace period
-	aliasRemoved  map[string]aliasRemoval
-	hidden        map[string]time.Time // alias names hidden after a shadowing file went
-	indexUnlinked map[string]time.Time // Packages(.gz) names just unlinked
-	notes         *noteQueue           // kernel invalidations, sent by the notifiers
+	removedMu      sync.Mutex
+	removed        map[string]removedEntry // index PATH -> instance in its grace period
+	recentRemovals recentRemovals
+	hidden         map[string]time.Time // alias names hidden after a shadowing file went
+	indexUnlinked  map[string]time.Time // Packages(.gz) names just unlinked
+	notes          *noteQueue           // kernel invalidations, sent by the notifiers
 
 	server *fuse.Server
 	dir    string
@@ -92,7 +92,7 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 		cfg.PollInterval = time.Second
 	}
 	f := &FS{cfg: cfg, log: cfg.Log, stop: make(chan struct{}), done: make(chan struct{}), idxReady: make(chan struct{}),
-		notes: newNoteQueue(), pending: map[string]int{}, removed: map[string]removedEntry{}, aliasRemoved: map[string]aliasRemoval{}, hidden: map[string]time.Time{},
+		notes: newNoteQueue(), pending: map[string]int{}, removed: map[string]removedEntry{}, recentRemovals: recentRemovals{byName: map[string]recentRemoval{}}, hidden: map[string]time.Time{},
 		indexUnlinked: map[string]time.Time{}}
 	model := tree.NewModel(cfg.Layouts)
 	model.OnConflict(func(msg string) { f.log.Warn("legacy name conflict", "detail", msg) })

@@ -139,34 +139,52 @@ func (d *dirNode) readdirRemoved() []fuse.DirEntry {
 	return list
 }
 
-// aliasRemoval is an instance unlinked through a flat or All/ name (a
-// symlink to its file). Copying a PKGDIR in (cp -a, rsync -a, tar -x)
-// removes such a name before it puts its own entry there: a symlink
-// (cat/pf.tbz2 -> ../All/pf.tbz2) pointing at that same package, or a
-// package file. Either, following within moments, undoes the removal: the
-// copy meant to add, not to drop a build.
-type aliasRemoval struct {
+// recentRemoval is an instance unlinked through one of its names a moment
+// ago. Copying a PKGDIR in (cp -a, rsync -a, tar -x) removes a name before
+// it puts its own entry there: a symlink (cat/pf.tbz2 -> ../All/pf.tbz2)
+// pointing at that same package, or a package file. Either, following
+// within moments, undoes the removal: the copy meant to add, not to drop a
+// build.
+type recentRemoval struct {
 	inst *catalog.Instance
 	at   time.Time
 }
 
-const aliasUndoWindow = 30 * time.Second
+const removalUndoWindow = 30 * time.Second
 
-func (f *FS) rememberAliasRemoval(name string, inst *catalog.Instance) {
-	f.removedMu.Lock()
-	f.aliasRemoved[name] = aliasRemoval{inst: inst, at: time.Now()}
-	for k, v := range f.aliasRemoved {
-		if time.Since(v.at) > aliasUndoWindow {
-			delete(f.aliasRemoved, k)
-		}
-	}
-	f.removedMu.Unlock()
+// recentRemovals are those of the last removalUndoWindow, by name; order
+// lists the names as they were removed, so that expiry looks at the oldest
+// only (eclean-pkg removes thousands of packages in a row).
+type recentRemovals struct {
+	byName map[string]recentRemoval
+	order  []string
 }
 
-// undoAliasRemoval restores the instance removed at name if target (a
+func (f *FS) rememberRemoval(name string, inst *catalog.Instance) {
+	now := time.Now()
+	f.removedMu.Lock()
+	defer f.removedMu.Unlock()
+	r := &f.recentRemovals
+	for len(r.order) > 0 {
+		old, ok := r.byName[r.order[0]]
+		if ok && now.Sub(old.at) <= removalUndoWindow {
+			break
+		}
+		if ok {
+			delete(r.byName, r.order[0])
+		}
+		r.order = r.order[1:]
+	}
+	if _, again := r.byName[name]; !again {
+		r.order = append(r.order, name)
+	}
+	r.byName[name] = recentRemoval{inst: inst, at: now}
+}
+
+// undoRemoval restores the instance removed at name if target (a
 // symlink's target, resolved inside the mount) names that same package, and
 // makes it visible.
-func (f *FS) undoAliasRemoval(ctx context.Context, name, target string) {
+func (f *FS) undoRemoval(ctx context.Context, name, target string) {
 	if inst := f.restoreRemoved(ctx, name, target); inst != nil {
 		f.changed(ctx, name, target)
 	}
@@ -178,9 +196,9 @@ func (f *FS) undoAliasRemoval(ctx context.Context, name, target string) {
 // directory lock must not queue invalidations it cannot wait for).
 func (f *FS) restoreRemoved(ctx context.Context, name, target string) *catalog.Instance {
 	f.removedMu.Lock()
-	r, ok := f.aliasRemoved[name]
-	if ok && time.Since(r.at) <= aliasUndoWindow {
-		delete(f.aliasRemoved, name)
+	r, ok := f.recentRemovals.byName[name]
+	if ok && time.Since(r.at) <= removalUndoWindow {
+		delete(f.recentRemovals.byName, name)
 	} else {
 		ok = false
 	}
@@ -190,7 +208,7 @@ func (f *FS) restoreRemoved(ctx context.Context, name, target string) *catalog.I
 	}
 	inst, err := f.cfg.Store.Restore(ctx, r.inst)
 	if err != nil {
-		f.log.Error("restoring a package removed through an alias", "path", name, "err", err)
+		f.log.Error("restoring a package removed a moment before", "path", name, "err", err)
 		return nil
 	}
 	if target == "" {
@@ -251,7 +269,7 @@ func (f *FS) aliasHidden(name string) bool {
 	f.removedMu.Lock()
 	defer f.removedMu.Unlock()
 	t, ok := f.hidden[name]
-	if ok && time.Since(t) > aliasUndoWindow {
+	if ok && time.Since(t) > removalUndoWindow {
 		delete(f.hidden, name)
 		return false
 	}

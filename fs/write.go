@@ -1028,16 +1028,9 @@ func (f *FS) setInstanceAttr(ctx context.Context, in *instFile, fh gofs.FileHand
 	return 0
 }
 
-// notifyEntry queues a kernel dentry invalidation; the notifier goroutine
-// sends it, never a handler (the kernel may hold the directory lock).
-func (f *FS) notifyEntry(dir, name string) { f.queueNote(note{dir: dir, name: name}) }
-
-type note struct {
-	dir, name string
-	done      chan struct{} // closed once sent, if not nil
-}
-
-func (f *FS) queueNote(n note) { f.notes.push(noteKey{n.dir, n.name}, n.done) }
+// notifyEntry queues a kernel dentry invalidation; the notifiers send it,
+// never a handler (the kernel may hold the directory lock).
+func (f *FS) notifyEntry(dir, name string) { f.notes.push(noteKey{dir, name}, nil) }
 
 // changedWait is changed (since snapshot old) for handlers that run under a directory lock
 // (unlink, rename): names in other directories are invalidated before the
@@ -1065,14 +1058,12 @@ func (f *FS) changedWait(ctx context.Context, before uint64, locked []string, na
 		return cmpBool(slices.Contains(locked, a.Dir), slices.Contains(locked, b.Dir))
 	})
 	for _, c := range pairs {
-		n := note{dir: c.Dir, name: c.Name}
+		var done chan struct{}
 		if !slices.Contains(locked, c.Dir) {
-			n.done = make(chan struct{})
+			done = make(chan struct{})
+			waits = append(waits, done)
 		}
-		f.queueNote(n)
-		if n.done != nil {
-			waits = append(waits, n.done)
-		}
+		f.notes.push(noteKey{c.Dir, c.Name}, done)
 	}
 	deadline := time.NewTimer(200 * time.Millisecond)
 	defer deadline.Stop()
