@@ -23,7 +23,7 @@ import (
 
 // schemaVersion is the version schema.sql describes. A catalog with a
 // higher version was written by a newer pkgdirfs and is refused.
-const schemaVersion = 2
+const schemaVersion = 3
 
 //go:embed schema.sql
 var schemaSQL string
@@ -136,11 +136,67 @@ func (db *DB) init() error {
 		if _, err := tx.tx.ExecContext(ctx, schemaSQL); err != nil {
 			return fmt.Errorf("apply schema: %w", err)
 		}
+		if err := convertInstanceMeta(tx); err != nil {
+			return fmt.Errorf("converting the metadata of schema version 2: %w", err)
+		}
 		_, err := tx.tx.ExecContext(ctx,
 			`INSERT INTO meta (key, value) VALUES ('schema_version', ?)
 			 ON CONFLICT (key) DO UPDATE SET value = excluded.value WHERE value < excluded.value`, schemaVersion)
 		return err
 	})
+}
+
+// convertInstanceMeta moves the metadata of a version-2 catalog (a row per
+// key in instance_meta) into instance_index (a row per instance), once.
+func convertInstanceMeta(tx *Tx) error {
+	var n int
+	if err := tx.tx.QueryRowContext(tx.ctx,
+		`SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'instance_meta'`).Scan(&n); err != nil || n == 0 {
+		return err
+	}
+	rows, err := tx.tx.QueryContext(tx.ctx, `SELECT instance_id, key, value FROM instance_meta ORDER BY instance_id`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	ins, err := tx.stmt(`INSERT OR REPLACE INTO instance_index (instance_id, meta) VALUES (?, ?)`)
+	if err != nil {
+		return err
+	}
+	var (
+		id   int64 = -1
+		meta map[string]string
+	)
+	flush := func() error {
+		if len(meta) == 0 {
+			return nil
+		}
+		_, err := ins.ExecContext(tx.ctx, id, encodeMeta(meta))
+		return err
+	}
+	for rows.Next() {
+		var rid int64
+		var k, v string
+		if err := rows.Scan(&rid, &k, &v); err != nil {
+			return err
+		}
+		if rid != id {
+			if err := flush(); err != nil {
+				return err
+			}
+			id, meta = rid, make(map[string]string)
+		}
+		meta[k] = v
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	rows.Close()
+	_, err = tx.tx.ExecContext(tx.ctx, `DROP TABLE instance_meta`)
+	return err
 }
 
 // Close closes both connection pools.

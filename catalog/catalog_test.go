@@ -358,10 +358,13 @@ func TestDeleteCascades(t *testing.T) {
 		t.Fatal(err)
 	}
 	var n int
-	if err := db.ro.QueryRow(`SELECT count(*) FROM instance_meta WHERE instance_id = ?`, a.ID).Scan(&n); err != nil || n != 0 {
+	if err := db.ro.QueryRow(`SELECT count(*) FROM instance_index WHERE instance_id = ?`, a.ID).Scan(&n); err != nil || n != 0 {
 		t.Errorf("meta rows left: %d, %v", n, err)
 	}
-	if err := db.ro.QueryRow(`SELECT count(*) FROM instance_meta`).Scan(&n); err != nil || n != len(b.Meta) {
+	if len(b.Meta) == 0 {
+		t.Fatal("the survivor has no metadata to keep")
+	}
+	if err := db.ro.QueryRow(`SELECT count(*) FROM instance_index WHERE instance_id = ?`, b.ID).Scan(&n); err != nil || n != 1 {
 		t.Errorf("meta rows of survivor: %d, %v", n, err)
 	}
 	err = db.Tx(ctx, func(tx *Tx) error { return tx.DeleteInstance(a.ID) })
@@ -567,7 +570,7 @@ func TestTxRollback(t *testing.T) {
 	g, _ := db.Generation(ctx)
 	ts, _ := db.LastTimestamp(ctx)
 	var metaRows int
-	db.ro.QueryRow(`SELECT count(*) FROM instance_meta`).Scan(&metaRows)
+	db.ro.QueryRow(`SELECT count(*) FROM instance_index`).Scan(&metaRows)
 	if len(insts) != 0 || len(h) != 0 || len(r) != 0 || g != 0 || ts != 0 || metaRows != 0 {
 		t.Errorf("rollback left: %d instances, header %v, %d refused, gen %d, ts %d, %d meta",
 			len(insts), h, len(r), g, ts, metaRows)
@@ -730,11 +733,11 @@ func TestQueryPlans(t *testing.T) {
 	}{
 		{"Instances", qInstances, nil, []string{"USING INDEX instances_cpv_build"}},
 		{"Indexed", qIndexed, nil, []string{"USING INDEX instances_cpv_build"}},
-		{"IndexedMeta", qIndexedMeta, nil, []string{"USING INDEX instances_cpv_build", "USING PRIMARY KEY (instance_id=?)"}},
+		{"IndexedMeta", qIndexedMeta, nil, []string{"SCAN i USING INDEX instances_cpv_build", "SEARCH x USING INTEGER PRIMARY KEY (rowid=?)"}},
 		{"ByCPV", qByCPV, []any{"a/b-1"}, []string{"instances_cpv_build (cpv=?)"}},
 		{"ByID", qByID, []any{1}, []string{"USING INTEGER PRIMARY KEY (rowid=?)"}},
 		{"ByDigest", qByDigest, []any{"a/b-1", "x"}, []string{"SEARCH"}},
-		{"Meta", qMeta, []any{1}, []string{"USING PRIMARY KEY (instance_id=?)"}},
+		{"Meta", qMeta, []any{1}, []string{"USING INTEGER PRIMARY KEY (rowid=?)"}},
 		{"BuildIDTaken", qBuildIDTaken, []any{"a/b-1", 1}, []string{"instances_cpv_build (cpv=? AND build_id=?)"}},
 		{"NextBuildID", qNextBuildID, []any{"a/b-1"}, []string{"instances_cpv_build (cpv=?)"}},
 	} {
@@ -842,11 +845,11 @@ func TestCheckReportsProblems(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer raw.Close()
-	if _, err := raw.Exec(`INSERT INTO instance_meta (instance_id, key, value) VALUES (999, 'SLOT', '0')`); err != nil {
+	if _, err := raw.Exec(`INSERT INTO instance_index (instance_id, meta) VALUES (999, x'')`); err != nil {
 		t.Fatal(err)
 	}
 	err = db.Check(ctx)
-	if err == nil || !strings.Contains(err.Error(), "foreign key: instance_meta") {
+	if err == nil || !strings.Contains(err.Error(), "foreign key: instance_index") {
 		t.Errorf("Check = %v", err)
 	}
 }

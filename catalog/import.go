@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -157,23 +158,27 @@ func (s *Store) FillHeaderCHOST(ctx context.Context) error {
 	if err != nil || h["CHOST"] != "" {
 		return err
 	}
-	// Counted by SQLite: loading every instance with its metadata would
-	// cost a large import a noticeable part of its time.
-	rows, err := s.DB.ro.QueryContext(ctx, `SELECT m.value, count(*) FROM instance_meta m
-		JOIN instances i ON i.id = m.instance_id
-		WHERE m.key = 'CHOST' AND m.value != '' AND i.state = 'package' GROUP BY m.value`)
+	// One value read out of each encoded metadata: loading every instance
+	// with all of it would cost a large import a noticeable part of its time.
+	rows, err := s.DB.ro.QueryContext(ctx, `SELECT x.meta FROM instance_index x
+		JOIN instances i ON i.id = x.instance_id WHERE i.state = 'package'`)
 	if err != nil {
 		return fmt.Errorf("catalog: CHOST of the packages: %w", err)
 	}
 	defer rows.Close()
 	count := map[string]int{}
+	var b sql.RawBytes
 	for rows.Next() {
-		var c string
-		var n int
-		if err := rows.Scan(&c, &n); err != nil {
+		if err := rows.Scan(&b); err != nil {
 			return fmt.Errorf("catalog: CHOST of the packages: %w", err)
 		}
-		count[c] = n
+		c, _, err := metaValue(b, "CHOST")
+		if err != nil {
+			return fmt.Errorf("catalog: CHOST of the packages: %w", err)
+		}
+		if c != "" {
+			count[c]++
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("catalog: CHOST of the packages: %w", err)

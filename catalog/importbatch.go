@@ -27,7 +27,7 @@ import (
 )
 
 // ImportOptions tunes Store.Import. The zero value copies bytes with
-// GOMAXPROCS workers, 256 packages or 100 ms per transaction.
+// GOMAXPROCS workers, 2,048 packages or 500 ms per transaction.
 type ImportOptions struct {
 	// Link takes the source files over without copying their bytes: a hard
 	// link when the source is on the state's filesystem (the blob and the
@@ -112,10 +112,10 @@ func (s *Store) Import(ctx context.Context, files []ImportFile, opt ImportOption
 		opt.Workers = runtime.GOMAXPROCS(0)
 	}
 	if opt.BatchSize <= 0 {
-		opt.BatchSize = 256
+		opt.BatchSize = 2048
 	}
 	if opt.BatchDelay <= 0 {
-		opt.BatchDelay = 100 * time.Millisecond
+		opt.BatchDelay = 500 * time.Millisecond
 	}
 	var st unix.Stat_t
 	if err := unix.Stat(s.StagingDir(), &st); err != nil {
@@ -144,8 +144,10 @@ func (s *Store) Import(ctx context.Context, files []ImportFile, opt ImportOption
 	// claims the next file, so the claimed files are a prefix of files and
 	// the next one to commit is always among them; tokens come back in file
 	// order as the committer takes items.
-	window := make(chan struct{}, 4*opt.BatchSize+4*opt.Workers)
-	results := make(chan *importItem, opt.Workers)
+	window := make(chan struct{}, 2*opt.BatchSize+4*opt.Workers)
+	// As deep as the window: workers go on while the committer is in a
+	// transaction, instead of stopping at the first item it has not taken.
+	results := make(chan *importItem, cap(window))
 	var claimed atomic.Int64
 	var wg sync.WaitGroup
 	for range opt.Workers {
@@ -178,7 +180,7 @@ func (s *Store) Import(ctx context.Context, files []ImportFile, opt ImportOption
 		}()
 	}
 
-	c := &importCommitter{im: im, blobs: blobs, res: res}
+	c := &importCommitter{im: im, blobs: blobs, res: res, stop: cancel}
 	err = c.run(ctx, len(files), window, results)
 	cancel()
 	// Workers stop at their next file; what they staged for files that were
@@ -203,16 +205,37 @@ func (im *importer) discard(it *importItem) {
 	}
 }
 
-// importCommitter puts items into the catalog in file order, in batches.
+// importCommitter puts items into the catalog in file order, in batches:
+// it collects a batch and makes its blobs durable while the batch before
+// commits on a goroutine of its own (transact), so the transactions, the
+// syncs and the workers all run at once.
 type importCommitter struct {
 	im      *importer
 	blobs   *os.File
-	res     *ImportResult
+	res     *ImportResult       // written by transact
+	stop    func()              // cancels the import (workers and collect)
 	pending map[int]*importItem // done by a worker, not yet in a batch
 	batch   []*importItem
+	synced  chan []*importItem // durable batches, in order, for transact
 }
 
 func (c *importCommitter) run(ctx context.Context, n int, window chan struct{}, results chan *importItem) error {
+	c.synced = make(chan []*importItem, 1)
+	txErr := make(chan error, 1)
+	go func() { txErr <- c.transact(ctx) }()
+	err := c.collect(ctx, n, window, results)
+	close(c.synced)
+	if terr := <-txErr; terr != nil {
+		if errors.Is(err, context.Canceled) {
+			err = nil // transact stopped the import
+		}
+		return errors.Join(err, terr)
+	}
+	return err
+}
+
+// collect takes the workers' items in file order into batches.
+func (c *importCommitter) collect(ctx context.Context, n int, window chan struct{}, results chan *importItem) error {
 	opt := c.im.opt
 	c.pending = make(map[int]*importItem)
 	timer := time.NewTimer(time.Hour)
@@ -259,21 +282,15 @@ func (c *importCommitter) run(ctx context.Context, n int, window chan struct{}, 
 	return c.flush(ctx)
 }
 
-// flush commits the current batch in one transaction.
+// flush makes the current batch's blobs durable and hands it to transact.
 func (c *importCommitter) flush(ctx context.Context) error {
 	batch := c.batch
 	c.batch = nil
 	if len(batch) == 0 {
 		return nil
 	}
-	defer func() {
-		for _, it := range batch {
-			c.im.discard(it)
-		}
-	}()
-	packages, placed := false, false
+	placed := false
 	for _, it := range batch {
-		packages = packages || it.inst != nil
 		placed = placed || it.placed
 	}
 	if placed {
@@ -281,8 +298,47 @@ func (c *importCommitter) flush(ctx context.Context) error {
 		// inodes, the renames and links, new blob subdirectories) before any
 		// row naming one commits: a crash leaves orphan blobs at worst.
 		if err := unix.Syncfs(int(c.blobs.Fd())); err != nil {
+			c.discardAll(batch)
 			return fmt.Errorf("syncing the state filesystem: %w", err)
 		}
+	}
+	select {
+	case c.synced <- batch:
+		return nil
+	case <-ctx.Done():
+		c.discardAll(batch)
+		return ctx.Err()
+	}
+}
+
+// transact commits the synced batches in order, one transaction each. After
+// a failure it stops the import and discards what still comes.
+func (c *importCommitter) transact(ctx context.Context) error {
+	var failed error
+	for batch := range c.synced {
+		if failed != nil {
+			c.discardAll(batch)
+			continue
+		}
+		if failed = c.commit(ctx, batch); failed != nil {
+			c.stop()
+		}
+	}
+	return failed
+}
+
+func (c *importCommitter) discardAll(batch []*importItem) {
+	for _, it := range batch {
+		c.im.discard(it)
+	}
+}
+
+// commit puts one durable batch into the catalog in one transaction.
+func (c *importCommitter) commit(ctx context.Context, batch []*importItem) error {
+	defer c.discardAll(batch)
+	packages := false
+	for _, it := range batch {
+		packages = packages || it.inst != nil
 	}
 	if packages {
 		// Not cancellable: a cancellable context makes the SQLite driver
@@ -332,7 +388,6 @@ func (c *importCommitter) commitBatch(tx *Tx, batch []*importItem) error {
 		}
 	}
 	lateSync := false
-	var metaRows []any // instance id, key, value, …
 	for _, it := range batch {
 		if it.inst == nil {
 			continue
@@ -362,19 +417,9 @@ func (c *importCommitter) commitBatch(tx *Tx, batch []*importItem) error {
 			}
 		}
 		lateSync = lateSync || it.latePlaced
-		// The metadata rows go in below, many per statement.
-		meta := inst.Meta
-		inst.Meta = nil
-		id, err := tx.InsertInstance(&inst)
-		if err != nil {
+		if _, err := tx.InsertInstance(&inst); err != nil {
 			return err
 		}
-		for k, v := range meta {
-			metaRows = append(metaRows, id, k, v)
-		}
-	}
-	if err := insertMetaRows(tx, metaRows); err != nil {
-		return err
 	}
 	if lateSync {
 		if err := unix.Syncfs(int(c.blobs.Fd())); err != nil {
@@ -443,6 +488,9 @@ func (im *importer) prepare(w *importWorker, idx int, f ImportFile) (*importItem
 			return it, err
 		}
 	}
+	if fi.Size() < importBufSize && (!im.opt.Link || im.caps(dev).noClone) {
+		return it, im.copySmall(w, it, in, fi)
+	}
 	staged, r, done, err := im.stage(w, it, in, dev, linkErr)
 	if err != nil {
 		return it, err
@@ -469,6 +517,54 @@ func (im *importer) prepare(w *importWorker, idx int, f ImportFile) (*importItem
 	// same instance or by bytes to replace.
 	it.placed = placed
 	return it, nil
+}
+
+// copySmall is prepare for a copy of a file that fits the buffer: read,
+// hashed and parsed from memory, then written straight to its blob name
+// (no staging file, no rename). A crash can leave those bytes incomplete
+// under that name, but no row names them until the batch's syncfs, and a
+// blob name held by bytes no row names is replaced by the transaction.
+// When the name is taken, the bytes go to staging for the transaction to
+// decide, as in prepare.
+func (im *importer) copySmall(w *importWorker, it *importItem, in *os.File, fi os.FileInfo) error {
+	st, small, err := w.hash(in, nil)
+	if err != nil {
+		return err
+	}
+	if small == nil { // it grew while we looked: stage it as a big one
+		return fmt.Errorf("changed while being read (%d bytes, then more than %d)", fi.Size(), len(w.buf))
+	}
+	inst, err := identifyAt(&Candidate{Staged: st, Name: it.file.Rel,
+		MtimeNs: fi.ModTime().UnixNano(), Mode: uint32(fi.Mode().Perm())}, bytes.NewReader(small))
+	if ok, err := it.identified(inst, err); !ok || err != nil {
+		return err
+	}
+	if err := im.blobName(it); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(it.blobPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o444)
+	placed := err == nil
+	if errors.Is(err, fs.ErrExist) {
+		f, err = im.createStaging()
+		if err == nil {
+			it.staged = f.Name()
+		}
+	}
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(small)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		if placed {
+			os.Remove(it.blobPath) // ours, and no row names it yet
+		}
+		return err
+	}
+	it.placed = placed
+	return nil
 }
 
 // linkPackage is prepare for --link when the file may be hard-linked: hash

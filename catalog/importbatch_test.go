@@ -395,7 +395,7 @@ func TestImportChangeLog(t *testing.T) {
 	oldInsts, _ := s.DB.Instances(ctx)
 	var res ImportResult
 	// Batches close by size only: 256 packages per transaction.
-	if err := s.Import(ctx, files, ImportOptions{BatchDelay: time.Hour}, &res); err != nil {
+	if err := s.Import(ctx, files, ImportOptions{BatchSize: 256, BatchDelay: time.Hour}, &res); err != nil {
 		t.Fatal(err)
 	}
 	insts, _ := s.DB.Instances(ctx)
@@ -573,28 +573,28 @@ func TestImportLinkOtherFilesystem(t *testing.T) {
 	checkClean(t, s)
 }
 
-// TestImportStopsAtOwnFailure: our own failure (here: staging/ is a file)
+// TestImportStopsAtOwnFailure: our own failure (here: blobs/ is a file)
 // stops the import with an error naming the file; nothing half-done.
 func TestImportStopsAtOwnFailure(t *testing.T) {
 	tr := newImportTree(t)
 	files := tr.write(t, t.TempDir())
 	s := openImportStore(t, t.TempDir(), tr)
-	if err := os.Remove(s.StagingDir()); err != nil {
+	if err := os.Rename(s.BlobDir(), s.BlobDir()+".aside"); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(s.StagingDir(), nil, 0o644); err != nil {
+	if err := os.WriteFile(s.BlobDir(), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	before := instanceLines(t, s)
 	var res ImportResult
 	err := s.Import(context.Background(), files, ImportOptions{BatchSize: 5}, &res)
 	if err == nil || !strings.Contains(err.Error(), files[0].Path) || res.Imported != 0 {
-		t.Fatalf("import without a staging directory: %v (%+v), want an error naming %s", err, res, files[0].Path)
+		t.Fatalf("import without a blob directory: %v (%+v), want an error naming %s", err, res, files[0].Path)
 	}
-	if err := os.Remove(s.StagingDir()); err != nil {
+	if err := os.Remove(s.BlobDir()); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Mkdir(s.StagingDir(), 0o755); err != nil {
+	if err := os.Rename(s.BlobDir()+".aside", s.BlobDir()); err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Equal(before, instanceLines(t, s)) {
@@ -738,4 +738,68 @@ func importLinkNotices(t *testing.T, s *Store, files []ImportFile) (ImportResult
 		t.Fatal(err)
 	}
 	return res, notices
+}
+
+// TestImportStopsAtFailedTransaction: a transaction that fails (here: a
+// trigger refuses one package's row) stops the import with its error while
+// later batches may already be synced; the batches before it stay
+// committed, nothing after it is, and no staged bytes are left behind.
+func TestImportStopsAtFailedTransaction(t *testing.T) {
+	src := t.TempDir()
+	for i := range 40 {
+		p := filepath.Join(src, "app-misc", fmt.Sprintf("p%02d-1.0.tbz2", i))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, makeXpak(t, "app-misc", fmt.Sprintf("p%02d-1.0", i), int64(100+i)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	files, err := ScanPKGDIR(src)
+	if err != nil || len(files) != 40 {
+		t.Fatalf("scan: %d files, %v", len(files), err)
+	}
+	s, err := OpenStore(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	if _, err := s.DB.rw.ExecContext(ctx, `CREATE TRIGGER refuse_one BEFORE INSERT ON instances
+		WHEN NEW.cpv = 'app-misc/p21-1.0' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END`); err != nil {
+		t.Fatal(err)
+	}
+	var res ImportResult
+	err = s.Import(ctx, files, ImportOptions{BatchSize: 4, Workers: 3, BatchDelay: time.Hour}, &res)
+	if err == nil || !strings.Contains(err.Error(), "refused by the test") || strings.Contains(err.Error(), "context canceled") {
+		t.Fatalf("import: %v, want the transaction's own error alone", err)
+	}
+	insts, err := s.DB.Instances(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, in := range insts {
+		got = append(got, in.PF)
+	}
+	var want []string
+	for i := range 20 { // the five batches before p20-p23
+		want = append(want, fmt.Sprintf("p%02d-1.0", i))
+	}
+	if !slices.Equal(got, want) || res.Imported != 20 {
+		t.Errorf("after the failure: %v (imported %d), want %v", got, res.Imported, want)
+	}
+	staged, err := os.ReadDir(s.StagingDir())
+	if err != nil || len(staged) != 0 {
+		t.Errorf("staging after the failure: %v %v, want empty", staged, err)
+	}
+	vr, err := s.Verify(ctx, true, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range vr.Findings {
+		if f.Fault || !strings.Contains(f.Text, "orphan blob") {
+			t.Errorf("verify: %s", f.Text)
+		}
+	}
 }

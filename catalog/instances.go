@@ -78,13 +78,12 @@ const (
 		WHERE cpv = ? AND sha256 = ? AND state = 'package' ORDER BY build_id LIMIT 1`
 	qIndexed = `SELECT ` + instCols + ` FROM instances
 		WHERE state = 'package' ORDER BY cpv, build_id`
-	// CROSS JOIN pins instances as the outer loop, so the ORDER BY is
-	// served by instances_cpv_build and meta comes clustered per instance:
-	// no sort of every meta row.
-	qIndexedMeta = `SELECT m.instance_id, m.key, m.value
-		FROM instances i CROSS JOIN instance_meta m ON m.instance_id = i.id
-		WHERE i.state = 'package' ORDER BY i.cpv, i.build_id`
-	qMeta         = `SELECT key, value FROM instance_meta WHERE instance_id = ?`
+	// A subquery, not a join: its lookup by rowid is the only plan, while
+	// a join may be planned as a scan per instance once statistics say the
+	// table was small. NULL for an instance without metadata.
+	qIndexedMeta = `SELECT i.id, (SELECT x.meta FROM instance_index x WHERE x.instance_id = i.id)
+		FROM instances i WHERE i.state = 'package' ORDER BY i.cpv, i.build_id`
+	qMeta         = `SELECT meta FROM instance_index WHERE instance_id = ?`
 	qBuildIDTaken = `SELECT EXISTS (SELECT 1 FROM instances WHERE cpv = ? AND build_id = ?)`
 	qNextBuildID  = `SELECT coalesce(max(build_id), 0) + 1 FROM instances WHERE cpv = ?`
 )
@@ -257,8 +256,7 @@ func (r reader) ForEachIndexed(fn func(inst *Instance) error) error {
 	keys := make(map[string]string) // interned: a few dozen distinct keys
 	var (
 		mID      int64
-		mKey     sql.RawBytes
-		mVal     string
+		mBlob    sql.RawBytes
 		mPending bool
 	)
 	nextMeta := func() error {
@@ -266,7 +264,7 @@ func (r reader) ForEachIndexed(fn func(inst *Instance) error) error {
 		if !mPending {
 			return mrows.Err()
 		}
-		return mrows.Scan(&mID, &mKey, &mVal)
+		return mrows.Scan(&mID, &mBlob)
 	}
 	if err := nextMeta(); err != nil {
 		return fmt.Errorf("catalog: %w", err)
@@ -277,17 +275,17 @@ func (r reader) ForEachIndexed(fn func(inst *Instance) error) error {
 		if err := s.scan(irows, inst); err != nil {
 			return fmt.Errorf("catalog: %w", err)
 		}
-		inst.Meta = make(map[string]string)
-		for mPending && mID == inst.ID {
-			k, ok := keys[string(mKey)]
-			if !ok {
-				k = string(mKey)
-				keys[k] = k
-			}
-			inst.Meta[k] = mVal
-			if err := nextMeta(); err != nil {
-				return fmt.Errorf("catalog: %w", err)
-			}
+		if !mPending || mID != inst.ID {
+			// Both cursors share one snapshot and one order; this is a bug.
+			return fmt.Errorf("catalog: metadata out of step with instance %d", inst.ID)
+		}
+		m, err := decodeMeta(mBlob, keys)
+		if err != nil {
+			return fmt.Errorf("catalog: instance %d: %w", inst.ID, err)
+		}
+		inst.Meta = m
+		if err := nextMeta(); err != nil {
+			return fmt.Errorf("catalog: %w", err)
 		}
 		if err := fn(inst); err != nil {
 			return err
@@ -347,20 +345,16 @@ var errStop = errors.New("stop")
 // InstanceMeta returns the index values of one instance (empty, not nil,
 // if it has none or does not exist).
 func (r reader) InstanceMeta(id int64) (map[string]string, error) {
-	rows, err := r.q.QueryContext(r.ctx, qMeta, id)
+	var b []byte
+	err := r.q.QueryRowContext(r.ctx, qMeta, id).Scan(&b)
+	if errors.Is(err, sql.ErrNoRows) {
+		return make(map[string]string), nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("catalog: meta of %d: %w", id, err)
 	}
-	defer rows.Close()
-	m := make(map[string]string)
-	for rows.Next() {
-		var k, v string
-		if err := rows.Scan(&k, &v); err != nil {
-			return nil, fmt.Errorf("catalog: meta of %d: %w", id, err)
-		}
-		m[k] = v
-	}
-	if err := rows.Err(); err != nil {
+	m, err := decodeMeta(b, nil)
+	if err != nil {
 		return nil, fmt.Errorf("catalog: meta of %d: %w", id, err)
 	}
 	return m, nil
@@ -492,18 +486,17 @@ func (tx *Tx) InsertInstance(inst *Instance) (int64, error) {
 		return 0, fmt.Errorf("catalog: insert %s: %w", inst.CPV, err)
 	}
 	if len(inst.Meta) > 0 {
-		// Sorted: deterministic page layout.
-		rows := make([]any, 0, 3*len(inst.Meta))
-		for _, k := range slices.Sorted(maps.Keys(inst.Meta)) {
-			rows = append(rows, id, k, inst.Meta[k])
+		ins, err := tx.stmt(`INSERT INTO instance_index (instance_id, meta) VALUES (?, ?)`)
+		if err == nil {
+			_, err = ins.ExecContext(tx.ctx, id, encodeMeta(inst.Meta))
 		}
-		if err := insertMetaRows(tx, rows); err != nil {
-			return 0, fmt.Errorf("catalog: insert %s: %w", inst.CPV, err)
+		if err != nil {
+			return 0, fmt.Errorf("catalog: insert %s: meta: %w", inst.CPV, err)
 		}
 	}
 	tx.touch(inst.CPV)
 	if inst.BuildID > 0 {
-		_, err := tx.tx.ExecContext(tx.ctx, `INSERT INTO build_id_high (cpv, high) VALUES (?, ?)
+		_, err := tx.reader.q.ExecContext(tx.ctx, `INSERT INTO build_id_high (cpv, high) VALUES (?, ?)
 			ON CONFLICT (cpv) DO UPDATE SET high = max(high, excluded.high)`, inst.CPV, inst.BuildID)
 		if err != nil {
 			return 0, fmt.Errorf("catalog: insert %s: %w", inst.CPV, err)
@@ -531,7 +524,7 @@ func (tx *Tx) DeleteInstance(id int64) error {
 // (cpv, id).
 func (tx *Tx) BuildIDTaken(cpv string, id int64) (bool, error) {
 	var taken bool
-	err := tx.tx.QueryRowContext(tx.ctx,
+	err := tx.reader.q.QueryRowContext(tx.ctx,
 		qBuildIDTaken, cpv, id).Scan(&taken)
 	if err != nil {
 		return false, fmt.Errorf("catalog: build id %s-%d: %w", cpv, id, err)
@@ -544,13 +537,13 @@ func (tx *Tx) BuildIDTaken(cpv string, id int64) (bool, error) {
 // allocates the same way, so ids keep increasing with time.
 func (tx *Tx) NextBuildID(cpv string) (int64, error) {
 	var next int64
-	err := tx.tx.QueryRowContext(tx.ctx,
+	err := tx.reader.q.QueryRowContext(tx.ctx,
 		qNextBuildID, cpv).Scan(&next)
 	if err != nil {
 		return 0, fmt.Errorf("catalog: next build id %s: %w", cpv, err)
 	}
 	var high int64
-	err = tx.tx.QueryRowContext(tx.ctx, `SELECT high FROM build_id_high WHERE cpv = ?`, cpv).Scan(&high)
+	err = tx.reader.q.QueryRowContext(tx.ctx, `SELECT high FROM build_id_high WHERE cpv = ?`, cpv).Scan(&high)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return 0, fmt.Errorf("catalog: next build id %s: %w", cpv, err)
 	}
@@ -620,29 +613,6 @@ func (tx *Tx) AddRefused(path, reason string, size int64, whenNs int64) error {
 func (tx *Tx) ClearRefused(path string) error {
 	if _, err := tx.tx.ExecContext(tx.ctx, `DELETE FROM refused WHERE path = ?`, path); err != nil {
 		return fmt.Errorf("catalog: clear refused %s: %w", path, err)
-	}
-	return nil
-}
-
-// metaRowsPerInsert bounds one multi-row INSERT of instance_meta (three
-// variables a row, well under SQLite's 32766).
-const metaRowsPerInsert = 500
-
-// insertMetaRows inserts instance_meta rows (instance id, key, value
-// triples), many per statement: one statement per row is most of the cost
-// of committing a small package.
-func insertMetaRows(tx *Tx, rows []any) error {
-	for len(rows) > 0 {
-		n := min(len(rows)/3, metaRowsPerInsert)
-		q := "INSERT INTO instance_meta (instance_id, key, value) VALUES (?, ?, ?)" + strings.Repeat(", (?, ?, ?)", n-1)
-		st, err := tx.stmt(q)
-		if err != nil {
-			return fmt.Errorf("catalog: insert meta: %w", err)
-		}
-		if _, err := st.ExecContext(tx.ctx, rows[:3*n]...); err != nil {
-			return fmt.Errorf("catalog: insert meta: %w", err)
-		}
-		rows = rows[3*n:]
 	}
 	return nil
 }

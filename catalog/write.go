@@ -241,7 +241,7 @@ func (s *Store) Settle(ctx context.Context, minTS int64) error {
 // removed, 0 if none.
 func (tx *Tx) removedBuildID(cpv, sha256 string) (int64, error) {
 	var id int64
-	err := tx.tx.QueryRowContext(tx.ctx, `SELECT build_id FROM removed_builds WHERE cpv = ? AND sha256 = ?`, cpv, sha256).Scan(&id)
+	err := tx.reader.q.QueryRowContext(tx.ctx, `SELECT build_id FROM removed_builds WHERE cpv = ? AND sha256 = ?`, cpv, sha256).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, nil
 	}

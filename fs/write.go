@@ -610,8 +610,12 @@ func (h *stagingHandle) Flush(ctx context.Context) syscall.Errno {
 	}
 	if h.writeErr != 0 {
 		// Incomplete bytes are neither a package nor a refusal: the writer
-		// hears why again, and nothing becomes visible.
+		// hears why again, and nothing becomes visible. Release drops
+		// them, but the kernel sends it after close() returned: the space
+		// (often the reason of the failure) is given back now, so that the
+		// writer's next try finds it.
 		h.dirty = false
+		syscall.Ftruncate(h.fd, 0)
 		return h.writeErr
 	}
 	h.dirty, h.touched = false, true

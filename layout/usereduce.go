@@ -2,10 +2,7 @@ package layout
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"unicode/utf8"
 )
 
@@ -51,13 +48,16 @@ func isUseFlag(s string) bool {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
-		if !alnum && (i == 0 || (c != '+' && c != '_' && c != '@' && c != '-')) {
+		if !isUseFlagChar(s[i], i == 0) {
 			return false
 		}
 	}
 	return true
+}
+
+func isUseFlagChar(c byte, first bool) bool {
+	alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+	return alnum || !first && (c == '+' || c == '_' || c == '@' || c == '-')
 }
 
 // UseReduce evaluates USE conditionals in deps against use and renders the
@@ -302,122 +302,50 @@ func reduceTree(deps string, use map[string]bool, atoms bool) ([]depNode, error)
 	return stack[0], nil
 }
 
-// Atom syntax as Portage accepts it without an EAPI (repo and build-id
-// forms allowed). The optional "-version" right after the package name is
-// captured only to reject it, exactly as Portage does.
-var atomRE = func() *regexp.Regexp {
-	const (
-		word = `[A-Za-z0-9_]`
-		cat  = word + `[A-Za-z0-9_+.-]*`
-		pkg  = word + `[A-Za-z0-9_+-]*?`
-		ver  = `[0-9]+(?:\.[0-9]+)*[a-z]?(?:_(?:pre|p|beta|alpha|rc)[0-9]*)*`
-		vr   = ver + `(?:-r[0-9]+)?`
-	)
-	return regexp.MustCompile(`^(?:` +
-		`(?:[=~]|[><]=?)` + cat + `/` + pkg + `(?P<opinner>-` + vr + `)?-(?P<opver>` + vr + `)` +
-		`|=` + cat + `/` + pkg + `(?P<starinner>-` + vr + `)?-` + vr + `\*` +
-		`|` + cat + `/` + pkg + `(?P<simpleinner>-` + vr + `)?` +
-		`)` +
-		`(?::(?P<slot>[A-Za-z0-9_+./*=-]+))?` +
-		`(?:::` + word + `[A-Za-z0-9_-]*)?` +
-		`(?P<use>\[.*\])?$`)
-}()
-
-var (
-	slotDepRE = regexp.MustCompile(`^(?:(?P<main>[A-Za-z0-9_][A-Za-z0-9_+.-]*)(?:/(?P<sub>[A-Za-z0-9_][A-Za-z0-9_+.-]*))?)?(?P<op>[*=])?$`)
-	useDepRE  = regexp.MustCompile(`^([!-]?)([A-Za-z0-9][A-Za-z0-9+_@-]*)((?:\(\+\)|\(-\))?)([?=]?)$`)
-)
-
 type useDepTok struct {
 	op, flag, dflt string // op: "", "-", "?", "=", "!=", "!?"
 	text           string
 }
 
-// atomVerdict is what evaluating an atom showed, whatever the USE flags:
-// an error, or that its result depends on USE (conditional USE deps).
-type atomVerdict struct {
-	err         error
-	conditional bool
-}
-
-// atomCache keeps the verdicts of atoms seen before: a binhost's packages
-// share their dependencies, and matching the atom syntax is most of the
-// cost of indexing a package. Bounded by clearing it when full.
-var (
-	atomCache  sync.Map // string -> atomVerdict
-	atomCached atomic.Int64
-)
-
-const atomCacheMax = 1 << 16
-
 // evaluateAtom validates one dependency atom and, if it carries USE
 // conditionals, returns it with them evaluated against use (Portage's
 // Atom.evaluate_conditionals, which also drops any ::repo part).
 func evaluateAtom(tok string, use map[string]bool) (string, error) {
-	if v, ok := atomCache.Load(tok); ok {
-		if vd := v.(atomVerdict); !vd.conditional {
-			if vd.err != nil {
-				return "", vd.err
-			}
-			return tok, nil
-		}
-	}
-	var conditional bool
-	out, err := evaluateAtomParsed(tok, use, &conditional)
-	if atomCached.Add(1) > atomCacheMax {
-		atomCache.Clear()
-		atomCached.Store(0)
-	}
-	atomCache.Store(tok, atomVerdict{err: err, conditional: conditional && err == nil})
-	return out, err
-}
-
-// evaluateAtomParsed is evaluateAtom without the cache; it sets
-// *conditional when the result depends on use.
-func evaluateAtomParsed(tok string, use map[string]bool, conditionalOut *bool) (string, error) {
 	s := tok
 	if strings.HasPrefix(s, "!!") {
 		s = s[2:]
 	} else if strings.HasPrefix(s, "!") {
 		s = s[1:]
 	}
-	m := atomRE.FindStringSubmatch(s)
-	if m == nil {
+	m, ok := matchAtom(s)
+	if !ok {
 		return "", fmt.Errorf("bad syntax")
 	}
-	// Every optional group matches at least one character when it takes
-	// part, so "" means absent.
-	g := func(name string) (string, bool) {
-		v := m[atomRE.SubexpIndex(name)]
-		return v, v != ""
-	}
-	if _, ok := g("starinner"); ok {
+	if m.starInner {
 		return "", fmt.Errorf("version in package name")
 	}
-	if _, ok := g("simpleinner"); ok {
+	if m.simpleInner {
 		return "", fmt.Errorf("version without operator")
 	}
-	if _, ok := g("opinner"); ok {
+	if m.opInner {
 		// "=cat/pkg-1.0-3": the last part is a build id.
-		id, _ := g("opver")
+		id := m.opVer
 		if (len(id) > 1 && id[0] == '0') || !allDigits(id) {
 			return "", fmt.Errorf("invalid build id %q", id)
 		}
 	}
 	var slotMain, slotSub, slotOp string
-	slot, hasSlot := g("slot")
-	if hasSlot {
-		sm := slotDepRE.FindStringSubmatch(slot)
-		if sm == nil {
+	if slot := m.slot; m.hasSlot {
+		var ok bool
+		if slotMain, slotSub, slotOp, ok = matchSlotDep(slot); !ok {
 			return "", fmt.Errorf("invalid slot %q", slot)
 		}
-		slotMain, slotSub, slotOp = sm[1], sm[2], sm[3]
 		if (slotMain != "" && slotOp == "*") || (slotMain == "" && slotOp == "") {
 			return "", fmt.Errorf("invalid slot %q", slot)
 		}
 	}
-	useStr, hasUse := g("use")
-	if !hasUse {
+	useStr := m.use
+	if useStr == "" {
 		return tok, nil
 	}
 	toks, conditional, err := parseUseDeps(useStr[1 : len(useStr)-1])
@@ -427,7 +355,6 @@ func evaluateAtomParsed(tok string, use map[string]bool, conditionalOut *bool) (
 	if !conditional {
 		return tok, nil
 	}
-	*conditionalOut = true
 	// Rebuild as Portage does: everything before the first ':' (or '['),
 	// the slot, then the evaluated USE deps.
 	out := tok
@@ -499,11 +426,11 @@ func parseUseDeps(s string) (toks []useDepTok, conditional bool, err error) {
 	)
 	seen := map[string]int{}
 	for _, x := range strings.Split(s, ",") {
-		m := useDepRE.FindStringSubmatch(x)
-		if m == nil {
+		prefix, flag, dflt, suffix, ok := matchUseDep(x)
+		if !ok {
 			return nil, false, fmt.Errorf("invalid use dep %q", x)
 		}
-		t := useDepTok{op: m[1] + m[4], flag: m[2], dflt: m[3], text: x}
+		t := useDepTok{op: prefix + suffix, flag: flag, dflt: dflt, text: x}
 		switch t.op {
 		case "", "-":
 		case "?", "=", "!=", "!?":
