@@ -10,11 +10,12 @@ FUZZTIME ?= 150000x
 # BenchmarkScale sizes: instances with package files, and catalog-only (0 skips it).
 BENCH_SCALE ?= 100000
 BENCH_SCALE_CATALOG ?= 1000000
+SOAK_MINUTES ?= 30
 
 # Debian packages the tests drive (the real tools users use) and the mount needs.
 TEST_PKGS := fuse3 rsync zstd xz-utils bzip2 lz4 gzip tar coreutils util-linux curl nginx attr psmisc
 
-.PHONY: all build deps mount test vet unit integration fuzz bench crash clean
+.PHONY: all build deps mount test vet unit integration fuzz bench crash soak clean
 
 all: build
 
@@ -62,6 +63,11 @@ test: deps vet build unit integration fuzz
 # kill -9 trials of a mixed write workload (see integration/crash_test.go).
 crash: deps build
 	$(GO) test -count=1 -run TestCrashKill9 -v -timeout 25m ./integration/
+
+# Uploads, removals, imports, verify and nginx downloads on one state for
+# SOAK_MINUTES, with kill -9 and restarts (see integration/soak_test.go).
+soak: deps build
+	SOAK_MINUTES=$(SOAK_MINUTES) $(GO) test -count=1 -run '^TestSoak$$' -v -timeout $$(( $(SOAK_MINUTES) + 20 ))m ./integration/
 
 bench: deps build
 	BENCH_SCALE=$(BENCH_SCALE) BENCH_SCALE_CATALOG=$(BENCH_SCALE_CATALOG) $(GO) test -count=1 -run='^$$' -bench=. -benchtime=1x -timeout 60m ./integration/

@@ -803,3 +803,39 @@ func TestImportStopsAtFailedTransaction(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifyLostCatalog: blobs with a catalog that lists none of them (lost
+// or replaced) are a fault, not orphan notes; orphans beside listed
+// packages stay notes.
+func TestVerifyLostCatalog(t *testing.T) {
+	tr := newImportTree(t)
+	files := tr.write(t, t.TempDir())
+	s := openImportStore(t, t.TempDir(), tr)
+	ctx := context.Background()
+	var res ImportResult
+	if err := s.Import(ctx, files, ImportOptions{}, &res); err != nil || res.Imported == 0 {
+		t.Fatalf("import: %v %+v", err, res)
+	}
+	if _, err := s.DB.rw.ExecContext(ctx, `DELETE FROM instances WHERE blob = (SELECT blob FROM instances WHERE state = 'package' LIMIT 1)`); err != nil {
+		t.Fatal(err)
+	}
+	vr, err := s.Verify(ctx, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vr.Faults != 0 || !slices.ContainsFunc(vr.Findings, func(f Finding) bool { return strings.Contains(f.Text, "orphan blob") }) {
+		t.Errorf("one row gone: %d faults, findings %v; want orphan notes only", vr.Faults, vr.Findings)
+	}
+	if _, err := s.DB.rw.ExecContext(ctx, `DELETE FROM instances`); err != nil {
+		t.Fatal(err)
+	}
+	vr, err = s.Verify(ctx, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vr.Faults != 1 || !slices.ContainsFunc(vr.Findings, func(f Finding) bool {
+		return f.Fault && strings.Contains(f.Text, "the catalog lists no package while") && strings.Contains(f.Text, "import --rebuild --state "+s.Dir)
+	}) {
+		t.Errorf("every row gone: %d faults, findings %v; want the lost-catalog fault", vr.Faults, vr.Findings)
+	}
+}

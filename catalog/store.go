@@ -469,6 +469,17 @@ func commitFile(src, dst string) error {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return err
 	}
+	// The bytes are durable before the name and the row that make them a
+	// package: bytes written through the mount reach staging unsynced.
+	f, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	f.Close()
+	if err != nil {
+		return err
+	}
 	// Committed bytes never change: read-only guards against mistakes.
 	if err := os.Chmod(src, 0o444); err != nil {
 		return err

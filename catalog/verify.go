@@ -87,18 +87,26 @@ func (s *Store) Verify(ctx context.Context, deep bool, progress func(done, total
 	if progress != nil {
 		progress(len(insts), len(insts))
 	}
+	orphans := 0
 	err = filepath.WalkDir(s.BlobDir(), func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
 		rel, _ := filepath.Rel(s.BlobDir(), p)
 		if rel = filepath.ToSlash(rel); !known[rel] {
+			orphans++
 			note("orphan blob %s (left by an interrupted commit or removal; no instance names it)", rel)
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
+	}
+	if orphans > 0 && res.Instances == 0 {
+		// Not an interrupted commit: every package the state holds is
+		// missing from its catalog.
+		fault("the catalog lists no package while %d blob(s) lie in %s: it was lost or replaced; "+
+			"`pkgdirfs import --rebuild --state %s` rebuilds it from them (unmounted)", orphans, s.BlobDir(), s.Dir)
 	}
 	if ents, err := os.ReadDir(s.StagingDir()); err == nil && len(ents) > 0 {
 		names := make([]string, len(ents))

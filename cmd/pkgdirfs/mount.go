@@ -7,11 +7,14 @@ import (
 	"io"
 	"io/fs"
 	stdlog "log"
+	"log/slog"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	rtdebug "runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -110,6 +113,13 @@ func cmdMount(args []string) int {
 	// unmount, not kill the daemon and leave a dead mount behind.
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	go func() {
+		for range usr1 {
+			logStats(log)
+		}
+	}()
 
 	// One daemon per state: its staging files are its own.
 	lk, err := lockState(*state, fmt.Sprintf("pid %d, mounted at %s", os.Getpid(), mnt))
@@ -267,4 +277,25 @@ func lockState(dir, owner string) (*catalog.StateLock, error) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// logStats answers SIGUSR1 with one line of the daemon's vital signs, for
+// operators and soak runs: what must stay flat over days of uploads.
+func logStats(log *slog.Logger) {
+	fds := -1
+	if ents, err := os.ReadDir("/proc/self/fd"); err == nil {
+		fds = len(ents)
+	}
+	rss := int64(-1)
+	if b, err := os.ReadFile("/proc/self/status"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+				rss, _ = strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			}
+		}
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	log.Info("stats", "goroutines", runtime.NumGoroutine(), "fds", fds, "rss_kib", rss,
+		"heap_inuse_kib", ms.HeapInuse>>10, "gc_cycles", ms.NumGC)
 }
