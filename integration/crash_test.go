@@ -128,14 +128,14 @@ type crashDaemon struct {
 	done chan struct{}
 }
 
-func startCrashDaemon(t *testing.T, state, mnt, logPath, marker string) *crashDaemon {
+func startCrashDaemon(t *testing.T, state, mnt, logPath, marker string, extra ...string) *crashDaemon {
 	t.Helper()
 	lf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
 	fmt.Fprintf(lf, "===== %s\n", marker)
-	cmd := exec.Command(binPath, "mount", "-f", "--state", state, mnt)
+	cmd := exec.Command(binPath, append(append([]string{"mount", "-f"}, extra...), "--state", state, mnt)...)
 	cmd.Stdout, cmd.Stderr = lf, lf
 	if err := cmd.Start(); err != nil {
 		lf.Close()

@@ -24,7 +24,7 @@ import (
 )
 
 // TestSoak is `make soak` (SOAK_MINUTES; skipped otherwise). Rounds of
-// about 90 s until the time is up, each on a freshly started daemon behind
+// SOAK_ROUND_SECONDS (90) until the time is up, each on a freshly started daemon behind
 // a fresh nginx: two uploaders cp new packages in (flat and multi-instance
 // names), a remover deletes acknowledged ones, `pkgdirfs import` brings
 // batches into the mounted state, `pkgdirfs verify` runs on it, and a
@@ -42,6 +42,10 @@ func TestSoak(t *testing.T) {
 	needBinary(t)
 	needNginx(t)
 	deadline := time.Now().Add(time.Duration(minutes) * time.Minute)
+	roundLen := 90 * time.Second
+	if v, _ := strconv.Atoi(os.Getenv("SOAK_ROUND_SECONDS")); v > 0 {
+		roundLen = time.Duration(v) * time.Second
+	}
 	tmp := t.TempDir()
 	state := filepath.Join(tmp, "state")
 	if r, sum := importDirs(t, state, extractFixture(t, "xpak-zstd-multi")); r.Code != 0 || sum.Imported == 0 {
@@ -64,10 +68,10 @@ func TestSoak(t *testing.T) {
 	})
 	for round := 1; time.Now().Before(deadline.Add(-20 * time.Second)); round++ {
 		kill := round%3 == 0
-		cur = startCrashDaemon(t, state, mnt, logPath, fmt.Sprintf("soak round %d", round))
+		cur = startCrashDaemon(t, state, mnt, logPath, fmt.Sprintf("soak round %d", round), "--allow-other")
 		ng := startNginx(t, mnt)
 		rs := soakRound{n: round, kill: kill, start: s.vitals(cur, logPath)}
-		dur := min(90*time.Second, time.Until(deadline)-15*time.Second)
+		dur := min(roundLen, time.Until(deadline)-15*time.Second)
 		ctx, cancel := context.WithCancel(context.Background())
 		s.killed.Store(false)
 		var wg sync.WaitGroup
@@ -138,7 +142,7 @@ func TestSoak(t *testing.T) {
 	}
 	// The watchdog's ERROR after each kill -9 is expected; nothing else.
 	var bad []string
-	for _, l := range strings.Split(soakGrep(readLog(logPath), "panic|level=ERROR"), "\n") {
+	for _, l := range strings.Split(soakGrep(soakLog(logPath), "panic|level=ERROR"), "\n") {
 		if l != "" && !strings.Contains(l, "the daemon died without unmounting") {
 			bad = append(bad, l)
 		}
@@ -478,10 +482,10 @@ func (s *soakRun) vitals(d *crashDaemon, logPath string) string {
 	s.statsOnce.Do(func() {
 		s.statsRE = regexp.MustCompile(`msg=stats goroutines=(\d+) fds=(\d+) rss_kib=(\d+)`)
 	})
-	before := len(s.statsRE.FindAllStringSubmatch(readLog(logPath), -1))
+	before := len(s.statsRE.FindAllStringSubmatch(soakLog(logPath), -1))
 	_ = d.cmd.Process.Signal(syscall.SIGUSR1)
 	for range 50 {
-		all := s.statsRE.FindAllStringSubmatch(readLog(logPath), -1)
+		all := s.statsRE.FindAllStringSubmatch(soakLog(logPath), -1)
 		if len(all) > before {
 			m := all[len(all)-1]
 			rss, _ := strconv.Atoi(m[3])
@@ -549,4 +553,10 @@ func TestFaultCommandsDuringUploads(t *testing.T) {
 	if paths, _, _ := s.checkIndex(ix); len(paths) == 0 {
 		t.Error("the index lists none of the packages written")
 	}
+}
+
+// soakLog is the whole daemon log (readLog clips it).
+func soakLog(path string) string {
+	b, _ := os.ReadFile(path)
+	return string(b)
 }
