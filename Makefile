@@ -13,7 +13,7 @@ BENCH_SCALE_CATALOG ?= 1000000
 SOAK_MINUTES ?= 30
 
 # Debian packages the tests drive (the real tools users use) and the mount needs.
-TEST_PKGS := fuse3 rsync zstd xz-utils bzip2 lz4 gzip tar coreutils util-linux curl nginx attr psmisc
+TEST_PKGS := fuse3 rsync zstd xz-utils bzip2 lz4 gzip tar coreutils util-linux curl nginx attr psmisc e2fsprogs
 
 .PHONY: all build deps mount test vet unit integration fuzz bench crash soak clean
 

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"crypto/rand"
 	"database/sql"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -143,4 +145,101 @@ func TestFaultCatalogLocked(t *testing.T) {
 	if r := run(t, "", toolTimeout, "cp", filepath.Join(flat, "app-text", "tree-2.1.1.tbz2"), filepath.Join(mnt, "app-text", "tree-2.1.1.tbz2")); r.Code != 0 {
 		t.Fatalf("cp while the lock is held for 1 s more: %s\n%s", r, readLog(mi.Log))
 	}
+}
+
+// TestFaultReadOnlyState: the filesystem under the state turns read-only
+// while mounted, as ext4 does after an error with errors=remount-ro
+// (triggered through /sys/fs/ext4/DEV/trigger_fs_error). Writes fail with
+// EROFS and leave nothing visible; the index, listings and downloads go on
+// serving what was committed.
+func TestFaultReadOnlyState(t *testing.T) {
+	t.Parallel()
+	needBinary(t)
+	tmp := t.TempDir()
+	img, fsdir := filepath.Join(tmp, "state.img"), filepath.Join(tmp, "fs")
+	os.Mkdir(fsdir, 0o755)
+	if r := run(t, "", toolTimeout, "truncate", "-s", "64M", img); r.Code != 0 {
+		t.Fatal(r)
+	}
+	if r := run(t, "", toolTimeout, "mkfs.ext4", "-q", img); r.Code != 0 {
+		t.Skipf("mkfs.ext4: %s", r)
+	}
+	if r := run(t, "", toolTimeout, "mount", "-o", "loop,errors=remount-ro", img, fsdir); r.Code != 0 {
+		t.Skipf("loop mount of an ext4 image: %s", r)
+	}
+	t.Cleanup(func() { run(t, "", toolTimeout, "umount", "-l", fsdir) })
+	dev := ""
+	for _, l := range strings.Split(string(mustRun(t, "", "findmnt", "-n", "-o", "SOURCE", fsdir)), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			dev = filepath.Base(l)
+		}
+	}
+	trigger := filepath.Join("/sys/fs/ext4", dev, "trigger_fs_error")
+	if _, err := os.Stat(trigger); err != nil {
+		t.Skipf("no %s: %v", trigger, err)
+	}
+	state := filepath.Join(fsdir, "state")
+	importOK(t, state, importSummary{30, 0, 0}, extractFixture(t, "xpak-bzip2-multi"))
+	mi := mountFSInfo(t, state)
+	mnt := mi.Dir
+	before, err := os.ReadFile(filepath.Join(mnt, "Packages"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkgs := binhostPaths(before)
+	if len(pkgs) == 0 {
+		t.Fatal("no package in the index")
+	}
+	sums, errs := sha1Batch(t, mnt, pkgs)
+	if len(sums) != len(pkgs) {
+		t.Fatalf("sha1sum of the packages before: %s", errs)
+	}
+
+	if err := os.WriteFile(trigger, []byte("1"), 0o200); err != nil {
+		t.Fatalf("%s: %v", trigger, err)
+	}
+	// The kernel marks it ro, or emergency_ro (6.x): writes fail with EROFS.
+	if err := os.WriteFile(filepath.Join(fsdir, "probe"), nil, 0o644); !errors.Is(err, syscall.EROFS) {
+		st := mustRun(t, "", "findmnt", "-n", "-o", "OPTIONS", fsdir)
+		t.Fatalf("%s did not turn read-only (%s): creating a file: %v", fsdir, bytes.TrimSpace(st), err)
+	}
+
+	pkg := filepath.Join(t.TempDir(), "rotest-1.0.tbz2")
+	if err := os.WriteFile(pkg, pubXpak("app-text", "rotest-1.0", 1800000000, "read-only state\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := run(t, "", toolTimeout, "cp", pkg, filepath.Join(mnt, "app-text", "rotest-1.0.tbz2"))
+	if r.Code == 0 || !strings.Contains(string(r.Stderr), "Read-only file system") {
+		t.Errorf("cp onto a read-only state: want \"Read-only file system\", got %s", r)
+	}
+	after, err := os.ReadFile(filepath.Join(mnt, "Packages"))
+	if err != nil {
+		t.Fatalf("Packages with the state read-only: %v", err)
+	}
+	if got := binhostPaths(after); strings.Join(got, " ") != strings.Join(pkgs, " ") {
+		t.Errorf("Packages with the state read-only lists %v, want %v", got, pkgs)
+	}
+	again, errs := sha1Batch(t, mnt, pkgs)
+	for _, p := range pkgs {
+		if again[p] != sums[p] {
+			t.Errorf("%s with the state read-only: sha1 %q, was %q (%s)", p, again[p], sums[p], errs)
+		}
+	}
+	if r := run(t, "", toolTimeout, "ls", "-lR", mnt); r.Code != 0 {
+		t.Errorf("ls -lR with the state read-only: %s", r)
+	}
+	if _, err := os.Lstat(filepath.Join(mnt, "app-text", "rotest-1.0.tbz2")); err == nil || bytes.Contains(after, []byte("rotest")) {
+		t.Errorf("the refused write became visible (lstat: %v)", err)
+	}
+}
+
+// binhostPaths is the PATHs of an index's packages, in order.
+func binhostPaths(index []byte) []string {
+	var out []string
+	for _, l := range strings.Split(string(index), "\n") {
+		if p, ok := strings.CutPrefix(l, "PATH: "); ok {
+			out = append(out, p)
+		}
+	}
+	return out
 }

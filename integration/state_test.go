@@ -122,6 +122,34 @@ func TestStateRefusals(t *testing.T) {
 	os.WriteFile(filepath.Join(zero, "catalog.db"), nil, 0o644)
 	refused("0-byte catalog.db", zero, "catalog.db is empty")
 
+	// A damaged catalog: cut in half, or its header overwritten. The
+	// refusal names the file and the way out.
+	for _, c := range []struct{ what, want string }{
+		{"truncated", "database disk image is malformed"},
+		{"overwritten", "file is not a database"},
+	} {
+		_, st, _ := importedFixture(t, "xpak-bzip2-multi")
+		db := filepath.Join(st, "catalog.db")
+		b, err := os.ReadFile(db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.what == "truncated" {
+			b = b[:len(b)/2]
+		} else {
+			copy(b, bytes.Repeat([]byte{0x5a}, 200))
+		}
+		if err := os.WriteFile(db, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		abs, _ := filepath.Abs(st)
+		refused(c.what+" catalog.db", st, c.want)
+		refused(c.what+" catalog.db", st, "pkgdirfs import --rebuild --state "+abs)
+		if log := readLog(filepath.Join(tmp, "refused.log")); strings.Contains(log, "panic") {
+			t.Errorf("%s catalog.db: the daemon log has a panic:\n%s", c.what, log)
+		}
+	}
+
 	// A catalog that lists nothing while blobs/ holds packages.
 	_, lost, _ := importedFixture(t, "xpak-gzip-flat")
 	blank := filepath.Join(tmp, "blank")
