@@ -7,6 +7,8 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -242,4 +244,44 @@ func binhostPaths(index []byte) []string {
 		}
 	}
 	return out
+}
+
+// TestFaultImportFullDisk: `pkgdirfs import` into a state on a small tmpfs
+// meets a package larger than the free space. It stops at that file with
+// ENOSPC named, keeps what it committed before, leaves nothing staged and
+// a catalog verify finds sound; once the file is gone from the source, the
+// same import completes.
+func TestFaultImportFullDisk(t *testing.T) {
+	t.Parallel()
+	needBinary(t)
+	fsdir := t.TempDir()
+	if r := run(t, "", toolTimeout, "mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", fsdir); r.Code != 0 {
+		t.Fatalf("mount a 24 MB tmpfs for the state: %s", r)
+	}
+	t.Cleanup(func() { run(t, "", toolTimeout, "umount", "-l", fsdir) })
+	src := extractFixture(t, "xpak-bzip2-multi")
+	big := filepath.Join(src, "app-misc", "hello", "hello-2.10-77.xpak")
+	b := make([]byte, 40<<20)
+	rand.Read(b)
+	if err := os.WriteFile(big, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(fsdir, "state")
+	r := runCLI(t, "import", "--state", state, src)
+	m := regexp.MustCompile(`no space left on device \(imported (\d+) before it\)`).FindSubmatch(r.Stderr)
+	if r.Code == 0 || m == nil || !strings.Contains(string(r.Stderr), big) {
+		t.Fatalf("import of 40 MB into 24 MB: want a failure naming %s, ENOSPC and how many were imported, got %s", big, r)
+	}
+	before, _ := strconv.Atoi(string(m[1]))
+	staged, _ := os.ReadDir(filepath.Join(state, "staging"))
+	if len(staged) != 0 {
+		t.Errorf("staging after the failed import: %d files", len(staged))
+	}
+	if v := runCLI(t, "verify", "--state", state); v.Code != 0 || !strings.Contains(string(v.Stdout)+string(v.Stderr), " 0 faults") {
+		t.Errorf("verify after the failed import: %s", v)
+	}
+	if err := os.Remove(big); err != nil {
+		t.Fatal(err)
+	}
+	importOK(t, state, importSummary{30 - before, before, 0}, src)
 }
