@@ -563,8 +563,8 @@ func identifyAt(c *Candidate, r io.ReaderAt) (*Instance, error) {
 	var metaID string
 	if v, ok := meta["BUILD_ID"]; ok {
 		metaID = strings.TrimSpace(v)
-		if _, err := strconv.ParseInt(metaID, 10, 64); metaID != "" && err != nil {
-			return nil, refuse(c.Name, "invalid BUILD_ID %q in metadata", metaID)
+		if metaID != "" && !validBuildID(metaID) {
+			return nil, refuse(c.Name, "invalid BUILD_ID %q in metadata (not a positive decimal without leading zeros that fits 64 bits)", metaID)
 		}
 	}
 	entry, err := layout.IndexEntry(meta)
@@ -607,4 +607,19 @@ func utf8Text(k string) bool { return !strings.HasSuffix(k, ".bz2") }
 func sorted(s []string) []string {
 	sort.Strings(s)
 	return s
+}
+
+// validBuildID tells a build id as Portage writes one: a positive decimal,
+// no sign, no leading zero, within 64 bits.
+func validBuildID(s string) bool {
+	if s == "" || s[0] < '1' || s[0] > '9' {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	_, err := strconv.ParseInt(s, 10, 64)
+	return err == nil
 }

@@ -59,6 +59,23 @@ func buildXpak(t *testing.T, tarball []byte, entries []xpak.Entry) []byte {
 	return append(append([]byte{}, tarball...), xpak.AppendTrailer(block)...)
 }
 
+// rawXpak is buildXpak without EncodeBlock's checks: the block a hostile
+// builder would write.
+func rawXpak(tarball []byte, entries []xpak.Entry) []byte {
+	be := func(b []byte, n int) []byte { return binary.BigEndian.AppendUint32(b, uint32(n)) }
+	var index, data []byte
+	for _, e := range entries {
+		index = be(index, len(e.Key))
+		index = append(index, e.Key...)
+		index = be(index, len(data))
+		index = be(index, len(e.Value))
+		data = append(data, e.Value...)
+	}
+	block := be(be([]byte("XPAKPACK"), len(index)), len(data))
+	block = append(append(append(block, index...), data...), "XPAKSTOP"...)
+	return append(append([]byte{}, tarball...), xpak.AppendTrailer(block)...)
+}
+
 // withEntry returns entries with key set to value (appended when absent),
 // or removed when value is nil.
 func withEntry(entries []xpak.Entry, key string, value []byte) []xpak.Entry {
@@ -347,6 +364,14 @@ func badInputCorpus(t *testing.T) (kinds []badKind, controls []badKind, plain []
 		{Name: "PF disagrees with the All/ name", Path: "All/hello-9.9.tbz2", Data: xb},
 		{Name: "CATEGORY disagrees with the directory", Path: xname(), Data: buildXpak(t, tarball, withEntry(entries, "CATEGORY", []byte("app-text\n")))},
 		{Name: "invalid BUILD_ID abc in xpak metadata", Path: xname(), Data: buildXpak(t, tarball, withEntry(entries, "BUILD_ID", []byte("abc"))), Want: "BUILD_ID"},
+		{Name: "BUILD_ID 0 in xpak metadata", Path: xname(), Data: buildXpak(t, tarball, withEntry(entries, "BUILD_ID", []byte("0\n"))), Want: "BUILD_ID"},
+		{Name: "negative BUILD_ID in xpak metadata", Path: xname(), Data: buildXpak(t, tarball, withEntry(entries, "BUILD_ID", []byte("-3\n"))), Want: "BUILD_ID"},
+		{Name: "BUILD_ID with a leading zero in xpak metadata", Path: xname(), Data: buildXpak(t, tarball, withEntry(entries, "BUILD_ID", []byte("07\n"))), Want: "BUILD_ID"},
+		{Name: "BUILD_ID beyond 64 bits in xpak metadata", Path: xname(), Data: buildXpak(t, tarball, withEntry(entries, "BUILD_ID", []byte("99999999999999999999\n"))), Want: "BUILD_ID"},
+		{Name: "XPAK key climbing out of the directory", Path: xname(), Data: rawXpak(tarball, withEntry(entries, "../../etc/cron.d/evil", []byte("x"))), Want: "contains '/'"},
+		{Name: "XPAK key with an absolute path", Path: xname(), Data: rawXpak(tarball, withEntry(entries, "/etc/passwd", []byte("x"))), Want: "contains '/'"},
+		{Name: "XPAK key ..", Path: xname(), Data: rawXpak(tarball, withEntry(entries, "..", []byte("x"))), Want: "not a file name"},
+		{Name: "XPAK key not UTF-8", Path: xname(), Data: rawXpak(tarball, withEntry(entries, "KEY\xff", []byte("x"))), Want: "not UTF-8"},
 		{Name: "unparseable RDEPEND (unbalanced parenthesis)", Path: xname(), Data: buildXpak(t, tarball, withEntry(entries, "RDEPEND", []byte("foo? ( bar\n"))), Want: "RDEPEND"},
 		{Name: "xpak tarball of unknown compression", Path: xname(), Data: buildXpak(t, random(4096), entries)},
 		{Name: "gpkg content under a .tbz2 name", Path: "All/curl-8.9.1.tbz2", Data: curl},

@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
+	"unicode/utf8"
 )
 
 // Entry is one XPAK key with its raw value.
@@ -56,6 +58,14 @@ func checkKey(k string) error {
 		return fmt.Errorf("key of %d bytes exceeds %d", len(k), maxKeyLen)
 	case bytes.IndexByte([]byte(k), 0) >= 0:
 		return fmt.Errorf("key %q contains NUL", k)
+	// Portage's xpand writes each key as a file name in a directory on
+	// every client that unpacks the block: a key must be one plain name.
+	case strings.IndexByte(k, '/') >= 0:
+		return fmt.Errorf("key %q contains '/'", k)
+	case k == "." || k == "..":
+		return fmt.Errorf("key %q is not a file name", k)
+	case !utf8.ValidString(k):
+		return fmt.Errorf("key %q is not UTF-8", k)
 	}
 	return nil
 }

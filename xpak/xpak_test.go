@@ -103,6 +103,11 @@ func TestEncodeBlockErrors(t *testing.T) {
 		{"empty key", []Entry{{"", []byte("x")}}},
 		{"key too long", []Entry{{strings.Repeat("k", maxKeyLen+1), nil}}},
 		{"NUL in key", []Entry{{"A\x00B", nil}}},
+		{"slash in key", []Entry{{"../../etc/cron.d/x", nil}}},
+		{"key a directory", []Entry{{"A/B", nil}}},
+		{"key dot", []Entry{{".", nil}}},
+		{"key dot-dot", []Entry{{"..", nil}}},
+		{"key not UTF-8", []Entry{{"A\xff", nil}}},
 		{"duplicate", []Entry{{"A", nil}, {"A", nil}}},
 	} {
 		if _, err := EncodeBlock(tc.es); err == nil {
@@ -351,4 +356,39 @@ func TestInspectNeither(t *testing.T) {
 	}
 	_, err := Inspect(bytes.NewReader(nil), -1, InspectOptions{})
 	wantFormatError(t, err, "negative")
+}
+
+// rawBlock is an XPAK block of keys and values written without any check,
+// as a hostile builder would.
+func rawBlock(kv ...string) []byte {
+	var index, data []byte
+	for i := 0; i+1 < len(kv); i += 2 {
+		index = be32Append(index, len(kv[i]))
+		index = append(index, kv[i]...)
+		index = be32Append(index, len(data))
+		index = be32Append(index, len(kv[i+1]))
+		data = append(data, kv[i+1]...)
+	}
+	b := append([]byte("XPAKPACK"), be32Append(be32Append(nil, len(index)), len(data))...)
+	b = append(append(append(b, index...), data...), "XPAKSTOP"...)
+	return b
+}
+
+func be32Append(b []byte, n int) []byte {
+	return append(b, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+}
+
+// TestDecodeBlockRefusesUnsafeKeys: keys become file names where clients
+// unpack the block (Portage's xpand), so only plain UTF-8 names pass.
+func TestDecodeBlockRefusesUnsafeKeys(t *testing.T) {
+	if _, err := DecodeBlock(rawBlock("CATEGORY", "app-misc\n", "PF", "x-1\n")); err != nil {
+		t.Fatalf("control: %v", err)
+	}
+	for _, k := range []string{"../../etc/cron.d/evil", "/etc/passwd", "a/b", ".", "..", "A\xff\xfe", "A\x00B", ""} {
+		_, err := DecodeBlock(rawBlock("CATEGORY", "app-misc\n", k, "x"))
+		var fe *FormatError
+		if !errors.As(err, &fe) {
+			t.Errorf("key %q: %v, want a FormatError", k, err)
+		}
+	}
 }
