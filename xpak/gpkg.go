@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"golang.org/x/crypto/blake2b"
 )
@@ -72,6 +73,9 @@ func inspectGpkg(r io.ReaderAt, size int64, opt InspectOptions) (*Info, error) {
 			return nil, formatErr("gpkg: member %q is not of the form <dir>/<name>", name)
 		}
 		dir, base, _ := strings.Cut(name, "/")
+		if dir == "" || dir == "." || dir == ".." || base == "." || base == ".." || !utf8.ValidString(name) {
+			return nil, formatErr("gpkg: member %q: an unsafe or non-UTF-8 name", name)
+		}
 		if hdr.Typeflag == tar.TypeDir || base == "" {
 			return nil, formatErr("gpkg: directory member %q", name)
 		}
@@ -441,6 +445,10 @@ func decodeMetadata(src io.Reader, member string, comp Compression) (map[string]
 		key, ok := strings.CutPrefix(h.Name, "metadata/")
 		if !ok || key == "" || strings.Contains(key, "/") {
 			return nil, formatErr("gpkg: metadata member %s: entry %q is not metadata/<KEY>", member, h.Name)
+		}
+		// Keys become file names on clients, as an XPAK's do.
+		if err := checkKey(key); err != nil {
+			return nil, formatErr("gpkg: metadata member %s: %v", member, err)
 		}
 		if _, dup := meta[key]; dup {
 			return nil, formatErr("gpkg: metadata member %s: duplicate key %q", member, key)

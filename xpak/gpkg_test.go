@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -86,6 +87,31 @@ func TestInspectGpkgRejects(t *testing.T) {
 			return gpkgBytes(t, m2, manifestFor(m2))
 		}(), InspectOptions{}, "is not metadata/<KEY>"},
 		{"truncated", validGpkg(t)[:2000], InspectOptions{}, "truncated"},
+		{"members under ..", func() []byte {
+			var m2 []tmember
+			for _, m := range ms {
+				m2 = append(m2, tmember{name: "../" + filepath.Base(m.name), data: m.data, typ: m.typ})
+			}
+			return tarBytes(t, append(m2, tmember{name: "../Manifest", data: manifestFor(m2)}))
+		}(), InspectOptions{}, "unsafe or non-UTF-8 name"},
+		{"members under .", func() []byte {
+			var m2 []tmember
+			for _, m := range ms {
+				m2 = append(m2, tmember{name: "./" + filepath.Base(m.name), data: m.data, typ: m.typ})
+			}
+			return tarBytes(t, append(m2, tmember{name: "./Manifest", data: manifestFor(m2)}))
+		}(), InspectOptions{}, "unsafe or non-UTF-8 name"},
+	}
+	// (Names that are not UTF-8 cannot be written with archive/tar.)
+	for _, key := range []string{"..", "."} {
+		inner := tarBytes(t, []tmember{{name: "metadata/CATEGORY", data: []byte("app-misc\n")}, {name: "metadata/" + key, data: []byte("x")}})
+		m2 := append(without(ms, "metadata.tar.gz"), tmember{name: "foo-1/metadata.tar", data: inner})
+		tests = append(tests, struct {
+			name string
+			b    []byte
+			opt  InspectOptions
+			want string
+		}{"metadata key " + key, gpkgBytes(t, m2, manifestFor(m2)), InspectOptions{}, "key"})
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
