@@ -839,3 +839,62 @@ func TestVerifyLostCatalog(t *testing.T) {
 		t.Errorf("every row gone: %d faults, findings %v; want the lost-catalog fault", vr.Faults, vr.Findings)
 	}
 }
+
+// TestVerifyDeepJudgesByTodaysRules: a package in the catalog that today's
+// rules refuse (here: metadata BUILD_ID 0, accepted before) is a fault of
+// verify --deep, and stays in the catalog; valid ones are not.
+func TestVerifyDeepJudgesByTodaysRules(t *testing.T) {
+	s, err := OpenStore(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	for i, id := range []string{"3\n", "0\n"} {
+		pf := fmt.Sprintf("p%d-1.0", i)
+		data := makeXpak(t, "app-misc", pf, 1700000000, xpak.Entry{Key: "BUILD_ID", Value: []byte(id)})
+		tmp := filepath.Join(t.TempDir(), "pkg")
+		if err := os.WriteFile(tmp, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		m5, s1, s256, err := digests(tmp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		blob := s256[:2] + "/" + s256
+		os.MkdirAll(filepath.Join(s.BlobDir(), s256[:2]), 0o755)
+		if err := os.Rename(tmp, filepath.Join(s.BlobDir(), blob)); err != nil {
+			t.Fatal(err)
+		}
+		err = s.DB.Tx(ctx, func(tx *Tx) error {
+			_, err := tx.InsertInstance(&Instance{Category: "app-misc", PN: fmt.Sprintf("p%d", i), PF: pf, BuildID: 1,
+				Format: "xpak", Size: int64(len(data)), MtimeNs: 1, Mode: 0o644, MD5: m5, SHA1: s1, SHA256: s256, Blob: blob})
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, deep := range []bool{false, true} {
+		vr, err := s.Verify(ctx, deep, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var refused []string
+		for _, f := range vr.Findings {
+			if f.Fault && strings.Contains(f.Text, "would be refused today") {
+				refused = append(refused, f.Text)
+			}
+		}
+		want := 0
+		if deep {
+			want = 1
+		}
+		if len(refused) != want || vr.Faults != want || (deep && (!strings.Contains(refused[0], "app-misc/p1-1.0") || !strings.Contains(refused[0], "BUILD_ID"))) {
+			t.Errorf("verify deep=%v: %d faults %q, want %d naming app-misc/p1-1.0 and its BUILD_ID", deep, vr.Faults, refused, want)
+		}
+	}
+	if insts, _ := s.DB.Instances(ctx); len(insts) != 2 {
+		t.Errorf("verify changed the catalog: %d instances", len(insts))
+	}
+}

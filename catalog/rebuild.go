@@ -60,7 +60,7 @@ func blobName(p string) (rel string, size int64, why string) {
 	if err != nil {
 		return "", 0, err.Error()
 	}
-	info, err := xpak.Inspect(f, st.Size(), xpak.InspectOptions{})
+	info, err := xpak.Inspect(f, st.Size(), xpak.InspectOptions{VerifyImage: true})
 	if err != nil {
 		return "", 0, "not a package: " + err.Error()
 	}

@@ -523,7 +523,9 @@ func identifyAt(c *Candidate, r io.ReaderAt) (*Instance, error) {
 	if p.Kind == layout.KindOther {
 		return nil, checkPackageName(c.Name)
 	}
-	info, err := xpak.Inspect(r, c.Size, xpak.InspectOptions{})
+	// The image too is checked against the Manifest: a gpkg whose image
+	// does not match fails on every client that installs it.
+	info, err := xpak.Inspect(r, c.Size, xpak.InspectOptions{VerifyImage: true})
 	if err != nil {
 		var fe *xpak.FormatError
 		if errors.As(err, &fe) {

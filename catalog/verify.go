@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"context"
+	"errors"
 	"crypto/md5"
 	"crypto/sha1"
 	"crypto/sha256"
@@ -12,6 +13,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"pkgdirfs/layout"
 )
 
 // Finding is one line of a verify report. Faults make verify fail; notes
@@ -83,6 +86,11 @@ func (s *Store) Verify(ctx context.Context, deep bool, progress func(done, total
 				fault("%s: %s of blob %s is %s, the catalog says %s", name, d[0], in.Blob, d[1], d[2])
 			}
 		}
+		// A package an older pkgdirfs accepted is judged by today's rules
+		// too: reported, never removed.
+		if why := s.refusedNow(in, p); why != "" {
+			fault("%s: would be refused today: %s (it stays; remove it with rm through the mount if clients must not get it)", name, why)
+		}
 	}
 	if progress != nil {
 		progress(len(insts), len(insts))
@@ -147,4 +155,21 @@ func (db *DB) RefusalReason(ctx context.Context, path string) (string, error) {
 // Forget drops the refusal records of a path whose bytes are gone or accepted.
 func (s *Store) Forget(ctx context.Context, path string) error {
 	return s.DB.Tx(ctx, func(tx *Tx) error { return tx.ClearRefused(path) })
+}
+
+// refusedNow is why identify would refuse the blob of in at its
+// multi-instance path today, "" if it would not (or cannot tell).
+func (s *Store) refusedNow(in *Instance, blob string) string {
+	name := layout.MultiPath(in.Category, in.PF, in.BuildID, layout.Format(in.Format))
+	f, err := os.Open(blob)
+	if err != nil || name == "" {
+		return ""
+	}
+	defer f.Close()
+	_, err = identifyAt(&Candidate{Staged: &Staged{File: blob, Size: in.Size}, Name: name}, f)
+	var rerr *RefusedError
+	if errors.As(err, &rerr) {
+		return rerr.Reason
+	}
+	return ""
 }

@@ -409,6 +409,16 @@ func badInputCorpus(t *testing.T) (kinds []badKind, controls []badKind, plain []
 			m.Data = []byte(strings.Join(lines, "\n"))
 			return ms
 		}), Want: "hash"},
+		{Name: "gpkg image bytes changed, Manifest not", Path: gname(), Data: editGpkg(t, gb, false, func(ms []tarMember) []tarMember {
+			for i := range ms {
+				if strings.Contains(ms[i].Name, "/image.tar") {
+					d := append([]byte(nil), ms[i].Data...)
+					d[len(d)/2] ^= 0x55
+					ms[i].Data = d
+				}
+			}
+			return ms
+		}), Want: "hash does not match"},
 		{Name: "gpkg with an extra member", Path: gname(), Data: editGpkg(t, gb, false, func(ms []tarMember) []tarMember {
 			extra := tarMember{gdir + "/extra.txt", []byte("not in the Manifest\n")}
 			return append(ms[:len(ms)-1:len(ms)-1], extra, ms[len(ms)-1])
