@@ -2,11 +2,11 @@ package catalog
 
 import (
 	"context"
-	"errors"
 	"crypto/md5"
 	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
