@@ -48,14 +48,19 @@ func ScanPKGDIR(src string) ([]ImportFile, error) {
 		if d.Type()&fs.ModeSymlink != 0 || d.IsDir() {
 			return nil
 		}
-		if _, _, ok := layout.PackageExt(d.Name()); !ok || !d.Type().IsRegular() {
+		if !d.Type().IsRegular() {
 			return nil
 		}
-		info, err := d.Info()
+		rel, err := filepath.Rel(src, p)
 		if err != nil {
 			return err
 		}
-		rel, err := filepath.Rel(src, p)
+		// Package names, and names that look like one but that Portage
+		// skips (the import lists those with the reason).
+		if _, _, ok := layout.PackageExt(d.Name()); !ok && layout.SkippedName(filepath.ToSlash(rel)) == "" {
+			return nil
+		}
+		info, err := d.Info()
 		if err != nil {
 			return err
 		}

@@ -511,6 +511,9 @@ func (s *Store) identify(c *Candidate) (*Instance, error) {
 
 func checkPackageName(name string) error {
 	if layout.ParsePath(name).Kind == layout.KindOther {
+		if why := layout.SkippedName(name); why != "" {
+			return refuse(name, "not a package file name Portage indexes: %s", why)
+		}
 		return refuse(name, "not a package file name (want CATEGORY/PN/PF-BUILD_ID.xpak|.gpkg.tar, CATEGORY/PF.tbz2|.gpkg.tar or All/PF.tbz2)")
 	}
 	return nil

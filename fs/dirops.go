@@ -128,6 +128,9 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	}
 	if p.Kind == layout.KindOther {
 		nameMu.Unlock()
+		if errno := f.refuseSkippedName(ctx, rel); errno != 0 {
+			return nil, nil, 0, errno
+		}
 		return d.createScratch(ctx, rel, flags, mode, out)
 	}
 	// A package name: the bytes go to a private staging file and become
@@ -453,6 +456,13 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 		return errno
 	}
 	p := layout.ParsePath(dst)
+	if p.Kind == layout.KindOther && st.Mode&syscall.S_IFMT == syscall.S_IFREG {
+		// The bytes stay at src. EPERM, not EINVAL: mv reads a rename's
+		// EINVAL as "a subdirectory of itself".
+		if errno := f.refuseSkippedName(ctx, dst); errno != 0 {
+			return syscall.EPERM
+		}
+	}
 	if p.Kind == layout.KindOther || st.Mode&syscall.S_IFMT != syscall.S_IFREG {
 		if e, ok := f.catalogEntry(dst); ok && e.File != nil && !f.linksTo(srcPath, dst, e.File.ID) {
 			// A plain file replacing an instance's name removes that instance.
@@ -616,4 +626,20 @@ func (f *FS) linksTo(p, rel string, id int64) bool {
 	}
 	e, ok := f.catalogEntry(resolved)
 	return ok && e.File != nil && e.File.ID == id
+}
+
+// refuseSkippedName answers EINVAL for a file put at a name that looks like
+// a package but that Portage would skip (layout.SkippedName): a package
+// there would be invisible to every client. The refusal is logged and
+// recorded for verify; nothing is written, so the writer keeps its bytes.
+func (f *FS) refuseSkippedName(ctx context.Context, rel string) syscall.Errno {
+	why := layout.SkippedName(rel)
+	if why == "" {
+		return 0
+	}
+	f.log.Warn("refused a file at a package-looking name Portage would skip", "path", rel, "reason", why)
+	if err := f.cfg.Store.Refuse(ctx, rel, "not a package file name Portage indexes: "+why, 0); err != nil {
+		f.log.Error("recording a refusal", "path", rel, "err", err)
+	}
+	return syscall.EINVAL
 }

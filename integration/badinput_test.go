@@ -454,9 +454,6 @@ func badInputCorpus(t *testing.T) (kinds []badKind, controls []badKind, plain []
 
 	// Names that are not package names (§5.3): kept as plain files, no refusal.
 	plain = []badKind{
-		{Name: ".xpak at a flat name", Path: "app-misc/hello-2.10.xpak", Data: xb},
-		{Name: "multi name with build id -01", Path: "app-misc/hello/hello-2.10-01.xpak", Data: xb},
-		{Name: "multi name in a wrong PN directory", Path: "app-misc/wrongpn/hello-2.10-5.xpak", Data: xb},
 		{Name: "empty file at a flat name", Path: "app-misc/hello-3.0.tbz2", Data: nil},
 	}
 	return kinds, controls, plain
@@ -528,10 +525,21 @@ func TestBadInputRefused(t *testing.T) {
 		t.Logf("kind %2d %-48s → %q", i+1, k.Name, reasons[k.Path])
 	}
 
-	// Non-package names: plain files, no refusal, no xattr.
+	// Names that look like packages but that Portage skips: refused at
+	// create (EINVAL), nothing written, the refusal recorded (see also
+	// TestBadNamesRefused).
 	if err := os.Mkdir(filepath.Join(mnt, "app-misc/wrongpn"), 0o755); err != nil {
 		t.Fatalf("mkdir in the mount: %v", err)
 	}
+	for i, rel := range []string{"app-misc/hello-2.10.xpak", "app-misc/hello/hello-2.10-01.xpak", "app-misc/wrongpn/hello-2.10-5.xpak"} {
+		src := writeSrc(i, "badname", kinds[0].Data)
+		if r := run(t, "", toolTimeout, "cp", src, filepath.Join(mnt, rel)); r.Code == 0 || !strings.Contains(string(r.Stderr), "Invalid argument") {
+			t.Errorf("cp to %s (Portage skips the name): want \"Invalid argument\", got %s", rel, r)
+		}
+		reasons[rel] = "" // verify lists it; no bytes, no xattr
+	}
+
+	// Non-package names: plain files, no refusal, no xattr.
 	for i, k := range plain {
 		before := readPackagesFile(t, mnt)
 		src := writeSrc(i, "plain", k.Data)
@@ -642,3 +650,90 @@ func TestBadInputRefused(t *testing.T) {
 		t.Logf("daemon log:\n%s", readLog(mi.Log))
 	}
 }
+
+// TestBadNamesRefused: files written through the mount at names that look
+// like packages but that Portage would skip are refused, EINVAL on create
+// and EPERM on rename (cp and mv report them; the source keeps the bytes;
+// nothing appears), and the
+// same names in an imported directory are listed as invalid with the
+// reason. Temp and lock names of the same shape keep working.
+func TestBadNamesRefused(t *testing.T) {
+	t.Parallel()
+	needBinary(t)
+	src := extractFixture(t, "xpak-bzip2-flat")
+	pkg := filepath.Join(src, "app-misc", "hello-2.10.tbz2")
+	bad := []string{
+		"app-misc/hello/hello-2.10-7.XPAK",
+		"app-misc/hello-2.10.TBZ2",
+		"app-misc/hello-2.10.gpkg",
+		"app-misc/hello-2.10.xpak",
+		"app-misc/hello/hello-2.10.tbz2",
+		"app-misc/hello/hello-2.10-0.xpak",
+		"app-misc/hello/hello-2.10-007.xpak",
+		"app-misc/other/hello-2.10-7.xpak",
+	}
+	_, state, _ := importedFixture(t, "xpak-bzip2-multi")
+	mi := mountFSInfo(t, state)
+	mnt := mi.Dir
+	before, err := os.ReadFile(filepath.Join(mnt, "Packages"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rel := range bad {
+		dst := filepath.Join(mnt, rel)
+		os.MkdirAll(filepath.Dir(dst), 0o755)
+		if r := run(t, "", toolTimeout, "cp", pkg, dst); r.Code == 0 || !strings.Contains(string(r.Stderr), "Invalid argument") {
+			t.Errorf("cp to %s: want \"Invalid argument\", got %s", rel, r)
+		}
+		if _, err := os.Lstat(dst); err == nil {
+			t.Errorf("%s exists after the refused cp", rel)
+		}
+		// A temp file renamed onto the name: refused, the temp file stays.
+		tmp := filepath.Join(filepath.Dir(dst), ".pkgdirfs-test.tmp")
+		if r := run(t, "", toolTimeout, "cp", pkg, tmp); r.Code != 0 {
+			t.Fatalf("cp to a temp name: %s", r)
+		}
+		if r := run(t, "", toolTimeout, "mv", tmp, dst); r.Code == 0 || !strings.Contains(string(r.Stderr), "Operation not permitted") {
+			t.Errorf("mv onto %s: want \"Operation not permitted\", got %s", rel, r)
+		}
+		if _, err := os.Stat(tmp); err != nil {
+			t.Errorf("the temp file renamed onto %s is gone: %v", rel, err)
+		}
+		os.Remove(tmp)
+		if !strings.Contains(readLog(mi.Log), rel) {
+			t.Errorf("the daemon log does not name %s", rel)
+		}
+	}
+	// Temp names of the shapes Portage and rsync use still work.
+	for _, rel := range []string{"app-misc/hello-2.10.tbz2.12345", "app-misc/.hello-2.10.tbz2.aB3xYz"} {
+		if r := run(t, "", toolTimeout, "cp", pkg, filepath.Join(mnt, rel)); r.Code != 0 {
+			t.Errorf("cp to the temp name %s: %s", rel, r)
+		}
+		os.Remove(filepath.Join(mnt, rel))
+	}
+	after, err := os.ReadFile(filepath.Join(mnt, "Packages"))
+	if err != nil || !bytes.Equal(stripTimestamp(before), stripTimestamp(after)) {
+		t.Errorf("Packages changed after the refusals (err %v)", err)
+	}
+
+	// import lists them as invalid, with the reason.
+	dir := t.TempDir()
+	for _, rel := range bad {
+		p := filepath.Join(dir, rel)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		data, _ := os.ReadFile(pkg)
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := runCLI(t, "import", "--state", filepath.Join(t.TempDir(), "st"), dir)
+	if sum := parseSummary(t, r); sum.Imported != 0 || sum.Invalid != len(bad) {
+		t.Errorf("import of %d badly named packages: %+v, want all invalid\n%s", len(bad), sum, r)
+	}
+	for _, rel := range bad {
+		if !strings.Contains(string(r.Stderr), rel+": not a package file name Portage indexes") {
+			t.Errorf("import does not list %s with its reason:\n%s", rel, r.Stderr)
+		}
+	}
+}
+

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Format is the container format of a binary package. It mirrors
@@ -289,4 +290,48 @@ func Newer(buildTimeA, buildIDA, buildTimeB, buildIDB int64) bool {
 		return buildTimeA > buildTimeB
 	}
 	return buildIDA > buildIDB
+}
+
+// SkippedName tells why Portage would skip or choke on a file at rel that
+// looks like a package: its name ends in a package extension (in any case,
+// or the truncated .gpkg) in a category or $CATEGORY/$PN directory. It is
+// "" for package names and for names that do not look like one (temp and
+// lock files: rsync's and Portage's start with '.' or end in a suffix of
+// their own).
+func SkippedName(rel string) string {
+	if ParsePath(rel).Kind != KindOther {
+		return ""
+	}
+	parts := strings.Split(rel, "/")
+	base := parts[len(parts)-1]
+	if len(parts) < 2 || len(parts) > 3 || base == "" || base[0] == '.' {
+		return ""
+	}
+	lower := strings.ToLower(base)
+	ext := ""
+	for _, e := range []string{extXpak, extTbz2, extGpkg, ".gpkg"} {
+		if strings.HasSuffix(lower, e) {
+			ext = e
+			break
+		}
+	}
+	switch {
+	case ext == "":
+		return ""
+	case !utf8.ValidString(rel):
+		return "the name is not UTF-8"
+	case ext == ".gpkg":
+		return "the extension .gpkg is cut short (Portage's is .gpkg.tar)"
+	case !strings.HasSuffix(base, ext):
+		return fmt.Sprintf("the extension %q is not lower-case %s", base[len(base)-len(ext):], ext)
+	case !ValidCategory(parts[0]):
+		return fmt.Sprintf("%q is not a valid category name", parts[0])
+	case ext == extXpak && len(parts) == 2:
+		return "an .xpak belongs in its $PN directory, as CATEGORY/PN/PF-BUILD_ID.xpak"
+	case ext == extTbz2 && len(parts) == 3:
+		return "a .tbz2 belongs in its category directory, as CATEGORY/PF.tbz2 (or All/PF.tbz2)"
+	case len(parts) == 3:
+		return "not CATEGORY/PN/PF-BUILD_ID" + ext + " with PF a valid package name and version in the PN directory and a build id of 1 or more, without leading zeros, within 64 bits"
+	}
+	return "not CATEGORY/PF" + ext + " with PF a valid package name and version"
 }

@@ -1,6 +1,9 @@
 package layout
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestParseBuildID(t *testing.T) {
 	cases := []struct {
@@ -210,6 +213,46 @@ func TestNewer(t *testing.T) {
 	for _, c := range cases {
 		if got := Newer(c.ta, c.ia, c.tb, c.ib); got != c.want {
 			t.Errorf("Newer(%d,%d,%d,%d) = %v", c.ta, c.ia, c.tb, c.ib, got)
+		}
+	}
+}
+
+func TestSkippedName(t *testing.T) {
+	for _, c := range []struct {
+		rel  string
+		want string // substring of the reason; "" for not judged
+	}{
+		// Package names and names that do not look like one: not judged.
+		{"app-misc/hello/hello-2.10-1.xpak", ""},
+		{"app-misc/hello-2.10.tbz2", ""},
+		{"All/hello-2.10.tbz2", ""},
+		{"app-misc/hello-2.10.gpkg.tar", ""},
+		{"app-misc/.hello-2.10.tbz2.Xy12ab", ""},
+		{"app-misc/hello/.hello-2.10-1.gpkg.tar.partial", ""},
+		{"app-misc/hello-2.10.tbz2.12345", ""},
+		{"app-misc/hello/hello-2.10-1.gpkg.tar.partial", ""},
+		{"Packages", ""},
+		{"hello-2.10.tbz2", ""},
+		{"app-misc/notes.txt", ""},
+		// Package-looking names Portage skips.
+		{"app-misc/hello/hello-2.10-1.XPAK", "not lower-case .xpak"},
+		{"app-misc/hello-2.10.TBZ2", "not lower-case .tbz2"},
+		{"app-misc/hello-2.10.gpkg", "cut short"},
+		{"app-misc/hello-2.10.xpak", "belongs in its $PN directory"},
+		{"app-misc/hello/hello-2.10.tbz2", "belongs in its category directory"},
+		{"app-misc/hello/hello-2.10.xpak", "build id of 1 or more"},
+		{"app-misc/hello/hello-2.10-0.xpak", "build id of 1 or more"},
+		{"app-misc/hello/hello-2.10-01.xpak", "without leading zeros"},
+		{"app-misc/hello/hello-2.10-99999999999999999999.xpak", "within 64 bits"},
+		{"app-misc/other/hello-2.10-1.xpak", "in the PN directory"},
+		{"app-misc/hello/hello-x.y-1.xpak", "valid package name and version"},
+		{"app-misc/hello-x.y.tbz2", "valid package name and version"},
+		{"-bad/hello-2.10.tbz2", "not a valid category"},
+		{"app-misc/hello-2.10\xff.tbz2", "not UTF-8"},
+	} {
+		got := SkippedName(c.rel)
+		if (c.want == "") != (got == "") || !strings.Contains(got, c.want) {
+			t.Errorf("SkippedName(%q) = %q, want %q", c.rel, got, c.want)
 		}
 	}
 }
