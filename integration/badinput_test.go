@@ -736,4 +736,3 @@ func TestBadNamesRefused(t *testing.T) {
 		}
 	}
 }
-
