@@ -126,6 +126,10 @@ func inspectGpkg(r io.ReaderAt, size int64, opt InspectOptions) (*Info, error) {
 	if byBase["gpkg-1"] == nil {
 		return nil, formatErr("gpkg: no gpkg-1 member (and no XPAK trailer)")
 	}
+	if members[0].base != "gpkg-1" {
+		// GLEP 78: the format is told by its first member.
+		return nil, formatErr("gpkg: the first member is %s/%s, not %s/gpkg-1", prefix, members[0].base, prefix)
+	}
 	if byBase["Manifest"] == nil {
 		return nil, formatErr("gpkg: missing %s/Manifest", prefix)
 	}

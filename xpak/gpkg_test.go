@@ -87,6 +87,7 @@ func TestInspectGpkgRejects(t *testing.T) {
 			return gpkgBytes(t, m2, manifestFor(m2))
 		}(), InspectOptions{}, "is not metadata/<KEY>"},
 		{"truncated", validGpkg(t)[:2000], InspectOptions{}, "truncated"},
+		{"gpkg-1 not first", gpkgBytes(t, append(append([]tmember(nil), ms[1:]...), ms[0]), man), InspectOptions{}, "the first member is foo-1/metadata.tar.gz, not foo-1/gpkg-1"},
 		{"members under ..", func() []byte {
 			var m2 []tmember
 			for _, m := range ms {
