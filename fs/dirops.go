@@ -66,7 +66,7 @@ func (f *FS) visible(rel string) bool {
 func (f *FS) catalogEntry(rel string) (tree.Entry, bool) {
 	dir, name := tree.SplitPath(rel)
 	if dir == "" && (name == "Packages" || name == "Packages.gz") {
-		return tree.Entry{Name: name, Ino: tree.PackagesIno}, true
+		return tree.Entry{Name: name, Ino: tree.IndexIno(f.model.Gen(), name == "Packages.gz")}, true
 	}
 	return f.model.Lookup(dir, name)
 }
@@ -106,11 +106,7 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 		}
 		n := &indexNode{fs: f, gz: name == "Packages.gz"}
 		n.fill(idx, &out.Attr)
-		ino := uint64(tree.PackagesIno)
-		if n.gz {
-			ino = tree.PackagesGzIno
-		}
-		return d.NewInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: ino}), &headerHandle{fs: f, keep: !n.gz}, fuse.FOPEN_DIRECT_IO, 0
+		return d.NewInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: out.Attr.Ino}), &headerHandle{fs: f, keep: !n.gz}, fuse.FOPEN_DIRECT_IO, 0
 	}
 	if _, ok := inRemoved(rel); ok {
 		return nil, nil, 0, syscall.EPERM

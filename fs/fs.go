@@ -272,8 +272,9 @@ func (f *FS) Refresh(ctx context.Context) error {
 	for _, c := range f.changedSince(seq) {
 		f.notifyEntry(c.Dir, c.Name)
 	}
-	f.notifyEntry("Packages", "")
-	f.notifyEntry("Packages.gz", "")
+	// The index names point at the next generation's inodes (IndexIno).
+	f.notifyEntry("", "Packages")
+	f.notifyEntry("", "Packages.gz")
 	f.notifyEntry("", "")
 	return nil
 }

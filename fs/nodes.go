@@ -46,14 +46,12 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		if err != nil {
 			return nil, d.fs.errno("lookup", name, err)
 		}
-		n := &indexNode{fs: d.fs, gz: gz}
+		// An inode per generation (tree.IndexIno): what is opened through
+		// it, and its size, are that generation's.
+		n := &indexNode{fs: d.fs, gz: gz, idx: idx}
 		n.fill(idx, &out.Attr)
 		out.SetAttrTimeout(indexAttrTimeout)
-		ino := uint64(tree.PackagesIno)
-		if gz {
-			ino = tree.PackagesGzIno
-		}
-		return d.NewInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: ino}), 0
+		return d.NewInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: tree.IndexIno(idx.Generation, gz)}), 0
 	}
 	rel := d.child(name)
 	if _, ok := inRemoved(rel); ok {
@@ -91,9 +89,11 @@ func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	}
 	list := make([]fuse.DirEntry, 0, len(ents)+len(scratch)+2)
 	if d.path == "" {
+		// The catalog's generation, without waiting for its index.
+		gen := d.fs.model.Gen()
 		list = append(list,
-			fuse.DirEntry{Name: "Packages", Mode: syscall.S_IFREG, Ino: tree.PackagesIno},
-			fuse.DirEntry{Name: "Packages.gz", Mode: syscall.S_IFREG, Ino: tree.PackagesGzIno})
+			fuse.DirEntry{Name: "Packages", Mode: syscall.S_IFREG, Ino: tree.IndexIno(gen, false)},
+			fuse.DirEntry{Name: "Packages.gz", Mode: syscall.S_IFREG, Ino: tree.IndexIno(gen, true)})
 	}
 	// Scratch entries shadow catalog names, as Lookup does.
 	shadow := make(map[string]bool, len(scratch))
@@ -312,11 +312,22 @@ func (h *blobHandle) Release(ctx context.Context) syscall.Errno {
 // own handle, never a cached size of another one.
 const indexAttrTimeout = time.Nanosecond
 
-// indexNode is Packages or Packages.gz, rendered from the catalog per generation.
+// indexNode is Packages or Packages.gz, rendered from the catalog per
+// generation: idx, the generation it was looked up as (nil for a name
+// created or renamed onto, which shows the current one).
 type indexNode struct {
 	gofs.Inode
-	fs *FS
-	gz bool
+	fs  *FS
+	gz  bool
+	idx *tree.IndexView
+}
+
+// view is the generation this node shows.
+func (n *indexNode) view() (*tree.IndexView, error) {
+	if n.idx != nil {
+		return n.idx, nil
+	}
+	return n.fs.index()
 }
 
 var (
@@ -335,9 +346,9 @@ func (n *indexNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.Se
 }
 
 func (n *indexNode) fill(idx *tree.IndexView, a *fuse.Attr) {
-	a.Ino, a.Size = tree.PackagesIno, uint64(idx.Size())
+	a.Ino, a.Size = tree.IndexIno(idx.Generation, n.gz), uint64(idx.Size())
 	if n.gz {
-		a.Ino, a.Size = tree.PackagesGzIno, uint64(idx.GzSize())
+		a.Size = uint64(idx.GzSize())
 	}
 	a.Mode = syscall.S_IFREG | 0o644
 	a.Nlink = 1
@@ -353,7 +364,7 @@ func (n *indexNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.A
 		n.fill(h.idx, &out.Attr)
 		return 0
 	}
-	idx, err := n.fs.index()
+	idx, err := n.view()
 	if err != nil {
 		return n.fs.errno("getattr", "Packages", err)
 	}
@@ -369,7 +380,7 @@ func (n *indexNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 		// Written indexes are accepted; only a Packages header is kept.
 		return &headerHandle{fs: n.fs, keep: !n.gz}, fuse.FOPEN_DIRECT_IO, 0
 	}
-	idx, err := n.fs.index()
+	idx, err := n.view()
 	if err != nil {
 		return nil, 0, n.fs.errno("open", "Packages", err)
 	}

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"pkgdirfs/tree"
 )
 
 // rawFS wraps go-fuse's node bridge so that OPEN and RELEASE of one kernel
@@ -95,7 +97,21 @@ func (r *rawFS) Release(_ <-chan struct{}, in *fuse.ReleaseIn) {
 }
 
 func (r *rawFS) Lookup(_ <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
-	return r.RawFileSystem.Lookup(nil, h, name, out)
+	st := r.RawFileSystem.Lookup(nil, h, name, out)
+	noIndexCache(out)
+	return st
+}
+
+// noIndexCache keeps the kernel from caching the name Packages or
+// Packages.gz: each generation is an inode of its own (tree.IndexIno), and
+// an open right after a commit must look the name up again to reach the new
+// one. go-fuse cannot say "no caching" (0 means its default), and the least
+// it can say, 1 ns, the kernel rounds up to a jiffy.
+func noIndexCache(out *fuse.EntryOut) {
+	if tree.IsIndexIno(out.Attr.Ino) {
+		out.EntryValid, out.EntryValidNsec = 0, 0
+		out.AttrValid, out.AttrValidNsec = 0, 0
+	}
 }
 
 func (r *rawFS) GetAttr(_ <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
@@ -147,7 +163,9 @@ func (r *rawFS) GetXAttr(_ <-chan struct{}, h *fuse.InHeader, attr string, dest 
 }
 
 func (r *rawFS) Create(_ <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
-	return r.RawFileSystem.Create(nil, in, name, out)
+	st := r.RawFileSystem.Create(nil, in, name, out)
+	noIndexCache(&out.EntryOut)
+	return st
 }
 
 func (r *rawFS) Read(_ <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {

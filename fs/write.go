@@ -1054,7 +1054,8 @@ func (f *FS) changedWait(ctx context.Context, before uint64, locked []string, na
 		dir, base := tree.SplitPath(n)
 		pairs = append(pairs, tree.Name{Dir: dir, Name: base})
 	}
-	pairs = append(pairs, tree.Name{Dir: "Packages"}, tree.Name{Dir: "Packages.gz"}, tree.Name{})
+	// The index names point at the next generation's inodes (IndexIno).
+	pairs = append(pairs, tree.Name{Name: "Packages"}, tree.Name{Name: "Packages.gz"}, tree.Name{})
 	// Names in directories the kernel holds locked for this request can
 	// only be invalidated after it returns, and the notifier sends in
 	// order: those go last, so that the others are not stuck behind them.

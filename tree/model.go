@@ -14,17 +14,33 @@ import (
 // instance keeps its st_ino across restarts; directories and synthetic files
 // get numbers from disjoint ranges.
 const (
-	RootIno       = 1
-	PackagesIno   = 2
-	PackagesGzIno = 3
-	instInoBase   = 1 << 8
+	RootIno     = 1
+	instInoBase = 1 << 8
 	// DirInoBase starts the numbers of directories, given by path for the
 	// life of the process.
 	DirInoBase = 1 << 56
 	// linkInoBase numbers alias symlinks by instance and kind: a symlink's
 	// target never changes under its number, so the kernel may cache it.
 	linkInoBase = 1 << 58
+	// indexInoBase numbers Packages and Packages.gz by generation (IndexIno).
+	indexInoBase = 1 << 60
 )
+
+// IndexIno is the inode number of Packages (or Packages.gz) of generation
+// gen. Each generation is an inode of its own, of fixed size and content:
+// fstat(2) reaches a FUSE filesystem without the file handle, so the size a
+// reader of an open index gets (nginx's Content-Length) is right only if
+// its inode stands for the generation it reads.
+// IsIndexIno tells an inode number given by IndexIno.
+func IsIndexIno(ino uint64) bool { return ino >= indexInoBase }
+
+func IndexIno(gen int64, gz bool) uint64 {
+	ino := uint64(indexInoBase) + uint64(gen)<<1
+	if gz {
+		ino++
+	}
+	return ino
+}
 
 // File is one instance as the tree shows it: enough for getattr and open,
 // nothing that belongs in SQLite. Immutable: a change makes a new File.
