@@ -527,19 +527,8 @@ func (im *importer) prepare(w *importWorker, idx int, f ImportFile) (*importItem
 // When the name is taken, the bytes go to staging for the transaction to
 // decide, as in prepare.
 func (im *importer) copySmall(w *importWorker, it *importItem, in *os.File, fi os.FileInfo) error {
-	st, small, err := w.hash(in, nil)
-	if err != nil {
-		return err
-	}
-	if small == nil { // it grew while we looked: stage it as a big one
-		return fmt.Errorf("changed while being read (%d bytes, then more than %d)", fi.Size(), len(w.buf))
-	}
-	inst, err := identifyAt(&Candidate{Staged: st, Name: it.file.Rel,
-		MtimeNs: fi.ModTime().UnixNano(), Mode: uint32(fi.Mode().Perm())}, bytes.NewReader(small))
-	if ok, err := it.identified(inst, err); !ok || err != nil {
-		return err
-	}
-	if err := im.blobName(it); err != nil {
+	small, ok, err := im.hashIdentify(w, it, in, fi, true)
+	if !ok || err != nil {
 		return err
 	}
 	f, err := os.OpenFile(it.blobPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o444)
@@ -567,14 +556,17 @@ func (im *importer) copySmall(w *importWorker, it *importItem, in *os.File, fi o
 	return nil
 }
 
-// linkPackage is prepare for --link when the file may be hard-linked: hash
-// and parse it through in, then link that inode into blobs/ under its
-// digest. done is false, with it.linkErr set, when it could not be linked:
-// the caller clones or copies it instead.
-func (im *importer) linkPackage(w *importWorker, it *importItem, in *os.File, fi os.FileInfo) (done bool, err error) {
+// hashIdentify hashes in from its start and identifies it (from memory
+// when it fit the buffer), then names its blob. ok is false when it is not
+// an acceptable package (it.invalid says why); small is the whole content
+// when it fit the buffer, which wantSmall requires.
+func (im *importer) hashIdentify(w *importWorker, it *importItem, in *os.File, fi os.FileInfo, wantSmall bool) (small []byte, ok bool, err error) {
 	st, small, err := w.hash(in, nil)
 	if err != nil {
-		return true, err
+		return nil, false, err
+	}
+	if wantSmall && small == nil { // it grew while we looked
+		return nil, false, fmt.Errorf("changed while being read (%d bytes, then more than %d)", fi.Size(), len(w.buf))
 	}
 	var r io.ReaderAt = in
 	if small != nil {
@@ -583,9 +575,17 @@ func (im *importer) linkPackage(w *importWorker, it *importItem, in *os.File, fi
 	inst, err := identifyAt(&Candidate{Staged: st, Name: it.file.Rel,
 		MtimeNs: fi.ModTime().UnixNano(), Mode: uint32(fi.Mode().Perm())}, r)
 	if ok, err := it.identified(inst, err); !ok || err != nil {
-		return true, err
+		return nil, false, err
 	}
-	if err := im.blobName(it); err != nil {
+	return small, true, im.blobName(it)
+}
+
+// linkPackage is prepare for --link when the file may be hard-linked: hash
+// and parse it through in, then link that inode into blobs/ under its
+// digest. done is false, with it.linkErr set, when it could not be linked:
+// the caller clones or copies it instead.
+func (im *importer) linkPackage(w *importWorker, it *importItem, in *os.File, fi os.FileInfo) (done bool, err error) {
+	if _, ok, err := im.hashIdentify(w, it, in, fi, false); !ok || err != nil {
 		return true, err
 	}
 	// Straight into blobs/: the link fails if the name is taken, as a

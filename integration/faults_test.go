@@ -26,11 +26,7 @@ import (
 func TestFaultFullDisk(t *testing.T) {
 	t.Parallel()
 	needBinary(t)
-	fsdir := t.TempDir()
-	if r := run(t, "", toolTimeout, "mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", fsdir); r.Code != 0 {
-		t.Fatalf("mount a 24 MB tmpfs for the state: %s", r)
-	}
-	t.Cleanup(func() { run(t, "", toolTimeout, "umount", "-l", fsdir) })
+	fsdir := smallTmpfs(t)
 	multi := extractFixture(t, "xpak-bzip2-multi")
 	flat := extractFixture(t, "xpak-bzip2-flat")
 	state := filepath.Join(fsdir, "state")
@@ -254,11 +250,7 @@ func binhostPaths(index []byte) []string {
 func TestFaultImportFullDisk(t *testing.T) {
 	t.Parallel()
 	needBinary(t)
-	fsdir := t.TempDir()
-	if r := run(t, "", toolTimeout, "mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", fsdir); r.Code != 0 {
-		t.Fatalf("mount a 24 MB tmpfs for the state: %s", r)
-	}
-	t.Cleanup(func() { run(t, "", toolTimeout, "umount", "-l", fsdir) })
+	fsdir := smallTmpfs(t)
 	src := extractFixture(t, "xpak-bzip2-multi")
 	big := filepath.Join(src, "app-misc", "hello", "hello-2.10-77.xpak")
 	b := make([]byte, 40<<20)
@@ -284,4 +276,15 @@ func TestFaultImportFullDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	importOK(t, state, importSummary{30 - before, before, 0}, src)
+}
+
+// smallTmpfs mounts a 24 MB tmpfs for a state until the test ends.
+func smallTmpfs(t *testing.T) string {
+	t.Helper()
+	fsdir := t.TempDir()
+	if r := run(t, "", toolTimeout, "mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", fsdir); r.Code != 0 {
+		t.Fatalf("mount a 24 MB tmpfs for the state: %s", r)
+	}
+	t.Cleanup(func() { run(t, "", toolTimeout, "umount", "-l", fsdir) })
+	return fsdir
 }

@@ -48,7 +48,7 @@ func matchAtom(s string) (p atomParts, ok bool) {
 		}
 	}
 	slash := strings.IndexByte(body, '/')
-	if slash < op || !validAtomCategory(body[op:slash]) {
+	if slash < op || !ValidCategory(body[op:slash]) {
 		return p, false
 	}
 	pv := body[slash+1:]
@@ -82,10 +82,10 @@ func matchAtomSuffix(rest string, p *atomParts) bool {
 	}
 	if strings.HasPrefix(rest, "::") {
 		n := 2
-		if n >= len(rest) || !isWordChar(rest[n]) {
+		if n >= len(rest) || !isWordByte(rest[n]) {
 			return false
 		}
-		for n++; n < len(rest) && (isWordChar(rest[n]) || rest[n] == '-'); n++ {
+		for n++; n < len(rest) && (isWordByte(rest[n]) || rest[n] == '-'); n++ {
 		}
 		rest = rest[n:]
 	}
@@ -105,7 +105,7 @@ func matchAtomSuffix(rest string, p *atomParts) bool {
 // the last one.
 func splitNameVersion(pv string) (inner bool, ver string, ok bool) {
 	for j := 1; j < len(pv); j++ {
-		if !isPkgChar(pv[j-1]) || !isWordChar(pv[0]) {
+		if !isPkgChar(pv[j-1]) || !isWordByte(pv[0]) {
 			return false, "", false
 		}
 		if pv[j] != '-' {
@@ -128,7 +128,7 @@ func splitNameVersion(pv string) (inner bool, ver string, ok bool) {
 // splitNameOptionalVersion matches PKG(-VR)? to the whole of pv with the
 // shortest PKG; inner tells whether the version took part.
 func splitNameOptionalVersion(pv string) (inner, ok bool) {
-	if pv == "" || !isWordChar(pv[0]) {
+	if pv == "" || !isWordByte(pv[0]) {
 		return false, false
 	}
 	for j := 1; j <= len(pv); j++ {
@@ -193,23 +193,7 @@ func isVersionRev(s string) bool {
 	return i == len(s)
 }
 
-func validAtomCategory(c string) bool {
-	if c == "" || !isWordChar(c[0]) {
-		return false
-	}
-	for i := 1; i < len(c); i++ {
-		if !isPkgChar(c[i]) && c[i] != '.' {
-			return false
-		}
-	}
-	return true
-}
-
-func isWordChar(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || isDigit(c) || c == '_'
-}
-
-func isPkgChar(c byte) bool { return isWordChar(c) || c == '+' || c == '-' }
+func isPkgChar(c byte) bool { return isWordByte(c) || c == '+' || c == '-' }
 
 func isSlotChar(c byte) bool {
 	return isPkgChar(c) || c == '.' || c == '/' || c == '*' || c == '='
@@ -224,23 +208,12 @@ func matchSlotDep(s string) (main, sub, op string, ok bool) {
 	if s == "" {
 		return "", "", op, true
 	}
+	// MAIN and SUB have a category name's syntax.
 	main, sub, hasSub := strings.Cut(s, "/")
-	if !validSlotName(main) || (hasSub && !validSlotName(sub)) {
+	if !ValidCategory(main) || (hasSub && !ValidCategory(sub)) {
 		return "", "", "", false
 	}
 	return main, sub, op, true
-}
-
-func validSlotName(s string) bool {
-	if s == "" || !isWordChar(s[0]) {
-		return false
-	}
-	for i := 1; i < len(s); i++ {
-		if !isPkgChar(s[i]) && s[i] != '.' {
-			return false
-		}
-	}
-	return true
 }
 
 // matchUseDep matches one USE dependency of an atom,
