@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"pkgdirfs/xpak"
 )
 
 // ImportOptions tunes Store.Import. The zero value copies bytes with
@@ -439,6 +441,7 @@ const qDigestPresent = `SELECT EXISTS (SELECT 1 FROM instances WHERE cpv = ? AND
 type importWorker struct {
 	buf           []byte
 	md5, sha1, sh hash.Hash
+	gpkg          *xpak.GpkgHasher // a gpkg's members, in the same read
 }
 
 // importBufSize is the read size; a package up to this size is read once
@@ -446,7 +449,8 @@ type importWorker struct {
 const importBufSize = 1 << 20
 
 func newImportWorker() *importWorker {
-	return &importWorker{buf: make([]byte, importBufSize), md5: md5.New(), sha1: sha1.New(), sh: sha256.New()}
+	return &importWorker{buf: make([]byte, importBufSize), md5: md5.New(), sha1: sha1.New(), sh: sha256.New(),
+		gpkg: xpak.NewGpkgHasher()}
 }
 
 // prepare hashes and identifies one file and puts its bytes into blobs/
@@ -726,6 +730,7 @@ func (w *importWorker) hash(r io.Reader, out io.Writer) (st *Staged, small []byt
 	w.md5.Reset()
 	w.sha1.Reset()
 	w.sh.Reset()
+	w.gpkg.Reset()
 	var n int64
 	chunks := 0
 	for {
@@ -735,6 +740,7 @@ func (w *importWorker) hash(r io.Reader, out io.Writer) (st *Staged, small []byt
 			w.md5.Write(b)
 			w.sha1.Write(b)
 			w.sh.Write(b)
+			w.gpkg.Write(b)
 			if out != nil {
 				if _, err := out.Write(b); err != nil {
 					return nil, nil, err
@@ -754,7 +760,7 @@ func (w *importWorker) hash(r io.Reader, out io.Writer) (st *Staged, small []byt
 		small = w.buf[:n]
 	}
 	return &Staged{Size: n, MD5: hex.EncodeToString(w.md5.Sum(nil)),
-		SHA1: hex.EncodeToString(w.sha1.Sum(nil)), SHA256: hex.EncodeToString(w.sh.Sum(nil))}, small, nil
+		SHA1: hex.EncodeToString(w.sha1.Sum(nil)), SHA256: hex.EncodeToString(w.sh.Sum(nil)), Members: w.gpkg.Digests()}, small, nil
 }
 
 // stagingName is a fresh name for an import's staging file: the in- prefix

@@ -148,6 +148,10 @@ type Staged struct {
 	File              string
 	Size              int64
 	MD5, SHA1, SHA256 string
+	// Members are a gpkg's member digests taken while the bytes streamed
+	// in (xpak.GpkgHasher), so the Manifest check need not read the image
+	// again; nil: it reads what it must.
+	Members *xpak.MemberDigests
 }
 
 // Stage copies r into staging/, hashing while it copies, and syncs it.
@@ -156,8 +160,8 @@ func (s *Store) Stage(r io.Reader) (*Staged, error) {
 	if err != nil {
 		return nil, err
 	}
-	hm, h1, h256 := md5.New(), sha1.New(), sha256.New()
-	n, err := io.Copy(io.MultiWriter(f, hm, h1, h256), r)
+	hm, h1, h256, gh := md5.New(), sha1.New(), sha256.New(), xpak.NewGpkgHasher()
+	n, err := io.Copy(io.MultiWriter(f, hm, h1, h256, gh), r)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -171,6 +175,7 @@ func (s *Store) Stage(r io.Reader) (*Staged, error) {
 	return &Staged{
 		File: f.Name(), Size: n,
 		MD5: hex.EncodeToString(hm.Sum(nil)), SHA1: hex.EncodeToString(h1.Sum(nil)), SHA256: hex.EncodeToString(h256.Sum(nil)),
+		Members: gh.Digests(),
 	}, nil
 }
 
@@ -402,6 +407,7 @@ func stampBuildID(c *Candidate, inst *Instance) error {
 		return err
 	}
 	c.Size, c.stamped = n, true
+	c.Members = nil // of the bytes before the rewrite
 	c.MD5, c.SHA1, c.SHA256 = hex.EncodeToString(hm.Sum(nil)), hex.EncodeToString(h1.Sum(nil)), hex.EncodeToString(h256.Sum(nil))
 	inst.Size, inst.MD5, inst.SHA1, inst.SHA256 = c.Size, c.MD5, c.SHA1, c.SHA256
 	inst.Meta["BUILD_ID"] = string(id)
@@ -527,8 +533,9 @@ func identifyAt(c *Candidate, r io.ReaderAt) (*Instance, error) {
 		return nil, checkPackageName(c.Name)
 	}
 	// The image too is checked against the Manifest: a gpkg whose image
-	// does not match fails on every client that installs it.
-	info, err := xpak.Inspect(r, c.Size, xpak.InspectOptions{VerifyImage: true})
+	// does not match fails on every client that installs it. Members hashed
+	// as the bytes came in are not read again.
+	info, err := xpak.Inspect(r, c.Size, xpak.InspectOptions{VerifyImage: true, Digests: c.Members})
 	if err != nil {
 		var fe *xpak.FormatError
 		if errors.As(err, &fe) {

@@ -26,6 +26,7 @@ import (
 	"pkgdirfs/catalog"
 	"pkgdirfs/layout"
 	"pkgdirfs/tree"
+	"pkgdirfs/xpak"
 )
 
 // Inode numbers of files that are not instances: scratch files and package
@@ -452,17 +453,20 @@ type stagingHandle struct {
 }
 
 // seqHash digests the bytes of a file as a client writes them front to back,
-// so that committing needs no second read; a write anywhere else (seeking
-// back to patch a header, as the gpkg writer does) makes commit re-read.
+// so that committing needs no second read: the whole file's digests, and a
+// gpkg's member digests for its Manifest check (the image is not read
+// again). A write anywhere else (seeking back to patch a header, as
+// Portage's gpkg writer does) makes commit re-read, once, for both.
 type seqHash struct {
 	mu              sync.Mutex
 	off             int64
 	broken          bool
 	md5, sha1, s256 hash.Hash
+	gpkg            *xpak.GpkgHasher
 }
 
 func newSeqHash() *seqHash {
-	return &seqHash{md5: md5.New(), sha1: sha1.New(), s256: sha256.New()}
+	return &seqHash{md5: md5.New(), sha1: sha1.New(), s256: sha256.New(), gpkg: xpak.NewGpkgHasher()}
 }
 
 func (s *seqHash) write(data []byte, off int64) {
@@ -478,6 +482,7 @@ func (s *seqHash) write(data []byte, off int64) {
 	s.md5.Write(data)
 	s.sha1.Write(data)
 	s.s256.Write(data)
+	s.gpkg.Write(data)
 	s.off += int64(len(data))
 }
 
@@ -506,7 +511,8 @@ func (s *seqHash) staged(file string, size int64) *catalog.Staged {
 		return nil
 	}
 	return &catalog.Staged{File: file, Size: size, MD5: hex.EncodeToString(s.md5.Sum(nil)),
-		SHA1: hex.EncodeToString(s.sha1.Sum(nil)), SHA256: hex.EncodeToString(s.s256.Sum(nil))}
+		SHA1: hex.EncodeToString(s.sha1.Sum(nil)), SHA256: hex.EncodeToString(s.s256.Sum(nil)),
+		Members: s.gpkg.Digests()}
 }
 
 var (
@@ -869,13 +875,14 @@ func hashFile(path string, size int64) (*catalog.Staged, error) {
 		return nil, err
 	}
 	defer file.Close()
-	hm, h1, h256 := md5.New(), sha1.New(), sha256.New()
-	n, err := io.Copy(io.MultiWriter(hm, h1, h256), file)
+	hm, h1, h256, gh := md5.New(), sha1.New(), sha256.New(), xpak.NewGpkgHasher()
+	n, err := io.Copy(io.MultiWriter(hm, h1, h256, gh), file)
 	if err != nil {
 		return nil, err
 	}
 	return &catalog.Staged{File: path, Size: n, MD5: hex.EncodeToString(hm.Sum(nil)),
-		SHA1: hex.EncodeToString(h1.Sum(nil)), SHA256: hex.EncodeToString(h256.Sum(nil))}, nil
+		SHA1: hex.EncodeToString(h1.Sum(nil)), SHA256: hex.EncodeToString(h256.Sum(nil)),
+		Members: gh.Digests()}, nil
 }
 
 // openInstance opens a committed instance. Reads share the immutable blob;
@@ -1024,7 +1031,7 @@ func (f *FS) setInstanceAttr(ctx context.Context, in *instFile, fh gofs.FileHand
 			return f.errno("setattr", "instance", err)
 		}
 		f.changed(ctx)
-		if cur := f.model.File(in.ID); cur != nil {
+		if cur := f.model.File(in.CPV(), in.ID); cur != nil {
 			in = cur
 		}
 	}

@@ -100,6 +100,7 @@ func inspectGpkg(r io.ReaderAt, size int64, opt InspectOptions) (*Info, error) {
 		m := &gpkgMember{base: base, size: hdr.Size}
 		members = append(members, m)
 		byBase[base] = m
+		streamed := opt.Digests.lookup(name, pos, hdr.Size)
 		switch {
 		case base == "Manifest":
 			if hdr.Size > metadataLimit {
@@ -111,6 +112,9 @@ func inspectGpkg(r io.ReaderAt, size int64, opt InspectOptions) (*Info, error) {
 			}
 		case isImageMember(base) && !opt.VerifyImage:
 			// Metadata reads only size-check the image, as Portage does.
+		case streamed != nil:
+			// Hashed as the bytes came in: not read a second time.
+			m.hashed, m.blake, m.sha = true, streamed.BLAKE2B, streamed.SHA512
 		default:
 			bh, _ := blake2b.New512(nil)
 			sh := sha512.New()
@@ -468,6 +472,16 @@ func decodeMetadata(src io.Reader, member string, comp Compression) (map[string]
 			return nil, tarErr(err, "gpkg: metadata member %s: reading %s", member, h.Name)
 		}
 		meta[key] = v
+	}
+	// The inner tar ends before the compressed stream does: read that to
+	// its end too, so that the format's own checks (gzip's CRC-32 and
+	// size, bzip2's and xz's CRCs, zstd's and lz4's content checksums) and
+	// a cut-off stream are noticed, not taken for good metadata.
+	if _, err := io.Copy(io.Discard, lim); err != nil {
+		if errors.Is(err, errMetadataTooLarge) {
+			return nil, tooBig()
+		}
+		return nil, wrapErr(err, "gpkg: metadata member %s: not valid %s data: %v", member, comp, err)
 	}
 	return meta, nil
 }

@@ -42,6 +42,9 @@ type Info struct {
 type InspectOptions struct {
 	// VerifyImage also hashes image members against the gpkg Manifest (slow; off for metadata reads).
 	VerifyImage bool
+	// Digests are member digests a GpkgHasher took from these same bytes as
+	// they streamed in: the members they cover are not read again.
+	Digests *MemberDigests
 }
 
 // Inspect decides the format by content and parses the package. Every error
@@ -60,7 +63,11 @@ func Inspect(r io.ReaderAt, size int64, opt InspectOptions) (*Info, error) {
 		if err := readFull(r, head[:], 0); err != nil {
 			return nil, err
 		}
-		_, terr := tar.NewReader(bytes.NewReader(head[:])).Next()
+		// The whole first header chain, not the first block alone: a GNU
+		// long name or a PAX header (Portage writes the outer tar in GNU
+		// format when the directory name is 154 characters or longer)
+		// puts the first member's header after its own data.
+		_, terr := tar.NewReader(io.NewSectionReader(r, 0, size)).Next()
 		isTar = terr == nil
 	}
 	switch {
@@ -97,7 +104,10 @@ func inspectXpak(r io.ReaderAt, size int64) (*Info, error) {
 		info.Metadata[e.Key] = e.Value
 	}
 	if tarLen == 0 {
-		return info, nil // XPAK-only files are valid (Portage's test playground writes them)
+		// Portage reads the metadata of such a file, but installing it
+		// fails ("File compression header unrecognized"): every client
+		// would download a package it cannot merge.
+		return nil, formatErr("xpak: no tarball before the XPAK block (nothing a client could unpack)")
 	}
 	head := make([]byte, min(tarLen, 512))
 	if err := readFull(r, head, 0); err != nil {

@@ -314,7 +314,7 @@ func TestInspectXpak(t *testing.T) {
 		want    Compression
 		err     string
 	}{
-		{"xpak only", nil, CompNone, ""},
+		{"xpak only", nil, "", "no tarball before the XPAK block"},
 		{"plain tar", plainTar, CompNone, ""},
 		{"empty tar", make([]byte, 1024), CompNone, ""},
 		{"bzip2", []byte("BZh91AY&SY"), CompBzip2, ""},
