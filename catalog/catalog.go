@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/mattn/go-sqlite3"
@@ -54,6 +55,9 @@ type DB struct {
 	// ro carries reads: deferred BEGIN (a plain snapshot under WAL, never
 	// the write lock) and query_only as a guard.
 	ro *sql.DB
+	// keep is the on-the-fly prune policy every committing transaction
+	// applies (Store.SetKeepPolicy); nil: none.
+	keep atomic.Pointer[keepHook]
 }
 
 // busyTimeout is how long a statement waits for another process's lock.
@@ -221,6 +225,10 @@ type Tx struct {
 	// touched: CPVs (and HeaderChange) this transaction changed, for the
 	// change log commitChange writes.
 	touched map[string]struct{}
+	db      *DB
+	// afterCommit runs once the transaction has committed (dropping the
+	// blobs of instances it removed).
+	afterCommit []func()
 }
 
 // Tx runs fn in one write transaction (BEGIN IMMEDIATE): commit if fn
@@ -278,7 +286,7 @@ func (db *DB) tryTxOn(ctx context.Context, b txBeginner, fn func(tx *Tx) error) 
 	if err != nil {
 		return fmt.Errorf("catalog: begin: %w", err)
 	}
-	tx := &Tx{tx: stx}
+	tx := &Tx{tx: stx, db: db}
 	// Reads in a write transaction go through statements it prepares once:
 	// an ingest or an import batch asks the same few queries per package.
 	tx.reader = reader{ctx: ctx, q: stmtQuerier{tx}}
@@ -299,6 +307,9 @@ func (db *DB) tryTxOn(ctx context.Context, b txBeginner, fn func(tx *Tx) error) 
 	done = true
 	if err := stx.Commit(); err != nil {
 		return fmt.Errorf("catalog: commit: %w", err)
+	}
+	for _, f := range tx.afterCommit {
+		f()
 	}
 	return nil
 }

@@ -30,6 +30,11 @@ func (tx *Tx) SetInstanceAttrs(id int64, mode uint32, mtimeNs int64) error {
 // ahead of the clock, where clients (If-Modified-Since = TIMESTAMP + 5 s)
 // would stop seeing changes.
 func commitChange(tx *Tx) error {
+	// The on-the-fly prune policy (mount --keep) acts in the transaction
+	// that changed a CPV, so no reader ever sees more builds than it allows.
+	if err := tx.applyKeepPolicy(); err != nil {
+		return err
+	}
 	_, err := tx.BumpGeneration()
 	return err
 }
@@ -136,23 +141,34 @@ func (s *Store) Remove(ctx context.Context, id int64) error {
 func (s *Store) RemoveKeepBlob(ctx context.Context, id int64) (string, error) {
 	var blob string
 	err := s.DB.Tx(ctx, func(tx *Tx) error {
-		old, err := tx.InstanceByID(id)
+		old, err := tx.RemoveInstance(id)
 		if err != nil {
 			return err
 		}
 		blob = old.Blob
-		if err := tx.DeleteInstance(id); err != nil {
-			return err
-		}
-		if !old.Placeholder && old.SHA256 != "" {
-			if _, err := tx.tx.ExecContext(tx.ctx, `INSERT INTO removed_builds (cpv, sha256, build_id) VALUES (?, ?, ?)
-				ON CONFLICT (cpv, sha256) DO UPDATE SET build_id = excluded.build_id`, old.CPV, old.SHA256, old.BuildID); err != nil {
-				return err
-			}
-		}
 		return commitChange(tx)
 	})
 	return blob, err
+}
+
+// RemoveInstance deletes an instance's row, remembering the build id of its
+// bytes (removed_builds), and returns it: every removal (unlink, prune, the
+// keep policy) goes this way. Its blob is the caller's to drop.
+func (tx *Tx) RemoveInstance(id int64) (*Instance, error) {
+	old, err := tx.InstanceByID(id)
+	if err != nil {
+		return nil, err
+	}
+	if err := tx.DeleteInstance(id); err != nil {
+		return nil, err
+	}
+	if !old.Placeholder && old.SHA256 != "" {
+		if _, err := tx.tx.ExecContext(tx.ctx, `INSERT INTO removed_builds (cpv, sha256, build_id) VALUES (?, ?, ?)
+			ON CONFLICT (cpv, sha256) DO UPDATE SET build_id = excluded.build_id`, old.CPV, old.SHA256, old.BuildID); err != nil {
+			return nil, err
+		}
+	}
+	return old, nil
 }
 
 // DropBlob removes a blob no row names any more. A crash before this leaves

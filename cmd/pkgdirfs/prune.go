@@ -1,0 +1,316 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"pkgdirfs/catalog"
+	"pkgdirfs/layout"
+)
+
+// pruneBatch is how many removals one catalog transaction carries.
+const pruneBatch = 500
+
+func cmdPrune(args []string) int {
+	fl := newFlags("prune")
+	state := stateFlag(fl)
+	keep := fl.Int("keep", 0, "keep the N newest builds of each CPV (newest: BUILD_TIME, then BUILD_ID), remove the others")
+	perUse := fl.Bool("per-use", false, "with --keep: keep the N newest of each distinct USE set of each CPV")
+	older := fl.String("older-than", "", "remove only builds whose BUILD_TIME is older than DUR (30d, 36h); alone: every such build")
+	keepAtoms := fl.String("keep-atoms", "", "never remove a build an atom in FILE matches (one atom a line, # comments; e.g. a client's world file)")
+	dry := fl.Bool("dry-run", false, "print what would be removed, change nothing")
+	ops, code := parseArgs(fl, args)
+	if code >= 0 {
+		return code
+	}
+	usage := func(format string, a ...any) int {
+		fmt.Fprintf(os.Stderr, "pkgdirfs prune: "+format+"\n", a...)
+		return 2
+	}
+	switch {
+	case len(ops) != 0:
+		return usage("unexpected operand %q (the policy is given by --keep, --older-than and --keep-atoms)", ops[0])
+	case *keep < 0:
+		return usage("--keep %d: want N >= 1", *keep)
+	case *perUse && *keep == 0:
+		return usage("--per-use needs --keep N")
+	case *keep == 0 && *older == "":
+		return usage("nothing to prune by: give --keep N and/or --older-than DUR")
+	}
+	policy := catalog.PrunePolicy{Keep: *keep, PerUse: *perUse}
+	now := time.Now()
+	if *older != "" {
+		d, err := parseAge(*older)
+		if err != nil {
+			return usage("--older-than: %v", err)
+		}
+		policy.Before = now.Add(-d).Unix()
+	}
+	var protect []*layout.Atom
+	if *keepAtoms != "" {
+		var err error
+		if protect, err = readAtomsFile(*keepAtoms); err != nil {
+			return usage("--keep-atoms: %v", err)
+		}
+	}
+	if why := notAState(*state); why != "" {
+		return fail("prune: %s is not a pkgdirfs state (%s)", *state, why)
+	}
+
+	// Who serves the state decides how builds go: through a mount, by
+	// unlinking their paths there, which is rm's removal (the daemon keeps
+	// them downloadable for its --removed-grace); else in catalog batches,
+	// holding the state so that no mount starts meanwhile.
+	log := newLogger(os.Stderr)
+	var (
+		store *catalog.Store
+		mnt   string
+		err   error
+	)
+	if *dry {
+		store, err = catalog.OpenStore(*state, log)
+	} else {
+		var lk *catalog.StateLock
+		lk, mnt, err = claimState(*state)
+		if err != nil {
+			return fail("prune: %v", err)
+		}
+		if lk != nil {
+			defer lk.Release()
+			store, err = catalog.OpenStoreLocked(*state, log, lk)
+		} else {
+			store, err = catalog.OpenStore(*state, log)
+		}
+	}
+	if err != nil {
+		return fail("prune: %v", err)
+	}
+	defer store.Close()
+
+	doomed, kept, err := selectPrune(store, policy, protect)
+	if err != nil {
+		return fail("prune: %v", err)
+	}
+	w := bufio.NewWriter(os.Stdout)
+	defer w.Flush()
+	var (
+		removed    []catalog.Instance
+		removeErr  error
+		verb       = "removed"
+		cpvs       = map[string]bool{}
+		freedBytes int64
+	)
+	switch {
+	case *dry:
+		verb, removed = "would remove", doomed
+		for i := range removed {
+			printRemoval(w, verb, &removed[i])
+		}
+	case mnt != "":
+		removed, removeErr = removeThroughMount(store, mnt, doomed, func(in *catalog.Instance) { printRemoval(w, verb, in) })
+	default:
+		removed, removeErr = removeInBatches(store, doomed, func(in *catalog.Instance) { printRemoval(w, verb, in) })
+	}
+	for _, in := range removed {
+		cpvs[in.CPV] = true
+		freedBytes += in.Size
+	}
+	freed := "freed"
+	if *dry {
+		freed = "would free"
+	}
+	fmt.Fprintf(w, "%s %d %s of %d %s, %s %d bytes (%s); kept %d\n", verb, len(removed), plural(len(removed), "instance", "instances"),
+		len(cpvs), plural(len(cpvs), "CPV", "CPVs"), freed, freedBytes, bytesText(freedBytes), kept+len(doomed)-len(removed))
+	if removeErr != nil {
+		w.Flush()
+		return fail("prune: %v", removeErr)
+	}
+	return 0
+}
+
+// claimState takes the state for a prune: its lock when no daemon holds it
+// (lk), else the mountpoint of the daemon that does.
+func claimState(state string) (lk *catalog.StateLock, mnt string, err error) {
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		lk, err := catalog.LockState(state, fmt.Sprintf("pid %d, pruning", os.Getpid()))
+		if err == nil {
+			return lk, "", nil
+		}
+		if !errors.Is(err, catalog.ErrStateLocked) {
+			return nil, "", err
+		}
+		// The holder wrote who it is (mount: "pid N, mounted at DIR").
+		b, _ := os.ReadFile(filepath.Join(state, "lock"))
+		if _, m, ok := strings.Cut(strings.TrimSpace(string(b)), "mounted at "); ok {
+			if _, found := mountConnection(m); found {
+				return nil, m, nil
+			}
+		}
+		// Another command holds it for a moment (import recovering staging
+		// files), or a mount is on its way up.
+		if time.Now().After(deadline) {
+			return nil, "", fmt.Errorf("state %s: %v", state, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// readAtomsFile reads one atom a line; '#' starts a comment.
+func readAtomsFile(path string) ([]*layout.Atom, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var atoms []*layout.Atom
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line, _, _ := strings.Cut(sc.Text(), "#")
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		a, err := layout.ParseAtom(line)
+		if err != nil {
+			return nil, fmt.Errorf("%s:%d: %v", path, n, err)
+		}
+		atoms = append(atoms, a)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %v", path, err)
+	}
+	return atoms, nil
+}
+
+// selectPrune reads the catalog in one snapshot, a CPV at a time (rows come
+// ordered by CPV), and returns the builds the policy removes and how many
+// builds stay.
+func selectPrune(store *catalog.Store, policy catalog.PrunePolicy, protect []*layout.Atom) (doomed []catalog.Instance, kept int, err error) {
+	var (
+		group     []catalog.Instance
+		use       = map[int64]string{}
+		protected = map[int64]bool{}
+	)
+	flush := func() {
+		d := catalog.SelectPrune(group, policy,
+			func(in *catalog.Instance) string { return use[in.ID] },
+			func(in *catalog.Instance) bool { return protected[in.ID] })
+		doomed = append(doomed, d...)
+		kept += len(group) - len(d)
+		group = group[:0]
+		clear(use)
+		clear(protected)
+	}
+	err = store.DB.ForEachIndexed(background(), func(inst *catalog.Instance) error {
+		if len(group) > 0 && group[0].CPV != inst.CPV {
+			flush()
+		}
+		use[inst.ID] = inst.Meta["USE"]
+		protected[inst.ID] = matchAtoms(protect, inst)
+		in := *inst
+		in.Meta = nil // only what the policy looks at stays in memory
+		group = append(group, in)
+		return nil
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	flush()
+	return doomed, kept, nil
+}
+
+func printRemoval(w *bufio.Writer, verb string, in *catalog.Instance) {
+	fmt.Fprintf(w, "%s %s build %d (built %s, %d bytes): %s\n", verb, in.CPV, in.BuildID, builtText(in.BuildTime), in.Size, instPath(in))
+	w.Flush()
+}
+
+// removeInBatches removes in catalog transactions of pruneBatch builds each,
+// dropping their blobs after each commit: nobody serves them.
+func removeInBatches(store *catalog.Store, doomed []catalog.Instance, done func(*catalog.Instance)) ([]catalog.Instance, error) {
+	var removed []catalog.Instance
+	for len(doomed) > 0 {
+		n := min(pruneBatch, len(doomed))
+		ids := make([]int64, n)
+		for i := range ids {
+			ids[i] = doomed[i].ID
+		}
+		doomed = doomed[n:]
+		batch, err := store.RemoveBatch(background(), ids)
+		if err != nil {
+			return removed, err
+		}
+		for i := range batch {
+			store.DropBlob(background(), batch[i].Blob)
+			done(&batch[i])
+		}
+		removed = append(removed, batch...)
+	}
+	return removed, nil
+}
+
+// removeThroughMount unlinks each build's multi-instance path in the mount:
+// the daemon removes it as it does for rm (one catalog transaction each)
+// and keeps it downloadable under .pkgdirfs/removed for its grace period.
+// A build the mount does not show at that path (a mount without the multi
+// layout), or any build when the mount is read-only, is removed from the
+// catalog directly, in batches.
+func removeThroughMount(store *catalog.Store, mnt string, doomed []catalog.Instance, done func(*catalog.Instance)) ([]catalog.Instance, error) {
+	var (
+		removed  []catalog.Instance
+		direct   []catalog.Instance
+		readOnly bool
+	)
+	for i := range doomed {
+		in := &doomed[i]
+		if readOnly {
+			direct = append(direct, *in)
+			continue
+		}
+		err := syscall.Unlink(filepath.Join(mnt, instPath(in)))
+		switch {
+		case err == nil:
+			removed = append(removed, *in)
+			done(in)
+		case errors.Is(err, syscall.ENOENT):
+			direct = append(direct, *in)
+		case errors.Is(err, syscall.EROFS):
+			// A mount --read-only refuses every client write, not the
+			// catalog's owner: the builds go from the catalog, which the
+			// mount follows, without a grace period.
+			fmt.Fprintf(os.Stderr, "pkgdirfs prune: the mount at %s is read-only: removing from the catalog; removed builds do not stay downloadable for the grace period\n", mnt)
+			readOnly = true
+			direct = append(direct, *in)
+		default:
+			return removed, fmt.Errorf("unlink %s in the mount at %s: %w", instPath(in), mnt, err)
+		}
+	}
+	if len(direct) > 0 {
+		batch, err := removeInBatches(store, direct, done)
+		removed = append(removed, batch...)
+		if err != nil {
+			return removed, err
+		}
+	}
+	return removed, nil
+}
+
+// bytesText is n in binary units for people.
+func bytesText(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

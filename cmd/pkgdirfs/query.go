@@ -1,0 +1,334 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"pkgdirfs/catalog"
+	"pkgdirfs/layout"
+)
+
+func cmdQuery(args []string) int {
+	fl := newFlags("query")
+	state := stateFlag(fl)
+	format := fl.String("format", "table", "output: table (aligned columns), json (one array) or paths (multi-instance paths, one a line)")
+	use := fl.String("use", "", "only builds with these USE flags enabled and the -FLAGs disabled, e.g. ssl,-X")
+	older := fl.String("older-than", "", "only builds whose BUILD_TIME is older than DUR (Go duration like 36h, or days: 30d)")
+	newer := fl.String("newer-than", "", "only builds whose BUILD_TIME is within the last DUR")
+	atoms, code := parseArgs(fl, args)
+	if code >= 0 {
+		return code
+	}
+	usage := func(format string, a ...any) int {
+		fmt.Fprintf(os.Stderr, "pkgdirfs query: "+format+"\n", a...)
+		return 2
+	}
+	if *format != "table" && *format != "json" && *format != "paths" {
+		return usage("--format %q: want table, json or paths", *format)
+	}
+	sel, err := parseSelection(atoms, *use, *older, *newer, time.Now())
+	if err != nil {
+		return usage("%v", err)
+	}
+	if why := notAState(*state); why != "" {
+		return fail("query: %s is not a pkgdirfs state (%s)", *state, why)
+	}
+	store, err := catalog.OpenStore(*state, newLogger(os.Stderr))
+	if err != nil {
+		return fail("query: %v", err)
+	}
+	defer store.Close()
+	var rows []queryRow
+	// A snapshot of the catalog, read-only: a mounted state goes on as if
+	// nobody asked.
+	err = store.DB.ForEachInScopes(background(), sel.scopes(), func(inst *catalog.Instance) error {
+		if sel.match(inst) {
+			rows = append(rows, rowOf(inst))
+		}
+		return nil
+	})
+	if err != nil {
+		return fail("query: %v", err)
+	}
+	sortRows(rows)
+	w := bufio.NewWriter(os.Stdout)
+	switch *format {
+	case "json":
+		err = writeJSON(w, rows)
+	case "paths":
+		for _, r := range rows {
+			fmt.Fprintln(w, r.Path)
+		}
+	default:
+		writeTable(w, rows)
+	}
+	if ferr := w.Flush(); err == nil {
+		err = ferr
+	}
+	if err != nil {
+		return fail("query: %v", err)
+	}
+	return 0
+}
+
+// selection is what query (and prune's --keep-atoms) select builds by:
+// any of the atoms (all builds without one), and every other condition.
+type selection struct {
+	atoms  []*layout.Atom
+	use    []layout.UseReq
+	before int64 // BUILD_TIME < before (0: no bound)
+	after  int64 // BUILD_TIME >= after (0: no bound)
+}
+
+func parseSelection(atoms []string, use, older, newer string, now time.Time) (*selection, error) {
+	s := &selection{}
+	for _, a := range atoms {
+		atom, err := layout.ParseAtom(a)
+		if err != nil {
+			return nil, err
+		}
+		s.atoms = append(s.atoms, atom)
+	}
+	if use != "" {
+		reqs, err := layout.ParseUseReqs(use)
+		if err != nil {
+			return nil, fmt.Errorf("--use: %v", err)
+		}
+		s.use = reqs
+	}
+	if older != "" {
+		d, err := parseAge(older)
+		if err != nil {
+			return nil, fmt.Errorf("--older-than: %v", err)
+		}
+		s.before = now.Add(-d).Unix()
+	}
+	if newer != "" {
+		d, err := parseAge(newer)
+		if err != nil {
+			return nil, fmt.Errorf("--newer-than: %v", err)
+		}
+		s.after = now.Add(-d).Unix()
+	}
+	return s, nil
+}
+
+// parseAge reads a Go duration ("36h", "90m") or days, alone or before
+// one ("30d", "1.5d", "2d12h"): ages of builds are counted in days.
+func parseAge(s string) (time.Duration, error) {
+	bad := fmt.Errorf("%q is not a duration (e.g. 30d, 2d12h, 36h, 90m)", s)
+	var d time.Duration
+	rest := s
+	if i := strings.IndexByte(s, 'd'); i >= 0 {
+		days, err := strconv.ParseFloat(s[:i], 64)
+		if err != nil || days < 0 || days > 1e5 {
+			return 0, bad
+		}
+		d = time.Duration(days * float64(24*time.Hour))
+		rest = s[i+1:]
+	}
+	if rest != "" {
+		x, err := time.ParseDuration(rest)
+		if err != nil || x < 0 {
+			return 0, bad
+		}
+		d += x
+	}
+	if s == "" {
+		return 0, bad
+	}
+	return d, nil
+}
+
+// scopes narrows the catalog read to the packages the atoms name.
+func (s *selection) scopes() []catalog.Scope {
+	var out []catalog.Scope
+	for _, a := range s.atoms {
+		if a.Category == "*" {
+			return nil
+		}
+		sc := catalog.Scope{Category: a.Category}
+		if a.PN != "*" {
+			sc.PN = a.PN
+		}
+		out = append(out, sc)
+	}
+	return out
+}
+
+func buildOf(inst *catalog.Instance) *layout.Build {
+	return &layout.Build{
+		Category: inst.Category, PN: inst.PN, PF: inst.PF, BuildID: inst.BuildID,
+		Slot: inst.Meta["SLOT"], Repo: inst.Meta["repository"], Use: inst.Meta["USE"], IUse: inst.Meta["IUSE"],
+	}
+}
+
+// matchAtoms tells whether any atom names inst (false without atoms).
+func matchAtoms(atoms []*layout.Atom, inst *catalog.Instance) bool {
+	var b *layout.Build
+	for _, a := range atoms {
+		if !a.Names(inst.Category, inst.PN) {
+			continue
+		}
+		if b == nil {
+			b = buildOf(inst)
+		}
+		if a.Match(b) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *selection) match(inst *catalog.Instance) bool {
+	if len(s.atoms) > 0 && !matchAtoms(s.atoms, inst) {
+		return false
+	}
+	if !layout.MatchUse(s.use, inst.Meta["USE"], inst.Meta["IUSE"]) {
+		return false
+	}
+	if s.before != 0 && inst.BuildTime >= s.before {
+		return false
+	}
+	if s.after != 0 && inst.BuildTime < s.after {
+		return false
+	}
+	return true
+}
+
+// queryRow is one build as query prints it; the JSON keys are stable.
+type queryRow struct {
+	CPV       string   `json:"cpv"`
+	BuildID   int64    `json:"build_id"`
+	BuildTime int64    `json:"build_time"`
+	Size      int64    `json:"size"`
+	Slot      string   `json:"slot"`
+	Format    string   `json:"format"`
+	Path      string   `json:"path"`
+	Use       []string `json:"use"`
+
+	category, pn, pf string
+}
+
+func rowOf(inst *catalog.Instance) queryRow {
+	slot := strings.TrimSpace(inst.Meta["SLOT"])
+	if slot == "" {
+		slot = "0"
+	}
+	use := strings.Fields(inst.Meta["USE"])
+	if use == nil {
+		use = []string{}
+	}
+	return queryRow{
+		CPV: inst.CPV, BuildID: inst.BuildID, BuildTime: inst.BuildTime, Size: inst.Size, Slot: slot,
+		Format: inst.Format, Path: instPath(inst), Use: use,
+		category: inst.Category, pn: inst.PN, pf: inst.PF,
+	}
+}
+
+func instPath(inst *catalog.Instance) string {
+	return layout.MultiPath(inst.Category, inst.PF, inst.BuildID, layout.Format(inst.Format))
+}
+
+// sortRows orders builds as a user reads them: by package, versions in PMS
+// order (2.9 before 2.10), then build id.
+func sortRows(rows []queryRow) {
+	vers := make(map[string]layout.Version)
+	ver := func(r *queryRow) (layout.Version, bool) {
+		if v, ok := vers[r.pf]; ok {
+			return v, true
+		}
+		v, err := layout.ParseVersion(r.pf[min(len(r.pf), len(r.pn)+1):])
+		if err != nil {
+			return v, false
+		}
+		vers[r.pf] = v
+		return v, true
+	}
+	sort.SliceStable(rows, func(i, j int) bool {
+		a, b := &rows[i], &rows[j]
+		if a.category != b.category {
+			return a.category < b.category
+		}
+		if a.pn != b.pn {
+			return a.pn < b.pn
+		}
+		if a.pf != b.pf {
+			va, oka := ver(a)
+			vb, okb := ver(b)
+			if oka && okb {
+				if c := layout.CompareVersions(va, vb); c != 0 {
+					return c < 0
+				}
+			}
+			return a.pf < b.pf
+		}
+		return a.BuildID < b.BuildID
+	})
+}
+
+func writeJSON(w io.Writer, rows []queryRow) error {
+	if rows == nil {
+		rows = []queryRow{}
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(rows)
+}
+
+// builtText is a BUILD_TIME for people; "-" when the build has none.
+func builtText(bt int64) string {
+	if bt <= 0 {
+		return "-"
+	}
+	return time.Unix(bt, 0).UTC().Format("2006-01-02 15:04")
+}
+
+func writeTable(w io.Writer, rows []queryRow) {
+	cells := [][]string{{"CPV", "BUILD_ID", "BUILT (UTC)", "SIZE", "USE", "PATH"}}
+	for _, r := range rows {
+		cells = append(cells, []string{r.CPV, strconv.FormatInt(r.BuildID, 10), builtText(r.BuildTime),
+			strconv.FormatInt(r.Size, 10), strings.Join(r.Use, " "), r.Path})
+	}
+	// Numbers align right, text left.
+	writeColumns(w, cells, map[int]bool{1: true, 3: true})
+}
+
+// writeColumns prints cells as aligned columns two spaces apart; the last
+// column is not padded.
+func writeColumns(w io.Writer, cells [][]string, right map[int]bool) {
+	var width []int
+	for _, row := range cells {
+		for i, c := range row {
+			if i >= len(width) {
+				width = append(width, 0)
+			}
+			width[i] = max(width[i], len(c))
+		}
+	}
+	for _, row := range cells {
+		var b strings.Builder
+		for i, c := range row {
+			if i > 0 {
+				b.WriteString("  ")
+			}
+			pad := strings.Repeat(" ", width[i]-len(c))
+			switch {
+			case right[i]:
+				b.WriteString(pad + c)
+			case i == len(row)-1:
+				b.WriteString(c)
+			default:
+				b.WriteString(c + pad)
+			}
+		}
+		fmt.Fprintln(w, b.String())
+	}
+}
