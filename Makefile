@@ -12,10 +12,23 @@ BENCH_SCALE ?= 100000
 BENCH_SCALE_CATALOG ?= 1000000
 SOAK_MINUTES ?= 30
 
+# make install: PREFIX=/usr for a distribution package (mount(8) finds
+# SBINDIR/mount.pkgdirfs only in /sbin or /usr/sbin); DESTDIR stages it.
+PREFIX         ?= /usr/local
+BINDIR         ?= $(PREFIX)/bin
+SBINDIR        ?= $(PREFIX)/sbin
+MANDIR         ?= $(PREFIX)/share/man
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+BASHCOMPDIR    ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR     ?= $(PREFIX)/share/zsh/site-functions
+DOCDIR         ?= $(PREFIX)/share/doc/pkgdirfs
+# What install builds first; INSTALL_DEPS= BIN=FILE installs a binary built elsewhere.
+INSTALL_DEPS   ?= build
+
 # Debian packages the tests drive (the real tools users use) and the mount needs.
 TEST_PKGS := fuse3 rsync zstd xz-utils bzip2 lz4 gzip tar coreutils util-linux curl nginx attr psmisc e2fsprogs
 
-.PHONY: all build deps mount test vet unit integration fuzz bench crash soak clean
+.PHONY: all build deps fuse-check mount install uninstall test vet unit integration fuzz bench crash soak clean
 
 all: build
 
@@ -24,21 +37,63 @@ build:
 
 # Installs only what is missing, so a prepared machine needs no network.
 deps:
-	@missing=""; for p in $(TEST_PKGS); do \
+	@if ! command -v dpkg-query >/dev/null 2>&1; then \
+	  echo "not Debian/Ubuntu: make sure the equivalents of these packages are installed: $(TEST_PKGS)"; \
+	else missing=""; for p in $(TEST_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi; fi
+	@test -c /dev/fuse || { echo "no /dev/fuse: load the fuse module (modprobe fuse)"; exit 1; }
+
+# fuse3 (fusermount3, mount.fuse3) and /dev/fuse. The package manager is
+# used only on Debian/Ubuntu, and only when fuse3 is missing; elsewhere this
+# says what to install. As root pkgdirfs mounts without fusermount3.
+fuse-check:
+	@if ! command -v fusermount3 >/dev/null 2>&1 && ! command -v mount.fuse3 >/dev/null 2>&1; then \
+	  if [ -f /etc/debian_version ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing fuse3 (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fuse3 || exit 1; \
+	  else \
+	    echo "fuse3 is not installed (no fusermount3, no mount.fuse3); install it:"; \
+	    echo "  Gentoo: emerge --ask sys-fs/fuse:3   Fedora: dnf install fuse3   Arch: pacman -S fuse3   Alpine: apk add fuse3"; \
+	    if [ "$$(id -u)" != 0 ]; then exit 1; fi; \
+	    echo "continuing: as root, pkgdirfs mounts without it (mount -t fuse.pkgdirfs needs it)"; \
+	  fi; \
 	fi
 	@test -c /dev/fuse || { echo "no /dev/fuse: load the fuse module (modprobe fuse)"; exit 1; }
 
-# Import PKGDIR into the catalog, then mount the catalog over it.
-mount: build
-	@dpkg-query -W -f='$${Status}' fuse3 2>/dev/null | grep -q "ok installed" || { apt-get update -qq && apt-get install -y -qq fuse3; }
-	$(BIN) import --link --state $(STATE) $(PKGDIR)
+# Import PKGDIR into the catalog, then mount the catalog over it. Files that
+# are not valid packages are listed by import (exit status 1) and do not
+# stop the mount; a worse failure (2: usage, others) does.
+mount: build fuse-check
+	@$(BIN) import --link --state $(STATE) $(PKGDIR); rc=$$?; \
+	  if [ $$rc = 1 ]; then echo "(the files listed as invalid above were not imported; the mount shows the rest)"; \
+	  elif [ $$rc != 0 ]; then exit $$rc; fi
 	$(BIN) mount --state $(STATE) --allow-other $(PKGDIR)
 	@echo "mounted $(PKGDIR) (state $(STATE)); unmount with: umount $(PKGDIR)"
+
+install: $(INSTALL_DEPS)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(SYSTEMDUNITDIR) \
+	  $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(DOCDIR)
+	install -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/pkgdirfs
+	ln -sf $(BINDIR)/pkgdirfs $(DESTDIR)$(SBINDIR)/mount.pkgdirfs
+	install -m 0644 contrib/man/pkgdirfs.8 $(DESTDIR)$(MANDIR)/man8/pkgdirfs.8
+	printf '.so man8/pkgdirfs.8\n' > $(DESTDIR)$(MANDIR)/man8/mount.pkgdirfs.8
+	sed 's|@BINDIR@|$(BINDIR)|g' contrib/systemd/pkgdirfs@.service.in > $(DESTDIR)$(SYSTEMDUNITDIR)/pkgdirfs@.service
+	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/pkgdirfs@.service
+	install -m 0644 contrib/completion/pkgdirfs.bash $(DESTDIR)$(BASHCOMPDIR)/pkgdirfs
+	install -m 0644 contrib/completion/_pkgdirfs $(DESTDIR)$(ZSHCOMPDIR)/_pkgdirfs
+	install -m 0644 contrib/nginx/pkgdirfs-binhost.conf contrib/portage/binrepos.conf $(DESTDIR)$(DOCDIR)/
+	install -m 0644 contrib/logrotate/pkgdirfs $(DESTDIR)$(DOCDIR)/logrotate.pkgdirfs
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/pkgdirfs $(DESTDIR)$(SBINDIR)/mount.pkgdirfs $(DESTDIR)$(MANDIR)/man8/pkgdirfs.8 \
+	  $(DESTDIR)$(MANDIR)/man8/mount.pkgdirfs.8 $(DESTDIR)$(SYSTEMDUNITDIR)/pkgdirfs@.service \
+	  $(DESTDIR)$(BASHCOMPDIR)/pkgdirfs $(DESTDIR)$(ZSHCOMPDIR)/_pkgdirfs
+	rm -rf $(DESTDIR)$(DOCDIR)
 
 vet:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -53,7 +108,7 @@ integration: build
 
 # Each fuzz target runs briefly on top of its seed corpus.
 fuzz:
-	@set -e; for t in FuzzDecodeBlock FuzzReadXpak FuzzInspect FuzzMetadata FuzzXzMaxDict; do \
+	@set -e; for t in FuzzDecodeBlock FuzzReadXpak FuzzInspect FuzzMetadata FuzzXzMaxDict FuzzGpkgStream; do \
 	  $(GO) test -run='^$$' -fuzz="^$$t\$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=2000x ./xpak/; done
 	@set -e; for t in FuzzParseVersion FuzzParsePath FuzzPkgSplit FuzzUseReduce; do \
 	  $(GO) test -run='^$$' -fuzz="^$$t\$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=2000x ./layout/; done

@@ -257,7 +257,7 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	// handles keep reading the unlinked blob, and binhost clients holding
 	// the previous index find it under RemovedDir for the grace period.
 	before := f.model.Seq()
-	path := f.model.IndexPath(e.File.ID)
+	path := f.model.IndexPath(e.File.CPV(), e.File.ID)
 	alias := layout.ParsePath(rel).Kind != layout.KindMulti
 	// Remembered for a moment: a copy that removes the name to put its own
 	// entry there (tar -x, cp -a, rsync) means to add a build, not to drop
@@ -372,6 +372,9 @@ func (d *dirNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetA
 	if errno := d.writable(); errno != 0 {
 		return errno
 	}
+	if d.path == "" {
+		return d.setRootAttr(ctx, fh, in, out)
+	}
 	// Attributes of a directory live on its scratch twin, made on demand
 	// (Portage sets the setgid bit and group on category directories).
 	p := d.fs.scratchPath(d.path)
@@ -407,6 +410,31 @@ func (d *dirNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetA
 		}
 	}
 	return d.Getattr(ctx, fh, out)
+}
+
+// setRootAttr refuses to change the root: its mode, owner and times are the
+// mount's own (no scratch twin is shown for it), so a change could only
+// report success and show nothing. What changes nothing succeeds: the mode
+// and owner it already has, and explicit times, which copies of a PKGDIR
+// onto the mount set on it (cp -a, rsync -a, tar -x fail on an EPERM there);
+// `touch` (the current time) is refused.
+func (d *dirNode) setRootAttr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if errno := d.Getattr(ctx, fh, out); errno != 0 {
+		return errno
+	}
+	if m, ok := in.GetMode(); ok && m&0o7777 != out.Mode&0o7777 {
+		return syscall.EPERM
+	}
+	if uid, ok := in.GetUID(); ok && uid != out.Uid {
+		return syscall.EPERM
+	}
+	if gid, ok := in.GetGID(); ok && gid != out.Gid {
+		return syscall.EPERM
+	}
+	if in.Valid&(fuse.FATTR_MTIME_NOW|fuse.FATTR_ATIME_NOW) != 0 {
+		return syscall.EPERM
+	}
+	return 0
 }
 
 func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {

@@ -3,6 +3,7 @@
 package fs
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -33,6 +34,9 @@ type Config struct {
 	XAttrs bool
 	Debug  bool
 	Log    *slog.Logger
+	// FsName is the mount's source in mountinfo, df and findmnt (the state
+	// directory, so that mounts of two states can be told apart).
+	FsName string
 	// RemovedGrace is how long an unlinked instance stays readable under
 	// RemovedDir (for binhost clients holding the previous index); 0: not at all.
 	RemovedGrace time.Duration
@@ -130,7 +134,7 @@ func (f *FS) Mount(dir string) error {
 		// sent after the request that caused it has returned.
 		RootStableAttr: &gofs.StableAttr{Ino: tree.RootIno},
 		MountOptions: fuse.MountOptions{
-			FsName:      "pkgdirfs",
+			FsName:      cmp.Or(f.cfg.FsName, "pkgdirfs"),
 			Name:        "pkgdirfs",
 			AllowOther:  f.cfg.AllowOther,
 			DirectMount: true,

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"golang.org/x/term"
 
 	"pkgdirfs/catalog"
+	"pkgdirfs/layout"
 )
 
 func cmdImport(args []string) int {
@@ -72,8 +74,10 @@ func cmdImport(args []string) int {
 		}
 	}
 	for _, src := range srcs {
-		if st, err := os.Stat(src); err != nil || !st.IsDir() {
-			return fail("import: %s is not a directory", src)
+		if st, err := os.Stat(src); err != nil {
+			return fail("import: %v", unwrapPath(err))
+		} else if !st.IsDir() {
+			return fail("import: %s is not a directory (SRC is a PKGDIR)", src)
 		}
 		found, err := catalog.ScanPKGDIR(src)
 		if err != nil {
@@ -137,6 +141,13 @@ func cmdImport(args []string) int {
 	for _, inv := range res.Invalid {
 		fmt.Fprintf(os.Stderr, "invalid: %s: %s\n", inv.Path, inv.Reason)
 	}
+	if res.Imported == 0 && res.Present == 0 && len(res.Invalid) > 0 {
+		for _, src := range srcs {
+			if h := levelHint(src); h != "" {
+				fmt.Fprintf(os.Stderr, "hint: %s\n", h)
+			}
+		}
+	}
 	fmt.Fprintf(os.Stderr, "imported %d, already present %d, invalid %d (linked %d, cloned %d, copied %d)\n",
 		res.Imported, res.Present, len(res.Invalid), res.Linked, res.Cloned, res.Copied)
 	if len(res.Invalid) > 0 {
@@ -186,4 +197,41 @@ func prepareRebuild(state string) (*catalog.StateLock, error) {
 		fmt.Fprintf(os.Stderr, "moved the unreadable catalog aside: %s\n", path+suffix)
 	}
 	return lk, nil
+}
+
+// levelHint says which directory to import when src, whose files were all
+// refused, is one level above or below a PKGDIR: package names are judged
+// relative to SRC, so every file is then "not a package file name".
+func levelHint(src string) string {
+	clean := filepath.Clean(src)
+	// A category, $PN or All/ directory: the PKGDIR is the nearest
+	// ancestor with a Packages index, else the parent of a category.
+	for dir, up := filepath.Dir(clean), 0; up < 3 && dir != filepath.Dir(dir); dir, up = filepath.Dir(dir), up+1 {
+		if isFile(filepath.Join(dir, "Packages")) {
+			return fmt.Sprintf("%s is a directory inside the PKGDIR %s (which has the Packages index): import %s", src, dir, dir)
+		}
+	}
+	if base := filepath.Base(clean); base == "All" || (layout.ValidCategory(base) && strings.Contains(base, "-")) {
+		return fmt.Sprintf("%s looks like a category directory (or All/) of a PKGDIR: import its parent, %s", src, filepath.Dir(clean))
+	}
+	ents, err := os.ReadDir(clean)
+	if err != nil {
+		return ""
+	}
+	var below []string
+	for _, e := range ents {
+		if e.IsDir() && isFile(filepath.Join(clean, e.Name(), "Packages")) {
+			below = append(below, filepath.Join(src, e.Name()))
+		}
+	}
+	if len(below) > 0 {
+		return fmt.Sprintf("%s holds %s, which %s a Packages index: import %s instead",
+			src, strings.Join(below, ", "), plural(len(below), "has", "have"), strings.Join(below, " "))
+	}
+	return ""
+}
+
+func isFile(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.Mode().IsRegular()
 }

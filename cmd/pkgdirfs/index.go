@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"time"
 
@@ -20,6 +21,7 @@ func cmdIndex(args []string) int {
 		return code
 	}
 	if len(ops) != 0 {
+		fmt.Fprintf(os.Stderr, "pkgdirfs index: unexpected argument %q (index takes no operands: it writes the index to stdout (redirect it: > FILE), the state is --state)\n", ops[0])
 		fl.Usage()
 		return 2
 	}

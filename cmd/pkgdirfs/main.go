@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 )
 
 // version is set by the Makefile (-ldflags -X main.version=...).
@@ -25,11 +26,17 @@ var commands []command
 
 func init() {
 	commands = []command{
-		{"mount", "[--state DIR] [--layouts all|multi,flat,legacy] [--read-only] [--allow-other] [--xattrs] [--stamp-build-id] [--init] [-f] [--log FILE] MOUNTPOINT",
-			"serve the catalog as a PKGDIR at MOUNTPOINT (returns once it is mounted, unless -f)", cmdMount},
+		{"mount", "[--state DIR] [--layouts all|multi,flat,legacy] [--read-only] [--allow-other] [--xattrs] [--stamp-build-id] [--removed-grace DURATION] [--keep N [--per-use]] [--init] [-f] [--log FILE] [--log-level debug|info|warn|error] [--debug] MOUNTPOINT",
+			"serve the catalog as a PKGDIR at MOUNTPOINT (returns once it is mounted, unless -f); also mount -t fuse.pkgdirfs STATE MOUNTPOINT -o OPTIONS", cmdMount},
 		{"import", "[--state DIR] [--link] [-q] SRC... | --rebuild [--state DIR]", "import the packages of existing PKGDIRs (any layout) into the catalog", cmdImport},
 		{"index", "[--state DIR] [--layouts ...] [--gz]", "write the Packages index the mount serves to stdout", cmdIndex},
 		{"verify", "[--state DIR] [--deep]", "check the catalog against the blobs (--deep: digests too); list refused files; exit 1 on any fault", cmdVerify},
+		{"query", "[--state DIR] [--format table|json|paths] [--use FLAGS] [--older-than DUR] [--newer-than DUR] [ATOM...]",
+			"list the builds matching Portage atoms (cat/pkg, >=cat/pkg-1.0, cat/pkg:SLOT, cat/*), USE flags and build times", cmdQuery},
+		{"prune", "[--state DIR] [--keep N] [--per-use] [--older-than DUR] [--keep-atoms FILE] [--dry-run]",
+			"remove old builds by policy: all but the N newest of each CPV (or USE set), older than DUR, never those FILE's atoms match", cmdPrune},
+		{"stats", "[--state DIR] [--format table|json]", "instances, CPVs, bytes by category, CPVs with the most builds, refused files, oldest and newest build", cmdStats},
+		{"status", "[--state DIR]", "show the daemon serving the state (pid, mountpoint, open handles, memory) and the catalog (generation, instances, last commit); exit 3 if not mounted", cmdStatus},
 		{"version", "", "print the version", func([]string) int { fmt.Println("pkgdirfs", version); return 0 }},
 		{"watchdog", "--pid PID --connection N MOUNTPOINT",
 			"started by mount beside its daemon (with the connection's control files as fds 3 and 4): if the daemon dies without unmounting, abort the mount's FUSE connection so clients fail instead of hanging", cmdWatchdog},
@@ -39,6 +46,9 @@ func init() {
 func usage(w io.Writer) {
 	fmt.Fprintf(w, "pkgdirfs %s — a Portage PKGDIR as a FUSE filesystem backed by a SQLite catalog\n\nUsage:\n", version)
 	for _, c := range commands {
+		if c.name == "watchdog" { // internal: started by mount
+			continue
+		}
 		fmt.Fprintf(w, "  pkgdirfs %s %s\n      %s\n", c.name, c.args, c.summary)
 	}
 	fmt.Fprintf(w, "\nThe state directory (--state, default %s, or $PKGDIRFS_STATE) holds catalog.db and the package bytes.\n", defaultState)
@@ -46,6 +56,9 @@ func usage(w io.Writer) {
 }
 
 func main() {
+	if prog := filepath.Base(os.Args[0]); helperNames[prog] {
+		os.Exit(mountHelper(prog, os.Args[1:]))
+	}
 	if len(os.Args) < 2 {
 		usage(os.Stderr)
 		os.Exit(2)
@@ -63,6 +76,9 @@ func main() {
 			os.Exit(c.run(os.Args[2:]))
 		}
 	}
+	if helperCall(os.Args[1:]) {
+		os.Exit(mountHelper("pkgdirfs", os.Args[1:]))
+	}
 	fmt.Fprintf(os.Stderr, "pkgdirfs: unknown command %q\n\n", name)
 	usage(os.Stderr)
 	os.Exit(2)
@@ -76,6 +92,9 @@ func newFlags(name string) *flag.FlagSet {
 			fs.Usage = func() {
 				fmt.Fprintf(fs.Output(), "Usage: pkgdirfs %s %s\n  %s\n\nOptions:\n", c.name, c.args, c.summary)
 				fs.PrintDefaults()
+				if helperOptions != "" {
+					helperFlagHint(fs.Output())
+				}
 			}
 		}
 	}
@@ -113,7 +132,7 @@ func parseArgs(fs *flag.FlagSet, args []string) ([]string, int) {
 }
 
 func newLogger(w io.Writer) *slog.Logger {
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: logLevel}))
 }
 
 func fail(format string, a ...any) int {

@@ -43,7 +43,10 @@ func cmdMount(args []string) int {
 	logFile := fl.String("log", "", "log file of the daemon (default STATE/pkgdirfs.log; -f logs to stderr)")
 	grace := fl.Duration("removed-grace", 15*time.Minute, "how long a removed package stays downloadable at "+pfs.RemovedDir+"/PATH for binhost clients holding the previous index (0: not at all)")
 	debug := fl.Bool("debug", false, "log every FUSE request (very verbose)")
+	level := fl.String("log-level", "info", "least severe log lines written: debug, info, warn or error")
 	initState := fl.Bool("init", false, "create STATE if it does not exist yet: a new, empty PKGDIR (else STATE must hold a catalog, made by pkgdirfs import)")
+	keep := fl.Int("keep", 0, "at every commit, remove all but the N newest builds of the CPV committed (as pkgdirfs prune --keep N; 0: keep all)")
+	perUse := fl.Bool("per-use", false, "with --keep: the N newest of each distinct USE set of the CPV")
 	ops, code := parseArgs(fl, args)
 	if code >= 0 {
 		return code
@@ -53,8 +56,14 @@ func cmdMount(args []string) int {
 		fl.Usage()
 		return 2
 	}
+	if *keep < 0 || (*perUse && *keep == 0) {
+		return fail("mount: --keep %d --per-use=%v: want --keep N >= 1 (--per-use needs it)", *keep, *perUse)
+	}
 	lay, err := tree.ParseLayouts(*layouts)
 	if err != nil {
+		return fail("mount: %v", err)
+	}
+	if err := setLogLevel(*level); err != nil {
 		return fail("mount: %v", err)
 	}
 	mnt, err := filepath.Abs(ops[0])
@@ -68,7 +77,9 @@ func cmdMount(args []string) int {
 			return fail("mount: %v", err)
 		}
 	}
-	if st, err := os.Stat(mnt); err != nil || !st.IsDir() {
+	if st, err := os.Stat(mnt); err != nil {
+		return fail("mount: mountpoint: %v", unwrapPath(err))
+	} else if !st.IsDir() {
 		return fail("mount: mountpoint %s is not a directory", mnt)
 	}
 	// A mistyped --state must not mount an empty PKGDIR over the real one.
@@ -80,27 +91,30 @@ func cmdMount(args []string) int {
 	if *logFile == "" {
 		*logFile = filepath.Join(*state, "pkgdirfs.log")
 	}
+	// SIGHUP reopens it by name, whatever the working directory then.
+	*logFile = absPath(*logFile)
 	if !fg && os.Getenv(readyFdEnv) == "" {
 		return daemonize(*state, *logFile)
 	}
 
-	var logw io.Writer = os.Stderr
+	notify := notifySocket()
 	ready := readyPipe()
+	logPath := "" // the file SIGHUP reopens; "" with -f, which logs to stderr
 	if ready != nil {
-		f, err := os.OpenFile(*logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-		if err != nil {
+		// Anything on the standard logger, and a crash (a Go panic) on
+		// fd 2, goes into the log, not /dev/null.
+		if err := logToFile(*logFile); err != nil {
 			fmt.Fprintf(ready, "cannot open log %s: %v\n", *logFile, err)
 			return 1
 		}
-		logw = f
-		// Anything on the standard logger, and a crash (a Go panic) on
-		// fd 2, goes into the log, not /dev/null.
-		stdlog.SetOutput(f)
-		unix.Dup2(int(f.Fd()), 2)
+		logPath = *logFile
+		stdlog.SetOutput(os.Stderr)
 	}
+	var logw io.Writer = os.Stderr
 	log := newLogger(logw)
 	failReady := func(format string, a ...any) int {
-		msg := fmt.Sprintf(format, a...)
+		// One line: the parent reads one from the ready pipe.
+		msg := strings.ReplaceAll(strings.TrimSpace(fmt.Sprintf(format, a...)), "\n", "; ")
 		log.Error("mount failed", "err", msg)
 		if ready != nil {
 			fmt.Fprintln(ready, msg)
@@ -113,11 +127,19 @@ func cmdMount(args []string) int {
 	// unmount, not kill the daemon and leave a dead mount behind.
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	reopenLogOnHUP(logPath, log)
+	var statsStore *catalog.Store // set once open
 	usr1 := make(chan os.Signal, 1)
 	signal.Notify(usr1, syscall.SIGUSR1)
+	statsReady := make(chan struct{})
 	go func() {
 		for range usr1 {
-			logStats(log)
+			select {
+			case <-statsReady:
+				logStats(log, statsStore)
+			default:
+				logStats(log, nil)
+			}
 		}
 	}()
 
@@ -136,12 +158,17 @@ func cmdMount(args []string) int {
 		return failReady("%s", why)
 	}
 	store.StampBuildID = *stamp
+	store.SetKeepPolicy(catalog.PrunePolicy{Keep: *keep, PerUse: *perUse})
+	statsStore = store
+	close(statsReady)
 	// The daemon's heap is mostly the tree, which lives as long as the
 	// mount: collecting at half the live heap instead of all of it keeps
 	// the resident size near what the tree needs (about 1.5x, not 2x).
 	rtdebug.SetGCPercent(50)
 	fsys, err := pfs.New(background(), pfs.Config{
-		Store:   store,
+		Store: store,
+		// df and findmnt tell mounts apart by their source: the state.
+		FsName:  absPath(*state),
 		Layouts: lay, ReadOnly: *readOnly, AllowOther: *allowOther, XAttrs: *xattrs, RemovedGrace: *grace, Debug: *debug, Log: log,
 	})
 	if err != nil {
@@ -154,20 +181,24 @@ func cmdMount(args []string) int {
 	}
 	defer os.Remove(pidFile(*state))
 	if err := fsys.Mount(mnt); err != nil {
-		return failReady("%v", err)
+		return failReady("%s%s", strings.TrimSpace(err.Error()), mountHint(mnt, *allowOther, *logFile, ready != nil))
 	}
 	log.Info("mounted", "mountpoint", mnt, "state", *state, "layouts", lay.String())
 	// Before reporting ready: the mount is watched from the moment
 	// `pkgdirfs mount` returns (and no half-started child looks like a
 	// second daemon then).
-	startWatchdog(mnt, logw, log)
+	startWatchdog(mnt, logPath, log)
 	if ready != nil {
 		fmt.Fprintln(ready, "ok")
 		ready.Close()
 	}
+	if err := sdNotify(notify, "READY=1\nSTATUS=serving "+mnt); err != nil {
+		log.Warn("cannot notify systemd of readiness", "socket", notify, "err", err)
+	}
 
 	go func() {
 		s := <-sig
+		sdNotify(notify, "STOPPING=1")
 		log.Info("unmounting", "signal", s.String())
 		if err := fsys.Unmount(); err != nil {
 			log.Error("unmount", "err", err)
@@ -205,6 +236,9 @@ func daemonize(state, logFile string) int {
 	if err != nil {
 		return fail("mount: %v", err)
 	}
+	// Under a Type=notify unit without -f, this process is the one systemd
+	// watches: it reports the child as the main process once it is ready.
+	notify := notifySocket()
 	cmd := exec.Command(exe, os.Args[1:]...)
 	cmd.Env = append(os.Environ(), readyFdEnv+"=3")
 	cmd.ExtraFiles = []*os.File{w}
@@ -216,6 +250,7 @@ func daemonize(state, logFile string) int {
 	line, _ := bufio.NewReader(r).ReadString('\n')
 	line = strings.TrimSpace(line)
 	if line == "ok" {
+		sdNotify(notify, fmt.Sprintf("MAINPID=%d\nREADY=1", cmd.Process.Pid))
 		cmd.Process.Release()
 		return 0
 	}
@@ -280,8 +315,9 @@ func lockState(dir, owner string) (*catalog.StateLock, error) {
 }
 
 // logStats answers SIGUSR1 with one line of the daemon's vital signs, for
-// operators and soak runs: what must stay flat over days of uploads.
-func logStats(log *slog.Logger) {
+// operators and soak runs: what must stay flat over days of uploads, and
+// what the catalog holds (store nil: not open yet).
+func logStats(log *slog.Logger, store *catalog.Store) {
 	fds := -1
 	if ents, err := os.ReadDir("/proc/self/fd"); err == nil {
 		fds = len(ents)
@@ -296,6 +332,100 @@ func logStats(log *slog.Logger) {
 	}
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	log.Info("stats", "goroutines", runtime.NumGoroutine(), "fds", fds, "rss_kib", rss,
-		"heap_inuse_kib", ms.HeapInuse>>10, "gc_cycles", ms.NumGC)
+	attrs := []any{"goroutines", runtime.NumGoroutine(), "fds", fds, "rss_kib", rss,
+		"heap_inuse_kib", ms.HeapInuse >> 10, "gc_cycles", ms.NumGC}
+	if store != nil {
+		if h, err := countHandles(os.Getpid(), store.Dir); err == nil {
+			attrs = append(attrs, "open_reading", h.Reading, "open_writing", h.Writing, "open_other", h.Other)
+		}
+		if cs, err := readCatalogStatus(store.DB); err != nil {
+			attrs = append(attrs, "catalog_err", err)
+		} else {
+			attrs = append(attrs, "generation", cs.Generation, "instances", cs.Instances, "placeholders", cs.Placeholders,
+				"index_timestamp", cs.IndexTimestamp, "last_commit", cs.LastWrite.UTC().Format(time.RFC3339))
+		}
+	}
+	log.Info("stats", attrs...)
+}
+
+// unwrapPath turns a *PathError into "PATH: reason" without the operation
+// ("stat"), which says nothing to the user.
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("%s: %v", pe.Path, pe.Err)
+	}
+	return err
+}
+
+// mountHint says what to do when the kernel or fusermount3 refused the
+// mount, which go-fuse reports only as fusermount's exit status.
+func mountHint(mnt string, allowOther bool, logFile string, daemon bool) string {
+	if os.Geteuid() == 0 {
+		return ""
+	}
+	said := ""
+	if daemon { // fusermount3 wrote its reason to our stderr: the log
+		if l := lastLineWith(logFile, "fusermount"); l != "" {
+			said = " (" + l + ")"
+		}
+	}
+	if _, err := exec.LookPath("fusermount3"); err != nil {
+		return " — fusermount3 is not installed: install fuse3 (Debian/Ubuntu: fuse3; Gentoo: sys-fs/fuse:3), or run as root"
+	}
+	if unix.Access("/dev/fuse", unix.R_OK|unix.W_OK) != nil {
+		return " — you may not open /dev/fuse" + said + ": run as root, or give your user access to /dev/fuse (mode 0666, or its group)"
+	}
+	if allowOther && !userAllowOther() {
+		return " — --allow-other as a user needs user_allow_other in /etc/fuse.conf" + said + ": enable it there, or run as root"
+	}
+	if unix.Access(mnt, unix.W_OK) != nil {
+		return fmt.Sprintf(" — you may not write to %s, and fusermount3 mounts only there%s: run as root, or mount on a directory you own", mnt, said)
+	}
+	if said == "" {
+		said = " (its message is above)"
+	}
+	return " — fusermount3 could not mount" + said + ": run as root, or see fusermount3(1)"
+}
+
+// lastLineWith is the last line of the end of file that holds sub and is
+// not one of our own log lines.
+func lastLineWith(file, sub string) string {
+	f, err := os.Open(file)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Size() > 4096 {
+		f.Seek(st.Size()-4096, io.SeekStart)
+	}
+	b, _ := io.ReadAll(f)
+	last := ""
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, sub) && !strings.HasPrefix(l, "time=") {
+			last = strings.TrimSpace(l)
+		}
+	}
+	return last
+}
+
+// userAllowOther tells whether /etc/fuse.conf enables user_allow_other.
+func userAllowOther() bool {
+	b, err := os.ReadFile("/etc/fuse.conf")
+	if err != nil {
+		return false
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.TrimSpace(l) == "user_allow_other" {
+			return true
+		}
+	}
+	return false
+}
+
+func absPath(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
 }

@@ -19,6 +19,10 @@ import (
 
 func pidFile(state string) string { return filepath.Join(state, "pkgdirfs.pid") }
 
+// fuseType is our mounts' type in mountinfo (go-fuse mounts "fuse." + Name);
+// their source is the state directory (older daemons: "pkgdirfs").
+const fuseType = "fuse.pkgdirfs"
+
 // mountConnection finds a pkgdirfs mount at mnt; conn is its FUSE
 // connection (the minor of its device number, its name under fusectl).
 func mountConnection(mnt string) (conn string, found bool) {
@@ -34,7 +38,7 @@ func mountConnection(mnt string) (conn string, found bool) {
 			continue
 		}
 		for i, x := range fields {
-			if x == "-" && i+2 < len(fields) && strings.HasPrefix(fields[i+1], "fuse") && fields[i+2] == "pkgdirfs" {
+			if x == "-" && i+1 < len(fields) && fields[i+1] == fuseType {
 				_, conn, _ = strings.Cut(fields[2], ":")
 				found = true
 			}

@@ -20,6 +20,7 @@ func cmdVerify(args []string) int {
 		return code
 	}
 	if len(ops) != 0 {
+		fmt.Fprintf(os.Stderr, "pkgdirfs verify: unexpected argument %q (verify takes no operands: the state is --state DIR)\n", ops[0])
 		fl.Usage()
 		return 2
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -23,8 +22,10 @@ import (
 
 const watchdogPoll = 200 * time.Millisecond
 
-// startWatchdog starts the watchdog of this daemon's mount at mnt.
-func startWatchdog(mnt string, logw io.Writer, log *slog.Logger) {
+// startWatchdog starts the watchdog of this daemon's mount at mnt. It logs
+// to logPath, opened when it has something to say (the file may have been
+// rotated by then), or to the daemon's stderr if "".
+func startWatchdog(mnt, logPath string, log *slog.Logger) {
 	minor, found := mountConnection(mnt)
 	if !found {
 		log.Warn("no watchdog: the mount is not in /proc/self/mountinfo", "mountpoint", mnt)
@@ -45,9 +46,11 @@ func startWatchdog(mnt string, logw io.Writer, log *slog.Logger) {
 	}
 	defer waiting.Close()
 	defer abort.Close()
-	cmd := exec.Command(exe, "watchdog", "--pid", strconv.Itoa(os.Getpid()), "--connection", minor, mnt)
+	cmd := exec.Command(exe, "watchdog", "--pid", strconv.Itoa(os.Getpid()), "--connection", minor, "--log", logPath, mnt)
 	cmd.ExtraFiles = []*os.File{waiting, abort} // fds 3 and 4
-	cmd.Stdout, cmd.Stderr = logw, logw
+	if logPath == "" {
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	}
 	// Its own process group: a Ctrl-C meant for a foreground daemon must
 	// not stop the watchdog before the daemon has unmounted.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -62,6 +65,7 @@ func cmdWatchdog(args []string) int {
 	fl := newFlags("watchdog")
 	pid := fl.Int("pid", 0, "the daemon's process id")
 	conn := fl.String("connection", "", "the mount's FUSE connection (its device minor)")
+	logPath := fl.String("log", "", "the daemon's log file (default: stderr)")
 	ops, code := parseArgs(fl, args)
 	if code >= 0 {
 		return code
@@ -71,7 +75,7 @@ func cmdWatchdog(args []string) int {
 		return 2
 	}
 	mnt := ops[0]
-	log := newLogger(os.Stderr)
+	log := appendLogger(*logPath)
 	signal.Ignore(syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	// The connection's fusectl files, opened by the daemon (fds 3 and 4):
 	// they stay bound to its connection, while its number may belong to

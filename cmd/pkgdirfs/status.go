@@ -1,0 +1,185 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"pkgdirfs/catalog"
+)
+
+// catalogStatus is what the catalog says about a state.
+type catalogStatus struct {
+	Generation     int64
+	Instances      int64
+	Placeholders   int64
+	Bytes          int64
+	IndexTimestamp int64
+	// LastWrite is the newest mtime of catalog.db and its WAL: every commit
+	// (a package, a removal, a stamped index TIMESTAMP) writes the WAL.
+	LastWrite time.Time
+}
+
+func readCatalogStatus(db *catalog.DB) (catalogStatus, error) {
+	var s catalogStatus
+	ctx := background()
+	var err error
+	if s.Generation, err = db.Generation(ctx); err != nil {
+		return s, err
+	}
+	if s.Instances, s.Placeholders, s.Bytes, err = db.Stats(ctx); err != nil {
+		return s, err
+	}
+	if s.IndexTimestamp, err = db.LastTimestamp(ctx); err != nil {
+		return s, err
+	}
+	for _, p := range []string{db.Path(), db.Path() + "-wal"} {
+		if st, err := os.Stat(p); err == nil && st.ModTime().After(s.LastWrite) {
+			s.LastWrite = st.ModTime()
+		}
+	}
+	return s, nil
+}
+
+// handleCounts counts a daemon's open files in the state: packages being
+// read (blobs/: a handle keeps its blob open until release, passthrough or
+// not), packages being written (staging/) and other files (scratch/).
+type handleCounts struct{ Reading, Writing, Other, FDs int }
+
+func countHandles(pid int, state string) (handleCounts, error) {
+	var h handleCounts
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return h, err
+	}
+	abs, _ := filepath.Abs(state)
+	h.FDs = len(ents)
+	for _, e := range ents {
+		target, err := os.Readlink(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue
+		}
+		switch {
+		case strings.HasPrefix(target, abs+"/blobs/"):
+			h.Reading++
+		case strings.HasPrefix(target, abs+"/staging/"):
+			h.Writing++
+		case strings.HasPrefix(target, abs+"/scratch/"):
+			h.Other++
+		}
+	}
+	return h, nil
+}
+
+func rssKiB(pid int) int64 {
+	if v, ok := procStatus(pid)["VmRSS"]; ok {
+		n, _ := strconv.ParseInt(strings.TrimSuffix(v, " kB"), 10, 64)
+		return n
+	}
+	return -1
+}
+
+// mountsOfState finds the mountpoints of pkgdirfs mounts of state: the
+// mount's source (its FUSE fsname) is the state directory.
+func mountsOfState(state string) []string {
+	abs, _ := filepath.Abs(state)
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		for i, x := range fields {
+			if x == "-" && i+2 < len(fields) && fields[i+1] == fuseType && unescapeMount(fields[i+2]) == abs {
+				out = append(out, unescapeMount(fields[4]))
+			}
+		}
+	}
+	return out
+}
+
+func cmdStatus(args []string) int {
+	fl := newFlags("status")
+	state := stateFlag(fl)
+	ops, code := parseArgs(fl, args)
+	if code >= 0 {
+		return code
+	}
+	if len(ops) != 0 {
+		fmt.Fprintf(os.Stderr, "pkgdirfs status: unexpected argument %q (the state is given with --state)\n", ops[0])
+		fl.Usage()
+		return 2
+	}
+	if why := notAState(*state); why != "" {
+		return fail("status: %s is not a pkgdirfs state (%s)", *state, why)
+	}
+	db, err := catalog.Open(filepath.Join(*state, "catalog.db"))
+	if err != nil {
+		return fail("status: %v", err)
+	}
+	defer db.Close()
+	cs, err := readCatalogStatus(db)
+	if err != nil {
+		return fail("status: %v", err)
+	}
+	abs, _ := filepath.Abs(*state)
+	fmt.Printf("state:        %s\n", abs)
+	pid, alive := daemonAlive(*state)
+	mounts := mountsOfState(*state)
+	switch {
+	case alive:
+		fmt.Printf("daemon:       running, pid %d\n", pid)
+	case pid != 0:
+		fmt.Printf("daemon:       not running (pid file names pid %d, which is gone)\n", pid)
+	default:
+		fmt.Printf("daemon:       not running\n")
+	}
+	for _, m := range mounts {
+		fmt.Printf("mounted at:   %s\n", m)
+	}
+	fmt.Printf("generation:   %d\n", cs.Generation)
+	fmt.Printf("instances:    %d (%s), placeholders %d\n", cs.Instances, humanBytes(cs.Bytes), cs.Placeholders)
+	if cs.IndexTimestamp > 0 {
+		fmt.Printf("index:        TIMESTAMP %d (%s)\n", cs.IndexTimestamp, time.Unix(cs.IndexTimestamp, 0).UTC().Format(time.RFC3339))
+	}
+	if !cs.LastWrite.IsZero() {
+		fmt.Printf("last commit:  %s\n", cs.LastWrite.UTC().Format(time.RFC3339))
+	}
+	if alive {
+		if h, err := countHandles(pid, *state); err == nil {
+			fmt.Printf("open handles: %d packages being read, %d being written, %d other files (%d fds)\n", h.Reading, h.Writing, h.Other, h.FDs)
+		} else {
+			fmt.Printf("open handles: unknown (%v)\n", err)
+		}
+		if rss := rssKiB(pid); rss >= 0 {
+			fmt.Printf("memory:       %s resident\n", humanBytes(rss<<10))
+		}
+	}
+	// 3: "not running", as systemctl status and LSB init scripts answer.
+	if !alive || len(mounts) == 0 {
+		return 3
+	}
+	return 0
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
