@@ -83,7 +83,13 @@ const (
 	// table was small. NULL for an instance without metadata.
 	qIndexedMeta = `SELECT i.id, (SELECT x.meta FROM instance_index x WHERE x.instance_id = i.id)
 		FROM instances i WHERE i.state = 'package' ORDER BY i.cpv, i.build_id`
-	qMeta         = `SELECT meta FROM instance_index WHERE instance_id = ?`
+	qMeta      = `SELECT meta FROM instance_index WHERE instance_id = ?`
+	qTree      = treeSelect + ` ORDER BY cpv, build_id`
+	qTreeBelow = treeSelect + ` WHERE cpv < ? ORDER BY cpv, build_id`
+	qTreeFrom  = treeSelect + ` WHERE cpv >= ? ORDER BY cpv, build_id`
+	treeSelect = `SELECT id, cpv, build_id, build_time, size, mtime_ns, blob,
+		length(CAST(pn AS BLOB)) | ((format = 'gpkg') << 20) | ((state = 'placeholder') << 21) | (mode << 22)
+		FROM instances INDEXED BY instances_tree`
 	qBuildIDTaken = `SELECT EXISTS (SELECT 1 FROM instances WHERE cpv = ? AND build_id = ?)`
 	qNextBuildID  = `SELECT coalesce(max(build_id), 0) + 1 FROM instances WHERE cpv = ?`
 )
@@ -191,30 +197,64 @@ func (r reader) Instances() ([]Instance, error) {
 // tree needs is read: the digests, compression, signed and created_ns stay
 // empty. inst is reused for the next row: fn must copy what it keeps.
 func (r reader) ForEachInstance(fn func(inst *Instance) error) error {
-	rows, err := r.q.QueryContext(r.ctx, `SELECT id, cpv, length(CAST(category AS BLOB)), length(CAST(pn AS BLOB)),
-		build_id, build_time, format = 'gpkg', size, mtime_ns, mode, blob, state = 'placeholder'
-		FROM instances ORDER BY cpv, build_id`)
+	return r.forEachTree(fn, qTree)
+}
+
+// ForEachInstanceBelow is ForEachInstance of the CPVs before cpv (in byte
+// order), and ForEachInstanceFrom of the others: a load reads the two
+// halves at once, each in its own view.
+func (r reader) ForEachInstanceBelow(cpv string, fn func(inst *Instance) error) error {
+	return r.forEachTree(fn, qTreeBelow, cpv)
+}
+
+func (r reader) ForEachInstanceFrom(cpv string, fn func(inst *Instance) error) error {
+	return r.forEachTree(fn, qTreeFrom, cpv)
+}
+
+// CategoryNear returns the first CPV of the category of the CPV at position
+// n in byte order ("" past the end): a split there leaves every category
+// whole on one side.
+func (r reader) CategoryNear(n int64) (string, error) {
+	var cpv string
+	err := r.q.QueryRowContext(r.ctx, `SELECT cpv FROM instances INDEXED BY instances_cpv_build ORDER BY cpv LIMIT 1 OFFSET ?`, n).Scan(&cpv)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("catalog: %w", err)
+	}
+	cat, _, _ := strings.Cut(cpv, "/")
+	// Every CPV of the category sorts at or after "cat/", and every other
+	// category's wholly before or after it.
+	return cat + "/", nil
+}
+
+func (r reader) forEachTree(fn func(inst *Instance) error, query string, args ...any) error {
+	// Served by instances_tree alone. The small fields come packed in one
+	// integer: at a million rows each column costs a conversion per row.
+	// (SQLite's | and << share one precedence: hence the parentheses.)
+	rows, err := r.q.QueryContext(r.ctx, query, args...)
 	if err != nil {
 		return fmt.Errorf("catalog: %w", err)
 	}
 	defer rows.Close()
 	var (
-		inst                Instance
-		catLen, pnLen, mode int64
-		gpkg                bool
-		cpv                 sql.RawBytes
+		inst   Instance
+		packed int64
+		cpv    sql.RawBytes
 	)
 	for rows.Next() {
-		if err := rows.Scan(&inst.ID, &cpv, &catLen, &pnLen, &inst.BuildID, &inst.BuildTime, &gpkg,
-			&inst.Size, &inst.MtimeNs, &mode, &inst.Blob, &inst.Placeholder); err != nil {
+		if err := rows.Scan(&inst.ID, &cpv, &inst.BuildID, &inst.BuildTime, &inst.Size, &inst.MtimeNs, &inst.Blob, &packed); err != nil {
 			return fmt.Errorf("catalog: %w", err)
 		}
 		// Rows of one CPV share its string.
 		if inst.CPV != string(cpv) {
 			inst.CPV = string(cpv)
 		}
-		inst.Mode = uint32(mode)
-		if err := inst.sliceNames(catLen, pnLen, gpkg); err != nil {
+		inst.Mode = uint32(packed >> 22)
+		inst.Placeholder = packed>>21&1 == 1
+		catLen := int64(strings.IndexByte(inst.CPV, '/'))
+		if err := inst.sliceNames(catLen, packed&(1<<20-1), packed>>20&1 == 1); err != nil {
 			return err
 		}
 		if err := fn(&inst); err != nil {

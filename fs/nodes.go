@@ -217,7 +217,7 @@ func (n *instNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.Set
 // current is the instance as the newest snapshot shows it (chmod and
 // utimensat change mode and mtime; the bytes never change).
 func (n *instNode) current() *instFile {
-	if f := n.fs.model.File(n.f.ID); f != nil {
+	if f := n.fs.model.File(n.f.CPV(), n.f.ID); f != nil {
 		return f
 	}
 	return n.f

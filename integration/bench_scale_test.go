@@ -631,7 +631,7 @@ func benchScaleCatalogOnly(b *testing.B, nc, nBlobs int, blobs *benchScaleChange
 // 10,000 instances per transaction, with the index entries an import of the
 // same packages would store, then bumps the generation once. It returns the
 // number of instances.
-func benchScaleFillCatalog(b *testing.B, state string, n int) int {
+func benchScaleFillCatalog(b testing.TB, state string, n int) int {
 	b.Helper()
 	store, err := catalog.OpenStore(state, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {

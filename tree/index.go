@@ -112,7 +112,7 @@ func (x *indexState) rebuild(m *Model, v *catalog.View) error {
 	x.header = header
 	x.p.Reset()
 	return renderAll(v, header, x.p, func(in *catalog.Instance) (string, error) {
-		f := m.files[in.ID]
+		f := m.fileLocked(in.CPV, in.ID)
 		if f == nil {
 			return "", fmt.Errorf("index: instance %d of %s is not in the tree", in.ID, in.CPV)
 		}
@@ -212,7 +212,7 @@ func (m *Model) BuildIndex(ctx context.Context, db *catalog.DB, opts pieces.Opti
 			if at == nil {
 				return multiPath(in.Category, in.PN, in.PF, in.BuildID, in.Format == string(layout.FormatGpkg)), nil
 			}
-			if f := at.files[in.ID]; f != nil {
+			if f := at.fileLocked(in.CPV, in.ID); f != nil {
 				return at.indexPath(f), nil
 			}
 			return "", nil

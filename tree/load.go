@@ -39,21 +39,99 @@ func (m *Model) Load(ctx context.Context, db *catalog.DB) error {
 		defer m.mu.Unlock()
 		// Sized once: growing maps of a million entries step by step
 		// rehashes them again and again.
-		m.files = make(map[int64]*File, n)
 		m.groups = make(map[string]*group, n/2)
-		if err := m.loadFrom(v); err != nil {
+		if m.lay.Legacy {
+			m.legacy = make(map[string]*claim, n/2)
+		}
+		split := ""
+		if n >= splitLoadMin {
+			if split, err = v.CategoryNear(n / 2); err != nil {
+				return err
+			}
+		}
+		if split == "" {
+			err = m.loadFrom(v)
+		} else {
+			err = m.loadSplit(ctx, db, v, gen, split)
+		}
+		if err != nil {
 			return err
 		}
-		m.gen, m.mtimeNs = gen, ts*1e9
+		m.gen, m.mtimeNs = gen, max(m.mtimeNs, ts*1e9)
 		return nil
 	})
 }
 
+// splitLoadMin is the catalog size (by instance id) from which a load reads
+// the catalog in two halves at once: SQLite's scan is most of a load, and it
+// runs on one core per statement.
+var splitLoadMin int64 = 50_000
+
+// beforeSecondView runs before a split load opens its second view (tests
+// commit there, to make the views differ).
+var beforeSecondView = func() {}
+
 // loadFrom fills an empty model from every instance of v, streamed.
-// The catalog is read on one goroutine while another builds the tree: at
-// 1,000,000 instances each takes seconds, and a mount waits for both.
 func (m *Model) loadFrom(v *catalog.View) error {
-	batches := make(chan []catalog.Instance, 8)
+	return m.loadStreams(func(send func(*catalog.Instance) error) error { return v.ForEachInstance(send) })
+}
+
+// loadSplit is loadFrom reading the CPVs from split on in a second view of
+// the same generation, at the same time; when the catalog moved on between
+// the two views, one reads everything.
+func (m *Model) loadSplit(ctx context.Context, db *catalog.DB, v *catalog.View, gen int64, split string) error {
+	genB := make(chan int64, 1)
+	goB := make(chan bool, 1)
+	errB := make(chan error, 1)
+	streamB := make(chan func(send func(*catalog.Instance) error) error, 1)
+	go func() {
+		beforeSecondView()
+		errB <- db.View(ctx, func(vb *catalog.View) error {
+			g, err := vb.Generation()
+			if err != nil {
+				g = -1
+			}
+			genB <- g
+			if !<-goB {
+				return nil
+			}
+			done := make(chan error, 1)
+			streamB <- func(send func(*catalog.Instance) error) error {
+				err := vb.ForEachInstanceFrom(split, send)
+				done <- err
+				return err
+			}
+			return <-done
+		})
+	}()
+	select {
+	case g := <-genB:
+		if g != gen {
+			goB <- false
+			if err := <-errB; err != nil {
+				return err
+			}
+			return m.loadFrom(v)
+		}
+	case err := <-errB: // no second view
+		if err == nil {
+			err = errors.New("tree: the second view of a load ended early")
+		}
+		return err
+	}
+	goB <- true
+	runB := <-streamB
+	return m.loadStreams(
+		func(send func(*catalog.Instance) error) error { return v.ForEachInstanceBelow(split, send) },
+		runB)
+}
+
+// loadStreams fills an empty model from streams of instances, each in cpv
+// order and holding whole categories that no other stream holds. They are
+// read on their own goroutines while one more builds the tree: at 1,000,000
+// instances each takes a second or two, and a mount waits for all.
+func (m *Model) loadStreams(streams ...func(send func(*catalog.Instance) error) error) error {
+	batches := make(chan []catalog.Instance, 8*len(streams))
 	built := make(chan struct{})
 	go func() {
 		defer close(built)
@@ -61,36 +139,48 @@ func (m *Model) loadFrom(v *catalog.View) error {
 			m.addGroups(batch)
 		}
 	}()
-	// Batches hold whole groups; their capacity leaves room for the last
-	// one, so that they are not copied while they grow.
-	const batchLen = 512
-	batch := make([]catalog.Instance, 0, 2*batchLen)
-	err := v.ForEachInstance(func(in *catalog.Instance) error {
-		if len(batch) >= batchLen && batch[len(batch)-1].CPV != in.CPV {
-			batches <- batch
-			batch = make([]catalog.Instance, 0, 2*batchLen)
+	errs := make(chan error, len(streams))
+	for _, stream := range streams {
+		go func() {
+			// Batches hold whole groups; their capacity leaves room for
+			// the last one, so that they are not copied while they grow.
+			const batchLen = 512
+			batch := make([]catalog.Instance, 0, 2*batchLen)
+			err := stream(func(in *catalog.Instance) error {
+				if len(batch) >= batchLen && batch[len(batch)-1].CPV != in.CPV {
+					batches <- batch
+					batch = make([]catalog.Instance, 0, 2*batchLen)
+				}
+				batch = append(batch, *in)
+				return nil
+			})
+			if len(batch) > 0 {
+				batches <- batch
+			}
+			errs <- err
+		}()
+	}
+	var err error
+	for range streams {
+		if e := <-errs; e != nil && err == nil {
+			err = e
 		}
-		batch = append(batch, *in)
-		return nil
-	})
-	if len(batch) > 0 {
-		batches <- batch
 	}
 	close(batches)
 	<-built
-	m.forgetJournal()
+	m.finishLoad()
 	return err
 }
 
 // loadAll fills an empty model from every instance (ordered by cpv).
 func (m *Model) loadAll(insts []catalog.Instance) {
 	m.addGroups(insts)
-	m.forgetJournal()
+	m.finishLoad()
 }
 
 // addGroups adds to a model being loaded the instances of whole CPVs, in cpv
-// order, with their names. In cpv order the first claimant of an All/ name
-// keeps it, so each group's names are final when it is added.
+// order within each category (categories may come in any order). Names are
+// only counted: every top directory starts lazy (materialize).
 func (m *Model) addGroups(insts []catalog.Instance) {
 	for i := 0; i < len(insts); {
 		j := i
@@ -99,13 +189,34 @@ func (m *Model) addGroups(insts []catalog.Instance) {
 		}
 		g := newGroup(insts[i].CPV, insts[i:j])
 		m.register(g)
-		m.eachName(g, func(p string, f *File) { m.linkPath(p, f, nil) })
+		// eachName's names in g's category: every file (multi), the
+		// newest of each format (flat).
+		n := 0
+		if m.lay.Multi {
+			n += len(g.files)
+		}
+		if m.lay.Flat {
+			for _, f := range g.newest {
+				if f != nil {
+					n++
+				}
+			}
+		}
+		if n > 0 {
+			m.addTop(g.cat, n)
+		}
 		i = j
 	}
 }
 
-// forgetJournal drops what a load journaled: nothing was cached before it.
-func (m *Model) forgetJournal() { m.journal = journal{seq: m.journal.seq} }
+// finishLoad counts the All/ names, known only once every claimant is in,
+// and drops what the load journaled: nothing was cached before it.
+func (m *Model) finishLoad() {
+	if m.lay.Legacy && len(m.legacy) > 0 {
+		m.addTop("All", len(m.legacy))
+	}
+	m.journal = journal{seq: m.journal.seq}
+}
 
 // Catchup applies the catalog's changes since the model's generation: only
 // the CPVs the change log names are read again. It reports whether anything

@@ -1,6 +1,7 @@
 package tree
 
 import (
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -146,9 +147,14 @@ func (m *Model) target(f *File, k aliasKind) string {
 
 type dir struct {
 	ino      uint64
-	children map[string]child
+	children map[string]child // nil while lazy
 	nsub     int
 	sorted   []string // nil when stale
+	// lazy: a top directory (a category, or All/) whose names are made on
+	// first use (materialize). The kernel caches no name in it until then,
+	// so changes in it need no journal, and a mount of a million instances
+	// does not build millions of names nobody has looked at.
+	lazy bool
 }
 
 // claim is the CPVs whose newest instance of one format wants one All/ name;
@@ -176,8 +182,9 @@ type Model struct {
 	dirs        map[string]*dir
 	dirIno      map[string]uint64 // kept after a directory goes: its number stays its own
 	nextIno     uint64
-	files       map[int64]*File
 	groups      map[string]*group
+	catGroups   map[string][]*group // a category's groups in cpv order, for materialize
+	topNames    map[string]int      // names under each top directory, lazy or not
 	legacy      map[string]*claim
 	journal     journal
 	conflictLog func(msg string)
@@ -190,7 +197,7 @@ type Model struct {
 // NewModel returns an empty model showing lay.
 func NewModel(lay Layouts) *Model {
 	m := &Model{lay: lay, dirs: map[string]*dir{}, dirIno: map[string]uint64{"": RootIno}, nextIno: DirInoBase,
-		files: map[int64]*File{}, groups: map[string]*group{}, legacy: map[string]*claim{}}
+		groups: map[string]*group{}, catGroups: map[string][]*group{}, topNames: map[string]int{}, legacy: map[string]*claim{}}
 	m.dirs[""] = &dir{ino: RootIno, children: map[string]child{}}
 	return m
 }
@@ -220,7 +227,8 @@ func (m *Model) Gen() int64 {
 	return m.gen
 }
 
-// MtimeNs is what directories show as mtime (the last TIMESTAMP).
+// MtimeNs is what directories show as mtime: the last TIMESTAMP, or the
+// newest package's mtime when that is later.
 func (m *Model) MtimeNs() int64 {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
@@ -265,8 +273,27 @@ func (m *Model) entry(c child, name string, alias aliasKind) Entry {
 
 // Lookup returns what name shows in directory dir.
 func (m *Model) Lookup(dirPath, name string) (Entry, bool) {
-	m.mu.RLock()
+	m.rlockMade(dirPath)
 	defer m.mu.RUnlock()
+	d := m.dirs[dirPath]
+	if d == nil {
+		return Entry{}, false
+	}
+	c, ok := d.children[name]
+	if !ok {
+		return Entry{}, false
+	}
+	if c.d != nil && c.d.lazy {
+		// A directory's attributes count its subdirectories: make it,
+		// and look again.
+		m.mu.RUnlock()
+		m.rlockMade(dirPath + "/" + name)
+		return m.lookupLocked(dirPath, name)
+	}
+	return m.entry(c, name, m.lay.aliasIn(dirPath)), true
+}
+
+func (m *Model) lookupLocked(dirPath, name string) (Entry, bool) {
 	d := m.dirs[dirPath]
 	if d == nil {
 		return Entry{}, false
@@ -278,9 +305,75 @@ func (m *Model) Lookup(dirPath, name string) (Entry, bool) {
 	return m.entry(c, name, m.lay.aliasIn(dirPath)), true
 }
 
+// rlockMade read-locks the model with the top directory of path made
+// (materialize), taking the write lock for that when needed.
+func (m *Model) rlockMade(path string) {
+	top := path
+	if i := strings.IndexByte(path, '/'); i >= 0 {
+		top = path[:i]
+	}
+	m.mu.RLock()
+	if d := m.dirs[top]; d == nil || !d.lazy {
+		return
+	}
+	m.mu.RUnlock()
+	m.mu.Lock()
+	if d := m.dirs[top]; d != nil && d.lazy {
+		m.materialize(top, d)
+	}
+	m.mu.Unlock()
+	// Tops are never made lazy again, so the check need not be repeated.
+	m.mu.RLock()
+}
+
+// materialize makes the names of the lazy top directory top.
+func (m *Model) materialize(top string, d *dir) {
+	d.lazy = false
+	d.children = map[string]child{}
+	add := func(p string, f *File) {
+		dp, name := SplitPath(p)
+		dd := m.mkdirAllQuiet(dp)
+		dd.children[name] = child{f: f}
+	}
+	if top == "All" && m.lay.Legacy {
+		for p, c := range m.legacy {
+			g := c.owner()
+			for _, f := range g.newest {
+				if f != nil && layout.LegacyPath(g.pf, f.format()) == p {
+					add(p, f)
+				}
+			}
+		}
+	}
+	prefix := top + "/"
+	for _, g := range m.catGroups[top] {
+		m.eachName(g, func(p string, f *File) {
+			if strings.HasPrefix(p, prefix) {
+				add(p, f)
+			}
+		})
+	}
+}
+
+// mkdirAllQuiet is mkdirAll for materialize: the kernel has seen none of
+// these names, so nothing is journaled.
+func (m *Model) mkdirAllQuiet(p string) *dir {
+	if d := m.dirs[p]; d != nil {
+		return d
+	}
+	parent, name := SplitPath(p)
+	pd := m.mkdirAllQuiet(parent)
+	d := &dir{ino: m.dirInoLocked(p), children: map[string]child{}}
+	m.dirs[p] = d
+	pd.children[name] = child{d: d}
+	pd.nsub++
+	pd.sorted = nil
+	return d
+}
+
 // Dir returns the directory at path itself.
 func (m *Model) Dir(path string) (Entry, bool) {
-	m.mu.RLock()
+	m.rlockMade(path)
 	defer m.mu.RUnlock()
 	d := m.dirs[path]
 	if d == nil {
@@ -292,7 +385,7 @@ func (m *Model) Dir(path string) (Entry, bool) {
 
 // HasChildren tells whether the directory at path shows any catalog name.
 func (m *Model) HasChildren(path string) bool {
-	m.mu.RLock()
+	m.rlockMade(path)
 	defer m.mu.RUnlock()
 	d := m.dirs[path]
 	return d != nil && len(d.children) > 0
@@ -300,7 +393,7 @@ func (m *Model) HasChildren(path string) bool {
 
 // ReadDir lists a directory in name order.
 func (m *Model) ReadDir(path string) ([]Entry, bool) {
-	m.mu.RLock()
+	m.rlockMade(path)
 	d := m.dirs[path]
 	if d == nil {
 		m.mu.RUnlock()
@@ -340,18 +433,29 @@ func (m *Model) ReadDir(path string) ([]Entry, bool) {
 	return out, true
 }
 
-// File returns the instance with this id as the tree shows it now.
-func (m *Model) File(id int64) *File {
+// File returns the instance of cpv with this id as the tree shows it now.
+func (m *Model) File(cpv string, id int64) *File {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	return m.files[id]
+	return m.fileLocked(cpv, id)
+}
+
+func (m *Model) fileLocked(cpv string, id int64) *File {
+	if g := m.groups[cpv]; g != nil {
+		for _, f := range g.files {
+			if f.ID == id {
+				return f
+			}
+		}
+	}
+	return nil
 }
 
 // IndexPath is the PATH the index gives the instance ("" if not indexed).
-func (m *Model) IndexPath(id int64) string {
+func (m *Model) IndexPath(cpv string, id int64) string {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	f := m.files[id]
+	f := m.fileLocked(cpv, id)
 	if f == nil {
 		return ""
 	}
@@ -526,14 +630,14 @@ func (m *Model) setGroup(cpv string, insts []catalog.Instance) (old *group, rein
 				}
 			}
 		}
-		for _, f := range old.files {
-			delete(m.files, f.ID)
-		}
 	}
 	if g != nil {
 		m.register(g)
 	} else {
 		delete(m.groups, cpv)
+		if old != nil {
+			m.setCatGroup(old.cat, cpv, nil)
+		}
 	}
 
 	after := map[string]*File{}
@@ -575,9 +679,12 @@ func (m *Model) setGroup(cpv string, insts []catalog.Instance) (old *group, rein
 // apart from this.
 func (m *Model) register(g *group) {
 	m.groups[g.cpv] = g
+	// Directories show the newest of the last TIMESTAMP and the packages'
+	// mtimes: a catalog that never served its index is not from 1970.
 	for _, f := range g.files {
-		m.files[f.ID] = f
+		m.mtimeNs = max(m.mtimeNs, f.MtimeNs)
 	}
+	m.setCatGroup(g.cat, g.cpv, g)
 	if !m.lay.Legacy {
 		return
 	}
@@ -598,6 +705,30 @@ func (m *Model) register(g *group) {
 	}
 }
 
+// setCatGroup makes g (nil: none) the group of cpv in its category's list.
+func (m *Model) setCatGroup(cat, cpv string, g *group) {
+	s := m.catGroups[cat]
+	// A load comes in cpv order: appending is the common case.
+	if n := len(s); g != nil && (n == 0 || s[n-1].cpv < cpv) {
+		m.catGroups[cat] = append(s, g)
+		return
+	}
+	i, found := slices.BinarySearchFunc(s, cpv, func(x *group, cpv string) int { return strings.Compare(x.cpv, cpv) })
+	switch {
+	case found && g != nil:
+		s[i] = g
+	case found:
+		s = slices.Delete(s, i, i+1)
+		if len(s) == 0 {
+			delete(m.catGroups, cat)
+			return
+		}
+		m.catGroups[cat] = s
+	case g != nil:
+		m.catGroups[cat] = slices.Insert(s, i, g)
+	}
+}
+
 func insertGroup(s []*group, g *group) []*group {
 	i := sort.Search(len(s), func(i int) bool { return s[i].cpv >= g.cpv })
 	s = append(s, nil)
@@ -615,8 +746,28 @@ func removeGroup(s []*group, g *group) []*group {
 	return s
 }
 
+// topOf is the top directory of a path (a category, or All).
+func topOf(p string) string {
+	if i := strings.IndexByte(p, '/'); i >= 0 {
+		return p[:i]
+	}
+	return p
+}
+
 // unlinkPath removes the name p (showing f) and directories left empty.
 func (m *Model) unlinkPath(p string, f *File) {
+	top := topOf(p)
+	td := m.dirs[top]
+	if td == nil {
+		return
+	}
+	if td.lazy {
+		if m.topNames[top]--; m.topNames[top] <= 0 {
+			delete(m.topNames, top)
+			m.removeTop(top)
+		}
+		return
+	}
 	dp, name := SplitPath(p)
 	d := m.dirs[dp]
 	if d == nil {
@@ -624,6 +775,9 @@ func (m *Model) unlinkPath(p string, f *File) {
 	}
 	if c, ok := d.children[name]; !ok || c.f == nil {
 		return
+	}
+	if m.topNames[top]--; m.topNames[top] <= 0 {
+		delete(m.topNames, top)
 	}
 	delete(d.children, name)
 	d.sorted = nil
@@ -640,8 +794,50 @@ func (m *Model) unlinkPath(p string, f *File) {
 	}
 }
 
+// newTop adds a lazy top directory to the root.
+func (m *Model) newTop(top string) *dir {
+	td := &dir{ino: m.dirInoLocked(top), lazy: true}
+	m.dirs[top] = td
+	root := m.dirs[""]
+	root.children[top] = child{d: td}
+	root.nsub++
+	root.sorted = nil
+	m.journal.add("", top)
+	return td
+}
+
+// addTop counts n names of a model being loaded under top.
+func (m *Model) addTop(top string, n int) {
+	if m.dirs[top] == nil {
+		m.newTop(top)
+	}
+	m.topNames[top] += n
+}
+
+// removeTop removes a lazy top directory that shows nothing any more.
+func (m *Model) removeTop(top string) {
+	root := m.dirs[""]
+	delete(m.dirs, top)
+	delete(root.children, top)
+	root.nsub--
+	root.sorted = nil
+	m.journal.add("", top)
+}
+
 // linkPath makes p show f; prev is what it showed (nil: nothing).
 func (m *Model) linkPath(p string, f, prev *File) {
+	top := topOf(p)
+	if prev == nil {
+		m.topNames[top]++
+	}
+	td := m.dirs[top]
+	if td == nil {
+		// A new top directory starts lazy, as at load.
+		td = m.newTop(top)
+	}
+	if td.lazy {
+		return
+	}
 	dp, name := SplitPath(p)
 	d := m.mkdirAll(dp)
 	if _, ok := d.children[name]; !ok {

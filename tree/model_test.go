@@ -47,7 +47,10 @@ func files(m *Model) []string {
 				full = p + "/" + e.Name
 			}
 			if e.IsDir() {
-				out = append(out, fmt.Sprintf("%s/ (%d)", full, e.Subdirs))
+				// ReadDir counts no subdirectories of a lazy directory:
+				// Dir makes it.
+				d, _ := m.Dir(full)
+				out = append(out, fmt.Sprintf("%s/ (%d)", full, d.Subdirs))
 				walk(full)
 			} else {
 				out = append(out, full+"="+strconv.FormatInt(e.File.ID, 10))
@@ -108,11 +111,11 @@ func TestModelLayouts(t *testing.T) {
 	if len(conflicts) != 1 || !strings.Contains(conflicts[0], "dev-perl/foo-1") {
 		t.Errorf("conflicts = %q, want one naming dev-perl/foo-1", conflicts)
 	}
-	if got := m.IndexPath(1); got != "app-misc/hello/hello-2.10-1.xpak" {
+	if got := m.IndexPath("app-misc/hello-2.10", 1); got != "app-misc/hello/hello-2.10-1.xpak" {
 		t.Errorf("index path of 1 = %q", got)
 	}
 	for _, in := range insts {
-		f := m.File(in.ID)
+		f := m.File(in.CPV, in.ID)
 		if got, want := f.MultiPath(), layout.MultiPath(in.Category, in.PF, in.BuildID, layout.Format(in.Format)); got != want {
 			t.Errorf("MultiPath of %d = %q, layout says %q", in.ID, got, want)
 		}
@@ -146,8 +149,8 @@ func TestModelNarrowLayouts(t *testing.T) {
 	if got := strings.Join(fileNames(flat), " "); got != "app-misc/hello-2.10.tbz2=2" {
 		t.Errorf("flat tree = %s", got)
 	}
-	if flat.IndexPath(1) != "" || flat.IndexPath(2) != "app-misc/hello-2.10.tbz2" {
-		t.Errorf("flat index paths = %q %q, want only the visible newest", flat.IndexPath(1), flat.IndexPath(2))
+	if flat.IndexPath("app-misc/hello-2.10", 1) != "" || flat.IndexPath("app-misc/hello-2.10", 2) != "app-misc/hello-2.10.tbz2" {
+		t.Errorf("flat index paths = %q %q, want only the visible newest", flat.IndexPath("app-misc/hello-2.10", 1), flat.IndexPath("app-misc/hello-2.10", 2))
 	}
 	multi := loaded(Layouts{Multi: true}, insts)
 	if _, ok := multi.Dir("All"); ok {
@@ -172,8 +175,28 @@ func TestModelNarrowLayouts(t *testing.T) {
 
 func TestModelSetGroupJournal(t *testing.T) {
 	m := loaded(AllLayouts, []catalog.Instance{inst(1, "app-misc", "hello", "hello-2.10", 1, 100, "xpak")})
-	ino, _ := m.Dir("app-misc")
+	// Top directories are made on first use; until then nothing in them is
+	// journaled (the kernel cannot have cached it), but their coming and
+	// going in the root is.
 	seq := m.Seq()
+	m.mu.Lock()
+	m.setGroup("dev-libs/foo-1", []catalog.Instance{inst(9, "dev-libs", "foo", "foo-1", 1, 100, "xpak")})
+	m.mu.Unlock()
+	if names, ok := m.ChangedSince(seq); !ok || !slices.Equal(names, []Name{{"", "dev-libs"}}) {
+		t.Errorf("new category journaled as %v (%v), want only its root entry", names, ok)
+	}
+	if got := fileNames(m); !slices.Contains(got, "dev-libs/foo/foo-1-1.xpak=9") || !slices.Contains(got, "All/foo-1.tbz2=9") {
+		t.Errorf("a lazy directory, made after a change, lacks it: %q", got)
+	}
+	seq = m.Seq()
+	m.mu.Lock()
+	m.setGroup("dev-libs/foo-1", nil)
+	m.mu.Unlock()
+	if names, _ := m.ChangedSince(seq); !slices.Contains(names, Name{"", "dev-libs"}) || !slices.Contains(names, Name{"All", "foo-1.tbz2"}) {
+		t.Errorf("removal journaled as %v", names)
+	}
+	ino, _ := m.Dir("app-misc")
+	seq = m.Seq()
 	m.mu.Lock()
 	m.setGroup("app-misc/hello-2.10", []catalog.Instance{
 		inst(1, "app-misc", "hello", "hello-2.10", 1, 100, "xpak"),
@@ -382,14 +405,126 @@ func TestModelIncrementalEqualsReload(t *testing.T) {
 					t.Fatalf("round %d: journal lost", round)
 				}
 				for _, p := range symDiff(before, fileNames(m)) {
-					dir, name := SplitPath(p)
-					if !slices.Contains(changed, Name{dir, name}) {
+					if !journaled(changed, p) {
 						t.Fatalf("round %d: %s changed but the journal says only %v", round, p, changed)
 					}
 				}
 			}
 		})
 	}
+}
+
+// journaled tells whether the journal names p or a directory above it (a
+// directory that came or went: the kernel held nothing under it).
+func journaled(changed []Name, p string) bool {
+	for p != "" {
+		dir, name := SplitPath(p)
+		if slices.Contains(changed, Name{dir, name}) {
+			return true
+		}
+		p = dir
+	}
+	return false
+}
+
+// TestModelLazyEqualsReload applies changes to models whose top directories
+// are made at random moments (one never, one a few at a time), then
+// compares both with a fresh load; names in directories already made must
+// be journaled when they change.
+func TestModelLazyEqualsReload(t *testing.T) {
+	for _, lay := range []Layouts{AllLayouts, {Multi: true}, {Flat: true, Legacy: true}} {
+		t.Run(lay.String(), func(t *testing.T) {
+			ctx := context.Background()
+			db, err := catalog.Open(filepath.Join(t.TempDir(), "catalog.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			w := &world{t: t, db: db, rng: rand.New(rand.NewPCG(7, uint64(len(lay.String()))))}
+			for range 20 {
+				w.step()
+			}
+			untouched, err := Load(ctx, db, lay)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := Load(ctx, db, lay)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tops := []string{"All", "app-misc", "dev-libs", "dev-perl"}
+			for round := range 80 {
+				// Some tops are made now (a lookup, a listing, a stat).
+				made := map[string][]string{}
+				for _, top := range tops {
+					switch w.rng.IntN(6) {
+					case 0:
+						m.Lookup(top, "nothing")
+					case 1:
+						m.ReadDir(top)
+					case 2:
+						m.Dir(top)
+					}
+					if d := m.dirs[top]; d != nil && !d.lazy {
+						made[top] = nil
+					}
+				}
+				before := fileNamesUnder(m, made)
+				seq := m.Seq()
+				for n := w.rng.IntN(4); n >= 0; n-- {
+					w.step()
+				}
+				for _, x := range []*Model{untouched, m} {
+					if _, err := x.Catchup(ctx, db); err != nil {
+						t.Fatal(err)
+					}
+				}
+				changed, ok := m.ChangedSince(seq)
+				if !ok {
+					t.Fatalf("round %d: journal lost", round)
+				}
+				for _, p := range symDiff(before, fileNamesUnder(m, made)) {
+					if !journaled(changed, p) {
+						t.Fatalf("round %d: %s changed but the journal says only %v", round, p, changed)
+					}
+				}
+			}
+			fresh, err := Load(ctx, db, lay)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := files(fresh)
+			for name, x := range map[string]*Model{"never made": untouched, "made at random": m} {
+				if got := files(x); !slices.Equal(got, want) {
+					t.Fatalf("%s: tree\n%s\nwant\n%s", name, strings.Join(got, "\n"), strings.Join(want, "\n"))
+				}
+			}
+		})
+	}
+}
+
+// fileNamesUnder is fileNames of the tops in made only (making no other).
+func fileNamesUnder(m *Model, made map[string][]string) []string {
+	var out []string
+	var walk func(p string)
+	walk = func(p string) {
+		ents, _ := m.ReadDir(p)
+		for _, e := range ents {
+			full := p + "/" + e.Name
+			if e.IsDir() {
+				walk(full)
+			} else {
+				out = append(out, full+"="+strconv.FormatInt(e.File.ID, 10))
+			}
+		}
+	}
+	for top := range made {
+		if d, ok := m.Dir(top); ok && d.Name == top {
+			walk(top)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // symDiff lists the paths whose presence or instance differs.
@@ -460,8 +595,8 @@ func TestModelConcurrentReaders(t *testing.T) {
 					continue
 				}
 				files(m)
-				m.File(int64(r))
-				m.IndexPath(int64(r))
+				m.File(worldCPVs[r], int64(r))
+				m.IndexPath(worldCPVs[r], int64(r))
 			}
 		}()
 	}
@@ -536,5 +671,87 @@ func TestModelAliases(t *testing.T) {
 	after, _ := m.Lookup("app-misc", "hello-2.10.tbz2")
 	if after.Link != "hello/hello-2.10-4.xpak" || after.Ino == before.Ino {
 		t.Errorf("after a newer build: %+v, want a new symlink to hello/hello-2.10-4.xpak (was %+v)", after, before)
+	}
+}
+
+// TestModelSplitLoad loads big catalogs in two halves at once: the result
+// must equal a load in one piece, also when the catalog moves on between
+// the two views (then one view reads everything).
+func TestModelSplitLoad(t *testing.T) {
+	ctx := context.Background()
+	db, err := catalog.Open(filepath.Join(t.TempDir(), "catalog.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	w := &world{t: t, db: db, rng: rand.New(rand.NewPCG(3, 9))}
+	for range 40 {
+		w.step()
+	}
+	defer func(n int64) { splitLoadMin, beforeSecondView = n, func() {} }(splitLoadMin)
+	load := func(min int64) *Model {
+		splitLoadMin = min
+		m, err := Load(ctx, db, AllLayouts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.BuildIndex(ctx, db, pieces.Options{}); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	whole := load(1 << 62)
+	defer whole.Close()
+	split := load(1)
+	defer split.Close()
+	if got, want := files(split), files(whole); !slices.Equal(got, want) || len(want) < 20 {
+		t.Fatalf("split load:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if got, want := indexOf(t, split), indexOf(t, whole); !bytes.Equal(got, want) {
+		t.Fatalf("split load index:\n%s\nwant\n%s", got, want)
+	}
+	// A commit between the views.
+	moved := false
+	beforeSecondView = func() {
+		if !moved {
+			moved = true
+			for range 3 {
+				w.step()
+			}
+		}
+	}
+	splitLoadMin = 1
+	late, err := Load(ctx, db, AllLayouts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	beforeSecondView = func() {}
+	if !moved {
+		t.Fatal("the split load never opened a second view")
+	}
+	// The model shows the first view's generation, whole: catching up
+	// brings it to the catalog's present, equal to a fresh load.
+	if _, err := late.Catchup(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	now := load(1 << 62)
+	defer now.Close()
+	if got, want := files(late), files(now); !slices.Equal(got, want) {
+		t.Fatalf("split load across a commit:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestModelDirMtime: directories are as new as the newest package, before
+// any TIMESTAMP was handed out.
+func TestModelDirMtime(t *testing.T) {
+	a, b := inst(1, "app-misc", "hello", "hello-2.10", 1, 100, "xpak"), inst(2, "dev-libs", "foo", "foo-1", 1, 100, "xpak")
+	a.MtimeNs, b.MtimeNs = 1_700_000_000e9, 1_700_000_500e9
+	m := loaded(AllLayouts, []catalog.Instance{a, b})
+	if got := m.MtimeNs(); got != b.MtimeNs {
+		t.Errorf("directory mtime %d, want the newest package's %d", got, b.MtimeNs)
+	}
+	m.SetMtime(1_800_000_000)
+	if got := m.MtimeNs(); got != 1_800_000_000e9 {
+		t.Errorf("directory mtime %d after a TIMESTAMP, want it", got)
 	}
 }
