@@ -25,6 +25,7 @@ type ImportResult struct {
 // Invalid is a file that was not imported, and why.
 type Invalid struct {
 	Path   string
+	Rel    string // Path relative to its source PKGDIR
 	Reason string
 }
 
@@ -122,7 +123,7 @@ func (s *Store) KeepHeader(ctx context.Context, b []byte) error {
 func (s *Store) ImportOne(ctx context.Context, f ImportFile, res *ImportResult) error {
 	in, err := os.Open(f.Path)
 	if err != nil {
-		res.Invalid = append(res.Invalid, Invalid{f.Path, err.Error()})
+		res.Invalid = append(res.Invalid, Invalid{f.Path, f.Rel, err.Error()})
 		return nil
 	}
 	defer in.Close()
@@ -142,7 +143,7 @@ func (s *Store) ImportOne(ctx context.Context, f ImportFile, res *ImportResult) 
 	switch {
 	case errors.As(err, &rerr):
 		os.Remove(staged.File) // the source keeps the bytes
-		res.Invalid = append(res.Invalid, Invalid{f.Path, rerr.Reason})
+		res.Invalid = append(res.Invalid, Invalid{f.Path, f.Rel, rerr.Reason})
 		return nil
 	case err != nil:
 		os.Remove(staged.File)

@@ -355,7 +355,7 @@ func (c *importCommitter) commit(ctx context.Context, batch []*importItem) error
 	for _, it := range batch {
 		switch {
 		case it.invalid != "":
-			c.res.Invalid = append(c.res.Invalid, Invalid{it.file.Path, it.invalid})
+			c.res.Invalid = append(c.res.Invalid, Invalid{it.file.Path, it.file.Rel, it.invalid})
 		case it.existed:
 			c.res.Present++
 		default:

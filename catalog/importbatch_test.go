@@ -260,7 +260,7 @@ func referenceImport(t *testing.T, tr *importTree) *importRef {
 func relInvalid(src string, inv []Invalid) []Invalid {
 	out := make([]Invalid, len(inv))
 	for i, v := range inv {
-		out[i] = Invalid{strings.TrimPrefix(v.Path, src+string(filepath.Separator)), v.Reason}
+		out[i] = Invalid{Path: strings.TrimPrefix(v.Path, src+string(filepath.Separator)), Reason: v.Reason}
 	}
 	return out
 }

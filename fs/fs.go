@@ -100,6 +100,7 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 		indexUnlinked: map[string]time.Time{}}
 	model := tree.NewModel(cfg.Layouts)
 	model.OnConflict(func(msg string) { f.log.Warn("legacy name conflict", "detail", msg) })
+	model.OnRemoved(f.graceSeen)
 	model.OnIndexError(func(err error) { f.log.Error("keeping the index; it is rendered again when next read", "err", err) })
 	// The load allocates mostly what it keeps: collecting while the heap
 	// grows would mark it again and again (seconds at 1,000,000 instances).

@@ -2,7 +2,9 @@ package fs
 
 import (
 	"context"
+	"os"
 	"path"
+	"path/filepath"
 	"sort"
 	"strings"
 	"syscall"
@@ -34,6 +36,26 @@ func (f *FS) graceRemoved(path string, file *instFile, blob string) {
 	f.removedMu.Lock()
 	f.removed[path] = removedEntry{file: file, blob: blob, until: time.Now().Add(f.cfg.RemovedGrace)}
 	f.removedMu.Unlock()
+}
+
+// graceSeen keeps an instance the catalog no longer has readable under
+// RemovedDir, whoever removed it (prune, the keep policy, another host):
+// the model tells of every removal it applies. An unlink through this
+// mount has registered its own already, and bytes already dropped (a
+// replaced build) are not offered. Called under the model's lock.
+func (f *FS) graceSeen(path string, file *instFile) {
+	if file.Blob == "" {
+		return
+	}
+	f.removedMu.Lock()
+	defer f.removedMu.Unlock()
+	if _, ok := f.removed[path]; ok {
+		return
+	}
+	if _, err := os.Lstat(filepath.Join(f.cfg.Store.BlobDir(), file.Blob)); err != nil {
+		return
+	}
+	f.removed[path] = removedEntry{file: file, blob: file.Blob, until: time.Now().Add(f.cfg.RemovedGrace)}
 }
 
 // expireRemoved drops what the grace period no longer covers.

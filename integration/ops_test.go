@@ -840,6 +840,19 @@ func TestOpsQuickStartWithoutApt(t *testing.T) {
 			if _, err := os.Stat(filepath.Join(pkgdir, "Packages")); err != nil {
 				t.Errorf("mounted PKGDIR: %v", err)
 			}
+			// The invalid file is still there, under the mount, as a
+			// plain file with its bytes, out of the index, and verify
+			// says why.
+			if got, err := os.ReadFile(filepath.Join(pkgdir, "app-misc", "broken-1.0.tbz2")); err != nil || string(got) != "not a package" {
+				t.Errorf("the invalid file through the mount: %q, %v", got, err)
+			}
+			if idx, err := os.ReadFile(filepath.Join(pkgdir, "Packages")); err != nil || bytes.Contains(idx, []byte("broken")) {
+				t.Errorf("Packages (%v) lists the invalid file or cannot be read", err)
+			}
+			vout, _ := exec.Command(bin, "verify", "--state", state).CombinedOutput()
+			if !bytes.Contains(vout, []byte("app-misc/broken-1.0.tbz2")) {
+				t.Errorf("verify does not list the invalid file:\n%s", vout)
+			}
 		})
 	}
 }

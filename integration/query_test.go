@@ -647,15 +647,53 @@ func TestMountKeep(t *testing.T) {
 		if n := strings.Count(readLog(mi.Log), "removed by the keep policy"); n != len(order)-2 {
 			t.Errorf("the daemon logged %d removals by the keep policy, want %d", n, len(order)-2)
 		}
-		// The blobs of the builds gone are gone.
-		if files, _ := blobFiles(t, state); files != 2 {
-			t.Errorf("blobs/ holds %d files, want the 2 builds kept", files)
+		// The builds gone stay downloadable for the removal grace, as
+		// after rm: their blobs are still there.
+		if files, _ := blobFiles(t, state); files != int64(len(order)) {
+			t.Errorf("blobs/ holds %d files, want all %d builds during the grace", files, len(order))
+		}
+		// Each path the policy removed a build from is there (a build id
+		// freed by a removal is given again, so paths repeat: the last
+		// build removed from a path is the one shown).
+		// A new build older than the two kept goes in the transaction that
+		// added it (its removal is logged right before its commit): no
+		// index ever listed it, so it gets no grace.
+		paths := map[string]bool{}
+		var pending []string // removals logged since the last commit
+		field := func(line, key string) string {
+			if _, v, ok := strings.Cut(line, " "+key+"="); ok {
+				return strings.Fields(v)[0]
+			}
+			return ""
+		}
+		for _, line := range strings.Split(readLog(mi.Log), "\n") {
+			switch {
+			case strings.Contains(line, `msg="removed by the keep policy"`):
+				pending = append(pending, line)
+			case strings.Contains(line, "msg=committed"):
+				for _, r := range pending {
+					if field(r, "build_id") != field(line, "build_id") {
+						paths[field(r, "path")] = true
+					}
+				}
+				pending = nil
+			}
+		}
+		removed, _ := filepath.Glob(filepath.Join(mi.Dir, ".pkgdirfs/removed/app-misc/hello/*.xpak"))
+		for _, p := range removed {
+			rel, _ := filepath.Rel(filepath.Join(mi.Dir, ".pkgdirfs/removed"), p)
+			if _, err := os.ReadFile(p); err != nil || !paths[rel] {
+				t.Errorf("%s under .pkgdirfs/removed (logged as removed: %v): %v", rel, paths[rel], err)
+			}
+		}
+		if len(removed) != len(paths) || len(paths) < 2 {
+			t.Errorf("%d builds under .pkgdirfs/removed, want the %d paths the keep policy removed listed builds from", len(removed), len(paths))
 		}
 	})
 	t.Run("keep 1 per use", func(t *testing.T) {
 		t.Parallel()
 		state := t.TempDir()
-		mi := mountFSInfo(t, state, "--keep", "1", "--per-use")
+		mi := mountFSInfo(t, state, "--keep", "1", "--per-use", "--removed-grace", "1s")
 		mustRun(t, "", "mkdir", filepath.Join(mi.Dir, "app-misc"))
 		for i, use := range []string{"ssl", "nls", "ssl", "nls ssl", "nls", "ssl nls", "ssl"} {
 			mustRun(t, "", "cp", variant(int64(t0+10*i), use), filepath.Join(mi.Dir, "app-misc/hello-2.10.tbz2"))
@@ -664,9 +702,15 @@ func TestMountKeep(t *testing.T) {
 		if got, want := buildTimes(mi.Dir), []int64{t0 + 40, t0 + 50, t0 + 60}; !slices.Equal(got, want) {
 			t.Errorf("--keep 1 --per-use: BUILD_TIMEs %v, want %v", got, want)
 		}
-		files, _ := blobFiles(t, state)
+		// The grace over, the blobs of the builds gone go.
+		var files int64
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			if files, _ = blobFiles(t, state); files == 3 || time.Now().After(deadline) {
+				break
+			}
+		}
 		if files != 3 {
-			t.Errorf("blobs/ holds %d files, want the 3 builds kept", files)
+			t.Errorf("blobs/ holds %d files after the grace, want the 3 builds kept", files)
 		}
 	})
 	if r := runCLI(t, "mount", "--state", t.TempDir(), "--init", "--per-use", t.TempDir()); r.Code == 0 || !strings.Contains(string(r.Stderr), "--per-use needs it") {

@@ -189,6 +189,7 @@ type Model struct {
 	journal     journal
 	conflictLog func(msg string)
 	indexErrLog func(err error)
+	removedFn   func(path string, f *File)
 
 	// index: nil until built (BuildIndex); then kept with the tree.
 	idx *indexState
@@ -209,6 +210,16 @@ func (m *Model) Layouts() Layouts { return m.lay }
 func (m *Model) OnConflict(fn func(msg string)) {
 	m.mu.Lock()
 	m.conflictLog = fn
+	m.mu.Unlock()
+}
+
+// OnRemoved sets what is told of every package instance a change removes,
+// with the index PATH it had (the fs keeps it downloadable there for the
+// removal grace, whoever removed it). It runs under the model's lock: it
+// must not call the model.
+func (m *Model) OnRemoved(fn func(path string, f *File)) {
+	m.mu.Lock()
+	m.removedFn = fn
 	m.mu.Unlock()
 }
 
@@ -617,6 +628,18 @@ func (m *Model) setGroup(cpv string, insts []catalog.Instance) (old *group, rein
 	for cv, o := range affected {
 		if cv != cpv {
 			m.names(o, before)
+		}
+	}
+
+	// Instances that go, with the PATH they had, before anything moves.
+	if old != nil && m.removedFn != nil {
+		for _, f := range old.files {
+			if f.Placeholder || (g != nil && slices.ContainsFunc(g.files, func(n *File) bool { return n.ID == f.ID })) {
+				continue
+			}
+			if p := m.indexPath(f); p != "" {
+				m.removedFn(p, f)
+			}
 		}
 	}
 

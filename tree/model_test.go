@@ -755,3 +755,39 @@ func TestModelDirMtime(t *testing.T) {
 		t.Errorf("directory mtime %d after a TIMESTAMP, want it", got)
 	}
 }
+
+// TestModelOnRemoved: every instance a change removes is told, with the
+// index PATH it had; what stays (same id) and placeholders are not.
+func TestModelOnRemoved(t *testing.T) {
+	a, b := inst(1, "app-misc", "hello", "hello-2.10", 1, 100, "xpak"), inst(2, "app-misc", "hello", "hello-2.10", 2, 300, "xpak")
+	ph := inst(3, "app-misc", "hello", "hello-2.10", 3, 0, "xpak")
+	ph.Placeholder = true
+	for _, c := range []struct {
+		lay  Layouts
+		want string
+	}{
+		{AllLayouts, "app-misc/hello/hello-2.10-1.xpak=1"},
+		// Without multi only the newest is in the index: removing an
+		// older build takes no PATH away.
+		{Layouts{Flat: true}, ""},
+	} {
+		m := loaded(c.lay, []catalog.Instance{a, b, ph})
+		var got []string
+		m.OnRemoved(func(p string, f *File) { got = append(got, p+"="+strconv.FormatInt(f.ID, 10)) })
+		m.mu.Lock()
+		m.setGroup(a.CPV, []catalog.Instance{b})
+		m.mu.Unlock()
+		if strings.Join(got, " ") != c.want {
+			t.Errorf("%s: removed %q, want %q", c.lay, got, c.want)
+		}
+	}
+	m := loaded(Layouts{Flat: true}, []catalog.Instance{a, b})
+	var got []string
+	m.OnRemoved(func(p string, f *File) { got = append(got, p+"="+strconv.FormatInt(f.ID, 10)) })
+	m.mu.Lock()
+	m.setGroup(a.CPV, nil)
+	m.mu.Unlock()
+	if strings.Join(got, " ") != "app-misc/hello-2.10.tbz2=2" {
+		t.Errorf("flat, CPV removed: %q", got)
+	}
+}

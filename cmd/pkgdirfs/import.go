@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -22,6 +23,7 @@ func cmdImport(args []string) int {
 	state := stateFlag(fl)
 	quiet := fl.Bool("q", false, "no progress bar")
 	link := fl.Bool("link", false, "take the source files over without copying their bytes: hard link on the state's filesystem, else reflink (FICLONE), else copy")
+	keepInvalid := fl.Bool("keep-invalid", false, "put each invalid file into the state's scratch area at its name (hard-linked with --link), so that a mount over SRC still shows it as a plain file; verify lists it with its reason")
 	rebuild := fl.Bool("rebuild", false, "rebuild a lost or damaged catalog from the state's own blobs (no SRC; the state must not be mounted)")
 	srcs, code := parseArgs(fl, args)
 	if code >= 0 {
@@ -150,10 +152,95 @@ func cmdImport(args []string) int {
 	}
 	fmt.Fprintf(os.Stderr, "imported %d, already present %d, invalid %d (linked %d, cloned %d, copied %d)\n",
 		res.Imported, res.Present, len(res.Invalid), res.Linked, res.Cloned, res.Copied)
+	if *keepInvalid && len(res.Invalid) > 0 {
+		kept, err := keepInvalidFiles(store, res.Invalid, *link)
+		if err != nil {
+			return fail("import: keeping the invalid files: %v (kept %d before it)", err, kept)
+		}
+		fmt.Fprintf(os.Stderr, "kept %d invalid %s at %s%s (a mount shows %s as plain files; verify lists %s)\n",
+			kept, plural(kept, "file", "files"), store.ScratchDir(), string(filepath.Separator), plural(kept, "it", "them"), plural(kept, "it", "them"))
+	}
 	if len(res.Invalid) > 0 {
 		return 1
 	}
 	return 0
+}
+
+// keepInvalidFiles puts the invalid files into the scratch area at their
+// names in the PKGDIR and records why they were refused: mounted over its
+// PKGDIR, the state then still shows them (as plain files, never as
+// packages), as it shows a refused write. A name the scratch area already
+// has is left as it is.
+func keepInvalidFiles(store *catalog.Store, invalid []catalog.Invalid, link bool) (int, error) {
+	kept := 0
+	type rec struct {
+		rel, reason string
+		size        int64
+	}
+	var recs []rec
+	for _, inv := range invalid {
+		if inv.Rel == "" || !filepath.IsLocal(inv.Rel) {
+			continue
+		}
+		dst := filepath.Join(store.ScratchDir(), filepath.FromSlash(inv.Rel))
+		st, err := os.Lstat(inv.Path)
+		if err != nil || !st.Mode().IsRegular() {
+			continue
+		}
+		if _, err := os.Lstat(dst); err == nil {
+			continue
+		}
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return kept, err
+		}
+		if !link || os.Link(inv.Path, dst) != nil {
+			if err := copyFile(inv.Path, dst, st); err != nil {
+				return kept, err
+			}
+		}
+		recs = append(recs, rec{filepath.ToSlash(inv.Rel), inv.Reason, st.Size()})
+		kept++
+	}
+	now := time.Now().UnixNano()
+	err := store.DB.Tx(background(), func(tx *catalog.Tx) error {
+		for _, r := range recs {
+			if err := tx.ClearRefused(r.rel); err != nil {
+				return err
+			}
+			if err := tx.AddRefused(r.rel, r.reason, r.size, now); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return kept, err
+}
+
+// copyFile copies src to a new file dst with src's mode and mtime, synced.
+func copyFile(src, dst string, st os.FileInfo) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, st.Mode().Perm())
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		os.Remove(dst)
+		return err
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		os.Remove(dst)
+		return err
+	}
+	if err := out.Close(); err != nil {
+		return err
+	}
+	return os.Chtimes(dst, st.ModTime(), st.ModTime())
 }
 
 // openForImport opens the state; a rebuild holds its lock already.

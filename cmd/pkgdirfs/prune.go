@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"pkgdirfs/catalog"
@@ -63,10 +62,10 @@ func cmdPrune(args []string) int {
 		return fail("prune: %s is not a pkgdirfs state (%s)", *state, why)
 	}
 
-	// Who serves the state decides how builds go: through a mount, by
-	// unlinking their paths there, which is rm's removal (the daemon keeps
-	// them downloadable for its --removed-grace); else in catalog batches,
-	// holding the state so that no mount starts meanwhile.
+	// Builds go in catalog batches either way. A daemon serving the state
+	// picks each batch up as one change and keeps the builds downloadable
+	// for its --removed-grace before it drops their blobs; unserved, the
+	// state is held (no mount starts meanwhile) and the blobs go at once.
 	log := newLogger(os.Stderr)
 	var (
 		store *catalog.Store
@@ -112,10 +111,24 @@ func cmdPrune(args []string) int {
 		for i := range removed {
 			printRemoval(w, verb, &removed[i])
 		}
-	case mnt != "":
-		removed, removeErr = removeThroughMount(store, mnt, doomed, func(in *catalog.Instance) { printRemoval(w, verb, in) })
 	default:
-		removed, removeErr = removeInBatches(store, doomed, func(in *catalog.Instance) { printRemoval(w, verb, in) })
+		// A mount follows the catalog within its poll interval; prune
+		// returns once it shows the change (its last build gone there).
+		var shown string
+		if mnt != "" && len(doomed) > 0 {
+			if p := filepath.Join(mnt, instPath(&doomed[len(doomed)-1])); lexists(p) {
+				shown = p
+			}
+		}
+		removed, removeErr = removeInBatches(store, doomed, mnt == "", func(in *catalog.Instance) { printRemoval(w, verb, in) })
+		if shown != "" && removeErr == nil {
+			for deadline := time.Now().Add(10 * time.Second); lexists(shown) && time.Now().Before(deadline); {
+				time.Sleep(20 * time.Millisecond)
+			}
+			if lexists(shown) {
+				fmt.Fprintf(os.Stderr, "pkgdirfs prune: the mount at %s still shows %s after 10 s (is its daemon busy?)\n", mnt, shown)
+			}
+		}
 	}
 	for _, in := range removed {
 		cpvs[in.CPV] = true
@@ -231,9 +244,11 @@ func printRemoval(w *bufio.Writer, verb string, in *catalog.Instance) {
 	w.Flush()
 }
 
-// removeInBatches removes in catalog transactions of pruneBatch builds each,
-// dropping their blobs after each commit: nobody serves them.
-func removeInBatches(store *catalog.Store, doomed []catalog.Instance, done func(*catalog.Instance)) ([]catalog.Instance, error) {
+// removeInBatches removes in catalog transactions of pruneBatch builds
+// each. Unserved (drop), their blobs go after each commit; a mount serving
+// the state shows each batch at once and keeps its builds downloadable for
+// its --removed-grace, as after rm, then drops their blobs itself.
+func removeInBatches(store *catalog.Store, doomed []catalog.Instance, drop bool, done func(*catalog.Instance)) ([]catalog.Instance, error) {
 	var removed []catalog.Instance
 	for len(doomed) > 0 {
 		n := min(pruneBatch, len(doomed))
@@ -247,7 +262,9 @@ func removeInBatches(store *catalog.Store, doomed []catalog.Instance, done func(
 			return removed, err
 		}
 		for i := range batch {
-			store.DropBlob(background(), batch[i].Blob)
+			if drop {
+				store.DropBlob(background(), batch[i].Blob)
+			}
 			done(&batch[i])
 		}
 		removed = append(removed, batch...)
@@ -255,50 +272,9 @@ func removeInBatches(store *catalog.Store, doomed []catalog.Instance, done func(
 	return removed, nil
 }
 
-// removeThroughMount unlinks each build's multi-instance path in the mount:
-// the daemon removes it as it does for rm (one catalog transaction each)
-// and keeps it downloadable under .pkgdirfs/removed for its grace period.
-// A build the mount does not show at that path (a mount without the multi
-// layout), or any build when the mount is read-only, is removed from the
-// catalog directly, in batches.
-func removeThroughMount(store *catalog.Store, mnt string, doomed []catalog.Instance, done func(*catalog.Instance)) ([]catalog.Instance, error) {
-	var (
-		removed  []catalog.Instance
-		direct   []catalog.Instance
-		readOnly bool
-	)
-	for i := range doomed {
-		in := &doomed[i]
-		if readOnly {
-			direct = append(direct, *in)
-			continue
-		}
-		err := syscall.Unlink(filepath.Join(mnt, instPath(in)))
-		switch {
-		case err == nil:
-			removed = append(removed, *in)
-			done(in)
-		case errors.Is(err, syscall.ENOENT):
-			direct = append(direct, *in)
-		case errors.Is(err, syscall.EROFS):
-			// A mount --read-only refuses every client write, not the
-			// catalog's owner: the builds go from the catalog, which the
-			// mount follows, without a grace period.
-			fmt.Fprintf(os.Stderr, "pkgdirfs prune: the mount at %s is read-only: removing from the catalog; removed builds do not stay downloadable for the grace period\n", mnt)
-			readOnly = true
-			direct = append(direct, *in)
-		default:
-			return removed, fmt.Errorf("unlink %s in the mount at %s: %w", instPath(in), mnt, err)
-		}
-	}
-	if len(direct) > 0 {
-		batch, err := removeInBatches(store, direct, done)
-		removed = append(removed, batch...)
-		if err != nil {
-			return removed, err
-		}
-	}
-	return removed, nil
+func lexists(p string) bool {
+	_, err := os.Lstat(p)
+	return err == nil
 }
 
 // bytesText is n in binary units for people.
