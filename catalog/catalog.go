@@ -229,6 +229,10 @@ type Tx struct {
 	// afterCommit runs once the transaction has committed (dropping the
 	// blobs of instances it removed).
 	afterCommit []func()
+	// beforeCommit runs after fn, before COMMIT; an error rolls back
+	// (waiting for a blob's bytes to be durable: a row never names bytes a
+	// power cut could take).
+	beforeCommit []func() error
 }
 
 // Tx runs fn in one write transaction (BEGIN IMMEDIATE): commit if fn
@@ -303,6 +307,15 @@ func (db *DB) tryTxOn(ctx context.Context, b txBeginner, fn func(tx *Tx) error) 
 			return errors.Join(err, rerr)
 		}
 		return err
+	}
+	for _, f := range tx.beforeCommit {
+		if err := f(); err != nil {
+			done = true
+			if rerr := stx.Rollback(); rerr != nil && !errors.Is(rerr, sql.ErrTxDone) {
+				return errors.Join(err, rerr)
+			}
+			return err
+		}
 	}
 	done = true
 	if err := stx.Commit(); err != nil {

@@ -228,7 +228,7 @@ func (s *Store) Ingest(ctx context.Context, c *Candidate) (inst *Instance, exist
 			updates = prev.ID
 		}
 	}
-	moved := false
+	var pending *blobCommit
 	var dropped string // blob of a replaced instance
 	err = s.DB.Tx(ctx, func(tx *Tx) error {
 		dropped = ""
@@ -262,14 +262,19 @@ func (s *Store) Ingest(ctx context.Context, c *Candidate) (inst *Instance, exist
 			blobPath = filepath.Join(s.BlobDir(), blob)
 			inst.Blob = blob
 		}
-		if !moved {
+		if pending == nil {
 			// The blob is in place before the row that names it: a crash in
 			// between leaves an orphan blob that verify reports, never a row
-			// without bytes.
-			if err := commitFile(c.File, blobPath); err != nil {
+			// without bytes. Its syncs run while the statements below do;
+			// the commit waits for them (every attempt: a retry of fn does
+			// not move the bytes again).
+			if err := os.MkdirAll(filepath.Dir(blobPath), 0o755); err != nil {
 				return err
 			}
-			moved = true
+			pending = startCommitFile(c.File, blobPath)
+		}
+		if pending != nil {
+			tx.beforeCommit = append(tx.beforeCommit, pending.wait)
 		}
 		if _, err := tx.InsertInstance(inst); err != nil {
 			return err
@@ -277,10 +282,13 @@ func (s *Store) Ingest(ctx context.Context, c *Candidate) (inst *Instance, exist
 		return commitChange(tx)
 	})
 	if err != nil {
-		if moved {
-			// Put the bytes back where the client left them.
-			if rerr := os.Rename(blobPath, c.File); rerr != nil {
-				s.log.Error("restoring bytes after a failed commit", "from", blobPath, "to", c.File, "err", rerr)
+		if pending != nil {
+			pending.wait() // its error, if any, is err's cause or beside the point now
+			if pending.renamed {
+				// Put the bytes back where the client left them.
+				if rerr := os.Rename(blobPath, c.File); rerr != nil {
+					s.log.Error("restoring bytes after a failed commit", "from", blobPath, "to", c.File, "err", rerr)
+				}
 			}
 		}
 		return nil, false, err
@@ -471,34 +479,55 @@ func chooseBuildID(tx *Tx, cpv string, fromName int64, fromMeta string) (int64, 
 	return tx.NextBuildID(cpv)
 }
 
-func commitFile(src, dst string) error {
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return err
-	}
+// blobCommit makes staged bytes a blob in the background: see commitFile.
+type blobCommit struct {
+	done    chan struct{}
+	err     error
+	renamed bool // the bytes are at dst (also when a sync after it failed)
+}
+
+func startCommitFile(src, dst string) *blobCommit {
+	b := &blobCommit{done: make(chan struct{})}
+	go func() {
+		defer close(b.done)
+		b.renamed, b.err = commitFile(src, dst)
+	}()
+	return b
+}
+
+// wait returns once the bytes are durable at their blob name, or why not.
+func (b *blobCommit) wait() error {
+	<-b.done
+	return b.err
+}
+
+// commitFile makes src the blob dst, durably: data synced, then renamed,
+// then the name synced (dst's directory exists).
+func commitFile(src, dst string) (renamed bool, err error) {
 	// The bytes are durable before the name and the row that make them a
 	// package: bytes written through the mount reach staging unsynced.
 	f, err := os.Open(src)
 	if err != nil {
-		return err
+		return false, err
 	}
 	err = f.Sync()
 	f.Close()
 	if err != nil {
-		return err
+		return false, err
 	}
 	// Committed bytes never change: read-only guards against mistakes.
 	if err := os.Chmod(src, 0o444); err != nil {
-		return err
+		return false, err
 	}
 	if err := os.Rename(src, dst); err != nil {
-		return err
+		return false, err
 	}
 	d, err := os.Open(filepath.Dir(dst))
 	if err != nil {
-		return err
+		return true, err
 	}
 	defer d.Close()
-	return d.Sync()
+	return true, d.Sync()
 }
 
 // identify parses the staged bytes and checks them against the name they came
