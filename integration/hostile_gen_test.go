@@ -106,29 +106,9 @@ func (g *hgGen) meta(pf string, extra ...xpak.Entry) []xpak.Entry {
 		{Key: "repository", Value: []byte("gentoo\n")},
 	}
 	for _, e := range extra {
-		es = hgSet(es, e.Key, e.Value)
+		es = withEntry(es, e.Key, e.Value)
 	}
 	return es
-}
-
-// hgSet sets key to value (appended when absent); a nil value removes it.
-func hgSet(es []xpak.Entry, key string, value []byte) []xpak.Entry {
-	var out []xpak.Entry
-	found := false
-	for _, e := range es {
-		if e.Key == key {
-			found = true
-			if value == nil {
-				continue
-			}
-			e.Value = value
-		}
-		out = append(out, e)
-	}
-	if !found && value != nil {
-		out = append(out, xpak.Entry{Key: key, Value: value})
-	}
-	return out
 }
 
 // ------------------------------------------------------------ tar and compression
@@ -624,7 +604,7 @@ func hostileCorpus(t testing.TB) []hostileCase {
 
 	// ---- metadata values
 	for _, k := range []string{"CATEGORY", "PF", "SLOT"} {
-		add(hcMetadata, "xpak missing "+k, g.multi("xpak"), g.xpakFile(tb, hgSet(g.meta(hgPF), k, nil)), k)
+		add(hcMetadata, "xpak missing "+k, g.multi("xpak"), g.xpakFile(tb, withEntry(g.meta(hgPF), k, nil)), k)
 	}
 	add(hcMetadata, "xpak SLOT of whitespace", g.multi("xpak"), g.xpakFile(tb, g.meta(hgPF, xpak.Entry{Key: "SLOT", Value: []byte(" \n")})), "SLOT")
 	for _, id := range []string{"0", "-3", "007", "abc", "99999999999999999999", "+5", "0x10", "1 2"} {
@@ -632,7 +612,7 @@ func hostileCorpus(t testing.TB) []hostileCase {
 	}
 	add(hcMetadata, "xpak RDEPEND with an unbalanced parenthesis", g.multi("xpak"), g.xpakFile(tb, g.meta(hgPF, xpak.Entry{Key: "RDEPEND", Value: []byte("test? ( dev-libs/bar\n")})), "RDEPEND")
 	add(hcMetadata, "xpak DEPEND with an invalid atom", g.multi("xpak"), g.xpakFile(tb, g.meta(hgPF, xpak.Entry{Key: "DEPEND", Value: []byte("dev-libs/foo !!!>=bar\n")})), "DEPEND")
-	add(hcMetadata, "gpkg missing SLOT", g.multi("gpkg.tar"), g.ok(g.gpkg(hgPF, ".zst", hgSet(g.meta(hgPF), "SLOT", nil))), "SLOT")
+	add(hcMetadata, "gpkg missing SLOT", g.multi("gpkg.tar"), g.ok(g.gpkg(hgPF, ".zst", withEntry(g.meta(hgPF), "SLOT", nil))), "SLOT")
 	add(hcMetadata, "gpkg BUILD_ID abc", g.multi("gpkg.tar"), g.ok(g.gpkg(hgPF, ".zst", g.meta(hgPF, xpak.Entry{Key: "BUILD_ID", Value: []byte("abc")}))), "BUILD_ID")
 	add(hcMetadata, "gpkg RDEPEND with a dangling ||", g.multi("gpkg.tar"), g.ok(g.gpkg(hgPF, ".zst", g.meta(hgPF, xpak.Entry{Key: "RDEPEND", Value: []byte("|| (\n")}))), "RDEPEND")
 

@@ -343,7 +343,7 @@ func (m *Model) materialize(top string, d *dir) {
 	d.children = map[string]child{}
 	add := func(p string, f *File) {
 		dp, name := SplitPath(p)
-		dd := m.mkdirAllQuiet(dp)
+		dd := m.mkdirAll(dp, false)
 		dd.children[name] = child{f: f}
 	}
 	if top == "All" && m.lay.Legacy {
@@ -364,22 +364,6 @@ func (m *Model) materialize(top string, d *dir) {
 			}
 		})
 	}
-}
-
-// mkdirAllQuiet is mkdirAll for materialize: the kernel has seen none of
-// these names, so nothing is journaled.
-func (m *Model) mkdirAllQuiet(p string) *dir {
-	if d := m.dirs[p]; d != nil {
-		return d
-	}
-	parent, name := SplitPath(p)
-	pd := m.mkdirAllQuiet(parent)
-	d := &dir{ino: m.dirInoLocked(p), children: map[string]child{}}
-	m.dirs[p] = d
-	pd.children[name] = child{d: d}
-	pd.nsub++
-	pd.sorted = nil
-	return d
 }
 
 // Dir returns the directory at path itself.
@@ -862,7 +846,7 @@ func (m *Model) linkPath(p string, f, prev *File) {
 		return
 	}
 	dp, name := SplitPath(p)
-	d := m.mkdirAll(dp)
+	d := m.mkdirAll(dp, true)
 	if _, ok := d.children[name]; !ok {
 		d.sorted = nil
 	}
@@ -872,18 +856,22 @@ func (m *Model) linkPath(p string, f, prev *File) {
 	}
 }
 
-func (m *Model) mkdirAll(p string) *dir {
+// mkdirAll makes the directories of path p; journal: whether the kernel may
+// have seen their parents (not so while a top directory is made).
+func (m *Model) mkdirAll(p string, journal bool) *dir {
 	if d := m.dirs[p]; d != nil {
 		return d
 	}
 	parent, name := SplitPath(p)
-	pd := m.mkdirAll(parent)
+	pd := m.mkdirAll(parent, journal)
 	d := &dir{ino: m.dirInoLocked(p), children: map[string]child{}}
 	m.dirs[p] = d
 	pd.children[name] = child{d: d}
 	pd.nsub++
 	pd.sorted = nil
-	m.journal.add(parent, name)
+	if journal {
+		m.journal.add(parent, name)
+	}
 	return d
 }
 

@@ -147,7 +147,7 @@ func cmdStatus(args []string) int {
 		fmt.Printf("mounted at:   %s\n", m)
 	}
 	fmt.Printf("generation:   %d\n", cs.Generation)
-	fmt.Printf("instances:    %d (%s), placeholders %d\n", cs.Instances, humanBytes(cs.Bytes), cs.Placeholders)
+	fmt.Printf("instances:    %d (%s), placeholders %d\n", cs.Instances, bytesText(cs.Bytes), cs.Placeholders)
 	if cs.IndexTimestamp > 0 {
 		fmt.Printf("index:        TIMESTAMP %d (%s)\n", cs.IndexTimestamp, time.Unix(cs.IndexTimestamp, 0).UTC().Format(time.RFC3339))
 	}
@@ -161,7 +161,7 @@ func cmdStatus(args []string) int {
 			fmt.Printf("open handles: unknown (%v)\n", err)
 		}
 		if rss := rssKiB(pid); rss >= 0 {
-			fmt.Printf("memory:       %s resident\n", humanBytes(rss<<10))
+			fmt.Printf("memory:       %s resident\n", bytesText(rss<<10))
 		}
 	}
 	// 3: "not running", as systemctl status and LSB init scripts answer.
@@ -169,17 +169,4 @@ func cmdStatus(args []string) int {
 		return 3
 	}
 	return 0
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
