@@ -209,8 +209,9 @@ type Candidate struct {
 
 // Ingest turns a candidate into an instance in one catalog transaction, or
 // refuses it. existed is true when the same bytes of the same CPV were already
-// there (then nothing changes). The staged file is consumed either way, except
-// when refused: the caller keeps the bytes.
+// there (then nothing changes but that). Either way a refusal recorded at the
+// name is forgotten. The staged file is consumed either way, except when
+// refused: the caller keeps the bytes.
 func (s *Store) Ingest(ctx context.Context, c *Candidate) (inst *Instance, existed bool, err error) {
 	inst, err = s.identify(c)
 	if err != nil {
@@ -232,6 +233,11 @@ func (s *Store) Ingest(ctx context.Context, c *Candidate) (inst *Instance, exist
 	var dropped string // blob of a replaced instance
 	err = s.DB.Tx(ctx, func(tx *Tx) error {
 		dropped = ""
+		// A package at the name ends what a refusal there recorded, in
+		// this transaction (not one more of its own).
+		if err := tx.ClearRefused(c.Name); err != nil {
+			return err
+		}
 		old, err := tx.FindByDigest(inst.CPV, c.SHA256)
 		if err == nil {
 			inst, existed = old, true

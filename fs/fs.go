@@ -177,6 +177,10 @@ func (f *FS) Mount(dir string) error {
 		return fmt.Errorf("mount %s: %w", dir, err)
 	}
 	go f.buildIndex()
+	// Category directories are made now, in the background: a change
+	// then costs the same in any of them (making one takes milliseconds
+	// at a million instances), and the mount is ready before.
+	go f.model.MakeCategories(f.buildCtx)
 	go f.poll()
 	go f.notifier()
 	return nil

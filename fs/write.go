@@ -780,9 +780,6 @@ func (f *FS) ingestQuietly(ctx context.Context, c *catalog.Candidate, keep func(
 
 // committed logs a commit; the caller makes it visible.
 func (f *FS) committed(ctx context.Context, name string, in *ingested) {
-	if err := f.cfg.Store.Forget(ctx, name); err != nil {
-		f.log.Warn("clearing an old refusal", "path", name, "err", err)
-	}
 	// The package takes the name from a plain file left there (refused bytes).
 	p := f.scratchPath(name)
 	if st, err := os.Lstat(p); err == nil && st.Mode().IsRegular() {

@@ -1,6 +1,7 @@
 package tree
 
 import (
+	"context"
 	"slices"
 	"sort"
 	"strconv"
@@ -335,6 +336,32 @@ func (m *Model) rlockMade(path string) {
 	m.mu.Unlock()
 	// Tops are never made lazy again, so the check need not be repeated.
 	m.mu.RLock()
+}
+
+// MakeCategories makes every lazy category directory, one at a time, each
+// under the write lock alone (a few milliseconds at a million instances), until
+// ctx is done. All/ stays lazy: making it holds the lock for as long as
+// the whole catalog takes, and few clients look there.
+func (m *Model) MakeCategories(ctx context.Context) {
+	m.mu.RLock()
+	var tops []string
+	for name, c := range m.dirs[""].children {
+		if c.d != nil && c.d.lazy && name != "All" {
+			tops = append(tops, name)
+		}
+	}
+	m.mu.RUnlock()
+	sort.Strings(tops)
+	for _, top := range tops {
+		if ctx.Err() != nil {
+			return
+		}
+		m.mu.Lock()
+		if d := m.dirs[top]; d != nil && d.lazy {
+			m.materialize(top, d)
+		}
+		m.mu.Unlock()
+	}
 }
 
 // materialize makes the names of the lazy top directory top.

@@ -791,3 +791,25 @@ func TestModelOnRemoved(t *testing.T) {
 		t.Errorf("flat, CPV removed: %q", got)
 	}
 }
+
+// TestModelMakeCategories makes every category ahead of use, not All/, and
+// changes nothing a reader sees.
+func TestModelMakeCategories(t *testing.T) {
+	insts := []catalog.Instance{
+		inst(1, "app-misc", "hello", "hello-2.10", 1, 100, "xpak"),
+		inst(2, "dev-libs", "foo", "foo-1", 1, 100, "gpkg"),
+	}
+	m, fresh := loaded(AllLayouts, insts), loaded(AllLayouts, insts)
+	m.MakeCategories(context.Background())
+	for _, top := range []string{"app-misc", "dev-libs"} {
+		if d := m.dirs[top]; d == nil || d.lazy {
+			t.Errorf("%s not made", top)
+		}
+	}
+	if d := m.dirs["All"]; d == nil || !d.lazy {
+		t.Error("All/ made (or gone)")
+	}
+	if got, want := files(m), files(fresh); !slices.Equal(got, want) {
+		t.Errorf("tree after MakeCategories:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
