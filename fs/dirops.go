@@ -514,7 +514,7 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 	c := &catalog.Candidate{Staged: staged, Name: dst, MtimeNs: st.Mtim.Nano(), Mode: st.Mode & 0o7777}
 	// Onto a multi-instance name the bytes replace that instance (same
 	// build id); onto a flat or All/ name they add one, as a write does.
-	if e, ok := f.catalogEntry(dst); p.Kind == layout.KindMulti && ok && e.File != nil && e.File.Blob != "" {
+	if e, ok := f.catalogEntry(dst); p.Kind == layout.KindMulti && ok && e.File != nil && e.File.Blob() != "" {
 		c.Replaces = e.File.ID
 	}
 	before := f.model.Seq()

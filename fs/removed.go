@@ -44,7 +44,8 @@ func (f *FS) graceRemoved(path string, file *instFile, blob string) {
 // mount has registered its own already, and bytes already dropped (a
 // replaced build) are not offered. Called under the model's lock.
 func (f *FS) graceSeen(path string, file *instFile) {
-	if file.Blob == "" {
+	blob := file.Blob()
+	if blob == "" {
 		return
 	}
 	f.removedMu.Lock()
@@ -52,10 +53,10 @@ func (f *FS) graceSeen(path string, file *instFile) {
 	if _, ok := f.removed[path]; ok {
 		return
 	}
-	if _, err := os.Lstat(filepath.Join(f.cfg.Store.BlobDir(), file.Blob)); err != nil {
+	if _, err := os.Lstat(filepath.Join(f.cfg.Store.BlobDir(), blob)); err != nil {
 		return
 	}
-	f.removed[path] = removedEntry{file: file, blob: file.Blob, until: time.Now().Add(f.cfg.RemovedGrace)}
+	f.removed[path] = removedEntry{file: file, blob: blob, until: time.Now().Add(f.cfg.RemovedGrace)}
 }
 
 // expireRemoved drops what the grace period no longer covers.

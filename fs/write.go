@@ -890,8 +890,8 @@ func hashFile(path string, size int64) (*catalog.Staged, error) {
 func (f *FS) openInstance(ctx context.Context, in *instFile, flags uint32, io *ioCount) (gofs.FileHandle, uint32, syscall.Errno) {
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR) == 0 {
 		h := &blobHandle{io: io}
-		if in.Blob != "" {
-			p := f.blobPath(in.Blob)
+		if blob := in.Blob(); blob != "" {
+			p := f.blobPath(blob)
 			file, err := os.Open(p)
 			if err != nil {
 				return nil, 0, f.errno("open", p, err)
@@ -938,8 +938,8 @@ func (f *FS) openInstanceWrite(ctx context.Context, in *instFile, flags uint32, 
 	}
 	n.staging = staging.Name()
 	unix.Setxattr(n.staging, catalog.NameXattr, []byte(n.name), 0)
-	if !trunc && in.Blob != "" {
-		src, err := os.Open(f.blobPath(in.Blob))
+	if blob := in.Blob(); !trunc && blob != "" {
+		src, err := os.Open(f.blobPath(blob))
 		if err == nil {
 			_, err = io.Copy(staging, src)
 			src.Close()
@@ -1021,7 +1021,7 @@ func (f *FS) setInstanceAttr(ctx context.Context, in *instFile, fh gofs.FileHand
 		mtime = t.UnixNano()
 	}
 	if mode != in.Mode || mtime != in.MtimeNs {
-		if in.Blob == "" || in.ID == 0 {
+		if in.Blob() == "" || in.ID == 0 {
 			return syscall.EPERM
 		}
 		if err := f.cfg.Store.SetAttrs(ctx, in.ID, mode, mtime); err != nil {

@@ -2,6 +2,7 @@ package tree
 
 import (
 	"context"
+	"encoding/hex"
 	"slices"
 	"sort"
 	"strconv"
@@ -47,16 +48,44 @@ func IndexIno(gen int64, gz bool) uint64 {
 // File is one instance as the tree shows it: enough for getattr and open,
 // nothing that belongs in SQLite. Immutable: a change makes a new File.
 type File struct {
-	ID          int64
-	Size        int64
-	MtimeNs     int64
-	Mode        uint32
-	Blob        string
+	ID      int64
+	Size    int64
+	MtimeNs int64
+	Mode    uint32
+	// The blob's name: its SHA-256 in binary when it is the usual
+	// "hh/<sha256 hex>" (32 bytes instead of a 67-byte string per
+	// instance), else blobName.
+	blobSum     [32]byte
+	blobName    string
 	BuildID     int64
 	BuildTime   int64
 	Gpkg        bool
 	Placeholder bool
 	g           *group
+}
+
+// Blob is the instance's blob, relative to the blob directory ("" for a
+// placeholder).
+func (f *File) Blob() string {
+	if f.blobName != "" || f.blobSum == ([32]byte{}) {
+		return f.blobName
+	}
+	var b [67]byte
+	hex.Encode(b[3:], f.blobSum[:])
+	b[0], b[1], b[2] = b[3], b[4], '/'
+	return string(b[:])
+}
+
+// setBlob keeps name compactly when it is a SHA-256 blob name.
+func (f *File) setBlob(name string) {
+	if len(name) == 67 && name[2] == '/' && name[:2] == name[3:5] {
+		_, err := hex.Decode(f.blobSum[:], []byte(name[3:]))
+		if err == nil && strings.ToLower(name) == name && f.blobSum != ([32]byte{}) {
+			return
+		}
+		f.blobSum = [32]byte{}
+	}
+	f.blobName = name
 }
 
 // Ino is the instance's inode number under every name.
@@ -575,9 +604,10 @@ func newGroup(cpv string, insts []catalog.Instance) *group {
 	g := &group{cpv: cpv, cat: in.Category, pn: in.PN, pf: in.PF}
 	for k := range insts {
 		in := &insts[k]
-		f := &File{ID: in.ID, Size: in.Size, MtimeNs: in.MtimeNs, Mode: in.Mode & 0o7777, Blob: in.Blob,
+		f := &File{ID: in.ID, Size: in.Size, MtimeNs: in.MtimeNs, Mode: in.Mode & 0o7777,
 			BuildID: in.BuildID, BuildTime: in.BuildTime, Gpkg: in.Format == string(layout.FormatGpkg),
 			Placeholder: in.Placeholder, g: g}
+		f.setBlob(in.Blob)
 		if f.Mode == 0 {
 			f.Mode = 0o644
 		}

@@ -813,3 +813,20 @@ func TestModelMakeCategories(t *testing.T) {
 		t.Errorf("tree after MakeCategories:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// TestFileBlob: a SHA-256 blob name is kept in binary and given back as it
+// came; any other name as it is.
+func TestFileBlob(t *testing.T) {
+	sum := "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+	for _, name := range []string{"9f/" + sum, "", "ab/" + sum, "9F/" + strings.ToUpper(sum), "9f/" + sum[:63], "7/x",
+		"00/" + strings.Repeat("0", 64)} {
+		var f File
+		f.setBlob(name)
+		if got := f.Blob(); got != name {
+			t.Errorf("Blob() of %q = %q", name, got)
+		}
+		if compact := f.blobName == ""; compact != (name == "9f/"+sum) && name != "" {
+			t.Errorf("%q kept compact: %v", name, compact)
+		}
+	}
+}
