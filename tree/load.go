@@ -81,9 +81,9 @@ func (m *Model) loadFrom(v *catalog.View) error {
 // the two views, one reads everything.
 func (m *Model) loadSplit(ctx context.Context, db *catalog.DB, v *catalog.View, gen int64, split string) error {
 	genB := make(chan int64, 1)
-	goB := make(chan bool, 1)
+	// The second half's reader, given the load's send; closed: not wanted.
+	sendB := make(chan func(*catalog.Instance) error)
 	errB := make(chan error, 1)
-	streamB := make(chan func(send func(*catalog.Instance) error) error, 1)
 	go func() {
 		beforeSecondView()
 		errB <- db.View(ctx, func(vb *catalog.View) error {
@@ -92,22 +92,17 @@ func (m *Model) loadSplit(ctx context.Context, db *catalog.DB, v *catalog.View, 
 				g = -1
 			}
 			genB <- g
-			if !<-goB {
+			send, ok := <-sendB
+			if !ok {
 				return nil
 			}
-			done := make(chan error, 1)
-			streamB <- func(send func(*catalog.Instance) error) error {
-				err := vb.ForEachInstanceFrom(split, send)
-				done <- err
-				return err
-			}
-			return <-done
+			return vb.ForEachInstanceFrom(split, send)
 		})
 	}()
 	select {
 	case g := <-genB:
 		if g != gen {
-			goB <- false
+			close(sendB)
 			if err := <-errB; err != nil {
 				return err
 			}
@@ -119,11 +114,12 @@ func (m *Model) loadSplit(ctx context.Context, db *catalog.DB, v *catalog.View, 
 		}
 		return err
 	}
-	goB <- true
-	runB := <-streamB
 	return m.loadStreams(
 		func(send func(*catalog.Instance) error) error { return v.ForEachInstanceBelow(split, send) },
-		runB)
+		func(send func(*catalog.Instance) error) error {
+			sendB <- send
+			return <-errB
+		})
 }
 
 // loadStreams fills an empty model from streams of instances, each in cpv

@@ -314,7 +314,13 @@ func (m *Model) entry(c child, name string, alias aliasKind) Entry {
 
 // Lookup returns what name shows in directory dir.
 func (m *Model) Lookup(dirPath, name string) (Entry, bool) {
-	m.rlockMade(dirPath)
+	// A directory's attributes count its subdirectories: a lazy top
+	// directory looked up in the root is made first.
+	top := topOf(dirPath)
+	if dirPath == "" {
+		top = name
+	}
+	m.rlockMade(top)
 	defer m.mu.RUnlock()
 	d := m.dirs[dirPath]
 	if d == nil {
@@ -324,47 +330,29 @@ func (m *Model) Lookup(dirPath, name string) (Entry, bool) {
 	if !ok {
 		return Entry{}, false
 	}
-	if c.d != nil && c.d.lazy {
-		// A directory's attributes count its subdirectories: make it,
-		// and look again.
-		m.mu.RUnlock()
-		m.rlockMade(dirPath + "/" + name)
-		return m.lookupLocked(dirPath, name)
-	}
 	return m.entry(c, name, m.lay.aliasIn(dirPath)), true
 }
 
-func (m *Model) lookupLocked(dirPath, name string) (Entry, bool) {
-	d := m.dirs[dirPath]
-	if d == nil {
-		return Entry{}, false
-	}
-	c, ok := d.children[name]
-	if !ok {
-		return Entry{}, false
-	}
-	return m.entry(c, name, m.lay.aliasIn(dirPath)), true
-}
-
-// rlockMade read-locks the model with the top directory of path made
+// rlockMade read-locks the model with the top directory top made
 // (materialize), taking the write lock for that when needed.
-func (m *Model) rlockMade(path string) {
-	top := path
-	if i := strings.IndexByte(path, '/'); i >= 0 {
-		top = path[:i]
-	}
+func (m *Model) rlockMade(top string) {
 	m.mu.RLock()
 	if d := m.dirs[top]; d == nil || !d.lazy {
 		return
 	}
 	m.mu.RUnlock()
+	m.makeTop(top)
+	// Tops are never made lazy again, so the check need not be repeated.
+	m.mu.RLock()
+}
+
+// makeTop makes the top directory top if it is lazy.
+func (m *Model) makeTop(top string) {
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	if d := m.dirs[top]; d != nil && d.lazy {
 		m.materialize(top, d)
 	}
-	m.mu.Unlock()
-	// Tops are never made lazy again, so the check need not be repeated.
-	m.mu.RLock()
 }
 
 // MakeCategories makes every lazy category directory, one at a time, each
@@ -385,11 +373,7 @@ func (m *Model) MakeCategories(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		m.mu.Lock()
-		if d := m.dirs[top]; d != nil && d.lazy {
-			m.materialize(top, d)
-		}
-		m.mu.Unlock()
+		m.makeTop(top)
 	}
 }
 
@@ -424,7 +408,7 @@ func (m *Model) materialize(top string, d *dir) {
 
 // Dir returns the directory at path itself.
 func (m *Model) Dir(path string) (Entry, bool) {
-	m.rlockMade(path)
+	m.rlockMade(topOf(path))
 	defer m.mu.RUnlock()
 	d := m.dirs[path]
 	if d == nil {
@@ -436,7 +420,7 @@ func (m *Model) Dir(path string) (Entry, bool) {
 
 // HasChildren tells whether the directory at path shows any catalog name.
 func (m *Model) HasChildren(path string) bool {
-	m.rlockMade(path)
+	m.rlockMade(topOf(path))
 	defer m.mu.RUnlock()
 	d := m.dirs[path]
 	return d != nil && len(d.children) > 0
@@ -444,7 +428,7 @@ func (m *Model) HasChildren(path string) bool {
 
 // ReadDir lists a directory in name order.
 func (m *Model) ReadDir(path string) ([]Entry, bool) {
-	m.rlockMade(path)
+	m.rlockMade(topOf(path))
 	d := m.dirs[path]
 	if d == nil {
 		m.mu.RUnlock()
