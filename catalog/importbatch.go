@@ -4,13 +4,8 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"crypto/md5"
-	"crypto/sha1"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"io/fs"
 	"math/rand/v2"
@@ -24,8 +19,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"pkgdirfs/xpak"
 )
 
 // ImportOptions tunes Store.Import. The zero value copies bytes with
@@ -439,9 +432,8 @@ const qDigestPresent = `SELECT EXISTS (SELECT 1 FROM instances WHERE cpv = ? AND
 
 // importWorker is one worker's reusable buffer and hashes.
 type importWorker struct {
-	buf           []byte
-	md5, sha1, sh hash.Hash
-	gpkg          *xpak.GpkgHasher // a gpkg's members, in the same read
+	buf []byte
+	dg  *Digester
 }
 
 // importBufSize is the read size; a package up to this size is read once
@@ -449,8 +441,7 @@ type importWorker struct {
 const importBufSize = 1 << 20
 
 func newImportWorker() *importWorker {
-	return &importWorker{buf: make([]byte, importBufSize), md5: md5.New(), sha1: sha1.New(), sh: sha256.New(),
-		gpkg: xpak.NewGpkgHasher()}
+	return &importWorker{buf: make([]byte, importBufSize), dg: NewDigester()}
 }
 
 // prepare hashes and identifies one file and puts its bytes into blobs/
@@ -727,26 +718,18 @@ func (im *importer) stage(w *importWorker, it *importItem, in *os.File, dev uint
 // nil, and returns their size and digests; small is the whole content when
 // it fit in one buffer (valid until the next call).
 func (w *importWorker) hash(r io.Reader, out io.Writer) (st *Staged, small []byte, err error) {
-	w.md5.Reset()
-	w.sha1.Reset()
-	w.sh.Reset()
-	w.gpkg.Reset()
-	var n int64
+	w.dg.Reset()
 	chunks := 0
 	for {
 		k, rerr := io.ReadFull(r, w.buf)
 		if k > 0 {
 			b := w.buf[:k]
-			w.md5.Write(b)
-			w.sha1.Write(b)
-			w.sh.Write(b)
-			w.gpkg.Write(b)
+			w.dg.Write(b)
 			if out != nil {
 				if _, err := out.Write(b); err != nil {
 					return nil, nil, err
 				}
 			}
-			n += int64(k)
 			chunks++
 		}
 		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
@@ -757,10 +740,9 @@ func (w *importWorker) hash(r io.Reader, out io.Writer) (st *Staged, small []byt
 		}
 	}
 	if chunks <= 1 {
-		small = w.buf[:n]
+		small = w.buf[:w.dg.Size()]
 	}
-	return &Staged{Size: n, MD5: hex.EncodeToString(w.md5.Sum(nil)),
-		SHA1: hex.EncodeToString(w.sha1.Sum(nil)), SHA256: hex.EncodeToString(w.sh.Sum(nil)), Members: w.gpkg.Digests()}, small, nil
+	return w.dg.Staged(""), small, nil
 }
 
 // stagingName is a fresh name for an import's staging file: the in- prefix

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"log/slog"
 	"os"
@@ -154,14 +155,55 @@ type Staged struct {
 	Members *xpak.MemberDigests
 }
 
+// Digester takes what a Staged carries from bytes written to it in file
+// order: the size, MD5, SHA1 and SHA-256 of the whole, and a gpkg's member
+// digests. Every path bytes come in by (a write through the mount, a
+// re-read, an import, Stage) uses one.
+type Digester struct {
+	n                 int64
+	md5, sha1, sha256 hash.Hash
+	gpkg              *xpak.GpkgHasher
+}
+
+func NewDigester() *Digester {
+	return &Digester{md5: md5.New(), sha1: sha1.New(), sha256: sha256.New(), gpkg: xpak.NewGpkgHasher()}
+}
+
+func (d *Digester) Write(p []byte) (int, error) {
+	d.md5.Write(p)
+	d.sha1.Write(p)
+	d.sha256.Write(p)
+	d.gpkg.Write(p)
+	d.n += int64(len(p))
+	return len(p), nil
+}
+
+// Size is how many bytes were written.
+func (d *Digester) Size() int64 { return d.n }
+
+// Reset makes d new, for the next file.
+func (d *Digester) Reset() {
+	d.n = 0
+	d.md5.Reset()
+	d.sha1.Reset()
+	d.sha256.Reset()
+	d.gpkg.Reset()
+}
+
+// Staged is what was written, as the file at file.
+func (d *Digester) Staged(file string) *Staged {
+	return &Staged{File: file, Size: d.n, MD5: hex.EncodeToString(d.md5.Sum(nil)),
+		SHA1: hex.EncodeToString(d.sha1.Sum(nil)), SHA256: hex.EncodeToString(d.sha256.Sum(nil)), Members: d.gpkg.Digests()}
+}
+
 // Stage copies r into staging/, hashing while it copies, and syncs it.
 func (s *Store) Stage(r io.Reader) (*Staged, error) {
 	f, err := os.CreateTemp(filepath.Join(s.Dir, "staging"), "in-")
 	if err != nil {
 		return nil, err
 	}
-	hm, h1, h256, gh := md5.New(), sha1.New(), sha256.New(), xpak.NewGpkgHasher()
-	n, err := io.Copy(io.MultiWriter(f, hm, h1, h256, gh), r)
+	d := NewDigester()
+	_, err = io.Copy(io.MultiWriter(f, d), r)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -172,11 +214,7 @@ func (s *Store) Stage(r io.Reader) (*Staged, error) {
 		os.Remove(f.Name())
 		return nil, err
 	}
-	return &Staged{
-		File: f.Name(), Size: n,
-		MD5: hex.EncodeToString(hm.Sum(nil)), SHA1: hex.EncodeToString(h1.Sum(nil)), SHA256: hex.EncodeToString(h256.Sum(nil)),
-		Members: gh.Digests(),
-	}, nil
+	return d.Staged(f.Name()), nil
 }
 
 // RefusedError is bytes that are not an acceptable package under the name they
@@ -415,14 +453,13 @@ func stampBuildID(c *Candidate, inst *Instance) error {
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return err
 	}
-	hm, h1, h256 := md5.New(), sha1.New(), sha256.New()
-	n, err := io.Copy(io.MultiWriter(hm, h1, h256), f)
-	if err != nil {
+	d := NewDigester()
+	if _, err := io.Copy(d, f); err != nil {
 		return err
 	}
-	c.Size, c.stamped = n, true
-	c.Members = nil // of the bytes before the rewrite
-	c.MD5, c.SHA1, c.SHA256 = hex.EncodeToString(hm.Sum(nil)), hex.EncodeToString(h1.Sum(nil)), hex.EncodeToString(h256.Sum(nil))
+	*c.Staged = *d.Staged(c.File) // the rewritten bytes'
+	c.Members = nil               // an xpak has none
+	c.stamped = true
 	inst.Size, inst.MD5, inst.SHA1, inst.SHA256 = c.Size, c.MD5, c.SHA1, c.SHA256
 	inst.Meta["BUILD_ID"] = string(id)
 	return nil

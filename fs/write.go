@@ -2,13 +2,8 @@ package fs
 
 import (
 	"context"
-	"crypto/md5"
-	"crypto/sha1"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"os"
 	"path/filepath"
@@ -26,7 +21,6 @@ import (
 	"pkgdirfs/catalog"
 	"pkgdirfs/layout"
 	"pkgdirfs/tree"
-	"pkgdirfs/xpak"
 )
 
 // Inode numbers of files that are not instances: scratch files and package
@@ -458,15 +452,13 @@ type stagingHandle struct {
 // again). A write anywhere else (seeking back to patch a header, as
 // Portage's gpkg writer does) makes commit re-read, once, for both.
 type seqHash struct {
-	mu              sync.Mutex
-	off             int64
-	broken          bool
-	md5, sha1, s256 hash.Hash
-	gpkg            *xpak.GpkgHasher
+	mu     sync.Mutex
+	broken bool
+	dg     *catalog.Digester
 }
 
 func newSeqHash() *seqHash {
-	return &seqHash{md5: md5.New(), sha1: sha1.New(), s256: sha256.New(), gpkg: xpak.NewGpkgHasher()}
+	return &seqHash{dg: catalog.NewDigester()}
 }
 
 func (s *seqHash) write(data []byte, off int64) {
@@ -475,21 +467,17 @@ func (s *seqHash) write(data []byte, off int64) {
 	if s.broken {
 		return
 	}
-	if off != s.off {
+	if off != s.dg.Size() {
 		s.broken = true
 		return
 	}
-	s.md5.Write(data)
-	s.sha1.Write(data)
-	s.s256.Write(data)
-	s.gpkg.Write(data)
-	s.off += int64(len(data))
+	s.dg.Write(data)
 }
 
 func (s *seqHash) truncate(size int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if size != s.off {
+	if size != s.dg.Size() {
 		s.broken = true
 	}
 }
@@ -507,12 +495,10 @@ func (s *seqHash) staged(file string, size int64) *catalog.Staged {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.broken || s.off != size {
+	if s.broken || s.dg.Size() != size {
 		return nil
 	}
-	return &catalog.Staged{File: file, Size: size, MD5: hex.EncodeToString(s.md5.Sum(nil)),
-		SHA1: hex.EncodeToString(s.sha1.Sum(nil)), SHA256: hex.EncodeToString(s.s256.Sum(nil)),
-		Members: s.gpkg.Digests()}
+	return s.dg.Staged(file)
 }
 
 var (
@@ -872,14 +858,11 @@ func hashFile(path string, size int64) (*catalog.Staged, error) {
 		return nil, err
 	}
 	defer file.Close()
-	hm, h1, h256, gh := md5.New(), sha1.New(), sha256.New(), xpak.NewGpkgHasher()
-	n, err := io.Copy(io.MultiWriter(hm, h1, h256, gh), file)
-	if err != nil {
+	d := catalog.NewDigester()
+	if _, err := io.Copy(d, file); err != nil {
 		return nil, err
 	}
-	return &catalog.Staged{File: path, Size: n, MD5: hex.EncodeToString(hm.Sum(nil)),
-		SHA1: hex.EncodeToString(h1.Sum(nil)), SHA256: hex.EncodeToString(h256.Sum(nil)),
-		Members: gh.Digests()}, nil
+	return d.Staged(path), nil
 }
 
 // openInstance opens a committed instance. Reads share the immutable blob;
