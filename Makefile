@@ -10,6 +10,8 @@ FUZZTIME ?= 150000x
 # BenchmarkScale sizes: instances with package files, and catalog-only (0 skips it).
 BENCH_SCALE ?= 100000
 BENCH_SCALE_CATALOG ?= 1000000
+# BenchmarkBrowse sizes (instances, comma-separated): browsing and serving the mount vs a native copy.
+BENCH_BROWSE ?= 10000,100000
 SOAK_MINUTES ?= 30
 
 # make install: PREFIX=/usr for a distribution package (mount(8) finds
@@ -27,26 +29,36 @@ INSTALL_DEPS   ?= build
 
 # Debian packages the tests drive (the real tools users use) and the mount needs.
 TEST_PKGS := fuse3 rsync zstd xz-utils bzip2 lz4 gzip tar coreutils util-linux curl nginx attr psmisc e2fsprogs
+# Debian packages only the benchmarks drive (wrk: the HTTP load of BenchmarkBrowse's nginx rows).
+BENCH_PKGS := wrk
 
-.PHONY: all build deps fuse-check mount install uninstall test vet unit integration fuzz bench crash soak clean
+.PHONY: all build deps bench-deps fuse-check mount install uninstall test vet unit integration fuzz bench bench-scale bench-browse crash soak clean
 
 all: build
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/pkgdirfs
 
-# Installs only what is missing, so a prepared machine needs no network.
-deps:
+# $(call apt-missing,PACKAGES): installs only what is missing, so a prepared
+# machine needs no network; apt-get only on Debian/Ubuntu, elsewhere it lists them.
+define apt-missing
 	@if ! command -v dpkg-query >/dev/null 2>&1; then \
-	  echo "not Debian/Ubuntu: make sure the equivalents of these packages are installed: $(TEST_PKGS)"; \
-	else missing=""; for p in $(TEST_PKGS); do \
+	  echo "not Debian/Ubuntu: make sure the equivalents of these packages are installed: $(1)"; \
+	else missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi; fi
+endef
+
+deps:
+	$(call apt-missing,$(TEST_PKGS))
 	@test -c /dev/fuse || { echo "no /dev/fuse: load the fuse module (modprobe fuse)"; exit 1; }
+
+bench-deps:
+	$(call apt-missing,$(BENCH_PKGS))
 
 # fuse3 (fusermount3, mount.fuse3) and /dev/fuse. The package manager is
 # used only on Debian/Ubuntu, and only when fuse3 is missing; elsewhere this
@@ -125,12 +137,17 @@ crash: deps build
 soak: deps build
 	SOAK_MINUTES=$(SOAK_MINUTES) $(GO) test -count=1 -run '^TestSoak$$' -v -timeout $$(( $(SOAK_MINUTES) + 20 ))m ./integration/
 
-bench: deps build
-	BENCH_SCALE=$(BENCH_SCALE) BENCH_SCALE_CATALOG=$(BENCH_SCALE_CATALOG) $(GO) test -count=1 -run='^$$' -bench=. -benchtime=1x -timeout 60m ./integration/
+# Every benchmark; BenchmarkScale and BenchmarkBrowse at their default sizes take most of the time.
+bench: deps bench-deps build
+	BENCH_SCALE=$(BENCH_SCALE) BENCH_SCALE_CATALOG=$(BENCH_SCALE_CATALOG) BENCH_BROWSE=$(BENCH_BROWSE) $(GO) test -count=1 -run='^$$' -bench=. -benchtime=1x -timeout 120m ./integration/
 
 # The scale section of bench alone (~25 min at the defaults; BENCH_SCALE=3000 BENCH_SCALE_CATALOG=20000 for a quick run).
-bench-scale: deps build
+bench-scale: deps bench-deps build
 	BENCH_SCALE=$(BENCH_SCALE) BENCH_SCALE_CATALOG=$(BENCH_SCALE_CATALOG) $(GO) test -count=1 -run='^$$' -bench='^BenchmarkScale$$' -benchtime=1x -timeout 60m ./integration/
+
+# The browse/serve section of bench alone: ls, find, tar, rsync, sha1sum, nginx vs a native copy (BENCH_BROWSE=2000 for a quick run).
+bench-browse: deps bench-deps build
+	BENCH_BROWSE=$(BENCH_BROWSE) $(GO) test -count=1 -run='^$$' -bench='^BenchmarkBrowse$$' -benchtime=1x -timeout 60m ./integration/
 
 clean:
 	rm -rf bin

@@ -76,6 +76,7 @@ type FS struct {
 	hidden         map[string]time.Time // alias names hidden after a shadowing file went
 	indexUnlinked  map[string]time.Time // Packages(.gz) names just unlinked
 	notes          *noteQueue           // kernel invalidations, sent by the notifiers
+	listings       *listings            // directory listings being read
 
 	server *fuse.Server
 	dir    string
@@ -97,7 +98,7 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 	}
 	f := &FS{cfg: cfg, log: cfg.Log, stop: make(chan struct{}), done: make(chan struct{}), idxReady: make(chan struct{}),
 		notes: newNoteQueue(), pending: map[string]int{}, removed: map[string]removedEntry{}, recentRemovals: recentRemovals{byName: map[string]recentRemoval{}}, hidden: map[string]time.Time{},
-		indexUnlinked: map[string]time.Time{}}
+		indexUnlinked: map[string]time.Time{}, listings: newListings()}
 	model := tree.NewModel(cfg.Layouts)
 	model.OnConflict(func(msg string) { f.log.Warn("legacy name conflict", "detail", msg) })
 	model.OnRemoved(f.graceSeen)

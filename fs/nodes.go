@@ -23,10 +23,10 @@ type dirNode struct {
 }
 
 var (
-	_ gofs.NodeLookuper  = (*dirNode)(nil)
-	_ gofs.NodeReaddirer = (*dirNode)(nil)
-	_ gofs.NodeGetattrer = (*dirNode)(nil)
-	_ gofs.NodeStatfser  = (*dirNode)(nil)
+	_ gofs.NodeLookuper       = (*dirNode)(nil)
+	_ gofs.NodeOpendirHandler = (*dirNode)(nil)
+	_ gofs.NodeGetattrer      = (*dirNode)(nil)
+	_ gofs.NodeStatfser       = (*dirNode)(nil)
 )
 
 func (d *dirNode) child(name string) string {
@@ -78,9 +78,79 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	return d.NewInode(ctx, &instNode{fs: d.fs, f: e.File}, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: e.Ino}), 0
 }
 
-func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+// OpendirHandle serves READDIR requests; the kernel never sends OPENDIR
+// (rawFS.OpenDir), so rawFS opens one handle per request: a listing is
+// made on the first request of a read from the start and kept (listings)
+// for the requests that continue it.
+func (d *dirNode) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	return &dirHandle{d: d}, 0, 0
+}
+
+// dirHandle reads one listing. An entry's offset names its listing and its
+// place in it (listingID<<32 | index+1).
+type dirHandle struct {
+	d   *dirNode
+	l   *listing
+	pos int
+}
+
+var (
+	_ gofs.FileReaddirenter = (*dirHandle)(nil)
+	_ gofs.FileSeekdirer    = (*dirHandle)(nil)
+)
+
+func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	if h.l == nil {
+		if errno := h.start(); errno != 0 {
+			return nil, errno
+		}
+	}
+	if h.pos >= len(h.l.list) {
+		h.d.fs.listings.done(h.l)
+		return nil, 0
+	}
+	de := h.l.list[h.pos]
+	h.pos++
+	de.Off = uint64(h.l.id)<<32 | uint64(h.pos)
+	return &de, 0
+}
+
+// Seekdir continues the listing the offset names, or, if it is gone,
+// starts a new one at the same place.
+func (h *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	if off != 0 {
+		h.l = h.d.fs.listings.get(uint32(off>>32), h.d.path)
+	}
+	if h.l == nil {
+		if errno := h.start(); errno != 0 {
+			return errno
+		}
+	}
+	h.pos = int(min(off&0xffffffff, uint64(len(h.l.list))))
+	return 0
+}
+
+func (h *dirHandle) start() syscall.Errno {
+	list, errno := h.d.entries()
+	if errno != 0 {
+		return errno
+	}
+	if listingMade != nil {
+		listingMade(h.d.path)
+	}
+	h.l = h.d.fs.listings.add(h.d.path, list)
+	return 0
+}
+
+// listingMade, when set (tests), is called after a listing was made and
+// before it is answered.
+var listingMade func(path string)
+
+// entries lists the directory: catalog names and scratch names, scratch
+// shadowing the catalog as Lookup does.
+func (d *dirNode) entries() ([]fuse.DirEntry, syscall.Errno) {
 	if _, ok := inRemoved(d.path); ok {
-		return gofs.NewListDirStream(d.readdirRemoved()), 0
+		return d.readdirRemoved(), 0
 	}
 	ents, inTree := d.fs.model.ReadDir(d.path)
 	scratch, err := os.ReadDir(d.fs.scratchPath(d.path))
@@ -124,7 +194,7 @@ func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 			list = append(list, fuse.DirEntry{Name: e.Name, Mode: syscall.S_IFREG, Ino: e.Ino})
 		}
 	}
-	return gofs.NewListDirStream(list), 0
+	return list, 0
 }
 
 func (d *dirNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -268,9 +338,11 @@ func (n *linkNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.Set
 }
 
 // blobHandle reads a committed blob; where the kernel allows, go-fuse hands it
-// the fd (passthrough) and reads never reach us.
+// the fd (passthrough) and reads never reach us. The fd is a plain one, not
+// an *os.File: opening one of those tries the poller first (fcntl and
+// epoll_ctl calls on every open of a package).
 type blobHandle struct {
-	file        *os.File // nil: an empty placeholder
+	fd          int      // -1: an empty placeholder
 	io          *ioCount // the kernel inode's open count
 	passthrough bool
 }
@@ -285,23 +357,39 @@ func (h *blobHandle) PassthroughFd() (int, bool) {
 	if !h.passthrough {
 		return 0, false
 	}
-	return int(h.file.Fd()), true
+	return h.fd, true
 }
 
 func (h *blobHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	if h.file == nil {
+	if h.fd < 0 {
 		return fuse.ReadResultData(nil), 0
 	}
-	n, err := h.file.ReadAt(dest, off)
-	if err != nil && n == 0 && off < 0 {
+	if off < 0 {
 		return nil, syscall.EINVAL
+	}
+	n := 0
+	for n < len(dest) {
+		k, err := syscall.Pread(h.fd, dest[n:], off+int64(n))
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			if n == 0 {
+				return nil, gofs.ToErrno(err)
+			}
+			break
+		}
+		if k == 0 {
+			break
+		}
+		n += k
 	}
 	return fuse.ReadResultData(dest[:n]), 0
 }
 
 func (h *blobHandle) Release(ctx context.Context) syscall.Errno {
-	if h.file != nil {
-		h.file.Close()
+	if h.fd >= 0 {
+		syscall.Close(h.fd)
 	}
 	h.io.endRead(h.passthrough)
 	return 0

@@ -196,16 +196,39 @@ func (r *rawFS) Fallocate(_ <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
 	return r.RawFileSystem.Fallocate(nil, in)
 }
 
+// OpenDir answers ENOSYS: the kernel then sends no OPENDIR and no
+// RELEASEDIR at all (FUSE_NO_OPENDIR_SUPPORT), and keeps every directory's
+// listing between reads, as it does with FOPEN_CACHE_DIR|FOPEN_KEEP_CACHE.
+// A warm ls -lR or find then costs no request per directory. Listings are
+// dropped by the invalidation that follows every change to a directory
+// (notifyWorker).
 func (r *rawFS) OpenDir(_ <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
-	return r.RawFileSystem.OpenDir(nil, in, out)
+	return fuse.ENOSYS
 }
 
 func (r *rawFS) ReadDir(_ <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
-	return r.RawFileSystem.ReadDir(nil, in, out)
+	return r.readDir(in, out, r.RawFileSystem.ReadDir)
 }
 
 func (r *rawFS) ReadDirPlus(_ <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
-	return r.RawFileSystem.ReadDirPlus(nil, in, out)
+	return r.readDir(in, out, r.RawFileSystem.ReadDirPlus)
+}
+
+// readDir serves a READDIR, which comes without a handle (OpenDir), through
+// a handle of go-fuse's opened for this request alone.
+func (r *rawFS) readDir(in *fuse.ReadIn, out *fuse.DirEntryList, read func(<-chan struct{}, *fuse.ReadIn, *fuse.DirEntryList) fuse.Status) fuse.Status {
+	if in.Fh != 0 {
+		return read(nil, in, out)
+	}
+	var open fuse.OpenOut
+	if st := r.RawFileSystem.OpenDir(nil, &fuse.OpenIn{InHeader: in.InHeader, Flags: syscall.O_RDONLY | syscall.O_DIRECTORY}, &open); !st.Ok() {
+		return st
+	}
+	rin := *in
+	rin.Fh = open.Fh
+	st := read(nil, &rin, out)
+	r.RawFileSystem.ReleaseDir(&fuse.ReleaseIn{InHeader: in.InHeader, Fh: open.Fh})
+	return st
 }
 
 func (r *rawFS) StatFs(_ <-chan struct{}, h *fuse.InHeader, out *fuse.StatfsOut) fuse.Status {

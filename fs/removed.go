@@ -36,6 +36,18 @@ func (f *FS) graceRemoved(path string, file *instFile, blob string) {
 	f.removedMu.Lock()
 	f.removed[path] = removedEntry{file: file, blob: blob, until: time.Now().Add(f.cfg.RemovedGrace)}
 	f.removedMu.Unlock()
+	f.removedChanged(path)
+}
+
+// removedChanged invalidates what the kernel may hold of path under
+// RemovedDir: the name, and the listings of the directories above it
+// (which appear and go with the paths below them).
+func (f *FS) removedChanged(path string) {
+	for p := RemovedDir + "/" + path; p != RemovedDir; {
+		dir, name := tree.SplitPath(p)
+		f.notifyEntry(dir, name)
+		p = dir
+	}
 }
 
 // graceSeen keeps an instance the catalog no longer has readable under
@@ -57,19 +69,24 @@ func (f *FS) graceSeen(path string, file *instFile) {
 		return
 	}
 	f.removed[path] = removedEntry{file: file, blob: blob, until: time.Now().Add(f.cfg.RemovedGrace)}
+	f.removedChanged(path)
 }
 
 // expireRemoved drops what the grace period no longer covers.
 func (f *FS) expireRemoved(now time.Time) {
-	var drop []string
+	var drop, gone []string
 	f.removedMu.Lock()
 	for p, e := range f.removed {
 		if now.After(e.until) {
 			drop = append(drop, e.blob)
 			delete(f.removed, p)
+			gone = append(gone, p)
 		}
 	}
 	f.removedMu.Unlock()
+	for _, p := range gone {
+		f.removedChanged(p)
+	}
 	for _, b := range drop {
 		f.cfg.Store.DropBlob(context.Background(), b)
 	}
@@ -280,6 +297,9 @@ func (f *FS) hideAlias(name string) {
 	f.removedMu.Lock()
 	f.hidden[name] = time.Now()
 	f.removedMu.Unlock()
+	// The alias comes back by itself: the kernel's copy of the listing
+	// must learn it.
+	time.AfterFunc(removalUndoWindow+time.Second, func() { f.notifyEntry(tree.SplitPath(name)) })
 }
 
 func (f *FS) unhideAlias(name string) {

@@ -865,6 +865,13 @@ func hashFile(path string, size int64) (*catalog.Staged, error) {
 	return d.Staged(path), nil
 }
 
+// passthroughMin is the size from which a package is read through
+// passthrough. Below it the kernel's page cache of the FUSE inode serves
+// warm reads (passthrough keeps no pages of its own, and registering the
+// backing file costs more than reading a small file; each passthrough read
+// also invalidates the inode's atime, so the next stat is a GETATTR).
+const passthroughMin = 1 << 20
+
 // openInstance opens a committed instance. Reads share the immutable blob;
 // a writable open writes a new copy that is committed on close: with O_TRUNC
 // as a new instance of the CPV (as cp and parallel builders writing one flat
@@ -872,18 +879,19 @@ func hashFile(path string, size int64) (*catalog.Staged, error) {
 // XPAK recompose), which keeps its build id.
 func (f *FS) openInstance(ctx context.Context, in *instFile, flags uint32, io *ioCount) (gofs.FileHandle, uint32, syscall.Errno) {
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR) == 0 {
-		h := &blobHandle{io: io}
+		h := &blobHandle{fd: -1, io: io}
 		if blob := in.Blob(); blob != "" {
 			p := f.blobPath(blob)
-			file, err := os.Open(p)
+			fd, err := syscall.Open(p, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
 			if err != nil {
-				return nil, 0, f.errno("open", p, err)
+				return nil, 0, f.errno("open", p, &os.PathError{Op: "open", Path: p, Err: err})
 			}
-			h.file = file
+			h.fd = fd
 		}
-		h.passthrough = io.startRead(h.file != nil)
-		// Blobs never change once committed, so the kernel may keep their pages.
-		return h, fuse.FOPEN_KEEP_CACHE, 0
+		h.passthrough = io.startRead(h.fd >= 0 && in.Size >= passthroughMin)
+		// Blobs never change once committed, so the kernel may keep their
+		// pages; a reader has nothing to flush.
+		return h, fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH, 0
 	}
 	if f.cfg.ReadOnly {
 		return nil, 0, syscall.EROFS
@@ -1121,11 +1129,14 @@ func (f *FS) notifyWorker() {
 			parent = walk(root, k.dir)
 		}
 		if parent != nil {
-			if k.name == "" {
-				parent.NotifyContent(0, 0)
-			} else {
+			if k.name != "" {
 				parent.NotifyEntry(k.name)
 			}
+			// The kernel's copy of the directory's listing (rawFS.OpenDir),
+			// which a change by another process does not drop by itself;
+			// a listing made before the change and answered after this
+			// is dropped too (TestListingMadeBeforeChange).
+			parent.NotifyContent(0, 0)
 		}
 		for _, w := range waiters {
 			close(w)

@@ -1362,8 +1362,11 @@ func TestWritePackagesHeader(t *testing.T) {
 // TestWriteReopenForWrite: the kernel sends a reader's RELEASE after its
 // close() has returned, so read-close-then-open-for-writing (Portage's XPAK
 // recompose reads the trailer first) must not meet that reader's late
-// release as ETXTBSY; a reader that really holds the package open still
-// makes a writable open fail with ETXTBSY.
+// release as ETXTBSY. A reader that really holds a package of 1 MiB or more
+// open (read through passthrough, which the kernel cannot mix with other
+// handles on one inode) makes a writable open fail with ETXTBSY; a smaller
+// package (read through the page cache) opens for writing as on a disk,
+// and its reader keeps the bytes it opened.
 func TestWriteReopenForWrite(t *testing.T) {
 	t.Parallel()
 	_, state, _ := importedFixture(t, "xpak-bzip2-multi")
@@ -1373,22 +1376,42 @@ func TestWriteReopenForWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A reader that holds it open: the writable open fails with ETXTBSY
-	// (first, while no writer's release can still be on its way).
-	r, err := os.Open(target)
+	// A reader that holds a large package open: the writable open fails
+	// with ETXTBSY (first, while no writer's release can still be on its way).
+	large := wLargeBuild(t, mi.Dir, before)
+	r, err := os.Open(large)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := r.Read(make([]byte, 1)); err != nil {
 		t.Fatal(err)
 	}
-	if w, err := os.OpenFile(target, os.O_RDWR|os.O_APPEND, 0); err == nil {
+	if w, err := os.OpenFile(large, os.O_RDWR|os.O_APPEND, 0); err == nil {
 		w.Close()
-		t.Errorf("open O_RDWR while a reader holds the package open: want ETXTBSY, got success")
+		t.Errorf("open O_RDWR while a reader holds a 2 MiB package open: want ETXTBSY, got success")
 	} else if !errors.Is(err, syscall.ETXTBSY) {
-		t.Errorf("open O_RDWR while a reader holds the package open: want ETXTBSY, got %v", err)
+		t.Errorf("open O_RDWR while a reader holds a 2 MiB package open: want ETXTBSY, got %v", err)
 	}
 	r.Close()
+	// The small one opens for writing under a reader (closed unwritten:
+	// nothing changes).
+	r, err = os.Open(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Read(make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if w, err := os.OpenFile(target, os.O_RDWR|os.O_APPEND, 0); err != nil {
+		t.Errorf("open O_RDWR of a %d-byte package while a reader holds it open: %v", len(before), err)
+	} else {
+		w.Close()
+	}
+	if rest, err := io.ReadAll(r); err != nil || !bytes.Equal(rest, before[1:]) {
+		t.Errorf("the reader of the small package, after a writable open came and went, read %d bytes (err %v), want the %d it opened", len(rest), err, len(before)-1)
+	}
+	r.Close()
+	time.Sleep(200 * time.Millisecond) // the RELEASEs arrive after close() returned
 
 	dirBefore := listDir(t, filepath.Dir(target))
 	const rounds = 200
@@ -1606,4 +1629,28 @@ func TestWriteForkInheritedFlush(t *testing.T) {
 	if t.Failed() {
 		t.Logf("%s", wDaemonLog(mi))
 	}
+}
+
+// wLargeBuild copies a 2 MiB build of the xpak fixture's package (its
+// metadata, an uncompressed tarball) in as build 9 and returns its path.
+func wLargeBuild(t *testing.T, mnt string, fixture []byte) string {
+	t.Helper()
+	_, entries := splitXpak(t, fixture)
+	var tb bytes.Buffer
+	tw := tar.NewWriter(&tb)
+	payload := bytes.Repeat([]byte("pkgdirfs "), 2<<20/9)
+	if err := tw.WriteHeader(&tar.Header{Name: "usr/share/hello/big", Mode: 0o644, Size: int64(len(payload)), Typeflag: tar.TypeReg}); err != nil {
+		t.Fatal(err)
+	}
+	tw.Write(payload)
+	tw.Close()
+	path := filepath.Join(mnt, "app-misc/hello/hello-2.10-9.xpak")
+	if err := os.WriteFile(path, buildXpak(t, tb.Bytes(), withEntry(entries, "BUILD_ID", []byte("9\n"))), 0o644); err != nil {
+		t.Fatalf("copy a 2 MiB build in at %s: %v", path, err)
+	}
+	time.Sleep(200 * time.Millisecond) // the writer's RELEASE arrives after close() returned
+	if fi, err := os.Stat(path); err != nil || fi.Size() < 2<<20 {
+		t.Fatalf("%s after the copy: %v, %v", path, fi, err)
+	}
+	return path
 }

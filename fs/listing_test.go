@@ -1,0 +1,121 @@
+package fs
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"pkgdirfs/catalog"
+)
+
+// TestListingMadeBeforeChange: a READDIR whose listing was made before
+// changes by another process (a removal, and an addition of a name the
+// kernel never saw), and answered after their invalidations were sent, must
+// not leave the old listing in the kernel's cache (the kernel keeps
+// listings: rawFS.OpenDir).
+func TestListingMadeBeforeChange(t *testing.T) {
+	ids := map[string]int64{}
+	mnt, store, _ := mountTest(t, func(s *catalog.Store) {
+		for _, pf := range []string{"a-1.0", "b-1.0", "c-1.0"} {
+			st, err := s.Stage(bytes.NewReader(testXpak(t, "app-misc", pf, 1)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			in, _, err := s.Ingest(context.Background(), &catalog.Candidate{Staged: st, Name: "app-misc/" + pf + ".tbz2", Mode: 0o644})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids[pf] = in.ID
+		}
+	})
+	// Changes come from another process: another connection to the catalog.
+	other, err := catalog.OpenStore(store.Dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	store = other
+	dir := filepath.Join(mnt, "app-misc")
+	names := func() []string {
+		t.Helper()
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n []string
+		for _, e := range ents {
+			n = append(n, e.Name())
+		}
+		return n
+	}
+	for round, pf := range []string{"a-1.0", "b-1.0"} {
+		before := names() // the kernel now keeps this listing
+		// Another change drops it, so that the next listing is read.
+		st, err := store.Stage(bytes.NewReader(testXpak(t, "app-misc", fmt.Sprintf("new%d-1.0", round), 2)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := store.Ingest(context.Background(), &catalog.Candidate{Staged: st, Name: fmt.Sprintf("app-misc/new%d-1.0.tbz2", round), Mode: 0o644}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the new package listed", func() bool { return len(names()) > len(before) })
+		// The next listing of app-misc is made, then, before it is
+		// answered, pf is removed as prune would and the mount told.
+		var armed atomic.Bool
+		armed.Store(true)
+		listingMade = func(path string) {
+			if path != "app-misc" || !armed.CompareAndSwap(true, false) {
+				return
+			}
+			if _, err := store.RemoveBatch(context.Background(), []int64{ids[pf]}); err != nil {
+				t.Error(err)
+			}
+			st, err := store.Stage(bytes.NewReader(testXpak(t, "app-misc", fmt.Sprintf("late%d-1.0", round), 4)))
+			if err == nil {
+				_, _, err = store.Ingest(context.Background(), &catalog.Candidate{Staged: st, Name: fmt.Sprintf("app-misc/late%d-1.0.tbz2", round), Mode: 0o644})
+			}
+			if err != nil {
+				t.Error(err)
+			}
+			time.Sleep(300 * time.Millisecond) // the poll (50 ms) sends the invalidation meanwhile
+		}
+		st2, err := store.Stage(bytes.NewReader(testXpak(t, "app-misc", fmt.Sprintf("more%d-1.0", round), 3)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := store.Ingest(context.Background(), &catalog.Candidate{Staged: st2, Name: fmt.Sprintf("app-misc/more%d-1.0.tbz2", round), Mode: 0o644}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the listing made before the removal", func() bool { return slices.Contains(names(), fmt.Sprintf("more%d-1.0.tbz2", round)) })
+		listingMade = nil
+		if armed.Load() {
+			t.Fatal("no listing of app-misc was made")
+		}
+		time.Sleep(300 * time.Millisecond)
+		n := names()
+		if slices.Contains(n, pf+".tbz2") {
+			t.Errorf("round %d: %s was removed, but the listing still shows it: %v", round, pf, n)
+		}
+		if !slices.Contains(n, fmt.Sprintf("late%d-1.0.tbz2", round)) {
+			t.Errorf("round %d: late%d-1.0 was added, but the listing does not show it: %v", round, round, n)
+		}
+	}
+}
+
+// waitFor polls ok for up to 5 s.
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after 5 s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
