@@ -205,6 +205,10 @@ func (f *FS) buildIndex() {
 // pieces are kept in memory instead: Packages stays readable.
 func (f *FS) renderIndex(ctx context.Context) error {
 	start := time.Now()
+	// The build ends by applying the catalog's changes since the tree's
+	// generation (tree.BuildIndex): those need invalidations too.
+	seq := f.model.Seq()
+	defer f.noteSince(seq, false)
 	err := f.model.BuildIndex(ctx, f.cfg.Store.DB, pieces.Options{Dir: f.cfg.Store.Dir})
 	if ctx.Err() != nil {
 		return ctx.Err()
@@ -276,8 +280,20 @@ func (f *FS) poll() {
 func (f *FS) Refresh(ctx context.Context) error {
 	seq := f.model.Seq()
 	changed, err := f.model.Catchup(ctx, f.cfg.Store.DB)
-	if err != nil || !changed {
+	if err != nil {
 		return err
+	}
+	f.noteSince(seq, changed)
+	return nil
+}
+
+// noteSince queues the invalidations of what the tree changed after seq,
+// whoever applied it: the index build applies the changes that landed
+// while it rendered, and a Catchup that finds nothing left to do after it
+// must still tell the kernel.
+func (f *FS) noteSince(seq uint64, changed bool) {
+	if !changed && f.model.Seq() == seq {
+		return
 	}
 	for _, c := range f.changedSince(seq) {
 		f.notifyEntry(c.Dir, c.Name)
@@ -286,7 +302,6 @@ func (f *FS) Refresh(ctx context.Context) error {
 	f.notifyEntry("", "Packages")
 	f.notifyEntry("", "Packages.gz")
 	f.notifyEntry("", "")
-	return nil
 }
 
 // changedSince lists the names the tree changed after seq. If the journal no

@@ -21,7 +21,7 @@ import (
 // listings: rawFS.OpenDir).
 func TestListingMadeBeforeChange(t *testing.T) {
 	ids := map[string]int64{}
-	mnt, store, _ := mountTest(t, func(s *catalog.Store) {
+	mnt, store, logs := mountTest(t, func(s *catalog.Store) {
 		for _, pf := range []string{"a-1.0", "b-1.0", "c-1.0"} {
 			st, err := s.Stage(bytes.NewReader(testXpak(t, "app-misc", pf, 1)))
 			if err != nil {
@@ -56,7 +56,9 @@ func TestListingMadeBeforeChange(t *testing.T) {
 	}
 	for round, pf := range []string{"a-1.0", "b-1.0"} {
 		before := names() // the kernel now keeps this listing
-		// Another change drops it, so that the next listing is read.
+		// Another change drops it, so that the next listing is read. (In
+		// round 0 it lands while the index is rendered after the mount: the
+		// changes that build applies must reach the kernel too.)
 		st, err := store.Stage(bytes.NewReader(testXpak(t, "app-misc", fmt.Sprintf("new%d-1.0", round), 2)))
 		if err != nil {
 			t.Fatal(err)
@@ -64,12 +66,19 @@ func TestListingMadeBeforeChange(t *testing.T) {
 		if _, _, err := store.Ingest(context.Background(), &catalog.Candidate{Staged: st, Name: fmt.Sprintf("app-misc/new%d-1.0.tbz2", round), Mode: 0o644}); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "the new package listed", func() bool { return len(names()) > len(before) })
+		deadline := time.Now().Add(5 * time.Second)
+		for len(names()) <= len(before) {
+			if time.Now().After(deadline) {
+				_, err := os.Lstat(filepath.Join(dir, fmt.Sprintf("new%d-1.0.tbz2", round)))
+				t.Fatalf("round %d: new%d-1.0 not listed after 5 s (lstat: %v); listing %v\nlog:\n%s", round, round, err, names(), logs)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 		// The next listing of app-misc is made, then, before it is
 		// answered, pf is removed as prune would and the mount told.
 		var armed atomic.Bool
 		armed.Store(true)
-		listingMade = func(path string) {
+		hook := func(path string) {
 			if path != "app-misc" || !armed.CompareAndSwap(true, false) {
 				return
 			}
@@ -85,6 +94,7 @@ func TestListingMadeBeforeChange(t *testing.T) {
 			}
 			time.Sleep(300 * time.Millisecond) // the poll (50 ms) sends the invalidation meanwhile
 		}
+		listingMade.Store(&hook)
 		st2, err := store.Stage(bytes.NewReader(testXpak(t, "app-misc", fmt.Sprintf("more%d-1.0", round), 3)))
 		if err != nil {
 			t.Fatal(err)
@@ -93,7 +103,7 @@ func TestListingMadeBeforeChange(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitFor(t, "the listing made before the removal", func() bool { return slices.Contains(names(), fmt.Sprintf("more%d-1.0.tbz2", round)) })
-		listingMade = nil
+		listingMade.Store(nil)
 		if armed.Load() {
 			t.Fatal("no listing of app-misc was made")
 		}

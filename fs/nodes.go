@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -135,8 +136,8 @@ func (h *dirHandle) start() syscall.Errno {
 	if errno != 0 {
 		return errno
 	}
-	if listingMade != nil {
-		listingMade(h.d.path)
+	if hook := listingMade.Load(); hook != nil {
+		(*hook)(h.d.path)
 	}
 	h.l = h.d.fs.listings.add(h.d.path, list)
 	return 0
@@ -144,7 +145,7 @@ func (h *dirHandle) start() syscall.Errno {
 
 // listingMade, when set (tests), is called after a listing was made and
 // before it is answered.
-var listingMade func(path string)
+var listingMade atomic.Pointer[func(path string)]
 
 // entries lists the directory: catalog names and scratch names, scratch
 // shadowing the catalog as Lookup does.
