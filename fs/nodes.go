@@ -474,8 +474,15 @@ func (n *indexNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 		return nil, 0, n.fs.errno("open", "Packages", err)
 	}
 	// An open handle reads the generation it opened, whole and consistent.
-	// Direct I/O: the page cache is shared by every open of the inode, and
-	// handles of different generations must never see each other's bytes.
+	// A name looked up is an inode of one generation (tree.IndexIno), whose
+	// bytes never change: the kernel keeps its pages, and a warm read of
+	// Packages never reaches us. A name created or renamed onto shows
+	// every generation in turn: direct I/O, since the page cache is shared
+	// by every open of the inode and generations must never see each
+	// other's bytes.
+	if n.idx != nil {
+		return &bytesHandle{fs: n.fs, gz: n.gz, idx: idx}, fuse.FOPEN_KEEP_CACHE, 0
+	}
 	return &bytesHandle{fs: n.fs, gz: n.gz, idx: idx}, fuse.FOPEN_DIRECT_IO, 0
 }
 
