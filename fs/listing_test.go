@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hanwen/go-fuse/v2/fuse"
+
 	"pkgdirfs/catalog"
 )
 
@@ -127,5 +129,52 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 			t.Fatalf("%s: not after 5 s", what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestListingsKept: a listing is found again by id and path until it is read
+// to its end; at most maxListings are kept, none longer than listingTTL.
+func TestListingsKept(t *testing.T) {
+	ls := newListings()
+	list := []fuse.DirEntry{{Name: "a"}, {Name: "b"}}
+	first := ls.add("cat", list)
+	if ls.get(first.id, "cat") != first {
+		t.Fatal("a listing just made is not found")
+	}
+	if ls.get(first.id, "other") != nil {
+		t.Fatal("a listing is found under another directory's path")
+	}
+	ls.done(first)
+	if ls.get(first.id, "cat") != nil {
+		t.Fatal("a listing read to its end is still kept")
+	}
+	var made []*listing
+	for i := 0; i < 3*maxListings; i++ {
+		made = append(made, ls.add(fmt.Sprintf("d%d", i), list))
+	}
+	kept := 0
+	for i, l := range made {
+		if ls.get(l.id, fmt.Sprintf("d%d", i)) != nil {
+			kept++
+			if i < len(made)-maxListings {
+				t.Errorf("listing %d of %d kept; only the last %d should be", i, len(made), maxListings)
+			}
+		}
+	}
+	if kept != maxListings {
+		t.Errorf("%d listings kept, want %d", kept, maxListings)
+	}
+	if len(ls.order) > maxListings+1 {
+		t.Errorf("the order holds %d listings, want at most %d", len(ls.order), maxListings+1)
+	}
+	old := ls.add("old", list)
+	old.made = time.Now().Add(-2 * listingTTL)
+	ls.mu.Lock()
+	// Put it first in the order, as the oldest.
+	ls.order = append([]*listing{old}, ls.order[:len(ls.order)-1]...)
+	ls.mu.Unlock()
+	ls.add("new", list)
+	if ls.get(old.id, "old") != nil {
+		t.Error("a listing older than listingTTL is still kept")
 	}
 }

@@ -90,9 +90,10 @@ func (d *dirNode) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHan
 // dirHandle reads one listing. An entry's offset names its listing and its
 // place in it (listingID<<32 | index+1).
 type dirHandle struct {
-	d   *dirNode
-	l   *listing
-	pos int
+	d    *dirNode
+	l    *listing
+	pos  int
+	sent int // entries this handle gave out
 }
 
 var (
@@ -107,11 +108,16 @@ func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 		}
 	}
 	if h.pos >= len(h.l.list) {
-		h.d.fs.listings.done(h.l)
+		// The request that finds nothing left is the read's last (a
+		// request that reaches the end with entries is followed by one).
+		if h.sent == 0 {
+			h.d.fs.listings.done(h.l)
+		}
 		return nil, 0
 	}
 	de := h.l.list[h.pos]
 	h.pos++
+	h.sent++
 	de.Off = uint64(h.l.id)<<32 | uint64(h.pos)
 	return &de, 0
 }
