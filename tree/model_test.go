@@ -246,6 +246,22 @@ type world struct {
 	ids []int64
 }
 
+// newWorld opens a fresh catalog (closed when the test ends) and makes
+// steps random changes to it, drawn with the seed (s1, s2).
+func newWorld(t *testing.T, s1, s2 uint64, steps int) *world {
+	t.Helper()
+	db, err := catalog.Open(filepath.Join(t.TempDir(), "catalog.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	w := &world{t: t, db: db, rng: rand.New(rand.NewPCG(s1, s2))}
+	for range steps {
+		w.step()
+	}
+	return w
+}
+
 var worldCPVs = func() []string {
 	var out []string
 	for _, cat := range []string{"app-misc", "dev-libs", "dev-perl"} {
@@ -360,15 +376,8 @@ func TestModelIncrementalEqualsReload(t *testing.T) {
 	for _, lay := range []Layouts{AllLayouts, {Multi: true}, {Flat: true}, {Legacy: true}, {Flat: true, Legacy: true}} {
 		t.Run(lay.String(), func(t *testing.T) {
 			ctx := context.Background()
-			db, err := catalog.Open(filepath.Join(t.TempDir(), "catalog.db"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer db.Close()
-			w := &world{t: t, db: db, rng: rand.New(rand.NewPCG(1, uint64(len(lay.String()))))}
-			for range 20 {
-				w.step()
-			}
+			w := newWorld(t, 1, uint64(len(lay.String())), 20)
+			db := w.db
 			m, err := Load(ctx, db, lay)
 			if err != nil {
 				t.Fatal(err)
@@ -435,15 +444,8 @@ func TestModelLazyEqualsReload(t *testing.T) {
 	for _, lay := range []Layouts{AllLayouts, {Multi: true}, {Flat: true, Legacy: true}} {
 		t.Run(lay.String(), func(t *testing.T) {
 			ctx := context.Background()
-			db, err := catalog.Open(filepath.Join(t.TempDir(), "catalog.db"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer db.Close()
-			w := &world{t: t, db: db, rng: rand.New(rand.NewPCG(7, uint64(len(lay.String()))))}
-			for range 20 {
-				w.step()
-			}
+			w := newWorld(t, 7, uint64(len(lay.String())), 20)
+			db := w.db
 			untouched, err := Load(ctx, db, lay)
 			if err != nil {
 				t.Fatal(err)
@@ -556,15 +558,8 @@ func symDiff(a, b []string) []string {
 // applied (run with -race).
 func TestModelConcurrentReaders(t *testing.T) {
 	ctx := context.Background()
-	db, err := catalog.Open(filepath.Join(t.TempDir(), "catalog.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	w := &world{t: t, db: db, rng: rand.New(rand.NewPCG(7, 7))}
-	for range 20 {
-		w.step()
-	}
+	w := newWorld(t, 7, 7, 20)
+	db := w.db
 	m, err := Load(ctx, db, AllLayouts)
 	if err != nil {
 		t.Fatal(err)
@@ -679,15 +674,8 @@ func TestModelAliases(t *testing.T) {
 // the two views (then one view reads everything).
 func TestModelSplitLoad(t *testing.T) {
 	ctx := context.Background()
-	db, err := catalog.Open(filepath.Join(t.TempDir(), "catalog.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	w := &world{t: t, db: db, rng: rand.New(rand.NewPCG(3, 9))}
-	for range 40 {
-		w.step()
-	}
+	w := newWorld(t, 3, 9, 40)
+	db := w.db
 	defer func(n int64) { splitLoadMin, beforeSecondView = n, func() {} }(splitLoadMin)
 	load := func(min int64) *Model {
 		splitLoadMin = min
