@@ -147,7 +147,8 @@ func TestListingFollowsChanges(t *testing.T) {
 	// The catalog's own view, through a name nothing has looked up: each
 	// build's multi-instance path is in Packages.
 	var inIndex []string
-	for _, b := range readFixtureIndex(t, mnt).Blocks {
+	idx, _ := wReadIndex(t, mnt)
+	for _, b := range idx.Blocks {
 		if p, _ := get(b, "PATH"); strings.HasPrefix(p, hello+"/") {
 			inIndex = append(inIndex, strings.TrimPrefix(p, hello+"/"))
 		}

@@ -49,19 +49,6 @@ func qInstances(t *testing.T, idx *pkgIndex) []qInst {
 
 func (q qInst) hasUse(f string) bool { return slices.Contains(q.Use, f) }
 
-func readMntIndex(t *testing.T, mnt string) (*pkgIndex, []byte) {
-	t.Helper()
-	raw, err := os.ReadFile(filepath.Join(mnt, "Packages"))
-	if err != nil {
-		t.Fatalf("read MNT/Packages: %v", err)
-	}
-	idx, err := parseIndex(raw)
-	if err != nil {
-		t.Fatalf("MNT/Packages: %v", err)
-	}
-	return idx, raw
-}
-
 // allFixturesState imports every fixture into one state; bySHA1 names a
 // source file of each package.
 func allFixturesState(t *testing.T) (state string, bySHA1 map[string]string) {
@@ -198,7 +185,7 @@ func TestQueryFixtures(t *testing.T) {
 	state, _ := allFixturesState(t)
 	mi := mountFSInfo(t, state)
 	mnt := mi.Dir
-	idx, raw0 := readMntIndex(t, mnt)
+	idx, raw0 := wReadIndex(t, mnt)
 	all := qInstances(t, idx)
 	if len(all) < 100 {
 		t.Fatalf("premise: the fixtures give %d instances", len(all))
@@ -337,7 +324,7 @@ func TestQueryFixtures(t *testing.T) {
 		t.Errorf("query --help: %s", r)
 	}
 	// The mount went on undisturbed: same generation, same index.
-	if _, raw := readMntIndex(t, mnt); !bytes.Equal(raw, raw0) {
+	if _, raw := wReadIndex(t, mnt); !bytes.Equal(raw, raw0) {
 		t.Errorf("queries changed the mounted state's Packages")
 	}
 }
@@ -423,7 +410,7 @@ func TestPruneFixtures(t *testing.T) {
 	mi := mountFSInfo(t, state, "--allow-other")
 	mnt := mi.Dir
 	ng := startNginx(t, mnt)
-	idx, raw0 := readMntIndex(t, mnt)
+	idx, raw0 := wReadIndex(t, mnt)
 	all := qInstances(t, idx)
 	stats0 := runCLI(t, "stats", "--state", state, "--format", "json")
 
@@ -433,7 +420,7 @@ func TestPruneFixtures(t *testing.T) {
 		t.Fatalf("premise: some CPV has several builds")
 	}
 	runPrune(t, state, removed, kept, "--keep", "1", "--dry-run")
-	if _, raw := readMntIndex(t, mnt); !bytes.Equal(raw, raw0) {
+	if _, raw := wReadIndex(t, mnt); !bytes.Equal(raw, raw0) {
 		t.Errorf("prune --dry-run changed Packages")
 	}
 	if s := runCLI(t, "stats", "--state", state, "--format", "json"); !bytes.Equal(s.Stdout, stats0.Stdout) {
@@ -443,7 +430,7 @@ func TestPruneFixtures(t *testing.T) {
 	var gone []qInst
 	step := func(what string, n int, perUse bool, protected func(qInst) bool, args ...string) {
 		t.Helper()
-		idx, _ := readMntIndex(t, mnt)
+		idx, _ := wReadIndex(t, mnt)
 		cur := qInstances(t, idx)
 		kept, removed := expectKeep(cur, n, perUse, protected)
 		if len(removed) == 0 {
@@ -452,7 +439,7 @@ func TestPruneFixtures(t *testing.T) {
 		runPrune(t, state, removed, kept, args...)
 		gone = append(gone, removed...)
 		// Packages follows at once: exactly the builds kept.
-		idx, _ = readMntIndex(t, mnt)
+		idx, _ = wReadIndex(t, mnt)
 		after := pathsOf(instances(idx), func(in instance) string { return in.Path })
 		if want := pathsOf(kept, func(q qInst) string { return q.Path }); !slices.Equal(after, want) {
 			t.Errorf("%s: MNT/Packages lists %d builds, want the %d kept", what, len(after), len(want))
@@ -467,7 +454,7 @@ func TestPruneFixtures(t *testing.T) {
 	step("--keep-atoms", 1, false, protect, "--keep", "1", "--keep-atoms", atoms)
 	// --keep 1: exactly one build per CPV, the newest.
 	step("--keep 1", 1, false, nil, "--keep", "1")
-	idx, _ = readMntIndex(t, mnt)
+	idx, _ = wReadIndex(t, mnt)
 	final := qInstances(t, idx)
 	perCPV := map[string]qInst{}
 	for _, q := range final {
@@ -563,7 +550,7 @@ func TestPruneUnmounted(t *testing.T) {
 		t.Errorf("verify after an unmounted prune (no orphan blobs): %s", r)
 	}
 	mnt := mountFS(t, state)
-	if _, raw := readMntIndex(t, mnt); !bytes.Equal(stripTimestamp(raw), stripTimestamp(ix.Stdout)) {
+	if _, raw := wReadIndex(t, mnt); !bytes.Equal(stripTimestamp(raw), stripTimestamp(ix.Stdout)) {
 		t.Errorf("a mount after the prune shows another index than `pkgdirfs index`")
 	}
 	for _, bad := range []struct {
@@ -610,7 +597,7 @@ func TestMountKeep(t *testing.T) {
 		return p
 	}
 	buildTimes := func(mnt string) []int64 {
-		idx, _ := readMntIndex(t, mnt)
+		idx, _ := wReadIndex(t, mnt)
 		var bts []int64
 		for _, in := range instances(idx) {
 			if in.CPV != "app-misc/hello-2.10" {
@@ -783,7 +770,7 @@ func TestStatsFixtures(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(mnt, "app-misc", "junk-1.tbz2"), []byte("not a package"), 0o644); err == nil {
 		t.Fatalf("writing junk at a package name succeeded")
 	}
-	idx, _ := readMntIndex(t, mnt)
+	idx, _ := wReadIndex(t, mnt)
 	all := qInstances(t, idx)
 	r := runCLI(t, "stats", "--state", state, "--format", "json")
 	if r.Code != 0 {
