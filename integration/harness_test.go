@@ -109,15 +109,18 @@ var (
 	allFixtures   = append(append(append([]string{}, multiFixtures...), flatFixtures...), legacyFixture)
 )
 
+// fixturesDir is testdata/fixtures at the repository root (the test runs in
+// integration/, one level below it), as an absolute path: tar and the binary
+// may run in other directories. PKGDIRFS_FIXTURES overrides it.
 func fixturesDir() string {
 	if d := os.Getenv("PKGDIRFS_FIXTURES"); d != "" {
 		return d
 	}
 	wd, err := os.Getwd()
 	if err != nil {
-		return filepath.Join("..", "..", "shared", "fixtures")
+		return filepath.Join("..", "testdata", "fixtures")
 	}
-	return filepath.Join(wd, "..", "..", "shared", "fixtures")
+	return filepath.Join(wd, "..", "testdata", "fixtures")
 }
 
 // extractFixture extracts fixtures/NAME.tar with the real tar (which keeps

@@ -24,11 +24,13 @@ import (
 	"github.com/ulikunitz/xz"
 )
 
+// fixturesDir is testdata/fixtures at the repository root (the test runs in
+// the package directory, one level below it); PKGDIRFS_FIXTURES overrides it.
 func fixturesDir() string {
 	if d := os.Getenv("PKGDIRFS_FIXTURES"); d != "" {
 		return d
 	}
-	return filepath.Join("..", "..", "shared", "fixtures")
+	return filepath.Join("..", "testdata", "fixtures")
 }
 
 // fixtureFile is one extracted member of a fixture PKGDIR.

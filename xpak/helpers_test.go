@@ -19,13 +19,15 @@ import (
 	"golang.org/x/crypto/blake2b"
 )
 
-// fixturesDir finds the shared Portage-written fixtures; their absence is a
+// fixturesDir finds the Portage-written fixtures (testdata/fixtures at the
+// repository root; PKGDIRFS_FIXTURES overrides it); their absence is a
 // test failure, never a skip, so a broken checkout cannot pass silently.
 func fixturesDir(tb testing.TB) string {
 	tb.Helper()
 	dir := os.Getenv("PKGDIRFS_FIXTURES")
 	if dir == "" {
-		dir = filepath.Join("..", "..", "shared", "fixtures")
+		// The test runs in the package directory, one level below the root.
+		dir = filepath.Join("..", "testdata", "fixtures")
 	}
 	m, _ := filepath.Glob(filepath.Join(dir, "*.tar"))
 	if len(m) == 0 {
