@@ -78,12 +78,12 @@ fuse-check:
 	@test -c /dev/fuse || { echo "no /dev/fuse: load the fuse module (modprobe fuse)"; exit 1; }
 
 # Import PKGDIR into the catalog, then mount the catalog over it. Files that
-# are not valid packages are listed by import (exit status 1), kept visible
-# in the mount as plain files (--keep-invalid) and do not stop the mount; a
-# worse failure (2: usage, others) does.
+# are not valid packages are listed by import (exit status 1), kept in the
+# mount's quarantine .pkgdirfs/refused/ (--keep-invalid) and do not stop the
+# mount; a worse failure (2: usage, others) does.
 mount: build fuse-check
 	@$(BIN) import --link --keep-invalid --state $(STATE) $(PKGDIR); rc=$$?; \
-	  if [ $$rc = 1 ]; then echo "(the files listed as invalid above are not packages in the catalog; the mount shows them as plain files, and verify lists them)"; \
+	  if [ $$rc = 1 ]; then echo "(the files listed as invalid above are not packages in the catalog; the mount keeps them under .pkgdirfs/refused/, and verify lists them)"; \
 	  elif [ $$rc != 0 ]; then exit $$rc; fi
 	$(BIN) mount --state $(STATE) --allow-other $(PKGDIR)
 	@echo "mounted $(PKGDIR) (state $(STATE)); unmount with: umount $(PKGDIR)"
@@ -114,10 +114,10 @@ vet:
 	$(GO) vet ./...
 
 unit:
-	$(GO) test -race -count=1 ./xpak/ ./layout/ ./catalog/ ./tree/... ./fs/ ./cmd/...
+	$(GO) test -race -count=1 ./xpak/ ./layout/ ./catalog/ ./tree/... ./view/ ./fs/ ./cmd/...
 
 integration: build
-	$(GO) test -count=1 -timeout 25m ./integration/
+	$(GO) test -count=1 -timeout 25m ./integration/...
 
 # Each fuzz target runs briefly on top of its seed corpus.
 fuzz:

@@ -24,7 +24,7 @@ import (
 
 // schemaVersion is the version schema.sql describes. A catalog with a
 // higher version was written by a newer pkgdirfs and is refused.
-const schemaVersion = 3
+const schemaVersion = 4
 
 //go:embed schema.sql
 var schemaSQL string
@@ -225,7 +225,10 @@ type Tx struct {
 	// touched: CPVs (and HeaderChange) this transaction changed, for the
 	// change log commitChange writes.
 	touched map[string]struct{}
-	db      *DB
+	// inserted: instances this transaction added; one it removes again
+	// was never served, and needs no removal grace.
+	inserted map[int64]bool
+	db       *DB
 	// afterCommit runs once the transaction has committed (dropping the
 	// blobs of instances it removed).
 	afterCommit []func()
@@ -245,7 +248,7 @@ func (db *DB) Tx(ctx context.Context, fn func(tx *Tx) error) error {
 	for attempt := 1; ; attempt++ {
 		err := db.tryTx(ctx, fn)
 		if err == nil || !isBusy(err) || attempt == txMaxAttempts {
-			return err
+			return classify(err)
 		}
 		// Jitter so competing processes do not retry in lockstep.
 		d := backoff/2 + rand.N(backoff)
@@ -282,7 +285,7 @@ func (db *DB) TxWithin(ctx context.Context, wait time.Duration, fn func(tx *Tx) 
 		return fmt.Errorf("catalog: %w", err)
 	}
 	defer conn.ExecContext(context.Background(), fmt.Sprintf("PRAGMA busy_timeout = %d", busyTimeout.Milliseconds()))
-	return db.tryTxOn(ctx, conn, fn)
+	return classify(db.tryTxOn(ctx, conn, fn))
 }
 
 func (db *DB) tryTxOn(ctx context.Context, b txBeginner, fn func(tx *Tx) error) (err error) {
@@ -405,10 +408,11 @@ func (db *DB) Stats(ctx context.Context) (instances, placeholders int64, bytes i
 }
 
 // Empty tells whether the catalog lists no instance at all (placeholders
-// included), at the cost of one index probe, not a count.
+// included) and no removed build in its grace, at the cost of two index
+// probes, not a count.
 func (db *DB) Empty(ctx context.Context) (bool, error) {
 	var empty bool
-	err := db.ro.QueryRowContext(ctx, `SELECT NOT EXISTS (SELECT 1 FROM instances)`).Scan(&empty)
+	err := db.ro.QueryRowContext(ctx, `SELECT NOT EXISTS (SELECT 1 FROM instances) AND NOT EXISTS (SELECT 1 FROM tombstones)`).Scan(&empty)
 	if err != nil {
 		return false, fmt.Errorf("catalog: %w", err)
 	}
@@ -502,9 +506,45 @@ func (q stmtQuerier) QueryRowContext(ctx context.Context, query string, args ...
 	return st.QueryRowContext(ctx, args...)
 }
 
-// IsDiskFull tells a write that failed for lack of space in the catalog
-// (SQLITE_FULL), which a writer must hear as ENOSPC.
-func IsDiskFull(err error) bool {
+// The classes of a catalog failure callers act on; the backend's own error
+// stays wrapped beside it for the log.
+var (
+	// ErrBusy: another writer held the catalog past the waits.
+	ErrBusy = errors.New("catalog busy")
+	// ErrFull: no space left for the catalog (a writer hears ENOSPC).
+	ErrFull = errors.New("no space left for the catalog")
+	// ErrCorrupt: the catalog's file is damaged or not a catalog.
+	ErrCorrupt = errors.New("catalog damaged")
+	// ErrConflict: a write broke a rule of the schema (a concurrent writer
+	// took the row first).
+	ErrConflict = errors.New("catalog conflict")
+)
+
+// classify wraps a backend error with its class (ErrBusy, ErrFull, ...).
+func classify(err error) error {
 	var se sqlite3.Error
-	return errors.As(err, &se) && se.Code == sqlite3.ErrFull
+	if err == nil || !errors.As(err, &se) {
+		return err
+	}
+	var class error
+	switch se.Code {
+	case sqlite3.ErrBusy, sqlite3.ErrLocked:
+		class = ErrBusy
+	case sqlite3.ErrFull:
+		class = ErrFull
+	case sqlite3.ErrCorrupt, sqlite3.ErrNotADB:
+		class = ErrCorrupt
+	case sqlite3.ErrConstraint:
+		class = ErrConflict
+	default:
+		return err
+	}
+	if errors.Is(err, class) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", class, err)
 }
+
+// IsDiskFull tells a write that failed for lack of space in the catalog,
+// which a writer must hear as ENOSPC.
+func IsDiskFull(err error) bool { return errors.Is(classify(err), ErrFull) }

@@ -415,6 +415,9 @@ func (c *importCommitter) commitBatch(tx *Tx, batch []*importItem) error {
 		if _, err := tx.InsertInstance(&inst); err != nil {
 			return err
 		}
+		if err := tx.dropTombstonesOf(inst.CPV, inst.SHA256); err != nil {
+			return err
+		}
 	}
 	if lateSync {
 		if err := unix.Syncfs(int(c.blobs.Fd())); err != nil {

@@ -88,7 +88,7 @@ func newImportTree(t *testing.T) *importTree {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := s.Remove(ctx, in.ID); err != nil {
+		if _, err := s.Remove(ctx, in.ID, "", ""); err != nil {
 			t.Fatal(err)
 		}
 		if _, _, err := ingestBytes(t, s, "app-misc/old-1.0.tbz2", old, 0); err != nil {
@@ -129,7 +129,8 @@ func bigXpak(t *testing.T, cat, pf string, size int) []byte {
 func addFixtures(t *testing.T, files map[string][]byte) {
 	dir := os.Getenv("PKGDIRFS_FIXTURES")
 	if dir == "" {
-		dir = filepath.Join("..", "..", "shared", "fixtures")
+		// testdata/fixtures at the repository root, one level above the package.
+		dir = filepath.Join("..", "testdata", "fixtures")
 	}
 	for _, name := range []string{"gpkg-zstd-multi.tar", "xpak-bzip2-flat.tar"} {
 		f, err := os.Open(filepath.Join(dir, name))
@@ -517,9 +518,17 @@ func TestImportLinkSameFilesystem(t *testing.T) {
 	}
 	checkClean(t, s)
 
-	// A crash between staging and commit leaves in- links; they go at the
-	// next open and the source stays.
-	if err := os.Link(files[0].Path, filepath.Join(s.StagingDir(), "in-crashed")); err != nil {
+	// A crash between staging and commit leaves in- links in the dead
+	// importer's staging directory; they go at the next open and the
+	// source stays. A live writer's directory (s's) is left alone.
+	dead := filepath.Join(s.Dir, "staging", "12345-dead")
+	if err := os.Mkdir(dead, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(files[0].Path, filepath.Join(dead, "in-crashed")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(files[1].Path, filepath.Join(s.StagingDir(), "in-live")); err != nil {
 		t.Fatal(err)
 	}
 	s2, err := OpenStore(s.Dir, nil)
@@ -527,9 +536,13 @@ func TestImportLinkSameFilesystem(t *testing.T) {
 		t.Fatal(err)
 	}
 	s2.Close()
-	if _, err := os.Lstat(filepath.Join(s.StagingDir(), "in-crashed")); !os.IsNotExist(err) {
-		t.Errorf("staging link of an interrupted import still there: %v", err)
+	if _, err := os.Lstat(dead); !os.IsNotExist(err) {
+		t.Errorf("staging of an interrupted import still there: %v", err)
 	}
+	if _, err := os.Lstat(filepath.Join(s.StagingDir(), "in-live")); err != nil {
+		t.Errorf("a live writer's staging file was taken: %v", err)
+	}
+	os.Remove(filepath.Join(s.StagingDir(), "in-live"))
 	if b, err := os.ReadFile(files[0].Path); err != nil || string(b) != string(tr.files[files[0].Rel]) {
 		t.Errorf("source %s changed: %v", files[0].Rel, err)
 	}
@@ -790,6 +803,7 @@ func TestImportStopsAtFailedTransaction(t *testing.T) {
 		t.Errorf("after the failure: %v (imported %d), want %v", got, res.Imported, want)
 	}
 	staged, err := os.ReadDir(s.StagingDir())
+	staged = slices.DeleteFunc(staged, func(e os.DirEntry) bool { return e.Name() == ownerLock })
 	if err != nil || len(staged) != 0 {
 		t.Errorf("staging after the failure: %v %v, want empty", staged, err)
 	}

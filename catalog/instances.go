@@ -535,6 +535,10 @@ func (tx *Tx) InsertInstance(inst *Instance) (int64, error) {
 		}
 	}
 	tx.touch(inst.CPV)
+	if tx.inserted == nil {
+		tx.inserted = make(map[int64]bool)
+	}
+	tx.inserted[id] = true
 	if inst.BuildID > 0 {
 		_, err := tx.reader.q.ExecContext(tx.ctx, `INSERT INTO build_id_high (cpv, high) VALUES (?, ?)
 			ON CONFLICT (cpv) DO UPDATE SET high = max(high, excluded.high)`, inst.CPV, inst.BuildID)

@@ -120,8 +120,9 @@ type keepHook struct {
 // SetKeepPolicy makes every transaction of this store that changes a CPV
 // apply the policy (Keep > 0; Before is ignored) to that CPV before it
 // commits: a PKGDIR served this way never holds more builds of a CPV than it
-// allows. What it removes is logged; its blobs are the mount's, which keeps
-// them downloadable for its removal grace, as for rm, and then drops them.
+// allows. What it removes is logged and stays downloadable for the removal
+// grace (its tombstone), as after rm; a build the same transaction added
+// was never served and goes at once.
 // Keep 0 turns it off.
 func (s *Store) SetKeepPolicy(p PrunePolicy) {
 	if p.Keep <= 0 {
@@ -134,6 +135,9 @@ func (s *Store) SetKeepPolicy(p PrunePolicy) {
 			in := &insts[i]
 			s.log.Info("removed by the keep policy", "cpv", in.CPV, "build_id", in.BuildID,
 				"path", layout.MultiPath(in.Category, in.PF, in.BuildID, layout.Format(in.Format)), "size", in.Size)
+			// Kept while its tombstone names it (a build never served
+			// has none).
+			s.DropBlob(context.Background(), in.Blob)
 		}
 	}})
 }

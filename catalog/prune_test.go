@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"pkgdirfs/xpak"
 )
@@ -118,8 +119,8 @@ func TestPruneRemoveBatch(t *testing.T) {
 	}
 	// The same bytes coming back get their build id again, as after an unlink.
 	var id int64
-	if err := s.DB.ro.QueryRow(`SELECT build_id FROM removed_builds WHERE cpv = ? AND sha256 = ?`, removed[1].CPV, removed[1].SHA256).Scan(&id); err != nil || id != 3 {
-		t.Errorf("removed_builds: %d, %v", id, err)
+	if err := s.DB.ro.QueryRow(`SELECT build_id FROM spent_ids WHERE cpv = ? AND sha256 = ?`, removed[1].CPV, removed[1].SHA256).Scan(&id); err != nil || id != 3 {
+		t.Errorf("spent_ids: %d, %v", id, err)
 	}
 	// Nothing left to remove: no transaction, no generation.
 	if removed, err := s.RemoveBatch(ctx, []int64{ids[0]}); err != nil || len(removed) != 0 {
@@ -140,6 +141,9 @@ func TestPruneKeepPolicyOnCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	if err := s.SetRemovedGrace(ctx, time.Hour); err != nil {
+		t.Fatal(err)
+	}
 	s.SetKeepPolicy(PrunePolicy{Keep: 2})
 	other, _, err := ingestBytes(t, s, "dev-libs/bar-1.tbz2", makeXpak(t, "dev-libs", "bar-1", 5), 0)
 	if err != nil {
@@ -181,12 +185,22 @@ func TestPruneKeepPolicyOnCommit(t *testing.T) {
 	if !kept[other.Blob] {
 		t.Errorf("another CPV's build was removed")
 	}
-	// Every blob is still there: those of the builds gone are the mount's
-	// to drop, after its removal grace (clients holding the index that
-	// listed them may still download them).
-	for _, b := range blobs {
-		if _, err := os.Stat(filepath.Join(s.BlobDir(), b)); err != nil {
-			t.Errorf("blob %s (kept=%v): %v", b, kept[b], err)
+	// The builds gone stay for their removal grace (clients holding the
+	// index that listed them may still download them): their tombstones
+	// keep their blobs. A build older than the 2 kept went in the
+	// transaction that added it: never served, no tombstone, no blob.
+	tombs, _ := s.DB.Tombstones(ctx)
+	held := map[string]bool{}
+	for _, x := range tombs {
+		held[x.Blob] = true
+	}
+	if len(tombs) != 3 { // 100, 200, 300 were served, then pushed out
+		t.Errorf("%d tombstones, want 3: %+v", len(tombs), tombs)
+	}
+	for i, b := range blobs {
+		_, err := os.Stat(filepath.Join(s.BlobDir(), b))
+		if want := kept[b] || held[b]; (err == nil) != want {
+			t.Errorf("blob of build time %d: present %v, want %v (kept %v, tombstone %v)", times[i], err == nil, want, kept[b], held[b])
 		}
 	}
 	// The policy off: builds accumulate again.

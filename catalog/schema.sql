@@ -116,3 +116,48 @@ CREATE TABLE IF NOT EXISTS changes (
 ) WITHOUT ROWID;
 -- A catalog from before the change log has no rows for its past generations.
 INSERT OR IGNORE INTO meta (key, value) SELECT 'changes_floor', value FROM meta WHERE key = 'generation';
+
+-- Build ids of removed (or moved) builds, with their bytes: such an id is
+-- spent for other bytes, since a multi-instance PATH, once served, always
+-- names the same bytes; the same bytes coming back get it again. Schema
+-- version 3 kept this by bytes (removed_builds, one id per digest); its rows
+-- are carried over once.
+CREATE TABLE IF NOT EXISTS spent_ids (
+	cpv      TEXT    NOT NULL,
+	build_id INTEGER NOT NULL,
+	sha256   TEXT    NOT NULL,
+	PRIMARY KEY (cpv, build_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS spent_ids_sha256 ON spent_ids (cpv, sha256);
+INSERT OR IGNORE INTO spent_ids (cpv, build_id, sha256) SELECT cpv, build_id, sha256 FROM removed_builds;
+DELETE FROM removed_builds;
+
+-- Tombstones: a removed build in its removal grace, written by the removing
+-- transaction. The mount serves it at .pkgdirfs/removed/PATH until until_ns
+-- (clients holding the previous index still download what it listed); then
+-- whoever finds it expired deletes the row and, if nothing else names it,
+-- the blob. instance_id is the removed instance's (ids are never reused, so
+-- it keeps its inode number).
+CREATE TABLE IF NOT EXISTS tombstones (
+	instance_id INTEGER PRIMARY KEY,
+	cpv         TEXT    NOT NULL,
+	category    TEXT    NOT NULL,
+	pn          TEXT    NOT NULL,
+	pf          TEXT    NOT NULL,
+	build_id    INTEGER NOT NULL,
+	build_time  INTEGER NOT NULL,
+	format      TEXT    NOT NULL,
+	size        INTEGER NOT NULL,
+	mtime_ns    INTEGER NOT NULL,
+	mode        INTEGER NOT NULL,
+	sha256      TEXT    NOT NULL,
+	blob        TEXT    NOT NULL,
+	removed_as  TEXT    NOT NULL DEFAULT '',
+	removed_by  TEXT    NOT NULL DEFAULT '',
+	removed_ns  INTEGER NOT NULL,
+	until_ns    INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tombstones_cpv ON tombstones (cpv, sha256);
+CREATE INDEX IF NOT EXISTS tombstones_until ON tombstones (until_ns);
+CREATE INDEX IF NOT EXISTS tombstones_blob ON tombstones (blob);
+CREATE INDEX IF NOT EXISTS tombstones_removed_as ON tombstones (removed_as);

@@ -19,8 +19,6 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"pkgdirfs/layout"
 	"pkgdirfs/xpak"
 )
@@ -40,17 +38,20 @@ type Store struct {
 	// xpak package that has none, as Portage does for its own builds. Never
 	// for gpkg (it would break the Manifest and signatures).
 	StampBuildID bool
+
+	staging ownStaging // this process's staging directory (staging.go)
 }
 
 // OpenStore opens (creating if needed) a state directory. Staging files left
-// by a crash never reached the catalog: they come back as plain files at the
-// path they were written to (logged), not lost.
+// by a dead writer never reached the catalog: they are kept in the mount's
+// quarantine (RecoveredDir) at the path they were written to (logged).
 func OpenStore(dir string, log *slog.Logger) (*Store, error) {
 	return openStore(dir, log, nil)
 }
 
 // OpenStoreLocked opens a state whose lock the caller holds (the mount
-// daemon): every staging file left in it is a dead owner's, and recovered.
+// daemon): files an older pkgdirfs staged directly in staging/ are a dead
+// owner's too, and recovered.
 func OpenStoreLocked(dir string, log *slog.Logger, lk *StateLock) (*Store, error) {
 	return openStore(dir, log, lk)
 }
@@ -69,80 +70,45 @@ func openStore(dir string, log *slog.Logger, lk *StateLock) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{Dir: dir, DB: db, log: log}
-	if lk == nil {
-		// Staging files are a live daemon's while it holds the state: only
-		// when nobody does are they a dead owner's, to recover.
-		tmp, err := LockState(dir, fmt.Sprintf("pid %d, recovering staging files", os.Getpid()))
-		if errors.Is(err, ErrStateLocked) {
-			return s, nil
-		}
-		if err != nil {
+	// Dead writers' staging directories are recovered by whoever opens the
+	// state; files staged directly in staging/ (an older pkgdirfs) only by
+	// the holder of the state's lock, when no other writer can be live.
+	if err := s.recoverDeadStaging(lk != nil); err != nil {
+		if lk != nil {
 			db.Close()
 			return nil, err
 		}
-		defer tmp.Release()
-	}
-	if err := s.recoverStaging(); err != nil {
-		db.Close()
-		return nil, err
+		// Left for the next opener; nothing is lost.
+		log.Warn("recovering staging files of a dead writer", "err", err)
 	}
 	return s, nil
 }
 
-func (s *Store) Close() error { return s.DB.Close() }
+func (s *Store) Close() error {
+	s.closeStaging()
+	return s.DB.Close()
+}
 
 // BlobDir is the directory Instance.Blob names are relative to.
 func (s *Store) BlobDir() string { return filepath.Join(s.Dir, "blobs") }
 
 // StagingDir holds bytes on their way in (same filesystem as blobs/).
-func (s *Store) StagingDir() string { return filepath.Join(s.Dir, "staging") }
 
 // ScratchDir mirrors the mount for files that are not packages (lock files,
 // temp files, .partial downloads, refused packages), which clients create
 // next to packages.
 func (s *Store) ScratchDir() string { return filepath.Join(s.Dir, "scratch") }
 
+// RecoveredDir is where, in the mount (below the scratch tree), the bytes
+// of package writes a crash interrupted are kept.
+const RecoveredDir = ".pkgdirfs/recovered"
+
+// RefusedDir is where, in the mount, bytes refused at a package name are kept.
+const RefusedDir = ".pkgdirfs/refused"
+
 // NameXattr records, on a staging file, the path its writer gave it, so that
 // bytes interrupted by a crash come back at that path.
 const NameXattr = "user.pkgdirfs.name"
-
-func (s *Store) recoverStaging() error {
-	dir := s.StagingDir()
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return err
-	}
-	for _, e := range ents {
-		p := filepath.Join(dir, e.Name())
-		if strings.HasPrefix(e.Name(), "in-") {
-			// An import's copy: the source still has the bytes.
-			os.Remove(p)
-			continue
-		}
-		buf := make([]byte, 4096)
-		dst := ""
-		if n, err := unix.Getxattr(p, NameXattr, buf); err == nil && n > 0 {
-			rel := filepath.Clean(string(buf[:n]))
-			if !filepath.IsAbs(rel) && !strings.HasPrefix(rel, "..") {
-				dst = filepath.Join(s.ScratchDir(), rel)
-				if _, err := os.Lstat(dst); err == nil {
-					dst += ".recovered-" + time.Now().UTC().Format("20060102T150405")
-				}
-			}
-		}
-		if dst == "" {
-			dst = filepath.Join(s.Dir, "recovered", time.Now().UTC().Format("20060102T150405")+"-"+e.Name())
-		}
-		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-			return err
-		}
-		if err := os.Rename(p, dst); err != nil {
-			return err
-		}
-		s.log.Warn("recovered the bytes of an interrupted write as a plain file", "file", dst)
-	}
-	return nil
-}
 
 // Staged is a file in staging/ with the digests of its bytes.
 type Staged struct {
@@ -198,7 +164,7 @@ func (d *Digester) Staged(file string) *Staged {
 
 // Stage copies r into staging/, hashing while it copies, and syncs it.
 func (s *Store) Stage(r io.Reader) (*Staged, error) {
-	f, err := os.CreateTemp(filepath.Join(s.Dir, "staging"), "in-")
+	f, err := os.CreateTemp(s.StagingDir(), "in-")
 	if err != nil {
 		return nil, err
 	}
@@ -321,6 +287,11 @@ func (s *Store) Ingest(ctx context.Context, c *Candidate) (inst *Instance, exist
 			tx.beforeCommit = append(tx.beforeCommit, pending.wait)
 		}
 		if _, err := tx.InsertInstance(inst); err != nil {
+			return err
+		}
+		// The same build back (its bytes committed again) ends its removal
+		// grace: the tree shows it again instead.
+		if err := tx.dropTombstonesOf(inst.CPV, c.SHA256); err != nil {
 			return err
 		}
 		return commitChange(tx)
@@ -472,23 +443,32 @@ func (tx *Tx) buildIDFor(inst *Instance, sha256 string) (int64, error) {
 	fromName := inst.BuildID
 	if fromName == 0 {
 		var err error
-		if fromName, err = tx.removedBuildID(inst.CPV, sha256); err != nil {
+		if fromName, err = tx.spentIDOf(inst.CPV, sha256); err != nil {
 			return 0, err
 		}
 	}
-	return chooseBuildID(tx, inst.CPV, fromName, inst.Meta["BUILD_ID"])
+	return chooseBuildID(tx, inst.CPV, sha256, fromName, inst.Meta["BUILD_ID"])
 }
 
 // chooseBuildID applies the identity rules: the id in the name (reserved by the
 // writer, possibly with a placeholder, which the package now replaces), else
 // the metadata BUILD_ID, each only while free; else the next one.
-func chooseBuildID(tx *Tx, cpv string, fromName int64, fromMeta string) (int64, error) {
+//
+// An id that named other bytes before (removed or moved since) is never
+// free: a multi-instance PATH, once served, always names the same bytes.
+func chooseBuildID(tx *Tx, cpv, sha256 string, fromName int64, fromMeta string) (int64, error) {
 	if fromName > 0 {
 		// Only a taken id can be a placeholder's: a free one (the common
 		// case of an import) needs no look at the CPV's instances.
 		taken, err := tx.BuildIDTaken(cpv, fromName)
-		if err != nil || !taken {
-			return fromName, err
+		if err != nil {
+			return 0, err
+		}
+		if !taken {
+			spent, err := tx.idSpent(cpv, fromName, sha256)
+			if err != nil || !spent {
+				return fromName, err
+			}
 		}
 		insts, err := tx.InstancesByCPV(cpv)
 		if err != nil {
@@ -515,7 +495,14 @@ func chooseBuildID(tx *Tx, cpv string, fromName int64, fromMeta string) (int64, 
 		if err != nil {
 			return 0, err
 		}
-		if !taken {
+		if taken {
+			continue
+		}
+		spent, err := tx.idSpent(cpv, id, sha256)
+		if err != nil {
+			return 0, err
+		}
+		if !spent {
 			return id, nil
 		}
 	}

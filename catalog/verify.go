@@ -30,6 +30,7 @@ type VerifyResult struct {
 	Faults                  int
 	Findings                []Finding
 	Refused                 []Refused
+	Held                    int // blobs held for removed builds in their grace
 }
 
 // Verify checks the catalog against the blobs: SQLite integrity, every row's
@@ -95,20 +96,35 @@ func (s *Store) Verify(ctx context.Context, deep bool, progress func(done, total
 	if progress != nil {
 		progress(len(insts), len(insts))
 	}
+	// Blobs of removed builds in their removal grace are held, not orphans.
+	tombs, err := s.DB.Tombstones(ctx)
+	if err != nil {
+		return nil, err
+	}
+	held := map[string]bool{}
+	for i := range tombs {
+		if !known[tombs[i].Blob] {
+			held[tombs[i].Blob] = true
+		}
+	}
+	res.Held = len(held)
 	orphans := 0
 	err = filepath.WalkDir(s.BlobDir(), func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
 		rel, _ := filepath.Rel(s.BlobDir(), p)
-		if rel = filepath.ToSlash(rel); !known[rel] {
+		if rel = filepath.ToSlash(rel); !known[rel] && !held[rel] {
 			orphans++
-			note("orphan blob %s (left by an interrupted commit or removal; no instance names it)", rel)
+			note("orphan blob %s (left by an interrupted commit or removal; no instance or removed build names it)", rel)
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
+	}
+	if len(held) > 0 {
+		note("%d blob(s) held for removed builds in their removal grace (%d removed build(s))", len(held), len(tombs))
 	}
 	if orphans > 0 && res.Instances == 0 {
 		// Not an interrupted commit: every package the state holds is
@@ -116,16 +132,37 @@ func (s *Store) Verify(ctx context.Context, deep bool, progress func(done, total
 		fault("the catalog lists no package while %d blob(s) lie in %s: it was lost or replaced; "+
 			"`pkgdirfs import --rebuild --state %s` rebuilds it from them (unmounted)", orphans, s.BlobDir(), s.Dir)
 	}
-	if ents, err := os.ReadDir(s.StagingDir()); err == nil && len(ents) > 0 {
-		names := make([]string, len(ents))
-		for i, e := range ents {
-			names[i] = e.Name()
+	// Files live writers are staging (each writer's own directory).
+	var staged []string
+	filepath.WalkDir(filepath.Join(s.Dir, "staging"), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && d.Name() != ownerLock {
+			rel, _ := filepath.Rel(filepath.Join(s.Dir, "staging"), p)
+			staged = append(staged, filepath.ToSlash(rel))
 		}
-		note("staging holds %d file(s) being written: %s", len(ents), strings.Join(names, " "))
+		return nil
+	})
+	if len(staged) > 0 {
+		note("staging holds %d file(s) being written: %s", len(staged), strings.Join(staged, " "))
 	}
-	if res.Refused, err = s.DB.Refused(ctx); err != nil {
+	refused, err := s.DB.Refused(ctx)
+	if err != nil {
 		return nil, err
 	}
+	// A refusal is listed while its bytes are kept in the quarantine (or
+	// when none were: a name refused at create time).
+	for _, r := range refused {
+		if r.Size == 0 || s.quarantined(RefusedDir, r.Path) {
+			res.Refused = append(res.Refused, r)
+		}
+	}
+	recovered := filepath.Join(s.ScratchDir(), RecoveredDir)
+	filepath.WalkDir(recovered, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			rel, _ := filepath.Rel(filepath.Join(s.ScratchDir()), p)
+			note("kept after a crash: %s (a package write that never committed; copy it back in or remove it)", filepath.ToSlash(rel))
+		}
+		return nil
+	})
 	return res, nil
 }
 
@@ -140,6 +177,17 @@ func digests(p string) (md5hex, sha1hex, sha256hex string, err error) {
 		return "", "", "", err
 	}
 	return hex.EncodeToString(hm.Sum(nil)), hex.EncodeToString(h1.Sum(nil)), hex.EncodeToString(h256.Sum(nil)), nil
+}
+
+// quarantined tells whether bytes written at name are kept in area (at the
+// name, or beside it with a number).
+func (s *Store) quarantined(area, name string) bool {
+	p := filepath.Join(s.ScratchDir(), area, name)
+	if _, err := os.Lstat(p); err == nil {
+		return true
+	}
+	m, _ := filepath.Glob(p + ".[0-9]*")
+	return len(m) > 0
 }
 
 // RefusalReason is why the bytes at path were refused, "" if they were not.

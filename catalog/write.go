@@ -5,8 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"time"
 )
 
@@ -115,6 +113,13 @@ func (s *Store) Reserve(ctx context.Context, category, pn, pf, format string, bu
 		Format: format, Mode: mode, MtimeNs: mtimeNs, Placeholder: true, CreatedNs: time.Now().UnixNano(),
 	}
 	err := s.DB.Tx(ctx, func(tx *Tx) error {
+		// An id given to a build before is spent: Portage's allocation
+		// reads EEXIST as "taken" and tries the next id.
+		if spent, err := tx.idSpent(in.CPV, buildID, ""); err != nil {
+			return err
+		} else if spent {
+			return fmt.Errorf("catalog: reserve %s build %d: it named a build before: %w", in.CPV, buildID, ErrBuildIDTaken)
+		}
 		if _, err := tx.InsertInstance(in); err != nil {
 			return err
 		}
@@ -126,35 +131,34 @@ func (s *Store) Reserve(ctx context.Context, category, pn, pf, format string, bu
 	return in, nil
 }
 
-// Remove deletes an instance (the name a client unlinked shows it). Its blob
-// goes once the row is gone: open handles keep reading the unlinked file.
-func (s *Store) Remove(ctx context.Context, id int64) error {
-	blob, err := s.RemoveKeepBlob(ctx, id)
-	if err == nil {
-		s.DropBlob(ctx, blob)
-	}
-	return err
-}
-
-// RemoveKeepBlob deletes an instance's row and returns its blob, which the
-// caller drops (DropBlob) when nothing may read it any more.
-func (s *Store) RemoveKeepBlob(ctx context.Context, id int64) (string, error) {
-	var blob string
+// Remove removes an instance, unlinked by client at name ("" if not by a
+// name), in one transaction that writes its tombstone (the removal grace),
+// and returns it. Its blob goes after the commit unless the tombstone keeps
+// it (open handles keep reading an unlinked blob).
+func (s *Store) Remove(ctx context.Context, id int64, name, client string) (*Instance, error) {
+	var old *Instance
 	err := s.DB.Tx(ctx, func(tx *Tx) error {
-		old, err := tx.RemoveInstance(id)
-		if err != nil {
+		var err error
+		if old, err = tx.RemoveInstanceAs(id, name, client); err != nil {
 			return err
 		}
-		blob = old.Blob
 		return commitChange(tx)
 	})
-	return blob, err
+	if err != nil {
+		return nil, err
+	}
+	s.DropBlob(ctx, old.Blob)
+	return old, nil
 }
 
-// RemoveInstance deletes an instance's row, remembering the build id of its
-// bytes (removed_builds), and returns it: every removal (unlink, prune, the
-// keep policy) goes this way. Its blob is the caller's to drop.
-func (tx *Tx) RemoveInstance(id int64) (*Instance, error) {
+// RemoveInstance is RemoveInstanceAs by no name (prune, the keep policy).
+func (tx *Tx) RemoveInstance(id int64) (*Instance, error) { return tx.RemoveInstanceAs(id, "", "") }
+
+// RemoveInstanceAs deletes an instance's row, spends its build id for other
+// bytes, writes its tombstone for the removal grace, and returns it: every
+// removal (unlink, prune, the keep policy, a move) goes this way. Its blob is
+// the caller's to drop (DropBlob keeps it while the tombstone names it).
+func (tx *Tx) RemoveInstanceAs(id int64, name, client string) (*Instance, error) {
 	old, err := tx.InstanceByID(id)
 	if err != nil {
 		return nil, err
@@ -162,36 +166,59 @@ func (tx *Tx) RemoveInstance(id int64) (*Instance, error) {
 	if err := tx.DeleteInstance(id); err != nil {
 		return nil, err
 	}
-	if !old.Placeholder && old.SHA256 != "" {
-		if _, err := tx.tx.ExecContext(tx.ctx, `INSERT INTO removed_builds (cpv, sha256, build_id) VALUES (?, ?, ?)
-			ON CONFLICT (cpv, sha256) DO UPDATE SET build_id = excluded.build_id`, old.CPV, old.SHA256, old.BuildID); err != nil {
+	if !old.Placeholder {
+		if err := tx.spendID(old.CPV, old.BuildID, old.SHA256); err != nil {
 			return nil, err
+		}
+		if !tx.inserted[id] {
+			if err := tx.tombstone(old, name, client); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return old, nil
 }
 
-// DropBlob removes a blob no row names any more. A crash before this leaves
-// an orphan blob, which verify reports; never a row without bytes.
-func (s *Store) DropBlob(ctx context.Context, blob string) {
-	if blob == "" {
-		return
-	}
-	used, err := s.DB.BlobInUse(ctx, blob)
-	if err != nil || used {
-		return
-	}
-	if err := os.Remove(filepath.Join(s.BlobDir(), blob)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		s.log.Warn("removing blob", "blob", blob, "err", err)
-	}
-}
-
-// BlobInUse tells whether any instance row names blob.
-func (db *DB) BlobInUse(ctx context.Context, blob string) (bool, error) {
-	var n int
-	// Blobs are named by their SHA-256: the indexed column finds them.
-	err := db.ro.QueryRowContext(ctx, `SELECT count(*) FROM instances WHERE sha256 = ? AND blob = ?`, filepath.Base(blob), blob).Scan(&n)
-	return n > 0, err
+// Move gives the build of instance id another free build id of its CPV (mv
+// of its file to another multi-instance name): one transaction removes it
+// under its old id (tombstone, spent id) and adds it under the new one, with
+// the same bytes and metadata. ErrBuildIDTaken if the id is held, or was
+// given to other bytes before.
+func (s *Store) Move(ctx context.Context, id, buildID int64, name string) (*Instance, error) {
+	var moved *Instance
+	err := s.DB.Tx(ctx, func(tx *Tx) error {
+		old, err := tx.InstanceByID(id)
+		if err != nil {
+			return err
+		}
+		if old.Placeholder {
+			return fmt.Errorf("catalog: move %s build %d: a reservation holds no build: %w", old.CPV, old.BuildID, ErrBuildIDTaken)
+		}
+		if taken, err := tx.BuildIDTaken(old.CPV, buildID); err != nil {
+			return err
+		} else if taken {
+			return fmt.Errorf("catalog: move %s to build %d: %w", old.CPV, buildID, ErrBuildIDTaken)
+		}
+		if spent, err := tx.idSpent(old.CPV, buildID, old.SHA256); err != nil {
+			return err
+		} else if spent {
+			return fmt.Errorf("catalog: move %s to build %d: it named other bytes before: %w", old.CPV, buildID, ErrBuildIDTaken)
+		}
+		if _, err := tx.RemoveInstanceAs(id, name, ""); err != nil {
+			return err
+		}
+		in := *old
+		in.ID, in.BuildID = 0, buildID
+		if _, err := tx.InsertInstance(&in); err != nil {
+			return err
+		}
+		if err := tx.dropTombstonesAt(in.CPV, buildID); err != nil {
+			return err
+		}
+		moved = &in
+		return commitChange(tx)
+	})
+	return moved, err
 }
 
 // Refuse records that bytes at path were not accepted, and why.
@@ -199,44 +226,6 @@ func (s *Store) Refuse(ctx context.Context, path, reason string, size int64) err
 	return s.DB.Tx(ctx, func(tx *Tx) error {
 		return tx.AddRefused(path, reason, size, time.Now().UnixNano())
 	})
-}
-
-// Restore puts back an instance removed a moment ago (its blob still kept),
-// with its build id if still free; if the same bytes came back meanwhile,
-// that instance is it.
-func (s *Store) Restore(ctx context.Context, old *Instance) (*Instance, error) {
-	in := *old
-	in.ID = 0
-	var same *Instance
-	err := s.DB.Tx(ctx, func(tx *Tx) error {
-		same = nil
-		if x, err := tx.FindByDigest(in.CPV, old.SHA256); err == nil {
-			same = x
-			return nil
-		} else if !errors.Is(err, ErrNotFound) {
-			return err
-		}
-		if taken, err := tx.BuildIDTaken(in.CPV, old.BuildID); err != nil {
-			return err
-		} else if taken {
-			if in.BuildID, err = tx.NextBuildID(in.CPV); err != nil {
-				return err
-			}
-		} else {
-			in.BuildID = old.BuildID
-		}
-		if _, err := tx.InsertInstance(&in); err != nil {
-			return err
-		}
-		return commitChange(tx)
-	})
-	if err != nil {
-		return nil, err
-	}
-	if same != nil {
-		return same, nil
-	}
-	return &in, nil
 }
 
 // Settle publishes the current content once more, with a TIMESTAMP of at
@@ -253,11 +242,12 @@ func (s *Store) Settle(ctx context.Context, minTS int64) error {
 	})
 }
 
-// removedBuildID is the build id the same bytes of cpv had before they were
-// removed, 0 if none.
-func (tx *Tx) removedBuildID(cpv, sha256 string) (int64, error) {
+// spentIDOf is the build id the same bytes of cpv had before they were
+// removed (or moved), 0 if none.
+func (tx *Tx) spentIDOf(cpv, sha256 string) (int64, error) {
 	var id int64
-	err := tx.reader.q.QueryRowContext(tx.ctx, `SELECT build_id FROM removed_builds WHERE cpv = ? AND sha256 = ?`, cpv, sha256).Scan(&id)
+	err := tx.reader.q.QueryRowContext(tx.ctx, `SELECT build_id FROM spent_ids WHERE cpv = ? AND sha256 = ?
+		ORDER BY build_id DESC LIMIT 1`, cpv, sha256).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, nil
 	}

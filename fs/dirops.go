@@ -3,9 +3,11 @@ package fs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -16,6 +18,7 @@ import (
 	"pkgdirfs/catalog"
 	"pkgdirfs/layout"
 	"pkgdirfs/tree"
+	"pkgdirfs/view"
 )
 
 var (
@@ -28,10 +31,6 @@ var (
 	_ gofs.NodeSymlinker = (*dirNode)(nil)
 	_ gofs.NodeSetattrer = (*dirNode)(nil)
 )
-
-// nameMu makes "does this name exist? then create it" atomic across
-// clients: O_EXCL creation is how Portage allocates build ids and temp names.
-var nameMu sync.Mutex
 
 // scratchInode makes the kernel inode of a scratch entry.
 func (f *FS) scratchInode(ctx context.Context, parent *gofs.Inode, rel string, st *syscall.Stat_t, out *fuse.EntryOut) *gofs.Inode {
@@ -46,39 +45,35 @@ func (f *FS) scratchInode(ctx context.Context, parent *gofs.Inode, rel string, s
 	return parent.NewInode(ctx, f.newScratchNode(), gofs.StableAttr{Mode: st.Mode & syscall.S_IFMT, Ino: ino})
 }
 
-// exists tells whether rel names anything: a scratch entry, a catalog entry,
-// or a package file being written.
-func (f *FS) exists(rel string) bool {
-	return f.visible(rel) || f.pending[rel] > 0
-}
+// exists tells whether rel names anything: what Lookup shows, or a
+// package file being written (hold names.Mu to act on it).
+func (f *FS) exists(rel string) bool { return f.names.Exists(rel) }
 
-// visible tells whether Lookup shows rel: a scratch or catalog entry.
-func (f *FS) visible(rel string) bool {
-	if _, err := os.Lstat(f.scratchPath(rel)); err == nil {
-		return true
-	}
-	e, ok := f.catalogEntry(rel)
-	return ok && !(e.File != nil && f.aliasHidden(rel))
-}
+// visible tells whether Lookup shows rel.
+func (f *FS) visible(rel string) bool { return f.names.Resolve(rel).Kind != view.None }
 
-// catalogEntry is what the tree shows at rel (Packages and Packages.gz
-// count as files of no instance).
-func (f *FS) catalogEntry(rel string) (tree.Entry, bool) {
-	dir, name := tree.SplitPath(rel)
-	if dir == "" && (name == "Packages" || name == "Packages.gz") {
-		return tree.Entry{Name: name, Ino: tree.IndexIno(f.model.Gen(), name == "Packages.gz")}, true
-	}
-	return f.model.Lookup(dir, name)
-}
+// catalogEntry is what the catalog's tree shows at rel (Packages and
+// Packages.gz count as files of no instance), whatever shadows it.
+func (f *FS) catalogEntry(rel string) (tree.Entry, bool) { return f.names.Catalog(rel) }
 
 func (d *dirNode) writable() syscall.Errno {
 	if d.fs.cfg.ReadOnly {
 		return syscall.EROFS
 	}
-	if _, ok := inRemoved(d.path); ok {
+	if _, ok := view.InRemoved(d.path); ok || view.InQuarantine(d.path) {
 		return syscall.EPERM
 	}
 	return 0
+}
+
+// removable tells whether names may be removed from the directory (or
+// renamed out of it): as writable, and in the quarantine, which the user
+// empties.
+func (d *dirNode) removable() syscall.Errno {
+	if view.InQuarantine(d.path) && !d.fs.cfg.ReadOnly {
+		return 0
+	}
+	return d.writable()
 }
 
 func (d *dirNode) mkParent(rel string) error {
@@ -97,8 +92,8 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	}
 	f := d.fs
 	rel := d.child(name)
-	if d.path == "" && (name == "Packages" || name == "Packages.gz") {
-		f.setIndexAbsent(name, false)
+	if view.IsIndexName(d.path, name) {
+		f.names.SetIndexAbsent(name, false)
 		// Writing an index is accepted (tar -x, cp): the header is kept.
 		idx, err := f.index()
 		if err != nil {
@@ -108,22 +103,22 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 		n.fill(idx, &out.Attr)
 		return d.NewInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: out.Attr.Ino}), &headerHandle{fs: f, keep: !n.gz}, fuse.FOPEN_DIRECT_IO, 0
 	}
-	if _, ok := inRemoved(rel); ok {
+	if _, ok := view.InRemoved(rel); ok {
 		return nil, nil, 0, syscall.EPERM
 	}
 	p := layout.ParsePath(rel)
-	nameMu.Lock()
+	f.names.Mu.Lock()
 	// Lookup does not show package files still being written, and for a
 	// flat or All/ name every write becomes a new instance: cp stats the
 	// name, sees nothing and creates with O_EXCL, which must not fail on
 	// another writer's pending file. A multi-instance name carries a build
 	// id, and there a pending writer is a reservation O_EXCL honours.
-	if flags&syscall.O_EXCL != 0 && (f.visible(rel) || p.Kind == layout.KindMulti && f.pending[rel] > 0) {
-		nameMu.Unlock()
+	if flags&syscall.O_EXCL != 0 && (f.visible(rel) || p.Kind == layout.KindMulti && f.names.Pending(rel)) {
+		f.names.Mu.Unlock()
 		return nil, nil, 0, syscall.EEXIST
 	}
 	if p.Kind == layout.KindOther {
-		nameMu.Unlock()
+		f.names.Mu.Unlock()
 		if errno := f.refuseSkippedName(ctx, rel); errno != 0 {
 			return nil, nil, 0, errno
 		}
@@ -131,15 +126,8 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	}
 	// A package name: the bytes go to a private staging file and become
 	// visible only when committed on close.
-	f.pending[rel]++
-	nameMu.Unlock()
-	release := func() {
-		nameMu.Lock()
-		if f.pending[rel]--; f.pending[rel] <= 0 {
-			delete(f.pending, rel)
-		}
-		nameMu.Unlock()
-	}
+	release := f.names.AddPending(rel)
+	f.names.Mu.Unlock()
 	tmp, err := os.CreateTemp(f.cfg.Store.StagingDir(), "w-")
 	if err != nil {
 		release()
@@ -177,13 +165,13 @@ func (d *dirNode) createScratch(ctx context.Context, rel string, flags, mode uin
 	p := d.fs.scratchPath(rel)
 	fd, err := syscall.Open(p, int(flags)|syscall.O_CREAT, mode)
 	if err != nil {
-		return nil, nil, 0, gofs.ToErrno(err)
+		return nil, nil, 0, errnoOf(err)
 	}
 	chownToCaller(ctx, p)
 	var st syscall.Stat_t
 	if err := syscall.Fstat(fd, &st); err != nil {
 		syscall.Close(fd)
-		return nil, nil, 0, gofs.ToErrno(err)
+		return nil, nil, 0, errnoOf(err)
 	}
 	inode := d.fs.scratchInode(ctx, &d.Inode, rel, &st, out)
 	lf := gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile)
@@ -200,8 +188,8 @@ func (d *dirNode) makeScratch(ctx context.Context, name, op string, out *fuse.En
 		return nil, errno
 	}
 	rel := d.child(name)
-	nameMu.Lock()
-	defer nameMu.Unlock()
+	d.fs.names.Mu.Lock()
+	defer d.fs.names.Mu.Unlock()
 	if d.fs.exists(rel) {
 		return nil, syscall.EEXIST
 	}
@@ -210,12 +198,12 @@ func (d *dirNode) makeScratch(ctx context.Context, name, op string, out *fuse.En
 	}
 	p := d.fs.scratchPath(rel)
 	if err := mk(p); err != nil {
-		return nil, gofs.ToErrno(err)
+		return nil, errnoOf(err)
 	}
 	chownToCaller(ctx, p)
 	var st syscall.Stat_t
 	if err := syscall.Lstat(p, &st); err != nil {
-		return nil, gofs.ToErrno(err)
+		return nil, errnoOf(err)
 	}
 	return d.fs.scratchInode(ctx, &d.Inode, rel, &st, out), 0
 }
@@ -225,77 +213,66 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 }
 
 func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
-	if errno := d.writable(); errno != 0 {
+	if errno := d.removable(); errno != 0 {
 		return errno
 	}
 	f := d.fs
 	rel := d.child(name)
-	if d.path == "" && (name == "Packages" || name == "Packages.gz") {
+	a := f.names.Resolve(rel)
+	switch a.Kind {
+	case view.None:
+		return syscall.ENOENT
+	case view.Index:
 		// The index stays synthesized (Portage unlinks Packages.gz without
 		// compress-index); the name is briefly absent for a create to follow.
-		f.setIndexAbsent(name, true)
+		f.names.SetIndexAbsent(name, true)
 		return 0
-	}
-	if err := syscall.Unlink(f.scratchPath(rel)); err == nil {
-		if e, ok := f.catalogEntry(rel); ok && e.File != nil {
-			f.hideAlias(rel)
+	case view.Dir, view.Area:
+		return syscall.EISDIR
+	case view.Removed:
+		return syscall.EPERM
+	case view.Scratch:
+		if err := syscall.Unlink(f.scratchPath(rel)); err != nil {
+			return errnoOf(err)
 		}
-		f.cfg.Store.Forget(ctx, rel)
+		if e, ok := f.catalogEntry(rel); ok && e.File != nil {
+			// The file shadowed a package's name: that name shows
+			// nothing, not the package, until something is put there.
+			f.names.Hide(rel)
+		}
+		// The bytes of a refusal are gone: verify no longer lists it.
+		f.cfg.Store.Forget(ctx, strings.TrimPrefix(rel, view.RefusedDir+"/"))
 		f.changed(ctx, rel)
 		return 0
-	} else if err != syscall.ENOENT {
-		return gofs.ToErrno(err)
 	}
-	e, ok := f.catalogEntry(rel)
-	switch {
-	case !ok:
-		return syscall.ENOENT
-	case e.File == nil:
-		return syscall.EISDIR
-	}
+	e := a.Entry
 	// The name shows an instance: remove it under all its names. Open
 	// handles keep reading the unlinked blob, and binhost clients holding
-	// the previous index find it under RemovedDir for the grace period.
+	// the previous index find it under RemovedDir for its grace (its
+	// tombstone, written by the removing transaction).
 	before := f.model.Seq()
-	path := f.model.IndexPath(e.File.CPV(), e.File.ID)
 	alias := layout.ParsePath(rel).Kind != layout.KindMulti
-	// Remembered for a moment: a copy that removes the name to put its own
-	// entry there (tar -x, cp -a, rsync) means to add a build, not to drop
-	// one, and what it puts there undoes this removal.
-	row, _ := f.instanceRow(ctx, e.File.ID)
-	if row != nil {
-		f.rememberRemoval(rel, row)
-	}
 	// Unlinking a file never removes its directory: the client may go on
 	// using it (cp -a of a legacy PKGDIR replaces the alias with a symlink).
 	if d.path != "" {
 		os.MkdirAll(f.scratchPath(d.path), 0o755)
 	}
-	blob, err := f.cfg.Store.RemoveKeepBlob(ctx, e.File.ID)
-	if err != nil {
+	if _, err := f.cfg.Store.Remove(ctx, e.File.ID, rel, clientOf(ctx)); err != nil {
 		return f.errno("unlink", rel, err)
 	}
-	switch {
-	case path != "" && (f.cfg.RemovedGrace > 0 || row != nil):
-		// Kept for binhost clients holding the previous index, and for
-		// the undo of this removal (at least its window).
-		f.graceRemoved(path, e.File, blob)
-	default:
-		f.cfg.Store.DropBlob(ctx, blob)
-	}
 	if alias {
-		// The name shows nothing for now, not the next newest build: a
-		// copy that removed it to put its own entry there (tar retries
+		// The name shows nothing now, not the next newest build: a copy
+		// that removed it to put its own entry there (tar retries
 		// symlink() after each unlink) would otherwise remove them all.
-		f.hideAlias(rel)
+		f.names.Hide(rel)
 	}
-	f.log.Info("removed", "path", rel, "instance", e.File.ID)
+	f.log.Info("removed", "path", rel, "cpv", e.File.CPV(), "build_id", e.File.BuildID, "instance", e.File.ID)
 	f.changedWait(ctx, before, []string{d.path}, rel)
 	return 0
 }
 
 func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
-	if errno := d.writable(); errno != 0 {
+	if errno := d.removable(); errno != 0 {
 		return errno
 	}
 	rel := d.child(name)
@@ -303,7 +280,7 @@ func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 		return syscall.ENOTEMPTY
 	}
 	if err := syscall.Rmdir(d.fs.scratchPath(rel)); err != nil {
-		return gofs.ToErrno(err)
+		return errnoOf(err)
 	}
 	d.fs.changed(ctx, rel)
 	return 0
@@ -319,10 +296,7 @@ func (d *dirNode) Symlink(ctx context.Context, target, name string, out *fuse.En
 	}
 	inode, errno := d.makeScratch(ctx, name, "symlink", out, func(p string) error { return syscall.Symlink(target, p) })
 	if errno == 0 {
-		d.fs.unhideAlias(rel)
-		if resolved != "" {
-			d.fs.undoRemoval(ctx, rel, resolved)
-		}
+		d.fs.names.Unhide(rel)
 	}
 	return inode, errno
 }
@@ -330,28 +304,28 @@ func (d *dirNode) Symlink(ctx context.Context, target, name string, out *fuse.En
 // symlinkAlias takes a symlink created at a flat or All/ name that points at
 // the package that name shows (an old PKGDIR copied in: cat/pf.tbz2 ->
 // ../All/pf.tbz2; or a copy of a mount) as that name's own symlink: it is
-// accepted and changes nothing. A removal of the package through that name
-// a moment before (cp -a, rsync and tar remove the name first) is undone.
-// ok is false when the name is taken or shows something else.
+// accepted and changes nothing. A build removed through that name (cp -a,
+// rsync and tar remove the name first) comes back if the symlink points at
+// exactly it (restoreByLink). ok is false when the name is taken or shows
+// something else.
 func (d *dirNode) symlinkAlias(ctx context.Context, rel, name, resolved string, out *fuse.EntryOut) (*gofs.Inode, bool) {
 	f := d.fs
 	if d.writable() != 0 {
 		return nil, false
 	}
-	nameMu.Lock()
-	defer nameMu.Unlock()
-	if fileExists(f.scratchPath(rel)) {
+	f.names.Mu.Lock()
+	defer f.names.Mu.Unlock()
+	if f.visible(rel) {
 		return nil, false
 	}
-	if _, ok := f.model.Lookup(d.path, name); ok && !f.aliasHidden(rel) {
-		return nil, false
+	if f.restoreByLink(ctx, rel, resolved) != nil {
+		f.changed(ctx, rel, resolved)
 	}
-	f.undoRemoval(ctx, rel, resolved)
-	e, ok := f.model.Lookup(d.path, name)
+	e, ok := f.catalogEntry(rel)
 	if !ok || !e.IsLink() || !samePackageName(resolved, e.File.Category(), e.File.PF(), e.File.Format()) {
 		return nil, false
 	}
-	f.unhideAlias(rel)
+	f.names.Unhide(rel)
 	n := &linkNode{fs: f, target: e.Link, f: e.File}
 	n.fill(e.Ino, &out.Attr)
 	return d.NewInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFLNK, Ino: e.Ino}), true
@@ -383,7 +357,7 @@ func (d *dirNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetA
 	}
 	if m, ok := in.GetMode(); ok {
 		if err := syscall.Chmod(p, m); err != nil {
-			return gofs.ToErrno(err)
+			return errnoOf(err)
 		}
 	}
 	uid, uok := in.GetUID()
@@ -397,7 +371,7 @@ func (d *dirNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetA
 			g = int(gid)
 		}
 		if err := os.Lchown(p, u, g); err != nil {
-			return gofs.ToErrno(err)
+			return errnoOf(err)
 		}
 	}
 	if mt, ok := in.GetMTime(); ok {
@@ -406,7 +380,7 @@ func (d *dirNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetA
 			at = mt
 		}
 		if err := os.Chtimes(p, at, mt); err != nil {
-			return gofs.ToErrno(err)
+			return errnoOf(err)
 		}
 	}
 	return d.Getattr(ctx, fh, out)
@@ -438,7 +412,7 @@ func (d *dirNode) setRootAttr(ctx context.Context, fh gofs.FileHandle, in *fuse.
 }
 
 func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
-	if errno := d.writable(); errno != 0 {
+	if errno := d.removable(); errno != 0 {
 		return errno
 	}
 	f := d.fs
@@ -446,24 +420,33 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 	if !ok {
 		return syscall.EXDEV
 	}
+	if errno := nd.writable(); errno != 0 {
+		return errno
+	}
 	if flags&unix.RENAME_EXCHANGE != 0 {
 		return syscall.EINVAL
 	}
 	src, dst := d.child(name), nd.child(newName)
 	srcPath := f.scratchPath(src)
-	var st syscall.Stat_t
-	if err := syscall.Lstat(srcPath, &st); err != nil {
-		// Instances and package files being written are not renamed: the
-		// kernel's EXDEV makes mv and Portage's movefile copy instead.
-		if _, ok := f.catalogEntry(src); ok {
-			return syscall.EXDEV
-		}
+	a := f.names.Resolve(src)
+	switch a.Kind {
+	case view.None:
 		return syscall.ENOENT
+	case view.Instance, view.Alias:
+		return f.renameInstance(ctx, d, nd, src, dst, a.Entry, flags)
+	case view.Removed, view.Area, view.Dir:
+		// A directory of packages is not renamed: EXDEV would have mv
+		// copy it and remove the source, builds included.
+		return syscall.EPERM
+	case view.Index:
+		// The kernel's EXDEV makes mv copy the index instead.
+		return syscall.EXDEV
 	}
+	st := a.Stat
 	if flags&unix.RENAME_NOREPLACE != 0 && f.exists(dst) {
 		return syscall.EEXIST
 	}
-	if nd.path == "" && (newName == "Packages" || newName == "Packages.gz") {
+	if view.IsIndexName(nd.path, newName) {
 		errno := f.renameOntoIndex(ctx, src, srcPath, newName == "Packages")
 		if errno == 0 {
 			// Until the kernel looks the name up again, the renamed inode
@@ -490,7 +473,7 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 	if p.Kind == layout.KindOther || st.Mode&syscall.S_IFMT != syscall.S_IFREG {
 		if e, ok := f.catalogEntry(dst); ok && e.File != nil && !f.linksTo(srcPath, dst, e.File.ID) {
 			// A plain file replacing an instance's name removes that instance.
-			if err := f.cfg.Store.Remove(ctx, e.File.ID); err != nil {
+			if _, err := f.cfg.Store.Remove(ctx, e.File.ID, dst, clientOf(ctx)); err != nil {
 				return f.errno("rename", dst, err)
 			}
 		}
@@ -498,7 +481,7 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 			return f.errno("rename", dst, err)
 		}
 		if err := renameat2(srcPath, f.scratchPath(dst), flags); err != nil {
-			return gofs.ToErrno(err)
+			return errnoOf(err)
 		}
 		f.changed(ctx, src, dst)
 		return 0
@@ -520,7 +503,10 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 	before := f.model.Seq()
 	// Refused bytes are kept by a copy, a new inode: the kernel still holds
 	// the source name (the rename failed), which must not alias them.
-	inst, errno := f.ingestQuietly(ctx, c, f.copyToScratch)
+	inst, _, errno := f.ingestQuietly(ctx, c, true)
+	if errno == 0 {
+		f.restoreReplaced(ctx, dst, clientOf(ctx), inst)
+	}
 	if errno == syscall.EINVAL {
 		os.Remove(srcPath)
 		f.notifyEntry(tree.SplitPath(src)) // the snapshot is fresh already
@@ -549,6 +535,44 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 		}
 	}
 	f.notifyEntry(d.path, name)
+	return 0
+}
+
+// renameInstance moves a build (mv of its file): to another free
+// multi-instance name of its CPV and format it takes that build id (its old
+// PATH is kept for the removal grace, like a removal's); onto a name its
+// bytes can't have it is refused with an errno mv reports. A rename never
+// deletes a build: EXDEV (mv's copy and unlink) is never answered for one.
+func (f *FS) renameInstance(ctx context.Context, d, nd *dirNode, src, dst string, e tree.Entry, flags uint32) syscall.Errno {
+	if src == dst {
+		return 0
+	}
+	in := e.File
+	p := layout.ParsePath(dst)
+	refuse := func(errno syscall.Errno, why string) syscall.Errno {
+		f.log.Warn("refused a rename of a package", "from", src, "to", dst, "reason", why)
+		return errno
+	}
+	switch {
+	case e.IsLink():
+		return refuse(syscall.EPERM, "a flat or All/ name is the package's alias, not its file: move its multi-instance file")
+	case p.Kind != layout.KindMulti:
+		return refuse(syscall.EPERM, "a package file keeps a multi-instance name of its own package (a rename never deletes a build)")
+	case p.Category != in.Category() || p.PF != in.PF() || string(p.Format) != in.Format():
+		return refuse(syscall.EPERM, fmt.Sprintf("the name is not one of %s in %s format", in.CPV(), in.Format()))
+	case f.exists(dst):
+		return refuse(syscall.EEXIST, fmt.Sprintf("build id %d of %s is taken", p.BuildID, in.CPV()))
+	}
+	before := f.model.Seq()
+	moved, err := f.cfg.Store.Move(ctx, in.ID, p.BuildID, src)
+	if errors.Is(err, catalog.ErrBuildIDTaken) {
+		return refuse(syscall.EEXIST, err.Error())
+	}
+	if err != nil {
+		return f.errno("rename", dst, err)
+	}
+	f.log.Info("moved", "from", src, "to", dst, "cpv", moved.CPV, "build_id", moved.BuildID)
+	f.changedWait(ctx, before, []string{d.path, nd.path}, src, dst)
 	return 0
 }
 

@@ -21,6 +21,7 @@ import (
 	"pkgdirfs/catalog"
 	"pkgdirfs/tree"
 	"pkgdirfs/tree/pieces"
+	"pkgdirfs/view"
 )
 
 // Config is what a mount needs.
@@ -37,8 +38,9 @@ type Config struct {
 	// FsName is the mount's source in mountinfo, df and findmnt (the state
 	// directory, so that mounts of two states can be told apart).
 	FsName string
-	// RemovedGrace is how long an unlinked instance stays readable under
-	// RemovedDir (for binhost clients holding the previous index); 0: not at all.
+	// RemovedGrace is how long a removed build stays readable under
+	// RemovedDir (for binhost clients holding the previous index); 0: not
+	// at all. Kept in the catalog: every process's removals follow it.
 	RemovedGrace time.Duration
 	// PollInterval is how often the catalog generation is checked for changes
 	// made by other processes (pkgdirfs import into a mounted state).
@@ -67,26 +69,17 @@ type FS struct {
 	lastRender     time.Time
 	settledTS      int64
 
-	loop    *gofs.LoopbackRoot // serves scratch files from the scratch tree
-	pending map[string]int     // package names being written (under nameMu)
+	loop  *gofs.LoopbackRoot // serves scratch files from the scratch tree
+	names *view.Names        // the one resolver of names
 
-	removedMu      sync.Mutex
-	removed        map[string]removedEntry // index PATH -> instance in its grace period
-	recentRemovals recentRemovals
-	hidden         map[string]time.Time // alias names hidden after a shadowing file went
-	indexUnlinked  map[string]time.Time // Packages(.gz) names just unlinked
-	notes          *noteQueue           // kernel invalidations, sent by the notifiers
-	listings       *listings            // directory listings being read
+	notes    *noteQueue // kernel invalidations, sent by the notifiers
+	listings *listings  // directory listings being read
 
 	server *fuse.Server
 	dir    string
 	stop   chan struct{}
 	done   chan struct{}
 }
-
-// Entries and attributes change only through the catalog, and every change
-// is followed by an explicit kernel invalidation, so the kernel may cache long.
-const cacheTimeout = time.Hour
 
 // New loads the first snapshot; Mount serves it.
 func New(ctx context.Context, cfg Config) (*FS, error) {
@@ -97,11 +90,9 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 		cfg.PollInterval = time.Second
 	}
 	f := &FS{cfg: cfg, log: cfg.Log, stop: make(chan struct{}), done: make(chan struct{}), idxReady: make(chan struct{}),
-		notes: newNoteQueue(), pending: map[string]int{}, removed: map[string]removedEntry{}, recentRemovals: recentRemovals{byName: map[string]recentRemoval{}}, hidden: map[string]time.Time{},
-		indexUnlinked: map[string]time.Time{}, listings: newListings()}
+		notes: newNoteQueue(), listings: newListings()}
 	model := tree.NewModel(cfg.Layouts)
 	model.OnConflict(func(msg string) { f.log.Warn("legacy name conflict", "detail", msg) })
-	model.OnRemoved(f.graceSeen)
 	model.OnIndexError(func(err error) { f.log.Error("keeping the index; it is rendered again when next read", "err", err) })
 	// The load allocates mostly what it keeps: collecting while the heap
 	// grows would mark it again and again (seconds at 1,000,000 instances).
@@ -115,6 +106,16 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 	// the way to mounting (a full collection takes a while at 1,000,000).
 	go debug.FreeOSMemory()
 	f.model = model
+	f.names = view.New(model, cfg.Store.ScratchDir())
+	if !cfg.ReadOnly {
+		// Every removal from now on, by any process on this catalog,
+		// keeps its build for this long (tombstones).
+		if err := cfg.Store.SetRemovedGrace(ctx, cfg.RemovedGrace); err != nil {
+			return nil, err
+		}
+		// Graces that ended while nothing served the state.
+		f.expireRemoved(time.Now())
+	}
 	f.buildCtx, f.stopBuild = context.WithCancel(context.Background())
 	f.root = &dirNode{fs: f, path: ""}
 	var st syscall.Stat_t
@@ -237,7 +238,6 @@ func (f *FS) Wait() {
 	}
 	f.notes.close()
 	<-f.done
-	f.dropAllRemoved()
 	<-f.idxReady
 	f.model.Close()
 }
@@ -343,10 +343,6 @@ func walk(n *gofs.Inode, p string) *gofs.Inode {
 	return n
 }
 
-// stampWait bounds how long serving the index waits to store its TIMESTAMP
-// (another process may hold the catalog's write lock for seconds).
-const stampWait = 300 * time.Millisecond
-
 // index returns the rendered index of the current snapshot, rendering it on the
 // first access after a change. The render is shared by every caller, so it does
 // not run under one request's context: an interrupted request (Go programs get
@@ -420,9 +416,9 @@ func (f *FS) index() (*tree.IndexView, error) {
 // generations less than 6 s apart were served (see catalog.Store.Settle).
 func (f *FS) settle(now time.Time) {
 	f.idxMu.Lock()
-	due := f.lastTS != 0 && f.lastTS != f.settledTS && f.lastTS-f.prevTS < 6 &&
-		now.Sub(f.lastRender) >= 6*time.Second && f.idx != nil && f.idx.Generation == f.model.Gen()
-	minTS := f.lastTS + 6
+	due := f.lastTS != 0 && f.lastTS != f.settledTS && f.lastTS-f.prevTS < settleSeconds &&
+		now.Sub(f.lastRender) >= settleSeconds*time.Second && f.idx != nil && f.idx.Generation == f.model.Gen()
+	minTS := f.lastTS + settleSeconds
 	if due {
 		f.settledTS = minTS
 	}
@@ -451,23 +447,43 @@ func goFuseLevel(debug bool) slog.Level {
 
 // errno maps our failures to what a client should see, logging the cause once.
 func (f *FS) errno(op, path string, err error) syscall.Errno {
-	var en syscall.Errno
-	if errors.As(err, &en) {
-		if en == syscall.EIO {
-			// The disk under the state failed: say so, the client only sees EIO.
-			f.log.Error(op, "path", path, "err", err)
-		}
-		return en
-	}
-	if errors.Is(err, os.ErrNotExist) {
-		f.log.Error(op+": blob missing", "path", path, "err", err)
-		return syscall.EIO
-	}
-	if catalog.IsDiskFull(err) {
+	en := errnoOf(err)
+	switch {
+	case en == syscall.ENOSPC && errors.Is(err, catalog.ErrFull):
 		f.log.Warn(op+": no space left for the catalog", "path", path, "err", err)
-		return syscall.ENOSPC
+	case en == syscall.EIO && errors.Is(err, os.ErrNotExist):
+		f.log.Error(op+": blob missing", "path", path, "err", err)
+	case en == syscall.EIO, en == syscall.EAGAIN:
+		// Our own failure (the disk under the state, a damaged or
+		// stuck catalog): say so, the client only sees the errno.
+		f.log.Error(op, "path", path, "err", err)
 	}
-	f.log.Error(op, "path", path, "err", err)
+	return en
+}
+
+// errnoOf is the one mapping of an error to what a client hears: a
+// syscall's own errno as it is; the domain's errors by their class.
+func errnoOf(err error) syscall.Errno {
+	var en syscall.Errno
+	var refused *catalog.RefusedError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &en):
+		return en
+	case errors.As(err, &refused):
+		return syscall.EINVAL
+	case errors.Is(err, catalog.ErrBuildIDTaken), errors.Is(err, os.ErrExist):
+		return syscall.EEXIST
+	case errors.Is(err, catalog.ErrFull):
+		return syscall.ENOSPC
+	case errors.Is(err, catalog.ErrBusy):
+		return syscall.EAGAIN
+	case errors.Is(err, catalog.ErrNotFound):
+		return syscall.ENOENT
+	case errors.Is(err, os.ErrPermission):
+		return syscall.EACCES
+	}
 	return syscall.EIO
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"os"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"pkgdirfs/tree"
+	"pkgdirfs/view"
 )
 
 // dirNode is a directory of the tree; its content is looked up in the current
@@ -37,11 +37,12 @@ func (d *dirNode) child(name string) string {
 	return d.path + "/" + name
 }
 
+// Lookup adapts what the resolver answers for the name to a kernel inode.
 func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	if d.path == "" && (name == "Packages" || name == "Packages.gz") {
-		if d.fs.indexAbsent(name) {
-			return nil, syscall.ENOENT
-		}
+	rel := d.child(name)
+	a := d.fs.names.Resolve(rel)
+	switch a.Kind {
+	case view.Index:
 		gz := name == "Packages.gz"
 		idx, err := d.fs.index()
 		if err != nil {
@@ -53,30 +54,28 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		n.fill(idx, &out.Attr)
 		out.SetAttrTimeout(indexAttrTimeout)
 		return d.NewInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: tree.IndexIno(idx.Generation, gz)}), 0
+	case view.Area:
+		d.fs.fillDir(a.Entry.Ino, 0, &out.Attr)
+		return d.NewInode(ctx, &dirNode{fs: d.fs, path: rel}, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: a.Entry.Ino}), 0
+	case view.Removed, view.Instance:
+		fillFile(a.Entry.File, &out.Attr)
+		n := &instNode{fs: d.fs, f: a.Entry.File, removed: a.Kind == view.Removed}
+		return d.NewInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: a.Entry.Ino}), 0
+	case view.Scratch:
+		return d.fs.scratchInode(ctx, &d.Inode, rel, &a.Stat, out), 0
+	case view.Dir:
+		if a.Stat.Ino != 0 {
+			// Made (or chmod'ed) by clients too: its own attributes.
+			return d.fs.scratchInode(ctx, &d.Inode, rel, &a.Stat, out), 0
+		}
+		d.fs.fillDir(a.Entry.Ino, a.Entry.Subdirs, &out.Attr)
+		return d.NewInode(ctx, &dirNode{fs: d.fs, path: rel}, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: a.Entry.Ino}), 0
+	case view.Alias:
+		n := &linkNode{fs: d.fs, target: a.Entry.Link, f: a.Entry.File}
+		n.fill(a.Entry.Ino, &out.Attr)
+		return d.NewInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFLNK, Ino: a.Entry.Ino}), 0
 	}
-	rel := d.child(name)
-	if _, ok := inRemoved(rel); ok {
-		return d.lookupRemoved(ctx, name, out)
-	}
-	var st syscall.Stat_t
-	if err := syscall.Lstat(d.fs.scratchPath(rel), &st); err == nil {
-		return d.fs.scratchInode(ctx, &d.Inode, rel, &st, out), 0
-	}
-	e, ok := d.fs.model.Lookup(d.path, name)
-	if !ok || (e.File != nil && d.fs.aliasHidden(rel)) {
-		return nil, syscall.ENOENT
-	}
-	if e.IsDir() {
-		d.fs.fillDir(e.Ino, e.Subdirs, &out.Attr)
-		return d.NewInode(ctx, &dirNode{fs: d.fs, path: d.child(name)}, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: e.Ino}), 0
-	}
-	if e.IsLink() {
-		n := &linkNode{fs: d.fs, target: e.Link, f: e.File}
-		n.fill(e.Ino, &out.Attr)
-		return d.NewInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFLNK, Ino: e.Ino}), 0
-	}
-	fillFile(e.File, &out.Attr)
-	return d.NewInode(ctx, &instNode{fs: d.fs, f: e.File}, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: e.Ino}), 0
+	return nil, syscall.ENOENT
 }
 
 // OpendirHandle serves READDIR requests; the kernel never sends OPENDIR
@@ -153,71 +152,36 @@ func (h *dirHandle) start() syscall.Errno {
 // before it is answered.
 var listingMade atomic.Pointer[func(path string)]
 
-// entries lists the directory: catalog names and scratch names, scratch
-// shadowing the catalog as Lookup does.
+// entries lists the directory as the resolver shows it.
 func (d *dirNode) entries() ([]fuse.DirEntry, syscall.Errno) {
-	if _, ok := inRemoved(d.path); ok {
-		return d.readdirRemoved(), 0
-	}
-	ents, inTree := d.fs.model.ReadDir(d.path)
-	scratch, err := os.ReadDir(d.fs.scratchPath(d.path))
-	if !inTree && err != nil {
+	names, ok := d.fs.names.List(d.path)
+	if !ok {
 		return nil, syscall.ENOENT
 	}
-	list := make([]fuse.DirEntry, 0, len(ents)+len(scratch)+2)
-	if d.path == "" {
-		// The catalog's generation, without waiting for its index.
-		gen := d.fs.model.Gen()
-		list = append(list,
-			fuse.DirEntry{Name: "Packages", Mode: syscall.S_IFREG, Ino: tree.IndexIno(gen, false)},
-			fuse.DirEntry{Name: "Packages.gz", Mode: syscall.S_IFREG, Ino: tree.IndexIno(gen, true)})
-	}
-	// Scratch entries shadow catalog names, as Lookup does.
-	shadow := make(map[string]bool, len(scratch))
-	for _, e := range scratch {
-		if d.path == "" && (e.Name() == "Packages" || e.Name() == "Packages.gz") {
-			continue
-		}
-		shadow[e.Name()] = true
-		de := fuse.DirEntry{Name: e.Name(), Mode: uint32(e.Type())}
-		if e.IsDir() {
-			de.Mode, de.Ino = syscall.S_IFDIR, d.fs.model.DirIno(d.child(e.Name()))
-		} else if info, err := e.Info(); err == nil {
-			de.Mode = uint32(info.Sys().(*syscall.Stat_t).Mode) & syscall.S_IFMT
-			de.Ino = info.Sys().(*syscall.Stat_t).Ino + scratchInoBase
-		}
-		list = append(list, de)
-	}
-	for _, e := range ents {
-		if shadow[e.Name] || (e.File != nil && d.fs.aliasHidden(d.child(e.Name))) {
-			continue
-		}
-		switch {
-		case e.IsDir():
-			list = append(list, fuse.DirEntry{Name: e.Name, Mode: syscall.S_IFDIR, Ino: e.Ino})
-		case e.IsLink():
-			list = append(list, fuse.DirEntry{Name: e.Name, Mode: syscall.S_IFLNK, Ino: e.Ino})
-		default:
-			list = append(list, fuse.DirEntry{Name: e.Name, Mode: syscall.S_IFREG, Ino: e.Ino})
-		}
+	list := make([]fuse.DirEntry, len(names))
+	for i, n := range names {
+		list[i] = fuse.DirEntry{Name: n.Name, Mode: n.Mode, Ino: n.Ino}
 	}
 	return list, 0
 }
 
 func (d *dirNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	if _, ok := inRemoved(d.path); ok {
+	if d.path == "" {
+		e, _ := d.fs.model.Dir("")
+		d.fs.fillDir(d.StableAttr().Ino, e.Subdirs, &out.Attr)
+		return 0
+	}
+	a := d.fs.names.Resolve(d.path)
+	switch {
+	case a.Kind == view.Area:
 		d.fs.fillDir(d.StableAttr().Ino, 0, &out.Attr)
 		out.Mode = syscall.S_IFDIR | 0o555
 		return 0
-	}
-	e, inTree := d.fs.model.Dir(d.path)
-	var st syscall.Stat_t
-	scratchErr := syscall.Stat(d.fs.scratchPath(d.path), &st)
-	if !inTree && scratchErr != nil {
+	case !a.IsDir():
 		return syscall.ENOENT
 	}
-	d.fs.fillDir(d.StableAttr().Ino, e.Subdirs, &out.Attr)
-	if scratchErr == nil && d.path != "" {
+	d.fs.fillDir(d.StableAttr().Ino, a.Entry.Subdirs, &out.Attr)
+	if st := a.Stat; st.Ino != 0 {
 		// A directory clients created or chmod'ed: its own mode, owner and times.
 		out.Mode = st.Mode
 		out.Owner = fuse.Owner{Uid: st.Uid, Gid: st.Gid}
@@ -264,9 +228,10 @@ func fillFile(f *instFile, a *fuse.Attr) {
 // instNode is one package instance, the same inode under every name.
 type instNode struct {
 	gofs.Inode
-	fs *FS
-	f  *instFile
-	io ioCount
+	fs      *FS
+	f       *instFile
+	io      ioCount
+	removed bool // a removed build in its grace: read-only
 }
 
 var (
@@ -284,10 +249,16 @@ func (n *instNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.At
 }
 
 func (n *instNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if n.removed && flags&(syscall.O_WRONLY|syscall.O_RDWR) != 0 {
+		return nil, 0, syscall.EPERM
+	}
 	return n.fs.openInstance(ctx, n.current(), flags, &n.io)
 }
 
 func (n *instNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if n.removed {
+		return syscall.EPERM
+	}
 	return n.fs.setInstanceAttr(ctx, n.current(), fh, in, out)
 }
 
@@ -382,7 +353,7 @@ func (h *blobHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 		}
 		if err != nil {
 			if n == 0 {
-				return nil, gofs.ToErrno(err)
+				return nil, errnoOf(err)
 			}
 			break
 		}

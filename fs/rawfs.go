@@ -39,12 +39,6 @@ type nodeLock struct {
 	refs int
 }
 
-// releaseWait bounds how long an open for writing waits for readers'
-// RELEASEs: the kernel sends RELEASE after close() has returned, so a client
-// that reads a package, closes it and opens it for writing (Portage's XPAK
-// recompose reads the trailer first) can reach us before its own release.
-const releaseWait = time.Second
-
 func newRawFS(inner fuse.RawFileSystem, log *slog.Logger) *rawFS {
 	return &rawFS{RawFileSystem: inner, log: log, nodes: map[uint64]*nodeLock{}}
 }

@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -21,15 +22,16 @@ import (
 	"pkgdirfs/catalog"
 	"pkgdirfs/layout"
 	"pkgdirfs/tree"
+	"pkgdirfs/view"
 )
 
 // Inode numbers of files that are not instances: scratch files and package
 // files being written keep their backing file's inode number, offset into a
 // range of their own (hard links share one st_ino).
-const scratchInoBase = 1 << 57
+const scratchInoBase = view.ScratchInoBase
 
 // scratchPath is where the bytes of a non-package name live.
-func (f *FS) scratchPath(rel string) string { return filepath.Join(f.cfg.Store.ScratchDir(), rel) }
+func (f *FS) scratchPath(rel string) string { return f.names.ScratchPath(rel) }
 
 // ioCount tracks how one kernel inode is open. The kernel requires the
 // handles open on an inode at one time to be all passthrough (a backing
@@ -224,8 +226,10 @@ var (
 
 func (n *scratchNode) refusal() string { return n.fsys().refusal(n.Path(n.Root())) }
 
+// refusal is why the bytes at rel (in the quarantine: the name they were
+// refused at) were refused, "" if they were not.
 func (f *FS) refusal(rel string) string {
-	r, _ := f.cfg.Store.DB.RefusalReason(context.Background(), rel)
+	r, _ := f.cfg.Store.DB.RefusalReason(context.Background(), strings.TrimPrefix(rel, view.RefusedDir+"/"))
 	return r
 }
 
@@ -309,6 +313,7 @@ type pendingNode struct {
 	hash     *seqHash // shared by every handle on the node; nil: commit re-reads
 	handles  int      // open handles (under mu)
 	written  bool     // a handle wrote: uncommitted staging bytes are a client's (under mu)
+	refused  bool     // its bytes were refused and are kept in the quarantine (under mu)
 }
 
 // newHandle opens a handle on the node's staging file (fd); io is the
@@ -319,7 +324,7 @@ func (n *pendingNode) newHandle(ctx context.Context, fd int, dirty bool, io *ioC
 	n.handles++
 	n.mu.Unlock()
 	return &stagingHandle{lf: gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile), fd: fd, node: n, dirty: dirty, hash: n.hash, io: io,
-		opener: callerProcess(ctx)}
+		opener: callerProcess(ctx), client: clientOf(ctx)}
 }
 
 // callerProcess is the process (thread group) making a request; 0 if unknown.
@@ -329,7 +334,56 @@ func callerProcess(ctx context.Context) int {
 	if !ok || c.Pid == 0 {
 		return 0
 	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.Pid))
+	return callerTgid(int(c.Pid))
+}
+
+// clientOf names the process making a request and its parent, each as
+// pid@starttime (a reused pid is another process): "self parent"; "" if
+// unknown. A tool that replaces a name unlinks it and then puts its own
+// file there from the same process (tar, cp) or from its parent or child
+// (rsync's generator unlinks, its receiver renames): sameClient.
+func clientOf(ctx context.Context) string {
+	c, ok := fuse.FromContext(ctx)
+	if !ok || c.Pid == 0 {
+		return ""
+	}
+	self, ppid := procID(int(c.Pid))
+	if self == "" {
+		return ""
+	}
+	parent, _ := procID(ppid)
+	return self + " " + parent
+}
+
+// procID is pid's thread group as tgid@starttime, and its parent's pid.
+func procID(pid int) (id string, ppid int) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return "", 0
+	}
+	// The fields after the command name, which may hold spaces.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return "", 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 {
+		return "", 0
+	}
+	ppid, _ = strconv.Atoi(f[1]) // field 4
+	tgid := pid
+	if t := callerTgid(pid); t != 0 {
+		tgid = t
+	}
+	if tgid != pid {
+		return procID(tgid)
+	}
+	return strconv.Itoa(pid) + "@" + f[19], ppid // field 22: start time
+}
+
+// callerTgid is the thread group of thread tid; 0 if unknown.
+func callerTgid(tid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", tid))
 	if err != nil {
 		return 0
 	}
@@ -340,6 +394,17 @@ func callerProcess(ctx context.Context) int {
 		}
 	}
 	return 0
+}
+
+// sameClient tells whether two clientOf values are one process, or a
+// parent and its child; siblings (two commands of one shell) are not.
+func sameClient(a, b string) bool {
+	as, ap, _ := strings.Cut(a, " ")
+	bs, bp, _ := strings.Cut(b, " ")
+	if as == "" || bs == "" {
+		return false
+	}
+	return as == bs || ap != "" && ap == bs || bp != "" && as == bp
 }
 
 func (n *pendingNode) stagingPath() string {
@@ -379,7 +444,7 @@ func (n *pendingNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse
 	}
 	var st syscall.Stat_t
 	if err := syscall.Stat(n.stagingPath(), &st); err != nil {
-		return gofs.ToErrno(err)
+		return errnoOf(err)
 	}
 	out.FromStat(&st)
 	return 0
@@ -398,7 +463,7 @@ func (n *pendingNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, 
 		}
 		fd, err := syscall.Open(n.stagingPath(), int(flags)&^(syscall.O_CREAT|syscall.O_EXCL), 0)
 		if err != nil {
-			return nil, 0, gofs.ToErrno(err)
+			return nil, 0, errnoOf(err)
 		}
 		if flags&syscall.O_TRUNC != 0 && n.hash != nil {
 			n.hash.truncate(0)
@@ -416,7 +481,7 @@ func (n *pendingNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.
 	}
 	fd, err := syscall.Open(n.stagingPath(), syscall.O_RDWR, 0)
 	if err != nil {
-		return gofs.ToErrno(err)
+		return errnoOf(err)
 	}
 	lf := gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile)
 	defer lf.Release(ctx)
@@ -435,9 +500,10 @@ type stagingHandle struct {
 	node *pendingNode
 
 	mu        sync.Mutex
-	opener    int  // the process that opened it; 0 if unknown
-	dirty     bool // written (or truncated) since the last commit attempt
-	touched   bool // ever dirty: only then are uncommitted bytes the client's
+	opener    int    // the process that opened it; 0 if unknown
+	client    string // its client (clientOf), for a replacement's removal
+	dirty     bool   // written (or truncated) since the last commit attempt
+	touched   bool   // ever dirty: only then are uncommitted bytes the client's
 	committed bool
 	hash      *seqHash
 	io        *ioCount // the open count of the kernel inode it is open on
@@ -613,7 +679,7 @@ func (h *stagingHandle) Flush(ctx context.Context) syscall.Errno {
 	h.dirty, h.touched = false, true
 	f := h.node.fs
 	before := f.model.Seq()
-	errno := f.commitPending(h.node, h.fd, h.hash)
+	errno := f.commitPending(h.node, h.fd, h.hash, h.client)
 	h.node.finish()
 	if errno == 0 || errno == syscall.EINVAL {
 		h.committed = true
@@ -637,9 +703,9 @@ func (h *stagingHandle) Release(ctx context.Context) syscall.Errno {
 	n.mu.Lock()
 	n.handles--
 	n.written = n.written || h.touched || h.dirty
-	last, written := n.handles == 0, n.written
+	last, written, refused := n.handles == 0, n.written, n.refused
 	n.mu.Unlock()
-	if last && !h.committed && n.instance() == nil {
+	if last && !h.committed && n.instance() == nil && !refused {
 		// Never committed (a write error, or nothing written after a
 		// failed commit): the bytes are kept as a plain file, not lost.
 		// Unless nothing was written: an empty file, or a copy of a
@@ -651,8 +717,11 @@ func (h *stagingHandle) Release(ctx context.Context) syscall.Errno {
 			// dropped, which gives the space back.
 			os.Remove(p)
 		} else if fileExists(p) {
-			if err := n.fs.keepAsScratch(p, n.name); err == nil {
-				n.fs.changed(context.Background(), n.name)
+			if kept, err := n.fs.quarantine(view.RecoveredDir, p, n.name, false); err == nil {
+				n.fs.log.Warn("kept the bytes of a package write that was never committed", "path", n.name, "kept", kept)
+				n.fs.changed(context.Background(), kept)
+			} else {
+				n.fs.log.Error("keeping the bytes of a package write that was never committed", "path", n.name, "from", p, "err", err)
 			}
 		}
 	}
@@ -662,7 +731,7 @@ func (h *stagingHandle) Release(ctx context.Context) syscall.Errno {
 
 // commitPending ingests the staging file of n. Empty files at a
 // multi-instance name are Portage's placeholders and become reservations.
-func (f *FS) commitPending(n *pendingNode, fd int, sh *seqHash) syscall.Errno {
+func (f *FS) commitPending(n *pendingNode, fd int, sh *seqHash, client string) syscall.Errno {
 	ctx := context.Background()
 	var st syscall.Stat_t
 	if err := syscall.Fstat(fd, &st); err != nil {
@@ -699,18 +768,17 @@ func (f *FS) commitPending(n *pendingNode, fd int, sh *seqHash) syscall.Errno {
 			return f.errno("hash", n.name, err)
 		}
 	}
-	if p.Kind == layout.KindMulti && n.replaces == 0 {
-		// A new file written where an instance was unlinked a moment ago
-		// (tar -x removes an existing file before creating it) is another
-		// build: the one removed comes back first, keeping its build id.
-		f.restoreRemoved(ctx, n.name, "")
-	}
-	inst, errno := f.ingest(ctx, &catalog.Candidate{Staged: staged, Name: n.name, MtimeNs: mtime, Mode: mode, Replaces: n.replaces}, f.keepAsScratch)
+	inst, kept, errno := f.ingest(ctx, &catalog.Candidate{Staged: staged, Name: n.name, MtimeNs: mtime, Mode: mode, Replaces: n.replaces}, false)
 	if errno == syscall.EINVAL {
-		n.setStaging(f.scratchPath(n.name)) // where the refused bytes are kept
+		n.mu.Lock()
+		n.staging, n.refused = kept, true // where the refused bytes are kept
+		n.mu.Unlock()
 	}
 	if errno != 0 {
 		return errno
+	}
+	if f.restoreReplaced(ctx, n.name, client, inst) {
+		f.changed(ctx, n.name)
 	}
 	n.setInstance(instFileOf(inst))
 	return 0
@@ -722,46 +790,44 @@ type ingested struct {
 	existed bool
 }
 
-// ingest commits a candidate and makes it visible, or refuses it: keep puts
-// the refused bytes (c.File) at the name they came under, as a plain file,
-// and the reason is logged and recorded.
-func (f *FS) ingest(ctx context.Context, c *catalog.Candidate, keep func(from, rel string) error) (*catalog.Instance, syscall.Errno) {
-	inst, errno := f.ingestQuietly(ctx, c, keep)
+// ingest commits a candidate and makes it visible, or refuses it: the
+// refused bytes (c.File; a copy of them with copyRefused) are kept in the
+// quarantine (kept is where), and the reason is logged and recorded.
+func (f *FS) ingest(ctx context.Context, c *catalog.Candidate, copyRefused bool) (inst *catalog.Instance, kept string, errno syscall.Errno) {
+	inst, kept, errno = f.ingestQuietly(ctx, c, copyRefused)
 	if errno == 0 {
 		f.changed(ctx, c.Name)
 	}
-	return inst, errno
+	return inst, kept, errno
 }
 
 // ingestQuietly is ingest for callers that make the commit visible
 // themselves (a refusal is made visible here).
-func (f *FS) ingestQuietly(ctx context.Context, c *catalog.Candidate, keep func(from, rel string) error) (*catalog.Instance, syscall.Errno) {
+func (f *FS) ingestQuietly(ctx context.Context, c *catalog.Candidate, copyRefused bool) (*catalog.Instance, string, syscall.Errno) {
 	if k := layout.ParsePath(c.Name).Kind; k == layout.KindFlat || k == layout.KindLegacy {
-		// A file put where a symlink to another build stood (rsync and
-		// cp -a remove the symlink first) adds a build; it removes none:
-		// the one removed comes back first, keeping its build id.
-		f.unhideAlias(c.Name)
-		f.restoreRemoved(ctx, c.Name, "")
+		// Something is put at the name: it shows what the commit leaves there.
+		f.names.Unhide(c.Name)
 	}
 	inst, existed, err := f.cfg.Store.Ingest(ctx, c)
 	var rerr *catalog.RefusedError
 	if errors.As(err, &rerr) {
-		if err := keep(c.File, c.Name); err != nil {
+		kept, err := f.quarantine(view.RefusedDir, c.File, c.Name, copyRefused)
+		if err != nil {
 			f.log.Error("keeping refused bytes", "path", c.Name, "from", c.File, "err", err)
-			return nil, syscall.EIO
+			return nil, "", syscall.EIO
 		}
-		f.log.Warn("refused a file written at a package name", "path", c.Name, "reason", rerr.Reason)
+		f.log.Warn("refused a file written at a package name", "path", c.Name, "reason", rerr.Reason, "kept", kept)
 		if err := f.cfg.Store.Refuse(ctx, c.Name, rerr.Reason, c.Size); err != nil {
 			f.log.Error("recording a refusal", "path", c.Name, "err", err)
 		}
-		f.changed(ctx, c.Name)
-		return nil, syscall.EINVAL
+		f.changed(ctx, c.Name, kept)
+		return nil, f.scratchPath(kept), syscall.EINVAL
 	}
 	if err != nil {
-		return nil, f.errno("ingest", c.Name, err)
+		return nil, "", f.errno("ingest", c.Name, err)
 	}
 	f.committed(ctx, c.Name, &ingested{inst, existed})
-	return inst, 0
+	return inst, "", 0
 }
 
 // committed logs a commit; the caller makes it visible.
@@ -795,6 +861,7 @@ func (f *FS) committed(ctx context.Context, name string, in *ingested) {
 func (f *FS) dropPackageSymlinks(inst *catalog.Instance) {
 	format := layout.Format(inst.Format)
 	for _, rel := range []string{layout.FlatPath(inst.Category, inst.PF, format), layout.LegacyPath(inst.PF, format)} {
+		f.names.Unhide(rel) // the name shows the package's newest build again
 		p := f.scratchPath(rel)
 		target, err := os.Readlink(p)
 		if err != nil {
@@ -816,15 +883,6 @@ func (f *FS) keepAsScratch(from, rel string) error {
 		return err
 	}
 	return os.Rename(from, to)
-}
-
-// copyToScratch puts a copy of the bytes at from at rel in the scratch tree.
-func (f *FS) copyToScratch(from, rel string) error {
-	to := f.scratchPath(rel)
-	if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
-		return err
-	}
-	return copyFile(from, to)
 }
 
 // changed makes a catalog or scratch change visible at once: the snapshot is
@@ -1065,7 +1123,7 @@ func (f *FS) changedWait(ctx context.Context, before uint64, locked []string, na
 		}
 		f.notes.push(noteKey{c.Dir, c.Name}, done)
 	}
-	deadline := time.NewTimer(200 * time.Millisecond)
+	deadline := time.NewTimer(invalidationWait)
 	defer deadline.Stop()
 	for _, w := range waits {
 		select {

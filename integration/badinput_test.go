@@ -270,17 +270,26 @@ func checkRefused(t *testing.T, mi *mountInfo, what, src, rel, want string, pkgB
 	if lines := refusalLines(mi.Log, rel); len(lines) == 0 {
 		t.Errorf("%s: daemon log has no line `%s path=%s reason=...`", what, refusalMsg, rel)
 	}
-	if r := run(t, "", toolTimeout, "cmp", src, dst); r.Code != 0 {
-		t.Errorf("%s: the refused bytes are not kept at %s: %s", what, rel, r)
+	// The bytes are kept in the quarantine, never at the package name
+	// (Portage's walk, tar and nginx would meet them there).
+	kept := filepath.Join(mi.Dir, ".pkgdirfs/refused", rel)
+	if r := run(t, "", toolTimeout, "cmp", src, kept); r.Code != 0 {
+		t.Errorf("%s: the refused bytes are not kept at .pkgdirfs/refused/%s: %s", what, rel, r)
+	}
+	// (A flat or All/ name may show its package's alias: a symlink.)
+	if fi, err := os.Lstat(dst); err == nil && fi.Mode().IsRegular() {
+		t.Errorf("%s: a regular file is left at the package name %s after a refusal", what, rel)
+	} else if err != nil && !os.IsNotExist(err) {
+		t.Errorf("%s: lstat %s: %v", what, rel, err)
 	}
 	if after := readPackagesFile(t, mi.Dir); !bytes.Equal(after, pkgBefore) {
 		t.Errorf("%s: Packages changed by a refused file:\n%s", what,
 			firstDiff(strings.Split(string(pkgBefore), "\n"), strings.Split(string(after), "\n"), nil))
 	}
-	x := errorXattr(t, dst)
+	x := errorXattr(t, kept)
 	reason := strings.TrimSpace(string(x.Stdout))
 	if x.Code != 0 || reason == "" {
-		t.Errorf("%s: want a non-empty user.pkgdirfs.error on %s: %s", what, rel, x)
+		t.Errorf("%s: want a non-empty user.pkgdirfs.error on .pkgdirfs/refused/%s: %s", what, rel, x)
 	} else if want != "" && !strings.Contains(reason, want) {
 		t.Errorf("%s: refusal reason %q does not mention %q", what, reason, want)
 	}

@@ -840,11 +840,14 @@ func TestOpsQuickStartWithoutApt(t *testing.T) {
 			if _, err := os.Stat(filepath.Join(pkgdir, "Packages")); err != nil {
 				t.Errorf("mounted PKGDIR: %v", err)
 			}
-			// The invalid file is still there, under the mount, as a
-			// plain file with its bytes, out of the index, and verify
-			// says why.
-			if got, err := os.ReadFile(filepath.Join(pkgdir, "app-misc", "broken-1.0.tbz2")); err != nil || string(got) != "not a package" {
-				t.Errorf("the invalid file through the mount: %q, %v", got, err)
+			// The invalid file is kept in the mount's quarantine with its
+			// bytes (never at its package name), out of the index, and
+			// verify says why.
+			if got, err := os.ReadFile(filepath.Join(pkgdir, ".pkgdirfs/refused", "app-misc", "broken-1.0.tbz2")); err != nil || string(got) != "not a package" {
+				t.Errorf("the invalid file in the mount's quarantine: %q, %v", got, err)
+			}
+			if _, err := os.Lstat(filepath.Join(pkgdir, "app-misc", "broken-1.0.tbz2")); !os.IsNotExist(err) {
+				t.Errorf("the invalid file is at its package name in the mount: %v", err)
 			}
 			if idx, err := os.ReadFile(filepath.Join(pkgdir, "Packages")); err != nil || bytes.Contains(idx, []byte("broken")) {
 				t.Errorf("Packages (%v) lists the invalid file or cannot be read", err)

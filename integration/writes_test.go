@@ -1447,15 +1447,25 @@ func TestWriteReopenForWrite(t *testing.T) {
 	if dirAfter := listDir(t, filepath.Dir(target)); !reflect.DeepEqual(dirAfter, dirBefore) {
 		t.Errorf("listing of %s changed by opens for writing without writes:\nbefore %v\nafter  %v", filepath.Dir(target), dirBefore, dirAfter)
 	}
-	time.Sleep(200 * time.Millisecond) // the last RELEASE arrives after close() returned
-	for _, d := range []string{"staging", "scratch"} {
+	// The last RELEASE arrives after close() returned: polled, with a
+	// deadline. A writer's staging directory holds its lock file (.owner).
+	leftIn := func(d string) []string {
 		var left []string
 		filepath.Walk(filepath.Join(state, d), func(p string, fi os.FileInfo, err error) error {
-			if err == nil && fi.Mode().IsRegular() {
+			if err == nil && fi.Mode().IsRegular() && fi.Name() != ".owner" {
 				left = append(left, p)
 			}
 			return nil
 		})
+		return left
+	}
+	for _, d := range []string{"staging", "scratch"} {
+		deadline := time.Now().Add(5 * time.Second)
+		left := leftIn(d)
+		for len(left) > 0 && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+			left = leftIn(d)
+		}
 		if len(left) > 0 {
 			t.Errorf("opens for writing without writes left files in STATE/%s: %v", d, left[:min(len(left), 5)])
 		}

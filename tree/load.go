@@ -57,6 +57,19 @@ func (m *Model) Load(ctx context.Context, db *catalog.DB) error {
 		if err != nil {
 			return err
 		}
+		tombs, err := v.Tombstones()
+		if err != nil {
+			return err
+		}
+		for i := 0; i < len(tombs); {
+			j := i + 1
+			for j < len(tombs) && tombs[j].CPV == tombs[i].CPV {
+				j++
+			}
+			m.setRemoved(tombs[i].CPV, tombs[i:j])
+			i = j
+		}
+		m.journal = journal{seq: m.journal.seq} // nothing was cached before the load
 		m.gen, m.mtimeNs = gen, max(m.mtimeNs, ts*1e9)
 		return nil
 	})
@@ -242,12 +255,16 @@ func (m *Model) catchup(ctx context.Context, db *catalog.DB, since int64) (chang
 		}
 		header := false
 		loaded := make(map[string][]catalog.Instance, len(names))
+		tombs := make(map[string][]catalog.Tombstone, len(names))
 		for _, n := range names {
 			if n == catalog.HeaderChange {
 				header = true
 				continue
 			}
 			if loaded[n], err = v.GroupWithMeta(n); err != nil {
+				return err
+			}
+			if tombs[n], err = v.TombstonesOf(n); err != nil {
 				return err
 			}
 		}
@@ -260,6 +277,7 @@ func (m *Model) catchup(ctx context.Context, db *catalog.DB, since int64) (chang
 		olds := map[string]*group{}
 		render := map[string]bool{}
 		for _, cpv := range slices.Sorted(maps.Keys(loaded)) {
+			m.setRemoved(cpv, tombs[cpv])
 			old, reindex := m.setGroup(cpv, loaded[cpv])
 			olds[cpv] = old
 			render[cpv] = true
@@ -306,8 +324,18 @@ func (m *Model) allNames(v *catalog.View) ([]string, error) {
 	for i := range insts {
 		set[insts[i].CPV] = true
 	}
+	tombs, err := v.Tombstones()
+	if err != nil {
+		return nil, err
+	}
+	for i := range tombs {
+		set[tombs[i].CPV] = true
+	}
 	m.mu.RLock()
 	for cpv := range m.groups {
+		set[cpv] = true
+	}
+	for cpv := range m.removed.byCPV {
 		set[cpv] = true
 	}
 	m.mu.RUnlock()

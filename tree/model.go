@@ -219,7 +219,9 @@ type Model struct {
 	journal     journal
 	conflictLog func(msg string)
 	indexErrLog func(err error)
-	removedFn   func(path string, f *File)
+	// removed: the catalog's tombstones, by the path they are served at
+	// under the removed area (see removed.go).
+	removed removedSet
 
 	// index: nil until built (BuildIndex); then kept with the tree.
 	idx *indexState
@@ -240,16 +242,6 @@ func (m *Model) Layouts() Layouts { return m.lay }
 func (m *Model) OnConflict(fn func(msg string)) {
 	m.mu.Lock()
 	m.conflictLog = fn
-	m.mu.Unlock()
-}
-
-// OnRemoved sets what is told of every package instance a change removes,
-// with the index PATH it had (the fs keeps it downloadable there for the
-// removal grace, whoever removed it). It runs under the model's lock: it
-// must not call the model.
-func (m *Model) OnRemoved(fn func(path string, f *File)) {
-	m.mu.Lock()
-	m.removedFn = fn
 	m.mu.Unlock()
 }
 
@@ -653,18 +645,6 @@ func (m *Model) setGroup(cpv string, insts []catalog.Instance) (old *group, rein
 	for cv, o := range affected {
 		if cv != cpv {
 			m.names(o, before)
-		}
-	}
-
-	// Instances that go, with the PATH they had, before anything moves.
-	if old != nil && m.removedFn != nil {
-		for _, f := range old.files {
-			if f.Placeholder || (g != nil && slices.ContainsFunc(g.files, func(n *File) bool { return n.ID == f.ID })) {
-				continue
-			}
-			if p := m.indexPath(f); p != "" {
-				m.removedFn(p, f)
-			}
 		}
 	}
 

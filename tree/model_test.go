@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"pkgdirfs/catalog"
 	"pkgdirfs/layout"
@@ -255,6 +256,11 @@ func newWorld(t *testing.T, s1, s2 uint64, steps int) *world {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
+	// Removals keep their builds for a grace (tombstones, served in the
+	// removed area), which steps end now and then.
+	if err := db.SetRemovedGrace(context.Background(), time.Hour); err != nil {
+		t.Fatal(err)
+	}
 	w := &world{t: t, db: db, rng: rand.New(rand.NewPCG(s1, s2))}
 	for range steps {
 		w.step()
@@ -313,7 +319,7 @@ func (w *world) step() {
 				w.insert(tx)
 			case op < 8:
 				i := w.rng.IntN(len(w.ids))
-				if err := tx.DeleteInstance(w.ids[i]); err != nil {
+				if _, err := tx.RemoveInstance(w.ids[i]); err != nil {
 					return err
 				}
 				w.ids = slices.Delete(w.ids, i, i+1)
@@ -333,6 +339,33 @@ func (w *world) step() {
 	if err != nil {
 		w.t.Fatal(err)
 	}
+	if w.rng.IntN(6) == 0 {
+		// Graces end (all those begun so far).
+		if _, err := w.db.ExpireTombstones(context.Background(), time.Now().Add(2*time.Hour), 1000); err != nil {
+			w.t.Fatal(err)
+		}
+	}
+}
+
+// removedNames lists what the removed area serves, with instance ids.
+func removedNames(m *Model) []string {
+	var out []string
+	var walk func(rest string)
+	walk = func(rest string) {
+		for _, e := range m.ReadRemoved(rest) {
+			p := e.Name
+			if rest != "" {
+				p = rest + "/" + e.Name
+			}
+			if e.IsDir() {
+				walk(p)
+				continue
+			}
+			out = append(out, fmt.Sprintf("%s/%s=%d", RemovedDir, p, e.File.ID))
+		}
+	}
+	walk("")
+	return out
 }
 
 func gunzip(t *testing.T, b []byte) []byte {
@@ -387,7 +420,7 @@ func TestModelIncrementalEqualsReload(t *testing.T) {
 			}
 			defer m.Close()
 			for round := range 60 {
-				before := fileNames(m)
+				before := append(fileNames(m), removedNames(m)...)
 				seq := m.Seq()
 				for n := w.rng.IntN(4); n >= 0; n-- {
 					w.step()
@@ -405,6 +438,9 @@ func TestModelIncrementalEqualsReload(t *testing.T) {
 				if got, want := files(m), files(fresh); !slices.Equal(got, want) {
 					t.Fatalf("round %d: tree\n%s\nwant\n%s", round, strings.Join(got, "\n"), strings.Join(want, "\n"))
 				}
+				if got, want := removedNames(m), removedNames(fresh); !slices.Equal(got, want) {
+					t.Fatalf("round %d: removed area\n%s\nwant\n%s", round, strings.Join(got, "\n"), strings.Join(want, "\n"))
+				}
 				if got, want := indexOf(t, m), indexOf(t, fresh); !bytes.Equal(got, want) {
 					t.Fatalf("round %d: index\n%s\nwant\n%s", round, got, want)
 				}
@@ -413,7 +449,7 @@ func TestModelIncrementalEqualsReload(t *testing.T) {
 				if !ok {
 					t.Fatalf("round %d: journal lost", round)
 				}
-				for _, p := range symDiff(before, fileNames(m)) {
+				for _, p := range symDiff(before, append(fileNames(m), removedNames(m)...)) {
 					if !journaled(changed, p) {
 						t.Fatalf("round %d: %s changed but the journal says only %v", round, p, changed)
 					}
@@ -674,7 +710,7 @@ func TestModelAliases(t *testing.T) {
 // the two views (then one view reads everything).
 func TestModelSplitLoad(t *testing.T) {
 	ctx := context.Background()
-	w := newWorld(t, 3, 9, 40)
+	w := newWorld(t, 3, 11, 40) // a world with more than half its ids live (the split point is the middle id)
 	db := w.db
 	defer func(n int64) { splitLoadMin, beforeSecondView = n, func() {} }(splitLoadMin)
 	load := func(min int64) *Model {
@@ -744,39 +780,60 @@ func TestModelDirMtime(t *testing.T) {
 	}
 }
 
-// TestModelOnRemoved: every instance a change removes is told, with the
-// index PATH it had; what stays (same id) and placeholders are not.
-func TestModelOnRemoved(t *testing.T) {
-	a, b := inst(1, "app-misc", "hello", "hello-2.10", 1, 100, "xpak"), inst(2, "app-misc", "hello", "hello-2.10", 2, 300, "xpak")
-	ph := inst(3, "app-misc", "hello", "hello-2.10", 3, 0, "xpak")
-	ph.Placeholder = true
+// TestModelRemoved: the removed area shows the tombstones of each CPV at
+// the PATH of the layouts, lists their directories, and journals what a
+// change of tombstones changes (the kernel forgets those names).
+func TestModelRemoved(t *testing.T) {
+	tomb := func(id, build int64, pf string) catalog.Tombstone {
+		in := inst(id, "app-misc", "hello", pf, build, 100, "xpak")
+		return catalog.Tombstone{Instance: in}
+	}
+	a, b := tomb(1, 1, "hello-2.10"), tomb(2, 7, "hello-2.10")
 	for _, c := range []struct {
 		lay  Layouts
-		want string
+		want []string
 	}{
-		{AllLayouts, "app-misc/hello/hello-2.10-1.xpak=1"},
-		// Without multi only the newest is in the index: removing an
-		// older build takes no PATH away.
-		{Layouts{Flat: true}, ""},
+		{AllLayouts, []string{"app-misc/hello/hello-2.10-1.xpak", "app-misc/hello/hello-2.10-7.xpak"}},
+		// Without multi a tombstone is served at its flat name (one per name).
+		{Layouts{Flat: true}, []string{"app-misc/hello-2.10.tbz2"}},
+		{Layouts{Legacy: true}, []string{"All/hello-2.10.tbz2"}},
 	} {
-		m := loaded(c.lay, []catalog.Instance{a, b, ph})
-		var got []string
-		m.OnRemoved(func(p string, f *File) { got = append(got, p+"="+strconv.FormatInt(f.ID, 10)) })
+		m := loaded(c.lay, nil)
+		seq := m.Seq()
 		m.mu.Lock()
-		m.setGroup(a.CPV, []catalog.Instance{b})
+		m.setRemoved(a.CPV, []catalog.Tombstone{a, b})
 		m.mu.Unlock()
-		if strings.Join(got, " ") != c.want {
-			t.Errorf("%s: removed %q, want %q", c.lay, got, c.want)
+		for _, p := range c.want {
+			if f, dir := m.LookupRemoved(p); f == nil || dir {
+				t.Errorf("%s: %s not served", c.lay, p)
+			}
+			for d := parentOf(p); d != ""; d = parentOf(d) {
+				if f, dir := m.LookupRemoved(d); f != nil || !dir {
+					t.Errorf("%s: %s is not a directory", c.lay, d)
+				}
+			}
 		}
-	}
-	m := loaded(Layouts{Flat: true}, []catalog.Instance{a, b})
-	var got []string
-	m.OnRemoved(func(p string, f *File) { got = append(got, p+"="+strconv.FormatInt(f.ID, 10)) })
-	m.mu.Lock()
-	m.setGroup(a.CPV, nil)
-	m.mu.Unlock()
-	if strings.Join(got, " ") != "app-misc/hello-2.10.tbz2=2" {
-		t.Errorf("flat, CPV removed: %q", got)
+		if m.RemovedCount() != len(c.want) {
+			t.Errorf("%s: %d removed, want %d", c.lay, m.RemovedCount(), len(c.want))
+		}
+		top := strings.SplitN(c.want[0], "/", 2)[0]
+		if got := m.ReadRemoved(""); len(got) != 1 || got[0].Name != top || !got[0].IsDir() {
+			t.Errorf("%s: removed area lists %+v, want only %s/", c.lay, got, top)
+		}
+		names, ok := m.ChangedSince(seq)
+		if !ok || !slices.Contains(names, Name{Dir: RemovedDir, Name: top}) {
+			t.Errorf("%s: journal %v lacks %s/%s", c.lay, names, RemovedDir, top)
+		}
+		// The grace of both ends: nothing is left, not even directories.
+		m.mu.Lock()
+		m.setRemoved(a.CPV, nil)
+		m.mu.Unlock()
+		if m.RemovedCount() != 0 || len(m.ReadRemoved("")) != 0 {
+			t.Errorf("%s: removed area not empty after the tombstones went", c.lay)
+		}
+		if _, dir := m.LookupRemoved(top); dir {
+			t.Errorf("%s: %s still a directory", c.lay, top)
+		}
 	}
 }
 

@@ -23,7 +23,7 @@ func cmdImport(args []string) int {
 	state := stateFlag(fl)
 	quiet := fl.Bool("q", false, "no progress bar")
 	link := fl.Bool("link", false, "take the source files over without copying their bytes: hard link on the state's filesystem, else reflink (FICLONE), else copy")
-	keepInvalid := fl.Bool("keep-invalid", false, "put each invalid file into the state's scratch area at its name (hard-linked with --link), so that a mount over SRC still shows it as a plain file; verify lists it with its reason")
+	keepInvalid := fl.Bool("keep-invalid", false, "keep each invalid file in the state's quarantine (hard-linked with --link): a mount over SRC shows it at .pkgdirfs/refused/PATH, never at its package name; verify lists it with its reason")
 	rebuild := fl.Bool("rebuild", false, "rebuild a lost or damaged catalog from the state's own blobs (no SRC; the state must not be mounted)")
 	srcs, code := parseArgs(fl, args)
 	if code >= 0 {
@@ -157,8 +157,8 @@ func cmdImport(args []string) int {
 		if err != nil {
 			return fail("import: keeping the invalid files: %v (kept %d before it)", err, kept)
 		}
-		fmt.Fprintf(os.Stderr, "kept %d invalid %s at %s%s (a mount shows %s as plain files; verify lists %s)\n",
-			kept, plural(kept, "file", "files"), store.ScratchDir(), string(filepath.Separator), plural(kept, "it", "them"), plural(kept, "it", "them"))
+		fmt.Fprintf(os.Stderr, "kept %d invalid %s in the quarantine (a mount shows %s under %s/, never at a package name; verify lists %s)\n",
+			kept, plural(kept, "file", "files"), plural(kept, "it", "them"), catalog.RefusedDir, plural(kept, "it", "them"))
 	}
 	if len(res.Invalid) > 0 {
 		return 1
@@ -166,11 +166,12 @@ func cmdImport(args []string) int {
 	return 0
 }
 
-// keepInvalidFiles puts the invalid files into the scratch area at their
+// keepInvalidFiles puts the invalid files into the quarantine at their
 // names in the PKGDIR and records why they were refused: mounted over its
-// PKGDIR, the state then still shows them (as plain files, never as
-// packages), as it shows a refused write. A name the scratch area already
-// has is left as it is.
+// PKGDIR, the state then still shows them under .pkgdirfs/refused/ (never
+// at a package name, where Portage's walk, tar and nginx would meet them),
+// as it keeps a refused write. A name the quarantine already has is left
+// as it is.
 func keepInvalidFiles(store *catalog.Store, invalid []catalog.Invalid, link bool) (int, error) {
 	kept := 0
 	type rec struct {
@@ -182,7 +183,7 @@ func keepInvalidFiles(store *catalog.Store, invalid []catalog.Invalid, link bool
 		if inv.Rel == "" || !filepath.IsLocal(inv.Rel) {
 			continue
 		}
-		dst := filepath.Join(store.ScratchDir(), filepath.FromSlash(inv.Rel))
+		dst := filepath.Join(store.ScratchDir(), catalog.RefusedDir, filepath.FromSlash(inv.Rel))
 		st, err := os.Lstat(inv.Path)
 		if err != nil || !st.Mode().IsRegular() {
 			continue
