@@ -65,7 +65,7 @@ func openStore(dir string, log *slog.Logger, lk *StateLock) (*Store, error) {
 			return nil, fmt.Errorf("state directory: %w", err)
 		}
 	}
-	db, err := Open(filepath.Join(dir, "catalog.db"))
+	db, err := OpenState(dir)
 	if err != nil {
 		return nil, err
 	}

@@ -115,12 +115,12 @@ func TestStateRefusals(t *testing.T) {
 
 	empty := filepath.Join(tmp, "empty-dir")
 	os.Mkdir(empty, 0o755)
-	refused("directory without catalog.db", empty, "no catalog.db in it")
+	refused("directory without a catalog", empty, "no catalog in it")
 
 	zero := filepath.Join(tmp, "zero")
 	os.Mkdir(zero, 0o755)
 	os.WriteFile(filepath.Join(zero, "catalog.db"), nil, 0o644)
-	refused("0-byte catalog.db", zero, "catalog.db is empty")
+	refused("0-byte catalog", zero, "its catalog is empty (0 bytes)")
 
 	// A damaged catalog: cut in half, or its header overwritten. The
 	// refusal names the file and the way out.

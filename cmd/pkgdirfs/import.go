@@ -60,7 +60,7 @@ func cmdImport(args []string) int {
 		if n, _, _, err := store.DB.Stats(ctx); err != nil {
 			return fail("import --rebuild: %v", err)
 		} else if n > 0 {
-			return fail("import --rebuild: the catalog %s lists %d packages: --rebuild only fills an empty or lost catalog", store.DB.Path(), n)
+			return fail("import --rebuild: the catalog of %s lists %d packages: --rebuild only fills an empty or lost catalog", store.Dir, n)
 		}
 		found, unknown, err := store.RebuildFiles()
 		if err != nil {
@@ -253,8 +253,8 @@ func openForImport(state string, log *slog.Logger, lk *catalog.StateLock) (*cata
 }
 
 // prepareRebuild takes the state (no daemon may serve it meanwhile) and
-// moves a catalog that cannot be opened, or is 0 bytes, aside, so that a new
-// one is made; the old files are kept under catalog.db.lost-TIME.
+// sets a catalog that cannot be opened, or is 0 bytes, aside, so that a new
+// one is made; the old files are kept under their names plus .lost-TIME.
 func prepareRebuild(state string) (*catalog.StateLock, error) {
 	if st, err := os.Stat(filepath.Join(state, "blobs")); err != nil || !st.IsDir() {
 		return nil, fmt.Errorf("%s has no blobs/ directory to rebuild from", state)
@@ -263,26 +263,14 @@ func prepareRebuild(state string) (*catalog.StateLock, error) {
 	if err != nil {
 		return nil, err
 	}
-	path := filepath.Join(state, "catalog.db")
-	broken := false
-	if st, err := os.Stat(path); err == nil {
-		if st.Size() == 0 {
-			broken = true
-		} else if db, err := catalog.Open(path); err != nil {
-			broken = true
-		} else {
-			db.Close()
-		}
-	}
-	if broken {
+	if catalog.Unreadable(state) {
 		suffix := ".lost-" + time.Now().UTC().Format("20060102T150405")
-		for _, ext := range []string{"", "-wal", "-shm"} {
-			if err := os.Rename(path+ext, path+suffix+ext); err != nil && !os.IsNotExist(err) {
-				lk.Release()
-				return nil, err
-			}
+		moved, err := catalog.SetAside(state, suffix)
+		if err != nil {
+			lk.Release()
+			return nil, err
 		}
-		fmt.Fprintf(os.Stderr, "moved the unreadable catalog aside: %s\n", path+suffix)
+		fmt.Fprintf(os.Stderr, "moved the unreadable catalog aside: %s\n", strings.Join(moved, ", "))
 	}
 	return lk, nil
 }

@@ -1,4 +1,4 @@
-// Command pkgdirfs mounts a Portage PKGDIR backed by a SQLite catalog.
+// Command pkgdirfs mounts a Portage PKGDIR backed by a catalog of package instances.
 package main
 
 import (
@@ -44,14 +44,14 @@ func init() {
 }
 
 func usage(w io.Writer) {
-	fmt.Fprintf(w, "pkgdirfs %s — a Portage PKGDIR as a FUSE filesystem backed by a SQLite catalog\n\nUsage:\n", version)
+	fmt.Fprintf(w, "pkgdirfs %s — a Portage PKGDIR as a FUSE filesystem backed by a catalog of package instances\n\nUsage:\n", version)
 	for _, c := range commands {
 		if c.name == "watchdog" { // internal: started by mount
 			continue
 		}
 		fmt.Fprintf(w, "  pkgdirfs %s %s\n      %s\n", c.name, c.args, c.summary)
 	}
-	fmt.Fprintf(w, "\nThe state directory (--state, default %s, or $PKGDIRFS_STATE) holds catalog.db and the package bytes.\n", defaultState)
+	fmt.Fprintf(w, "\nThe state directory (--state, default %s, or $PKGDIRFS_STATE) holds the catalog and the package bytes.\n", defaultState)
 	fmt.Fprintf(w, "Run 'pkgdirfs COMMAND --help' for the options of a command.\n")
 }
 
@@ -106,7 +106,7 @@ func stateFlag(fs *flag.FlagSet) *string {
 	if v := os.Getenv("PKGDIRFS_STATE"); v != "" {
 		def = v
 	}
-	return fs.String("state", def, "state directory (catalog.db, blobs/)")
+	return fs.String("state", def, "state directory (the catalog, blobs/ with the package bytes)")
 }
 
 // parseArgs parses flags that may stand before or after the operands.

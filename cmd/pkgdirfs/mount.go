@@ -262,27 +262,17 @@ func daemonize(state, logFile string) int {
 }
 
 // notAState says why dir is not a state made by import or mount --init ("" if it is).
-func notAState(dir string) string {
-	st, err := os.Stat(filepath.Join(dir, "catalog.db"))
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
-			return "no such directory"
-		}
-		return "no catalog.db in it"
-	case err != nil:
-		return err.Error()
-	case st.Size() == 0:
-		return "its catalog.db is empty (0 bytes)"
-	}
-	return ""
-}
+func notAState(dir string) string { return catalog.StatePresent(dir) }
 
 // lostCatalog says why a catalog listing nothing must not be mounted: its
 // state's blobs hold packages, so the catalog was lost or replaced.
 func lostCatalog(store *catalog.Store) string {
 	// One probe, not a count: a mount of a million instances starts now.
 	if empty, err := store.DB.Empty(background()); err != nil || !empty {
+		return ""
+	}
+	if store.OtherWriterLive() {
+		// A first import places blobs before its first batch commits.
 		return ""
 	}
 	blobs := 0
@@ -296,8 +286,8 @@ func lostCatalog(store *catalog.Store) string {
 	if blobs == 0 {
 		return ""
 	}
-	return fmt.Sprintf("catalog %s lists no packages, but %s holds package files: the catalog was lost or replaced; rebuild it with `pkgdirfs import --rebuild --state %s` (mounting it would show an empty PKGDIR)",
-		store.DB.Path(), store.BlobDir(), store.Dir)
+	return fmt.Sprintf("the catalog of %s lists no packages, but %s holds package files: the catalog was lost or replaced; rebuild it with `pkgdirfs import --rebuild --state %s` (mounting it would show an empty PKGDIR)",
+		store.Dir, store.BlobDir(), store.Dir)
 }
 
 // lockState takes the state's lock, waiting a moment for a command that

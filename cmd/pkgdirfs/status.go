@@ -19,8 +19,8 @@ type catalogStatus struct {
 	Placeholders   int64
 	Bytes          int64
 	IndexTimestamp int64
-	// LastWrite is the newest mtime of catalog.db and its WAL: every commit
-	// (a package, a removal, a stamped index TIMESTAMP) writes the WAL.
+	// LastWrite is when the catalog was last written (catalog.DB.LastWrite);
+	// zero if unknown.
 	LastWrite time.Time
 }
 
@@ -37,11 +37,8 @@ func readCatalogStatus(db *catalog.DB) (catalogStatus, error) {
 	if s.IndexTimestamp, err = db.LastTimestamp(ctx); err != nil {
 		return s, err
 	}
-	for _, p := range []string{db.Path(), db.Path() + "-wal"} {
-		if st, err := os.Stat(p); err == nil && st.ModTime().After(s.LastWrite) {
-			s.LastWrite = st.ModTime()
-		}
-	}
+	// Informational: a time that cannot be read leaves the line out.
+	s.LastWrite, _ = db.LastWrite()
 	return s, nil
 }
 
@@ -122,7 +119,7 @@ func cmdStatus(args []string) int {
 	if why := notAState(*state); why != "" {
 		return fail("status: %s is not a pkgdirfs state (%s)", *state, why)
 	}
-	db, err := catalog.Open(filepath.Join(*state, "catalog.db"))
+	db, err := catalog.OpenState(*state)
 	if err != nil {
 		return fail("status: %v", err)
 	}
