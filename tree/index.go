@@ -76,7 +76,7 @@ func (x *indexState) deleteGroup(g *group) {
 // are rendered again from the group the model now shows. loaded has the rows
 // of the CPVs the catchup read; others are read from v, which shows the
 // generation the model now shows.
-func (x *indexState) reindex(m *Model, render map[string]bool, olds map[string]*group, loaded map[string][]catalog.Instance, v *catalog.View) error {
+func (x *indexState) reindex(m *Model, render map[string]bool, olds map[string]*group, loaded map[string][]catalog.Instance, v catalog.Reader) error {
 	for _, cpv := range slices.Sorted(maps.Keys(render)) {
 		if old := olds[cpv]; old != nil {
 			x.deleteGroup(old)
@@ -104,7 +104,7 @@ func (x *indexState) reindex(m *Model, render map[string]bool, olds map[string]*
 
 // rebuild renders every entry again (the header changed: entries leave out
 // values they inherit from it). v shows the generation the tree now shows.
-func (x *indexState) rebuild(m *Model, v *catalog.View) error {
+func (x *indexState) rebuild(m *Model, v catalog.Reader) error {
 	header, err := v.Header()
 	if err != nil {
 		return err
@@ -124,7 +124,7 @@ func (x *indexState) rebuild(m *Model, v *catalog.View) error {
 // every core while the catalog is read: at 1,000,000 entries it is what a
 // first read of Packages waits for. pathOf must be safe to call from several
 // goroutines ("" leaves the instance out).
-func renderAll(v *catalog.View, header map[string]string, p *pieces.Index, pathOf func(in *catalog.Instance) (string, error)) error {
+func renderAll(v catalog.Reader, header map[string]string, p *pieces.Index, pathOf func(in *catalog.Instance) (string, error)) error {
 	type job struct {
 		in   *catalog.Instance
 		path string
@@ -184,14 +184,14 @@ func renderAll(v *catalog.View, header map[string]string, p *pieces.Index, pathO
 
 // BuildIndex renders the index of the catalog once (the slow part runs
 // without blocking lookups or changes), then keeps it with every change.
-func (m *Model) BuildIndex(ctx context.Context, db *catalog.DB, opts pieces.Options) error {
+func (m *Model) BuildIndex(ctx context.Context, db catalog.Source, opts pieces.Options) error {
 	p, err := pieces.New(opts)
 	if err != nil {
 		return err
 	}
 	var gen int64
 	x := &indexState{p: p}
-	err = db.View(ctx, func(v *catalog.View) error {
+	err = db.Read(ctx, func(v catalog.Reader) error {
 		if gen, err = v.Generation(); err != nil {
 			return err
 		}

@@ -11,7 +11,7 @@ import (
 
 // Load builds the model of the catalog's current generation: the tree now,
 // the index when BuildIndex is called.
-func Load(ctx context.Context, db *catalog.DB, lay Layouts) (*Model, error) {
+func Load(ctx context.Context, db catalog.Source, lay Layouts) (*Model, error) {
 	m := NewModel(lay)
 	if err := m.Load(ctx, db); err != nil {
 		return nil, err
@@ -21,8 +21,8 @@ func Load(ctx context.Context, db *catalog.DB, lay Layouts) (*Model, error) {
 
 // Load fills a new model (set its OnConflict first) from the catalog's
 // current generation.
-func (m *Model) Load(ctx context.Context, db *catalog.DB) error {
-	return db.View(ctx, func(v *catalog.View) error {
+func (m *Model) Load(ctx context.Context, db catalog.Source) error {
+	return db.Read(ctx, func(v catalog.Reader) error {
 		gen, err := v.Generation()
 		if err != nil {
 			return err
@@ -85,21 +85,21 @@ var splitLoadMin int64 = 50_000
 var beforeSecondView = func() {}
 
 // loadFrom fills an empty model from every instance of v, streamed.
-func (m *Model) loadFrom(v *catalog.View) error {
+func (m *Model) loadFrom(v catalog.Reader) error {
 	return m.loadStreams(func(send func(*catalog.Instance) error) error { return v.ForEachInstance(send) })
 }
 
 // loadSplit is loadFrom reading the CPVs from split on in a second view of
 // the same generation, at the same time; when the catalog moved on between
 // the two views, one reads everything.
-func (m *Model) loadSplit(ctx context.Context, db *catalog.DB, v *catalog.View, gen int64, split string) error {
+func (m *Model) loadSplit(ctx context.Context, db catalog.Source, v catalog.Reader, gen int64, split string) error {
 	genB := make(chan int64, 1)
 	// The second half's reader, given the load's send; closed: not wanted.
 	sendB := make(chan func(*catalog.Instance) error)
 	errB := make(chan error, 1)
 	go func() {
 		beforeSecondView()
-		errB <- db.View(ctx, func(vb *catalog.View) error {
+		errB <- db.Read(ctx, func(vb catalog.Reader) error {
 			g, err := vb.Generation()
 			if err != nil {
 				g = -1
@@ -230,14 +230,14 @@ func (m *Model) finishLoad() {
 // Catchup applies the catalog's changes since the model's generation: only
 // the CPVs the change log names are read again. It reports whether anything
 // changed.
-func (m *Model) Catchup(ctx context.Context, db *catalog.DB) (bool, error) {
+func (m *Model) Catchup(ctx context.Context, db catalog.Source) (bool, error) {
 	m.catchMu.Lock()
 	defer m.catchMu.Unlock()
 	return m.catchup(ctx, db, m.Gen())
 }
 
-func (m *Model) catchup(ctx context.Context, db *catalog.DB, since int64) (changed bool, err error) {
-	err = db.View(ctx, func(v *catalog.View) error {
+func (m *Model) catchup(ctx context.Context, db catalog.Source, since int64) (changed bool, err error) {
+	err = db.Read(ctx, func(v catalog.Reader) error {
 		gen, err := v.Generation()
 		if err != nil {
 			return err
@@ -315,7 +315,7 @@ func (m *Model) catchup(ctx context.Context, db *catalog.DB, since int64) (chang
 	return changed, err
 }
 
-func (m *Model) allNames(v *catalog.View) ([]string, error) {
+func (m *Model) allNames(v catalog.Reader) ([]string, error) {
 	insts, err := v.Instances()
 	if err != nil {
 		return nil, err
