@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"pkgdirfs/catalog"
+	"pkgdirfs/ingest"
 	"pkgdirfs/layout"
 	"pkgdirfs/tree"
 	"pkgdirfs/view"
@@ -143,7 +143,7 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 		os.Remove(tmp.Name())
 		return nil, nil, 0, f.errno("create", rel, err)
 	}
-	n := &pendingNode{fs: f, name: rel, staging: tmp.Name(), hash: newSeqHash()}
+	n := &pendingNode{fs: f, name: rel, staging: tmp.Name(), hash: ingest.NewSeqHash()}
 	n.done = release
 	n.io.startWrite() // a new inode: nothing else is open on it
 	h := n.newHandle(ctx, fd, true, &n.io)
@@ -288,7 +288,7 @@ func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 
 func (d *dirNode) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	rel := d.child(name)
-	resolved := resolveLink(rel, target)
+	resolved := ingest.ResolveLink(rel, target)
 	if k := layout.ParsePath(rel).Kind; resolved != "" && (k == layout.KindFlat || k == layout.KindLegacy) {
 		if inode, ok := d.symlinkAlias(ctx, rel, name, resolved, out); ok {
 			return inode, 0
@@ -318,11 +318,11 @@ func (d *dirNode) symlinkAlias(ctx context.Context, rel, name, resolved string, 
 	if f.visible(rel) {
 		return nil, false
 	}
-	if f.restoreByLink(ctx, rel, resolved) != nil {
+	if f.commit.RestoreByLink(ctx, rel, resolved) != nil {
 		f.changed(ctx, rel, resolved)
 	}
 	e, ok := f.catalogEntry(rel)
-	if !ok || !e.IsLink() || !samePackageName(resolved, e.File.Category(), e.File.PF(), e.File.Format()) {
+	if !ok || !e.IsLink() || !ingest.SamePackageName(resolved, e.File.Category(), e.File.PF(), e.File.Format()) {
 		return nil, false
 	}
 	f.names.Unhide(rel)
@@ -490,23 +490,15 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 	// (replacing what the name showed: a placeholder, or an instance), or
 	// are refused: rename fails and the bytes stay at the new name as a
 	// plain file (a tool that cleans up its temp file must not lose them).
-	staged, err := hashFile(srcPath, st.Size)
-	if err != nil {
-		return f.errno("rename", dst, err)
-	}
-	c := &catalog.Candidate{Staged: staged, Name: dst, MtimeNs: st.Mtim.Nano(), Mode: st.Mode & 0o7777}
+	file := ingest.File{Name: dst, Path: srcPath, Size: st.Size, MtimeNs: st.Mtim.Nano(), Mode: st.Mode & 0o7777,
+		Client: clientOf(ctx), Renamed: true}
 	// Onto a multi-instance name the bytes replace that instance (same
 	// build id); onto a flat or All/ name they add one, as a write does.
 	if e, ok := f.catalogEntry(dst); p.Kind == layout.KindMulti && ok && e.File != nil && e.File.Blob() != "" {
-		c.Replaces = e.File.ID
+		file.Replaces = e.File.ID
 	}
 	before := f.model.Seq()
-	// Refused bytes are kept by a copy, a new inode: the kernel still holds
-	// the source name (the rename failed), which must not alias them.
-	inst, _, errno := f.ingestQuietly(ctx, c, true)
-	if errno == 0 {
-		f.restoreReplaced(ctx, dst, clientOf(ctx), inst)
-	}
+	out, errno := f.commitFile(ctx, file)
 	if errno == syscall.EINVAL {
 		os.Remove(srcPath)
 		f.notifyEntry(tree.SplitPath(src)) // the snapshot is fresh already
@@ -514,6 +506,7 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 	if errno != 0 {
 		return errno
 	}
+	inst := out.Inst
 	// Like any rename, it replaces what stood at the new name.
 	if err := os.Remove(f.scratchPath(dst)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		f.log.Warn("removing the file a package was renamed over", "path", dst, "err", err)
@@ -637,30 +630,6 @@ func (h *headerHandle) Flush(ctx context.Context) syscall.Errno {
 	return 0
 }
 
-func copyFile(from, to string) error {
-	in, err := os.Open(from)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	st, err := in.Stat()
-	if err != nil {
-		return err
-	}
-	out, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, st.Mode().Perm())
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	if err := out.Close(); err != nil {
-		return err
-	}
-	return os.Chtimes(to, st.ModTime(), st.ModTime())
-}
-
 // linksTo tells whether the symlink at scratch path p, once at rel, points to
 // a name of instance id (rsync's way of copying a legacy PKGDIR's links).
 func (f *FS) linksTo(p, rel string, id int64) bool {
@@ -668,7 +637,7 @@ func (f *FS) linksTo(p, rel string, id int64) bool {
 	if err != nil {
 		return false
 	}
-	resolved := resolveLink(rel, target)
+	resolved := ingest.ResolveLink(rel, target)
 	if resolved == "" {
 		return false
 	}

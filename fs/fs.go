@@ -19,6 +19,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"pkgdirfs/catalog"
+	"pkgdirfs/ingest"
 	"pkgdirfs/tree"
 	"pkgdirfs/tree/pieces"
 	"pkgdirfs/view"
@@ -69,8 +70,9 @@ type FS struct {
 	lastRender     time.Time
 	settledTS      int64
 
-	loop  *gofs.LoopbackRoot // serves scratch files from the scratch tree
-	names *view.Names        // the one resolver of names
+	loop   *gofs.LoopbackRoot // serves scratch files from the scratch tree
+	names  *view.Names        // the one resolver of names
+	commit *ingest.Committer  // the commit state machine
 
 	notes    *noteQueue // kernel invalidations, sent by the notifiers
 	listings *listings  // directory listings being read
@@ -107,6 +109,7 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 	go debug.FreeOSMemory()
 	f.model = model
 	f.names = view.New(model, cfg.Store.ScratchDir())
+	f.commit = &ingest.Committer{Store: cfg.Store, Scratch: f.names.ScratchPath, Log: f.log}
 	if !cfg.ReadOnly {
 		// Every removal from now on, by any process on this catalog,
 		// keeps its build for this long (tombstones).

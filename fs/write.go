@@ -1,15 +1,11 @@
 package fs
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -20,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"pkgdirfs/catalog"
+	"pkgdirfs/ingest"
 	"pkgdirfs/layout"
 	"pkgdirfs/tree"
 	"pkgdirfs/view"
@@ -310,10 +307,10 @@ type pendingNode struct {
 	replaces int64
 	done     func() // releases the name reservation of a create
 	doneOnce sync.Once
-	hash     *seqHash // shared by every handle on the node; nil: commit re-reads
-	handles  int      // open handles (under mu)
-	written  bool     // a handle wrote: uncommitted staging bytes are a client's (under mu)
-	refused  bool     // its bytes were refused and are kept in the quarantine (under mu)
+	hash     *ingest.SeqHash // shared by every handle on the node; nil: commit re-reads
+	handles  int             // open handles (under mu)
+	written  bool            // a handle wrote: uncommitted staging bytes are a client's (under mu)
+	refused  bool            // its bytes were refused and are kept in the quarantine (under mu)
 }
 
 // newHandle opens a handle on the node's staging file (fd); io is the
@@ -334,77 +331,16 @@ func callerProcess(ctx context.Context) int {
 	if !ok || c.Pid == 0 {
 		return 0
 	}
-	return callerTgid(int(c.Pid))
+	return ingest.Tgid(int(c.Pid))
 }
 
-// clientOf names the process making a request and its parent, each as
-// pid@starttime (a reused pid is another process): "self parent"; "" if
-// unknown. A tool that replaces a name unlinks it and then puts its own
-// file there from the same process (tar, cp) or from its parent or child
-// (rsync's generator unlinks, its receiver renames): sameClient.
+// clientOf names the process making a request (ingest.ClientOf).
 func clientOf(ctx context.Context) string {
 	c, ok := fuse.FromContext(ctx)
-	if !ok || c.Pid == 0 {
+	if !ok {
 		return ""
 	}
-	self, ppid := procID(int(c.Pid))
-	if self == "" {
-		return ""
-	}
-	parent, _ := procID(ppid)
-	return self + " " + parent
-}
-
-// procID is pid's thread group as tgid@starttime, and its parent's pid.
-func procID(pid int) (id string, ppid int) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return "", 0
-	}
-	// The fields after the command name, which may hold spaces.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return "", 0
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 20 {
-		return "", 0
-	}
-	ppid, _ = strconv.Atoi(f[1]) // field 4
-	tgid := pid
-	if t := callerTgid(pid); t != 0 {
-		tgid = t
-	}
-	if tgid != pid {
-		return procID(tgid)
-	}
-	return strconv.Itoa(pid) + "@" + f[19], ppid // field 22: start time
-}
-
-// callerTgid is the thread group of thread tid; 0 if unknown.
-func callerTgid(tid int) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", tid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "Tgid:"); ok {
-			tgid, _ := strconv.Atoi(strings.TrimSpace(v))
-			return tgid
-		}
-	}
-	return 0
-}
-
-// sameClient tells whether two clientOf values are one process, or a
-// parent and its child; siblings (two commands of one shell) are not.
-func sameClient(a, b string) bool {
-	as, ap, _ := strings.Cut(a, " ")
-	bs, bp, _ := strings.Cut(b, " ")
-	if as == "" || bs == "" {
-		return false
-	}
-	return as == bs || ap != "" && ap == bs || bp != "" && as == bp
+	return ingest.ClientOf(int(c.Pid))
 }
 
 func (n *pendingNode) stagingPath() string {
@@ -466,7 +402,7 @@ func (n *pendingNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, 
 			return nil, 0, errnoOf(err)
 		}
 		if flags&syscall.O_TRUNC != 0 && n.hash != nil {
-			n.hash.truncate(0)
+			n.hash.Truncate(0)
 		}
 		return n.newHandle(ctx, fd, flags&syscall.O_TRUNC != 0, &n.io), 0, 0
 	})
@@ -505,66 +441,11 @@ type stagingHandle struct {
 	dirty     bool   // written (or truncated) since the last commit attempt
 	touched   bool   // ever dirty: only then are uncommitted bytes the client's
 	committed bool
-	hash      *seqHash
+	hash      *ingest.SeqHash
 	io        *ioCount // the open count of the kernel inode it is open on
 	// writeErr is the first write that failed (ENOSPC, EDQUOT, EIO): the
 	// bytes are incomplete, so close() reports it again and commits nothing.
 	writeErr syscall.Errno
-}
-
-// seqHash digests the bytes of a file as a client writes them front to back,
-// so that committing needs no second read: the whole file's digests, and a
-// gpkg's member digests for its Manifest check (the image is not read
-// again). A write anywhere else (seeking back to patch a header, as
-// Portage's gpkg writer does) makes commit re-read, once, for both.
-type seqHash struct {
-	mu     sync.Mutex
-	broken bool
-	dg     *catalog.Digester
-}
-
-func newSeqHash() *seqHash {
-	return &seqHash{dg: catalog.NewDigester()}
-}
-
-func (s *seqHash) write(data []byte, off int64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.broken {
-		return
-	}
-	if off != s.dg.Size() {
-		s.broken = true
-		return
-	}
-	s.dg.Write(data)
-}
-
-func (s *seqHash) truncate(size int64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if size != s.dg.Size() {
-		s.broken = true
-	}
-}
-
-func (s *seqHash) breakOff() {
-	s.mu.Lock()
-	s.broken = true
-	s.mu.Unlock()
-}
-
-// staged returns the digests if they cover exactly size bytes.
-func (s *seqHash) staged(file string, size int64) *catalog.Staged {
-	if s == nil {
-		return nil
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.broken || s.dg.Size() != size {
-		return nil
-	}
-	return s.dg.Staged(file)
 }
 
 var (
@@ -603,7 +484,7 @@ func (h *stagingHandle) Write(ctx context.Context, data []byte, off int64) (uint
 		return 0, errno
 	}
 	if h.hash != nil {
-		h.hash.write(data[:n], off)
+		h.hash.Write(data[:n], off)
 	}
 	return n, 0
 }
@@ -625,7 +506,7 @@ func (h *stagingHandle) Setattr(ctx context.Context, in *fuse.SetAttrIn, out *fu
 	if sz, ok := in.GetSize(); ok {
 		h.dirty = true
 		if h.hash != nil {
-			h.hash.truncate(int64(sz))
+			h.hash.Truncate(int64(sz))
 		}
 	}
 	return h.lf.Setattr(ctx, in, out)
@@ -644,7 +525,7 @@ func (h *stagingHandle) Allocate(ctx context.Context, off, size uint64, mode uin
 	defer h.mu.Unlock()
 	h.dirty = true
 	if h.hash != nil {
-		h.hash.breakOff()
+		h.hash.Break()
 	}
 	return h.lf.Allocate(ctx, off, size, mode)
 }
@@ -717,7 +598,7 @@ func (h *stagingHandle) Release(ctx context.Context) syscall.Errno {
 			// dropped, which gives the space back.
 			os.Remove(p)
 		} else if fileExists(p) {
-			if kept, err := n.fs.quarantine(view.RecoveredDir, p, n.name, false); err == nil {
+			if kept, err := n.fs.commit.Quarantine(view.RecoveredDir, p, n.name, false); err == nil {
 				n.fs.log.Warn("kept the bytes of a package write that was never committed", "path", n.name, "kept", kept)
 				n.fs.changed(context.Background(), kept)
 			} else {
@@ -729,129 +610,60 @@ func (h *stagingHandle) Release(ctx context.Context) syscall.Errno {
 	return errno
 }
 
-// commitPending ingests the staging file of n. Empty files at a
-// multi-instance name are Portage's placeholders and become reservations.
-func (f *FS) commitPending(n *pendingNode, fd int, sh *seqHash, client string) syscall.Errno {
+// commitPending commits the staging file of n (ingest.Committer.Commit):
+// an empty file at a multi-instance name is Portage's placeholder, a
+// reservation.
+func (f *FS) commitPending(n *pendingNode, fd int, sh *ingest.SeqHash, client string) syscall.Errno {
 	ctx := context.Background()
 	var st syscall.Stat_t
 	if err := syscall.Fstat(fd, &st); err != nil {
 		return f.errno("commit", n.name, err)
 	}
-	mode, mtime := st.Mode&0o7777, st.Mtim.Nano()
-	p := layout.ParsePath(n.name)
-	if st.Size == 0 {
-		if p.Kind == layout.KindMulti && n.replaces == 0 {
-			inst, err := f.cfg.Store.Reserve(ctx, p.Category, p.PN, p.PF, string(p.Format), p.BuildID, mode, mtime)
-			if err != nil {
-				if errors.Is(err, catalog.ErrBuildIDTaken) {
-					return syscall.EEXIST
-				}
-				return f.errno("reserve", n.name, err)
-			}
-			os.Remove(n.stagingPath())
-			n.setInstance(instFileOf(inst))
-			f.changed(ctx, n.name)
-			return 0
-		}
-		// An empty file at any other package name is kept as a plain file.
-		if err := f.keepAsScratch(n.stagingPath(), n.name); err != nil {
-			return f.errno("keep", n.name, err)
-		}
-		n.setStaging(f.scratchPath(n.name))
-		f.changed(ctx, n.name)
-		return 0
-	}
-	staged := sh.staged(n.stagingPath(), st.Size)
-	if staged == nil {
-		var err error
-		if staged, err = hashFile(n.stagingPath(), st.Size); err != nil {
-			return f.errno("hash", n.name, err)
-		}
-	}
-	inst, kept, errno := f.ingest(ctx, &catalog.Candidate{Staged: staged, Name: n.name, MtimeNs: mtime, Mode: mode, Replaces: n.replaces}, false)
-	if errno == syscall.EINVAL {
+	out, errno := f.commitFile(ctx, ingest.File{Name: n.name, Path: n.stagingPath(), Size: st.Size, Mode: st.Mode & 0o7777,
+		MtimeNs: st.Mtim.Nano(), Replaces: n.replaces, Hash: sh, Client: client})
+	switch {
+	case errno == syscall.EINVAL:
 		n.mu.Lock()
-		n.staging, n.refused = kept, true // where the refused bytes are kept
+		n.staging, n.refused = f.scratchPath(out.Kept), true // where the refused bytes are kept
 		n.mu.Unlock()
+	case errno != 0:
+	case out.Plain:
+		n.setStaging(f.scratchPath(n.name))
+	default:
+		if out.Reserved {
+			os.Remove(n.stagingPath())
+		}
+		n.setInstance(instFileOf(out.Inst))
 	}
-	if errno != 0 {
-		return errno
-	}
-	if f.restoreReplaced(ctx, n.name, client, inst) {
-		f.changed(ctx, n.name)
-	}
-	n.setInstance(instFileOf(inst))
-	return 0
+	return errno
 }
 
-// ingested is a committed candidate.
-type ingested struct {
-	*catalog.Instance
-	existed bool
-}
-
-// ingest commits a candidate and makes it visible, or refuses it: the
-// refused bytes (c.File; a copy of them with copyRefused) are kept in the
-// quarantine (kept is where), and the reason is logged and recorded.
-func (f *FS) ingest(ctx context.Context, c *catalog.Candidate, copyRefused bool) (inst *catalog.Instance, kept string, errno syscall.Errno) {
-	inst, kept, errno = f.ingestQuietly(ctx, c, copyRefused)
-	if errno == 0 {
-		f.changed(ctx, c.Name)
-	}
-	return inst, kept, errno
-}
-
-// ingestQuietly is ingest for callers that make the commit visible
-// themselves (a refusal is made visible here).
-func (f *FS) ingestQuietly(ctx context.Context, c *catalog.Candidate, copyRefused bool) (*catalog.Instance, string, syscall.Errno) {
-	if k := layout.ParsePath(c.Name).Kind; k == layout.KindFlat || k == layout.KindLegacy {
+// commitFile commits a file (ingest.Committer) and makes the outcome
+// visible; a refusal is EINVAL (the bytes are in the quarantine), an id
+// spent for a reservation EEXIST.
+func (f *FS) commitFile(ctx context.Context, file ingest.File) (ingest.Outcome, syscall.Errno) {
+	if k := layout.ParsePath(file.Name).Kind; k == layout.KindFlat || k == layout.KindLegacy {
 		// Something is put at the name: it shows what the commit leaves there.
-		f.names.Unhide(c.Name)
+		f.names.Unhide(file.Name)
 	}
-	inst, existed, err := f.cfg.Store.Ingest(ctx, c)
+	out, err := f.commit.Commit(ctx, file)
 	var rerr *catalog.RefusedError
-	if errors.As(err, &rerr) {
-		kept, err := f.quarantine(view.RefusedDir, c.File, c.Name, copyRefused)
-		if err != nil {
-			f.log.Error("keeping refused bytes", "path", c.Name, "from", c.File, "err", err)
-			return nil, "", syscall.EIO
-		}
-		f.log.Warn("refused a file written at a package name", "path", c.Name, "reason", rerr.Reason, "kept", kept)
-		if err := f.cfg.Store.Refuse(ctx, c.Name, rerr.Reason, c.Size); err != nil {
-			f.log.Error("recording a refusal", "path", c.Name, "err", err)
-		}
-		f.changed(ctx, c.Name, kept)
-		return nil, f.scratchPath(kept), syscall.EINVAL
+	switch {
+	case errors.As(err, &rerr):
+		f.changed(ctx, file.Name, out.Kept)
+		return out, syscall.EINVAL
+	case err != nil:
+		return out, f.errno("commit", file.Name, err)
 	}
-	if err != nil {
-		return nil, "", f.errno("ingest", c.Name, err)
-	}
-	f.committed(ctx, c.Name, &ingested{inst, existed})
-	return inst, "", 0
-}
-
-// committed logs a commit; the caller makes it visible.
-func (f *FS) committed(ctx context.Context, name string, in *ingested) {
-	// The package takes the name from a plain file left there (refused bytes).
-	p := f.scratchPath(name)
-	if st, err := os.Lstat(p); err == nil && st.Mode().IsRegular() {
-		os.Remove(p)
-	}
-	f.dropPackageSymlinks(in.Instance)
-	if in.existed {
-		f.log.Info("same bytes already present", "path", name, "cpv", in.CPV, "build_id", in.BuildID)
-	} else {
-		f.log.Info("committed", "path", name, "cpv", in.CPV, "build_id", in.BuildID, "size", in.Size)
-		if p := layout.ParsePath(name); p.Kind == layout.KindMulti && p.BuildID != in.BuildID {
-			f.log.Info("the name held another build, which is kept: these bytes are a new build",
-				"path", name, "cpv", in.CPV, "build_id", in.BuildID, "at", layout.MultiPath(in.Category, in.PF, in.BuildID, layout.Format(in.Format)))
+	if out.Inst != nil && !out.Reserved {
+		// The package takes the name from a plain file left there.
+		if st, err := os.Lstat(f.scratchPath(file.Name)); err == nil && st.Mode().IsRegular() {
+			os.Remove(f.scratchPath(file.Name))
 		}
-		// A PKGDIR copied in without its Packages gets a header CHOST, as
-		// pkgdirfs import gives it (a no-op once the header has one).
-		if err := f.cfg.Store.FillHeaderCHOST(ctx); err != nil {
-			f.log.Warn("deriving the header CHOST", "err", err)
-		}
+		f.dropPackageSymlinks(out.Inst)
 	}
+	f.changed(ctx, file.Name)
+	return out, 0
 }
 
 // dropPackageSymlinks removes symlinks copied in at inst's flat and All/
@@ -867,22 +679,10 @@ func (f *FS) dropPackageSymlinks(inst *catalog.Instance) {
 		if err != nil {
 			continue
 		}
-		if r := resolveLink(rel, target); r != "" && sameInstanceName(r, inst) && os.Remove(p) == nil {
+		if r := ingest.ResolveLink(rel, target); r != "" && ingest.SamePackageName(r, inst.Category, inst.PF, inst.Format) && os.Remove(p) == nil {
 			f.notifyEntry(tree.SplitPath(rel))
 		}
 	}
-}
-
-// keepAsScratch puts bytes at rel in the scratch tree (a plain file there).
-func (f *FS) keepAsScratch(from, rel string) error {
-	to := f.scratchPath(rel)
-	if from == to {
-		return nil
-	}
-	if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
-		return err
-	}
-	return os.Rename(from, to)
 }
 
 // changed makes a catalog or scratch change visible at once: the snapshot is
@@ -908,19 +708,6 @@ func fileSize(p string) int64 {
 func fileExists(p string) bool {
 	_, err := os.Lstat(p)
 	return err == nil
-}
-
-func hashFile(path string, size int64) (*catalog.Staged, error) {
-	file, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer file.Close()
-	d := catalog.NewDigester()
-	if _, err := io.Copy(d, file); err != nil {
-		return nil, err
-	}
-	return d.Staged(path), nil
 }
 
 // passthroughMin is the size from which a package is read through
@@ -1009,7 +796,7 @@ func (f *FS) openInstanceWrite(ctx context.Context, in *instFile, flags uint32, 
 		return nil, 0, f.errno("open", n.name, err)
 	}
 	if trunc {
-		n.hash = newSeqHash()
+		n.hash = ingest.NewSeqHash()
 	}
 	return n.newHandle(ctx, fd, trunc, ioc), 0, 0
 }
@@ -1029,7 +816,7 @@ func (f *FS) openFresh(ctx context.Context, name string, io *ioCount) (gofs.File
 		os.Remove(tmp.Name())
 		return nil, 0, f.errno("open", name, err)
 	}
-	n := &pendingNode{fs: f, name: name, staging: tmp.Name(), hash: newSeqHash()}
+	n := &pendingNode{fs: f, name: name, staging: tmp.Name(), hash: ingest.NewSeqHash()}
 	return n.newHandle(ctx, fd, true, io), 0, 0
 }
 

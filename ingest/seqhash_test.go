@@ -1,4 +1,4 @@
-package fs
+package ingest
 
 import (
 	"archive/tar"
@@ -28,7 +28,7 @@ func seqGpkg(t *testing.T) []byte {
 }
 
 // Sequential writes give the gpkg member digests with the file's, equal to
-// those of one read of the file (hashFile, the fallback); a write elsewhere
+// those of one read of the file (HashFile, the fallback); a write elsewhere
 // gives none, so that commit re-reads.
 func TestSeqHashMembers(t *testing.T) {
 	b := seqGpkg(t)
@@ -36,29 +36,29 @@ func TestSeqHashMembers(t *testing.T) {
 	if err := os.WriteFile(p, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	want, err := hashFile(p, int64(len(b)))
+	want, err := HashFile(p)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if want.Members.Len() != 4 {
-		t.Fatalf("hashFile: %d member digests, want 4", want.Members.Len())
+		t.Fatalf("HashFile: %d member digests, want 4", want.Members.Len())
 	}
 	// FUSE write sizes, and odd ones.
 	for _, chunk := range []int{1, 511, 4096, 131072, 1 << 20} {
-		s := newSeqHash()
+		s := NewSeqHash()
 		for off := 0; off < len(b); off += chunk {
-			s.write(b[off:min(off+chunk, len(b))], int64(off))
+			s.Write(b[off:min(off+chunk, len(b))], int64(off))
 		}
-		got := s.staged(p, int64(len(b)))
+		got := s.Staged(p, int64(len(b)))
 		if got == nil || !reflect.DeepEqual(got, want) {
 			t.Fatalf("chunks of %d: staged %+v, want %+v", chunk, got, want)
 		}
 	}
-	s := newSeqHash()
-	s.write(b[:4096], 0)
-	s.write(b[:512], 0) // Portage's gpkg writer patches a header
-	s.write(b[4096:], 4096)
-	if got := s.staged(p, int64(len(b))); got != nil {
+	s := NewSeqHash()
+	s.Write(b[:4096], 0)
+	s.Write(b[:512], 0) // Portage's gpkg writer patches a header
+	s.Write(b[4096:], 4096)
+	if got := s.Staged(p, int64(len(b))); got != nil {
 		t.Fatalf("after a write out of order: staged %+v, want nil (re-read)", got)
 	}
 }
