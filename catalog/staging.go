@@ -165,3 +165,33 @@ func (s *Store) recoverStaged(p string) error {
 	s.log.Warn("kept the bytes of a package write a crash interrupted in the quarantine", "file", dst)
 	return nil
 }
+
+// OtherWriterLive tells whether another live process is staging bytes in
+// the state (its staging directory's lock is held): then blobs without
+// rows may be its commit in progress, not a lost catalog.
+func (s *Store) OtherWriterLive() bool {
+	base := filepath.Join(s.Dir, "staging")
+	ents, err := os.ReadDir(base)
+	if err != nil {
+		return false
+	}
+	s.staging.mu.Lock()
+	own := s.staging.dir
+	s.staging.mu.Unlock()
+	for _, e := range ents {
+		p := filepath.Join(base, e.Name())
+		if !e.IsDir() || p == own {
+			continue
+		}
+		f, err := os.Open(filepath.Join(p, ownerLock))
+		if err != nil {
+			continue
+		}
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		f.Close() // releases the lock if it was taken
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return true
+		}
+	}
+	return false
+}

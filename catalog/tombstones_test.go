@@ -143,3 +143,30 @@ func TestRemoveWithoutGrace(t *testing.T) {
 		t.Errorf("other bytes at the removed build's name: %+v, %v; want build 4", n, err)
 	}
 }
+
+// TestOtherWriterLive: a live writer's staging directory is seen by other
+// processes on the state (blobs without rows are then its commit in
+// progress), a closed one's is not.
+func TestOtherWriterLive(t *testing.T) {
+	dir := t.TempDir()
+	a, err := OpenStore(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := OpenStore(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if b.OtherWriterLive() {
+		t.Error("a writer seen before any staged")
+	}
+	a.StagingDir()
+	if !b.OtherWriterLive() || a.OtherWriterLive() {
+		t.Errorf("after A staged: B sees a writer %v (want true), A sees another %v (want false)", b.OtherWriterLive(), a.OtherWriterLive())
+	}
+	a.Close()
+	if b.OtherWriterLive() {
+		t.Error("a closed writer is seen as live")
+	}
+}

@@ -126,9 +126,10 @@ func (s *Store) Verify(ctx context.Context, deep bool, progress func(done, total
 	if len(held) > 0 {
 		note("%d blob(s) held for removed builds in their removal grace (%d removed build(s))", len(held), len(tombs))
 	}
-	if orphans > 0 && res.Instances == 0 {
-		// Not an interrupted commit: every package the state holds is
-		// missing from its catalog.
+	if orphans > 0 && res.Instances == 0 && !s.OtherWriterLive() {
+		// Not an interrupted commit, nor one in progress (a first import
+		// places blobs before its first batch commits): every package the
+		// state holds is missing from its catalog.
 		fault("the catalog lists no package while %d blob(s) lie in %s: it was lost or replaced; "+
 			"`pkgdirfs import --rebuild --state %s` rebuilds it from them (unmounted)", orphans, s.BlobDir(), s.Dir)
 	}
