@@ -156,6 +156,25 @@ func (s *Store) ImportOne(ctx context.Context, f ImportFile, res *ImportResult) 
 	return nil
 }
 
+// headerCHOST gives a header without a CHOST the one of a package just
+// committed (a PKGDIR copied into the mount without its Packages), in the
+// committing transaction: one read, not a scan of the catalog.
+func (tx *Tx) headerCHOST(chost string) error {
+	if chost == "" {
+		return nil
+	}
+	var has bool
+	if err := tx.reader.q.QueryRowContext(tx.ctx, `SELECT EXISTS (SELECT 1 FROM header WHERE key = 'CHOST' AND value <> '')`).Scan(&has); err != nil || has {
+		return err
+	}
+	h, err := tx.Header()
+	if err != nil {
+		return err
+	}
+	h["CHOST"] = chost
+	return tx.SetHeader(h)
+}
+
 // FillHeaderCHOST gives the header a CHOST when no imported index had one
 // (a legacy PKGDIR without Packages): the most common CHOST of the packages,
 // as Portage's header carries its own CHOST and blocks inherit it.

@@ -702,8 +702,10 @@ func TestImportLinkFallback(t *testing.T) {
 	checkClean(t, s)
 }
 
-// TestFillHeaderCHOST: without an imported index, the header gets the most
-// common CHOST of the packages (ties: the smaller), never overriding one.
+// TestFillHeaderCHOST: a package committed to a header without CHOST gives
+// it its own, in its transaction; without an imported index, an import
+// gives the header the most common CHOST of the packages (ties: the
+// smaller), never overriding one.
 func TestFillHeaderCHOST(t *testing.T) {
 	s, err := OpenStore(t.TempDir(), nil)
 	if err != nil {
@@ -719,6 +721,12 @@ func TestFillHeaderCHOST(t *testing.T) {
 		}
 	}
 	if _, err := s.Reserve(ctx, "app-misc", "q", "q-1.0", "xpak", 1, 0o644, 0); err != nil {
+		t.Fatal(err)
+	}
+	if h, err := s.DB.Header(ctx); err != nil || h["CHOST"] != "x86_64-pc-linux-gnu" {
+		t.Fatalf("header CHOST after the commits %q (%v), want the first package's", h["CHOST"], err)
+	}
+	if err := s.DB.Tx(ctx, func(tx *Tx) error { return tx.SetHeader(map[string]string{}) }); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.FillHeaderCHOST(ctx); err != nil {

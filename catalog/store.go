@@ -294,6 +294,9 @@ func (s *Store) Ingest(ctx context.Context, c *Candidate) (inst *Instance, exist
 		if err := tx.dropTombstonesOf(inst.CPV, c.SHA256); err != nil {
 			return err
 		}
+		if err := tx.headerCHOST(inst.Meta["CHOST"]); err != nil {
+			return err
+		}
 		return commitChange(tx)
 	})
 	if err != nil {

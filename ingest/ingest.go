@@ -115,13 +115,13 @@ func (c *Committer) Commit(ctx context.Context, f File) (Outcome, error) {
 		return Outcome{}, err
 	}
 	out := Outcome{Inst: inst, Existed: existed}
-	c.logCommit(ctx, f.Name, inst, existed)
+	c.logCommit(f.Name, inst, existed)
 	out.Restored = c.RestoreReplaced(ctx, f.Name, f.Client, inst)
 	return out, nil
 }
 
 // logCommit logs a commit.
-func (c *Committer) logCommit(ctx context.Context, name string, in *catalog.Instance, existed bool) {
+func (c *Committer) logCommit(name string, in *catalog.Instance, existed bool) {
 	if existed {
 		c.Log.Info("same bytes already present", "path", name, "cpv", in.CPV, "build_id", in.BuildID)
 		return
@@ -130,11 +130,6 @@ func (c *Committer) logCommit(ctx context.Context, name string, in *catalog.Inst
 	if p := layout.ParsePath(name); p.Kind == layout.KindMulti && p.BuildID != in.BuildID {
 		c.Log.Info("the name held another build, which is kept: these bytes are a new build",
 			"path", name, "cpv", in.CPV, "build_id", in.BuildID, "at", layout.MultiPath(in.Category, in.PF, in.BuildID, layout.Format(in.Format)))
-	}
-	// A PKGDIR copied in without its Packages gets a header CHOST, as
-	// pkgdirfs import gives it (a no-op once the header has one).
-	if err := c.Store.FillHeaderCHOST(ctx); err != nil {
-		c.Log.Warn("deriving the header CHOST", "err", err)
 	}
 }
 
