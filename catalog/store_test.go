@@ -1,41 +1,20 @@
 package catalog
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"errors"
 	"os"
 	"path/filepath"
-	"strconv"
 	"testing"
 
+	"pkgdirfs/internal/pkgtest"
 	"pkgdirfs/xpak"
 )
 
 // makeXpak builds a small valid xpak package: a plain tar and an XPAK block.
 func makeXpak(t *testing.T, cat, pf string, buildTime int64, extra ...xpak.Entry) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	body := []byte("hello " + pf + strconv.FormatInt(buildTime, 10))
-	if err := tw.WriteHeader(&tar.Header{Name: "./usr/share/" + pf, Mode: 0o644, Size: int64(len(body))}); err != nil {
-		t.Fatal(err)
-	}
-	tw.Write(body)
-	tw.Close()
-	entries := append([]xpak.Entry{
-		{Key: "CATEGORY", Value: []byte(cat + "\n")},
-		{Key: "PF", Value: []byte(pf + "\n")},
-		{Key: "SLOT", Value: []byte("0\n")},
-		{Key: "EAPI", Value: []byte("8\n")},
-		{Key: "BUILD_TIME", Value: []byte(strconv.FormatInt(buildTime, 10) + "\n")},
-	}, extra...)
-	block, err := xpak.EncodeBlock(entries)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return append(buf.Bytes(), xpak.AppendTrailer(block)...)
+	return pkgtest.Xpak(t, cat, pf, buildTime, extra...)
 }
 
 func ingestBytes(t *testing.T, s *Store, name string, b []byte, replaces int64) (*Instance, bool, error) {

@@ -162,23 +162,20 @@ func (tx *Tx) idSpent(cpv string, id int64, sha256 string) (bool, error) {
 	return spent, nil
 }
 
-// dropTombstonesOf ends the grace of the tombstones of cpv with these bytes:
-// the build is back (committed again, same bytes).
+// dropTombstonesOf ends the grace of the tombstones of cpv with these
+// bytes: the build is back (committed again, same bytes).
 func (tx *Tx) dropTombstonesOf(cpv, sha256 string) error {
-	res, err := tx.tx.ExecContext(tx.ctx, `DELETE FROM tombstones WHERE cpv = ? AND sha256 = ?`, cpv, sha256)
-	if err != nil {
-		return fmt.Errorf("catalog: tombstones of %s: %w", cpv, err)
-	}
-	if n, _ := res.RowsAffected(); n > 0 {
-		tx.touch(cpv)
-	}
-	return nil
+	return tx.dropTombstones(cpv, `sha256 = ?`, sha256)
 }
 
 // dropTombstonesAt ends the grace of a tombstone at build id of cpv: a
 // build moved back to an id it had.
 func (tx *Tx) dropTombstonesAt(cpv string, id int64) error {
-	res, err := tx.tx.ExecContext(tx.ctx, `DELETE FROM tombstones WHERE cpv = ? AND build_id = ?`, cpv, id)
+	return tx.dropTombstones(cpv, `build_id = ?`, id)
+}
+
+func (tx *Tx) dropTombstones(cpv, cond string, arg any) error {
+	res, err := tx.tx.ExecContext(tx.ctx, `DELETE FROM tombstones WHERE cpv = ? AND `+cond, cpv, arg)
 	if err != nil {
 		return fmt.Errorf("catalog: tombstones of %s: %w", cpv, err)
 	}

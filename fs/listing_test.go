@@ -3,6 +3,7 @@ package fs
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -68,16 +69,24 @@ func TestListingMadeBeforeChange(t *testing.T) {
 		if _, _, err := store.Ingest(context.Background(), &catalog.Candidate{Staged: st, Name: fmt.Sprintf("app-misc/new%d-1.0.tbz2", round), Mode: 0o644}); err != nil {
 			t.Fatal(err)
 		}
-		deadline := time.Now().Add(5 * time.Second)
-		for len(names()) <= len(before) {
-			if time.Now().After(deadline) {
-				_, err := os.Lstat(filepath.Join(dir, fmt.Sprintf("new%d-1.0.tbz2", round)))
-				t.Fatalf("round %d: new%d-1.0 not listed after 5 s (lstat: %v); listing %v\nlog:\n%s", round, round, err, names(), logs)
-			}
-			time.Sleep(10 * time.Millisecond)
+		if !pollFor(5*time.Second, func() bool { return len(names()) > len(before) }) {
+			_, err := os.Lstat(filepath.Join(dir, fmt.Sprintf("new%d-1.0.tbz2", round)))
+			t.Fatalf("round %d: new%d-1.0 not listed after 5 s (lstat: %v); listing %v\nlog:\n%s", round, round, err, names(), logs)
 		}
 		// The next listing of app-misc is made, then, before it is
 		// answered, pf is removed as prune would and the mount told.
+		// Whether the mount has sent the invalidations is seen in All/,
+		// which that READDIR does not lock: pf's name there, which the
+		// kernel now keeps, must be invalidated.
+		late := fmt.Sprintf("late%d-1.0.tbz2", round)
+		if _, err := os.Lstat(filepath.Join(mnt, "All", pf+".tbz2")); err != nil {
+			t.Fatalf("round %d: lstat All/%s.tbz2 before its removal: %v", round, pf, err)
+		}
+		sent := func() bool {
+			_, errLate := os.Lstat(filepath.Join(mnt, "All", late))
+			_, errGone := os.Lstat(filepath.Join(mnt, "All", pf+".tbz2"))
+			return errLate == nil && errors.Is(errGone, os.ErrNotExist)
+		}
 		var armed atomic.Bool
 		armed.Store(true)
 		hook := func(path string) {
@@ -94,7 +103,20 @@ func TestListingMadeBeforeChange(t *testing.T) {
 			if err != nil {
 				t.Error(err)
 			}
-			time.Sleep(300 * time.Millisecond) // the poll (50 ms) sends the invalidation meanwhile
+			// The listing is answered only once the poll (50 ms) has
+			// applied both changes and sent their invalidations. The
+			// lookups run beside this request, which must end even if
+			// one of them hangs.
+			applied := make(chan bool, 1)
+			go func() { applied <- pollFor(5*time.Second, sent) }()
+			select {
+			case ok := <-applied:
+				if !ok {
+					t.Errorf("round %d: 5 s after the removal of %s and the addition of %s, All/ does not show them: the mount did not apply them or send their invalidations\nlog:\n%s", round, pf, late, logs)
+				}
+			case <-time.After(10 * time.Second):
+				t.Errorf("round %d: lookups in All/ still blocked 10 s after the removal of %s, while a listing of app-misc was in flight", round, pf)
+			}
 		}
 		listingMade.Store(&hook)
 		st2, err := store.Stage(bytes.NewReader(testXpak(t, "app-misc", fmt.Sprintf("more%d-1.0", round), 3)))
@@ -109,13 +131,19 @@ func TestListingMadeBeforeChange(t *testing.T) {
 		if armed.Load() {
 			t.Fatal("no listing of app-misc was made")
 		}
-		time.Sleep(300 * time.Millisecond)
-		n := names()
+		// The kernel settles after the READDIR was answered: the old
+		// listing must not stay (kept, it would stay for the hour the
+		// kernel keeps listings).
+		var n []string
+		pollFor(5*time.Second, func() bool {
+			n = names()
+			return !slices.Contains(n, pf+".tbz2") && slices.Contains(n, late)
+		})
 		if slices.Contains(n, pf+".tbz2") {
-			t.Errorf("round %d: %s was removed, but the listing still shows it: %v", round, pf, n)
+			t.Errorf("round %d: %s was removed, but 5 s later the listing still shows it: %v", round, pf, n)
 		}
-		if !slices.Contains(n, fmt.Sprintf("late%d-1.0.tbz2", round)) {
-			t.Errorf("round %d: late%d-1.0 was added, but the listing does not show it: %v", round, round, n)
+		if !slices.Contains(n, late) {
+			t.Errorf("round %d: late%d-1.0 was added, but 5 s later the listing does not show it: %v", round, round, n)
 		}
 	}
 }
@@ -123,13 +151,22 @@ func TestListingMadeBeforeChange(t *testing.T) {
 // waitFor polls ok for up to 5 s.
 func waitFor(t *testing.T, what string, ok func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	if !pollFor(5*time.Second, ok) {
+		t.Fatalf("%s: not after 5 s", what)
+	}
+}
+
+// pollFor calls ok until it returns true or d has passed, and reports
+// whether it did; ok is called at least once, and once more at the deadline.
+func pollFor(d time.Duration, ok func() bool) bool {
+	deadline := time.Now().Add(d)
 	for !ok() {
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after 5 s", what)
+			return ok()
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond) // the poll's interval
 	}
+	return true
 }
 
 // TestListingsKept: a listing is found again by id and path until it is read

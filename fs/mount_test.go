@@ -1,7 +1,6 @@
 package fs
 
 import (
-	"archive/tar"
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -18,57 +17,19 @@ import (
 	"time"
 
 	"pkgdirfs/catalog"
+	"pkgdirfs/internal/pkgtest"
 	"pkgdirfs/layout"
 	"pkgdirfs/tree"
 	"pkgdirfs/xpak"
 )
 
-// testXpak is a small valid xpak package: a plain tar and an XPAK block.
+// testXpak is a small valid xpak package, with a USE that varies by build.
 func testXpak(t testing.TB, cat, pf string, buildTime int64) []byte {
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	body := []byte("hello " + pf + strconv.FormatInt(buildTime, 10))
-	if err := tw.WriteHeader(&tar.Header{Name: "./usr/share/" + pf, Mode: 0o644, Size: int64(len(body))}); err != nil {
-		t.Fatal(err)
-	}
-	tw.Write(body)
-	tw.Close()
-	block, err := xpak.EncodeBlock([]xpak.Entry{
-		{Key: "CATEGORY", Value: []byte(cat + "\n")},
-		{Key: "PF", Value: []byte(pf + "\n")},
-		{Key: "SLOT", Value: []byte("0\n")},
-		{Key: "EAPI", Value: []byte("8\n")},
-		{Key: "BUILD_TIME", Value: []byte(strconv.FormatInt(buildTime, 10) + "\n")},
-		{Key: "USE", Value: []byte("amd64 " + strings.Repeat("flag ", int(buildTime%7)) + "\n")},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return append(buf.Bytes(), xpak.AppendTrailer(block)...)
+	return pkgtest.Xpak(t, cat, pf, buildTime,
+		xpak.Entry{Key: "USE", Value: []byte("amd64 " + strings.Repeat("flag ", int(buildTime%7)) + "\n")})
 }
 
-// syncBuffer is a log sink shared by the daemon's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// mountTest mounts a fresh state in this process (go-fuse, as its own
-// tests do), so that -race sees the daemon's goroutines and the clients'.
-// It skips only without root or /dev/fuse: as root a failing mount fails.
-func mountTest(t *testing.T, seed func(s *catalog.Store)) (mnt string, store *catalog.Store, logs *syncBuffer) {
+func mountTest(t *testing.T, seed func(s *catalog.Store)) (mnt string, store *catalog.Store, logs *pkgtest.SyncBuffer) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("mounting needs root")
@@ -84,7 +45,7 @@ func mountTest(t *testing.T, seed func(s *catalog.Store)) (mnt string, store *ca
 	if seed != nil {
 		seed(store)
 	}
-	logs = &syncBuffer{}
+	logs = &pkgtest.SyncBuffer{}
 	fsys, err := New(context.Background(), Config{Store: store, Layouts: tree.AllLayouts,
 		Log: slog.New(slog.NewTextHandler(logs, nil)), PollInterval: 50 * time.Millisecond})
 	if err != nil {

@@ -1,10 +1,11 @@
 package fs
 
 import (
+	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
-	"time"
 )
 
 func TestNoteQueueCoalesces(t *testing.T) {
@@ -61,7 +62,11 @@ func TestNoteQueueClose(t *testing.T) {
 			t.Error("pop after close: ok")
 		}
 	}()
-	time.Sleep(10 * time.Millisecond)
+	// close must wake a pop that waits: it is called once the goroutine
+	// has taken the queued key and waits in its second pop.
+	waitFor(t, "the second pop waiting on the empty queue", func() bool {
+		return waitingIn("TestNoteQueueClose", "sync.Cond.Wait")
+	})
 	q.close()
 	wg.Wait()
 	late := make(chan struct{})
@@ -71,4 +76,19 @@ func TestNoteQueueClose(t *testing.T) {
 	default:
 		t.Error("a waiter queued after close is never answered")
 	}
+}
+
+// waitingIn tells whether a goroutine started by fn (a test function's
+// name) is blocked with the wait reason state ("sync.Cond.Wait",
+// "chan receive"), from the stacks of all goroutines.
+func waitingIn(fn, state string) bool {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		header, _, _ := strings.Cut(g, "\n")
+		if strings.Contains(header, "["+state) && strings.Contains(g, "."+fn+".") {
+			return true
+		}
+	}
+	return false
 }

@@ -1,54 +1,27 @@
 package ingest
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"pkgdirfs/catalog"
-	"pkgdirfs/xpak"
+	"pkgdirfs/internal/pkgtest"
 )
-
-// pkgBytes is a small valid xpak of cat/pf built at buildTime.
-func pkgBytes(t *testing.T, cat, pf string, buildTime int64) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	body := []byte("files of " + pf + " " + strconv.FormatInt(buildTime, 10))
-	if err := tw.WriteHeader(&tar.Header{Name: "./usr/share/" + pf, Mode: 0o644, Size: int64(len(body))}); err != nil {
-		t.Fatal(err)
-	}
-	tw.Write(body)
-	tw.Close()
-	block, err := xpak.EncodeBlock([]xpak.Entry{
-		{Key: "CATEGORY", Value: []byte(cat + "\n")},
-		{Key: "PF", Value: []byte(pf + "\n")},
-		{Key: "SLOT", Value: []byte("0\n")},
-		{Key: "EAPI", Value: []byte("8\n")},
-		{Key: "BUILD_TIME", Value: []byte(strconv.FormatInt(buildTime, 10) + "\n")},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return append(buf.Bytes(), xpak.AppendTrailer(block)...)
-}
 
 type rig struct {
 	t   *testing.T
 	s   *catalog.Store
 	c   *Committer
-	log *bytes.Buffer
-	mu  sync.Mutex
+	log *pkgtest.SyncBuffer
 }
 
 func newRig(t *testing.T) *rig {
@@ -60,18 +33,10 @@ func newRig(t *testing.T) *rig {
 	if err := s.SetRemovedGrace(context.Background(), time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	r := &rig{t: t, s: s, log: &bytes.Buffer{}}
+	r := &rig{t: t, s: s, log: &pkgtest.SyncBuffer{}}
 	r.c = &Committer{Store: s, Scratch: func(rel string) string { return filepath.Join(s.ScratchDir(), rel) },
-		Log: slog.New(slog.NewTextHandler(lockedWriter{r}, nil))}
+		Log: slog.New(slog.NewTextHandler(r.log, nil))}
 	return r
-}
-
-type lockedWriter struct{ r *rig }
-
-func (w lockedWriter) Write(b []byte) (int, error) {
-	w.r.mu.Lock()
-	defer w.r.mu.Unlock()
-	return w.r.log.Write(b)
 }
 
 // stage writes b to a staging file as a client would, hashing while it
@@ -112,7 +77,7 @@ func (r *rig) indexPaths() []string {
 func TestCommitOutcomes(t *testing.T) {
 	r := newRig(t)
 	ctx := context.Background()
-	a, b := pkgBytes(t, "app-misc", "hello-2.10", 1), pkgBytes(t, "app-misc", "hello-2.10", 2)
+	a, b := pkgtest.Xpak(t, "app-misc", "hello-2.10", 1), pkgtest.Xpak(t, "app-misc", "hello-2.10", 2)
 
 	out, err := r.c.Commit(ctx, r.stage("app-misc/hello/hello-2.10-7.xpak", a, "tar"))
 	if err != nil || out.Inst == nil || out.Inst.BuildID != 7 || out.Existed {
@@ -207,7 +172,7 @@ func TestCommitRestoresReplaced(t *testing.T) {
 		{"", "", false},
 	} {
 		r := newRig(t)
-		a, b := pkgBytes(t, "app-misc", "hello-2.10", 1), pkgBytes(t, "app-misc", "hello-2.10", 2)
+		a, b := pkgtest.Xpak(t, "app-misc", "hello-2.10", 1), pkgtest.Xpak(t, "app-misc", "hello-2.10", 2)
 		out, err := r.c.Commit(ctx, r.stage("app-misc/hello-2.10.tbz2", a, ""))
 		if err != nil {
 			t.Fatal(err)
@@ -245,7 +210,7 @@ func TestCommitConcurrent(t *testing.T) {
 			if i%3 == 0 {
 				name = fmt.Sprintf("app-misc/hello/hello-2.10-%d.xpak", 100+i)
 			}
-			_, err := r.c.Commit(ctx, r.stage(name, pkgBytes(t, "app-misc", "hello-2.10", int64(i+1)), ""))
+			_, err := r.c.Commit(ctx, r.stage(name, pkgtest.Xpak(t, "app-misc", "hello-2.10", int64(i+1)), ""))
 			errs <- err
 		}()
 	}
@@ -271,5 +236,7 @@ func TestCommitConcurrent(t *testing.T) {
 	if err != nil || res.Faults != 0 {
 		t.Errorf("verify: %+v, %v", res, err)
 	}
-	io.Discard.Write(r.log.Bytes())
+	if strings.Contains(r.log.String(), "level=ERROR") {
+		t.Errorf("errors logged:\n%s", r.log.String())
+	}
 }

@@ -1017,14 +1017,14 @@ func readFile(t *testing.T, p string) []byte {
 	return b
 }
 
-// traceMount imports the prepared fixtures into a fresh state and mounts it.
-func traceMount(t *testing.T, imports map[*traceFixture]int) (state, mnt string) {
+// traceSetup prepares the fixture name with the files hold moved out
+// (prepareFixture), imports the rest into a fresh state and mounts it.
+func traceSetup(t *testing.T, name string, hold ...string) (fx *traceFixture, state, mnt string) {
 	t.Helper()
+	fx = prepareFixture(t, name, hold...)
 	state = t.TempDir()
-	for f, n := range imports {
-		importFixture(t, state, f, n)
-	}
-	return state, mountFS(t, state)
+	importFixture(t, state, fx, len(hold))
+	return fx, state, mountFS(t, state)
 }
 
 // startupPopulate is the trace's startup + populate phases: stat All,
@@ -1049,8 +1049,7 @@ func TestTraceBuildpkgGpkg(t *testing.T) {
 		cpv   = "app-misc/hello-2.10"
 		alloc = "app-misc/hello/hello-2.10-2.gpkg.tar"
 	)
-	fx := prepareFixture(t, "gpkg-zstd-multi", alloc)
-	state, mnt := traceMount(t, map[*traceFixture]int{fx: 1})
+	fx, state, mnt := traceSetup(t, "gpkg-zstd-multi", alloc)
 	r := newReplay(t, mnt)
 	pkg := readFile(t, filepath.Join(fx.Held, alloc))
 
@@ -1114,8 +1113,7 @@ func TestTraceXpakClassic(t *testing.T) {
 			cpv   = "app-misc/hello-2.10"
 			alloc = "app-misc/hello/hello-2.10-2.xpak"
 		)
-		fx := prepareFixture(t, "xpak-bzip2-multi", alloc)
-		state, mnt := traceMount(t, map[*traceFixture]int{fx: 1})
+		fx, state, mnt := traceSetup(t, "xpak-bzip2-multi", alloc)
 		r := newReplay(t, mnt)
 		src := filepath.Join(fx.Held, alloc)
 		pkg, tarLen, _ := xpakSplit(t, src)
@@ -1147,9 +1145,8 @@ func TestTraceXpakClassic(t *testing.T) {
 			flat = "app-text/tree-2.1.1.tbz2"
 			want = "app-text/tree/tree-2.1.1-2.xpak"
 		)
-		fx := prepareFixture(t, "gpkg-zstd-multi")
 		srcFx := prepareFixture(t, "xpak-bzip2-flat")
-		state, mnt := traceMount(t, map[*traceFixture]int{fx: 0})
+		fx, state, mnt := traceSetup(t, "gpkg-zstd-multi")
 		r := newReplay(t, mnt)
 		src := filepath.Join(srcFx.Dir, flat)
 		pkg, tarLen, _ := xpakSplit(t, src)
@@ -1185,8 +1182,7 @@ func TestTraceGpkgWriterRename(t *testing.T) {
 		cpv  = "net-misc/openssh-9.8_p1-r3"
 		dest = "net-misc/openssh/openssh-9.8_p1-r3-3.gpkg.tar"
 	)
-	fx := prepareFixture(t, "gpkg-zstd-multi", dest)
-	state, mnt := traceMount(t, map[*traceFixture]int{fx: 1})
+	fx, state, mnt := traceSetup(t, "gpkg-zstd-multi", dest)
 	r := newReplay(t, mnt)
 	pkg := readFile(t, filepath.Join(fx.Held, dest))
 
@@ -1233,8 +1229,7 @@ func TestTraceQuickpkg(t *testing.T) {
 			cpv   = "dev-libs/libxml2-2.12.9"
 			alloc = "dev-libs/libxml2/libxml2-2.12.9-2.xpak"
 		)
-		fx := prepareFixture(t, "xpak-bzip2-multi", alloc)
-		state, mnt := traceMount(t, map[*traceFixture]int{fx: 1})
+		fx, state, mnt := traceSetup(t, "xpak-bzip2-multi", alloc)
 		r := newReplay(t, mnt)
 		src := filepath.Join(fx.Held, alloc)
 		tmp, pkg := quickpkg(t, r, src, "dev-libs", "libxml2-2.12.9")
@@ -1278,9 +1273,8 @@ func TestTraceQuickpkg(t *testing.T) {
 			flat = "app-misc/hello-2.10.tbz2"
 			want = "app-misc/hello/hello-2.10-3.xpak"
 		)
-		fx := prepareFixture(t, "gpkg-zstd-multi")
 		srcFx := prepareFixture(t, "xpak-bzip2-flat")
-		state, mnt := traceMount(t, map[*traceFixture]int{fx: 0})
+		fx, state, mnt := traceSetup(t, "gpkg-zstd-multi")
 		r := newReplay(t, mnt)
 		src := filepath.Join(srcFx.Dir, flat)
 		tmp, pkg := quickpkg(t, r, src, "app-misc", "hello-2.10")
@@ -1308,8 +1302,7 @@ func TestTraceFetch(t *testing.T) {
 		cpv   = "app-admin/sudo-1.9.15_p5"
 		alloc = "app-admin/sudo/sudo-1.9.15_p5-1.gpkg.tar"
 	)
-	fx := prepareFixture(t, "gpkg-zstd-multi", alloc)
-	state, mnt := traceMount(t, map[*traceFixture]int{fx: 1})
+	fx, state, mnt := traceSetup(t, "gpkg-zstd-multi", alloc)
 	r := newReplay(t, mnt)
 	remote := filepath.Join(fx.Held, alloc)
 	pkg := readFile(t, remote)
@@ -1368,8 +1361,7 @@ func TestTraceUpdate(t *testing.T) {
 			cpv    = "app-misc/hello-2.10"
 			target = "app-misc/hello/hello-2.10-1.gpkg.tar"
 		)
-		fx := prepareFixture(t, "gpkg-zstd-multi")
-		state, mnt := traceMount(t, map[*traceFixture]int{fx: 0})
+		fx, state, mnt := traceSetup(t, "gpkg-zstd-multi")
 		r := newReplay(t, mnt)
 		// The same build with one more metadata key: what update_metadata
 		// writes (BUILD_TIME and BUILD_ID kept, the metadata member new).
@@ -1417,9 +1409,8 @@ func TestTraceUpdate(t *testing.T) {
 			target = "app-misc/hello/hello-2.10-1.gpkg.tar"
 			newSrc = "app-misc/hello-2.10.gpkg.tar"
 		)
-		fx := prepareFixture(t, "gpkg-zstd-multi")
 		newFx := prepareFixture(t, "gpkg-xz-flat")
-		state, mnt := traceMount(t, map[*traceFixture]int{fx: 0})
+		fx, state, mnt := traceSetup(t, "gpkg-zstd-multi")
 		src := filepath.Join(newFx.Dir, newSrc)
 		before := readFile(t, filepath.Join(mnt, target))
 		tmp := filepath.Join(mnt, "app-misc/hello/.hello-2.10-1.gpkg.tar.tmp")
@@ -1447,8 +1438,7 @@ func TestTraceUpdate(t *testing.T) {
 			cpv    = "app-misc/hello-2.10"
 			target = "app-misc/hello/hello-2.10-1.xpak"
 		)
-		fx := prepareFixture(t, "xpak-bzip2-multi")
-		state, mnt := traceMount(t, map[*traceFixture]int{fx: 0})
+		fx, state, mnt := traceSetup(t, "xpak-bzip2-multi")
 		r := newReplay(t, mnt)
 		orig, tarLen, block := xpakSplit(t, filepath.Join(fx.Dir, target))
 		entries := append(parseXpakBlock(t, block), xpakEntry{"PKGDIRFS_TRACE", []byte("aux_update\n")})
@@ -1484,8 +1474,7 @@ func TestTraceUpdate(t *testing.T) {
 			newCPV  = "app-moved/greeting-2.10"
 			newPath = "app-moved/greeting/greeting-2.10-2.xpak"
 		)
-		fx := prepareFixture(t, "xpak-bzip2-multi")
-		state, mnt := traceMount(t, map[*traceFixture]int{fx: 0})
+		fx, state, mnt := traceSetup(t, "xpak-bzip2-multi")
 		r := newReplay(t, mnt)
 		orig, tarLen, block := xpakSplit(t, filepath.Join(fx.Dir, oldPath))
 		entries := parseXpakBlock(t, block)
@@ -1547,8 +1536,7 @@ func TestTraceRemove(t *testing.T) {
 		victim1 = "app-admin/sudo/sudo-1.9.15_p5-3.xpak"
 		victim2 = "dev-db/sqlite/sqlite-3.46.1-1.xpak"
 	)
-	fx := prepareFixture(t, "xpak-bzip2-multi")
-	state, mnt := traceMount(t, map[*traceFixture]int{fx: 0})
+	fx, state, mnt := traceSetup(t, "xpak-bzip2-multi")
 	r := newReplay(t, mnt)
 
 	// binarytree.remove(cpv)

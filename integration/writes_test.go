@@ -592,17 +592,8 @@ func wConcurrentCopies(t *testing.T, files []string, wantSHA map[string]bool, ne
 // TestWriteScratch: non-package files behave like a normal filesystem.
 func TestWriteScratch(t *testing.T) {
 	t.Parallel()
-	src := extractFixture(t, "xpak-zstd-multi")
-	state := t.TempDir()
-	importOK(t, state, importSummary{8, 0, 0}, src)
-	mi := mountFSInfo(t, state)
+	_, _, mi, before, _ := setupMounted(t, "xpak-zstd-multi")
 	mnt := mi.Dir
-	defer func() {
-		if t.Failed() {
-			t.Logf("%s", wDaemonLog(mi))
-		}
-	}()
-	before, _ := wReadIndex(t, mnt)
 
 	t.Run("tempfile", func(t *testing.T) {
 		f, err := os.CreateTemp(mnt, ".tmp-")
@@ -954,15 +945,8 @@ func wCategories(t *testing.T, mnt string) []string {
 // an open fd keeps reading the removed bytes.
 func TestWriteUnlink(t *testing.T) {
 	t.Parallel()
-	_, state, _ := importedFixture(t, "xpak-bzip2-multi")
-	mi := mountFSInfo(t, state)
+	_, _, mi, idx, _ := setupMounted(t, "xpak-bzip2-multi")
 	mnt := mi.Dir
-	defer func() {
-		if t.Failed() {
-			t.Logf("%s", wDaemonLog(mi))
-		}
-	}()
-	idx, _ := wReadIndex(t, mnt)
 	byCPV := map[string][]instance{}
 	for _, in := range instances(idx) {
 		if in.Format == "xpak" {
@@ -1055,14 +1039,13 @@ func TestWriteUnlink(t *testing.T) {
 	for _, n := range []string{flat, all} {
 		_, err := os.Lstat(filepath.Join(mnt, n))
 		if err == nil {
+			// Already failed; how long the stale entry stays tells a
+			// missing invalidation from a late one.
 			note := "still there 3s later"
 			start := time.Now()
-			for time.Since(start) < 3*time.Second {
-				time.Sleep(100 * time.Millisecond)
-				if _, err := os.Lstat(filepath.Join(mnt, n)); err != nil {
-					note = fmt.Sprintf("gone %v later (%v): stale kernel entry, not invalidated before unlink returned", time.Since(start).Round(100*time.Millisecond), err)
-					break
-				}
+			var gone error
+			if pollFor(3*time.Second, func() bool { _, gone = os.Lstat(filepath.Join(mnt, n)); return gone != nil }) {
+				note = fmt.Sprintf("gone %v later (%v): stale kernel entry, not invalidated before unlink returned", time.Since(start).Round(10*time.Millisecond), gone)
 			}
 			t.Errorf("lstat MNT/%s right after the last instance of %s was removed: want ENOENT, got success; %s", n, cpv, note)
 		} else {
@@ -1082,16 +1065,17 @@ func TestWriteUnlink(t *testing.T) {
 }
 
 // wConverges tells whether (and when) name comes to have sha1 want within 3s:
-// tells a stale kernel cache from a wrong catalog.
+// tells a stale kernel cache from a wrong catalog (for the message of a
+// check that already failed).
 func wConverges(t *testing.T, mnt, name, want string) string {
 	t.Helper()
 	start := time.Now()
-	for time.Since(start) < 3*time.Second {
-		time.Sleep(100 * time.Millisecond)
+	if pollFor(3*time.Second, func() bool {
 		r := run(t, mnt, toolTimeout, "sha1sum", "--", name)
-		if sum, _, _ := strings.Cut(string(r.Stdout), "  "); r.Code == 0 && sum == want {
-			return fmt.Sprintf("it shows the right bytes %v later (stale kernel cache: not invalidated before unlink returned)", time.Since(start).Round(100*time.Millisecond))
-		}
+		sum, _, _ := strings.Cut(string(r.Stdout), "  ")
+		return r.Code == 0 && sum == want
+	}) {
+		return fmt.Sprintf("it shows the right bytes %v later (stale kernel cache: not invalidated before unlink returned)", time.Since(start).Round(10*time.Millisecond))
 	}
 	return "still wrong 3s later"
 }
@@ -1224,15 +1208,8 @@ func TestWritePlaceholder(t *testing.T) {
 // TestWriteReadOnly: with --read-only every write fails with EROFS, reads work.
 func TestWriteReadOnly(t *testing.T) {
 	t.Parallel()
-	src, state, _ := importedFixture(t, "xpak-gzip-flat")
-	mi := mountFSInfo(t, state, "--read-only")
+	src, _, mi, idx, raw := setupMounted(t, "xpak-gzip-flat", "--read-only")
 	mnt := mi.Dir
-	defer func() {
-		if t.Failed() {
-			t.Logf("%s", wDaemonLog(mi))
-		}
-	}()
-	idx, raw := wReadIndex(t, mnt)
 	insts := instances(idx)
 	if len(insts) == 0 {
 		t.Fatal("no instances")
@@ -1295,17 +1272,8 @@ func TestWriteReadOnly(t *testing.T) {
 // accepted: its header keys are kept, its body ignored; mtime stays TIMESTAMP.
 func TestWritePackagesHeader(t *testing.T) {
 	t.Parallel()
-	src := extractFixture(t, "xpak-zstd-multi")
-	state := t.TempDir()
-	importOK(t, state, importSummary{8, 0, 0}, src)
-	mi := mountFSInfo(t, state)
+	_, _, mi, before, _ := setupMounted(t, "xpak-zstd-multi")
 	mnt := mi.Dir
-	defer func() {
-		if t.Failed() {
-			t.Logf("%s", wDaemonLog(mi))
-		}
-	}()
-	before, _ := wReadIndex(t, mnt)
 
 	body := "ARCH: amd64\nCHOST: x86_64-pc-linux-gnu\nPROFILE: foo\nVERSION: 0\n\nCPV: junk/x-1\n\n"
 	tmp := filepath.Join(mnt, ".Packages.tmp.4242")
@@ -1369,8 +1337,7 @@ func TestWritePackagesHeader(t *testing.T) {
 // and its reader keeps the bytes it opened.
 func TestWriteReopenForWrite(t *testing.T) {
 	t.Parallel()
-	_, state, _ := importedFixture(t, "xpak-bzip2-multi")
-	mi := mountFSInfo(t, state)
+	_, state, mi := mountFixture(t, "xpak-bzip2-multi")
 	target := filepath.Join(mi.Dir, "app-misc/hello/hello-2.10-1.xpak")
 	before, err := os.ReadFile(target)
 	if err != nil {
@@ -1378,7 +1345,7 @@ func TestWriteReopenForWrite(t *testing.T) {
 	}
 	// A reader that holds a large package open: the writable open fails
 	// with ETXTBSY (first, while no writer's release can still be on its way).
-	large := wLargeBuild(t, mi.Dir, before)
+	large := wLargeBuild(t, mi, state, before)
 	r, err := os.Open(large)
 	if err != nil {
 		t.Fatal(err)
@@ -1411,7 +1378,8 @@ func TestWriteReopenForWrite(t *testing.T) {
 		t.Errorf("the reader of the small package, after a writable open came and went, read %d bytes (err %v), want the %d it opened", len(rest), err, len(before)-1)
 	}
 	r.Close()
-	time.Sleep(200 * time.Millisecond) // the RELEASEs arrive after close() returned
+	// The kernel sends the RELEASEs of those handles after close() returned.
+	waitReleased(t, mi, state, "the readers and the writer above closed")
 
 	dirBefore := listDir(t, filepath.Dir(target))
 	const rounds = 200
@@ -1460,19 +1428,10 @@ func TestWriteReopenForWrite(t *testing.T) {
 		return left
 	}
 	for _, d := range []string{"staging", "scratch"} {
-		deadline := time.Now().Add(5 * time.Second)
-		left := leftIn(d)
-		for len(left) > 0 && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
-			left = leftIn(d)
-		}
-		if len(left) > 0 {
+		var left []string
+		if !pollFor(5*time.Second, func() bool { left = leftIn(d); return len(left) == 0 }) {
 			t.Errorf("opens for writing without writes left files in STATE/%s: %v", d, left[:min(len(left), 5)])
 		}
-	}
-
-	if t.Failed() {
-		t.Logf("%s", wDaemonLog(mi))
 	}
 }
 
@@ -1547,6 +1506,8 @@ func TestWriteUnderSignals(t *testing.T) {
 			}
 			unix.Tgkill(pid, tid, syscall.SIGUSR1)
 			sent.Add(1)
+			// Not synchronisation: the pace of the signal storm the
+			// writes run under (the point of the test).
 			time.Sleep(20 * time.Microsecond)
 		}
 	}()
@@ -1642,8 +1603,9 @@ func TestWriteForkInheritedFlush(t *testing.T) {
 }
 
 // wLargeBuild copies a 2 MiB build of the xpak fixture's package (its
-// metadata, an uncompressed tarball) in as build 9 and returns its path.
-func wLargeBuild(t *testing.T, mnt string, fixture []byte) string {
+// metadata, an uncompressed tarball) into the mount mi of state as build 9
+// and returns its path once the daemon has served the writer's RELEASE.
+func wLargeBuild(t *testing.T, mi *mountInfo, state string, fixture []byte) string {
 	t.Helper()
 	_, entries := splitXpak(t, fixture)
 	var tb bytes.Buffer
@@ -1654,11 +1616,14 @@ func wLargeBuild(t *testing.T, mnt string, fixture []byte) string {
 	}
 	tw.Write(payload)
 	tw.Close()
-	path := filepath.Join(mnt, "app-misc/hello/hello-2.10-9.xpak")
+	path := filepath.Join(mi.Dir, "app-misc/hello/hello-2.10-9.xpak")
 	if err := os.WriteFile(path, buildXpak(t, tb.Bytes(), withEntry(entries, "BUILD_ID", []byte("9\n"))), 0o644); err != nil {
 		t.Fatalf("copy a 2 MiB build in at %s: %v", path, err)
 	}
-	time.Sleep(200 * time.Millisecond) // the writer's RELEASE arrives after close() returned
+	// The kernel sends the writer's RELEASE after close() returned; until
+	// it is served, the writer counts on the inode and a reader would not
+	// get passthrough.
+	waitReleased(t, mi, state, "the 2 MiB build written")
 	if fi, err := os.Stat(path); err != nil || fi.Size() < 2<<20 {
 		t.Fatalf("%s after the copy: %v, %v", path, fi, err)
 	}

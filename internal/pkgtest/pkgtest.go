@@ -1,0 +1,58 @@
+// Package pkgtest holds what the unit tests of several packages share:
+// small valid packages and a log sink for concurrent writers.
+package pkgtest
+
+import (
+	"archive/tar"
+	"bytes"
+	"strconv"
+	"sync"
+	"testing"
+
+	"pkgdirfs/xpak"
+)
+
+// Xpak is a small valid xpak package of cat/pf built at buildTime: a plain
+// tar and an XPAK block with CATEGORY, PF, SLOT, EAPI, BUILD_TIME and extra.
+func Xpak(t testing.TB, cat, pf string, buildTime int64, extra ...xpak.Entry) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	body := []byte("hello " + pf + strconv.FormatInt(buildTime, 10))
+	if err := tw.WriteHeader(&tar.Header{Name: "./usr/share/" + pf, Mode: 0o644, Size: int64(len(body))}); err != nil {
+		t.Fatal(err)
+	}
+	tw.Write(body)
+	tw.Close()
+	entries := append([]xpak.Entry{
+		{Key: "CATEGORY", Value: []byte(cat + "\n")},
+		{Key: "PF", Value: []byte(pf + "\n")},
+		{Key: "SLOT", Value: []byte("0\n")},
+		{Key: "EAPI", Value: []byte("8\n")},
+		{Key: "BUILD_TIME", Value: []byte(strconv.FormatInt(buildTime, 10) + "\n")},
+	}, extra...)
+	block, err := xpak.EncodeBlock(entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(buf.Bytes(), xpak.AppendTrailer(block)...)
+}
+
+// SyncBuffer is a log sink shared by goroutines.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String is what was written.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
