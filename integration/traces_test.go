@@ -1,7 +1,7 @@
 package integration
 
 // End-to-end replays of the syscall sequences Portage makes on a PKGDIR
-// (../shared/portage-traces/*.txt, portage-facts.md §5.5 and §6), with the
+// (traced from Portage and described in its bintree.py and gpkg.py: allocate, inject, index rewrite), with the
 // trace's PKGDIR mapped onto a pkgdirfs mount. Every call is made with the
 // flags, order and checks Portage uses; package bytes come from the fixtures.
 
