@@ -125,7 +125,7 @@ func (tx *Tx) tombstone(old *Instance, name, client string) error {
 		return err
 	}
 	now := time.Now().UnixNano()
-	_, err = tx.tx.ExecContext(tx.ctx, `INSERT INTO tombstones (`+tombCols+`)
+	_, err = tx.reader.q.ExecContext(tx.ctx, `INSERT INTO tombstones (`+tombCols+`)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (instance_id) DO NOTHING`,
 		old.ID, old.CPV, old.Category, old.PN, old.PF, old.BuildID, old.BuildTime, old.Format, old.Size, old.MtimeNs,
@@ -142,7 +142,7 @@ func (tx *Tx) spendID(cpv string, id int64, sha256 string) error {
 	if id <= 0 || sha256 == "" {
 		return nil
 	}
-	_, err := tx.tx.ExecContext(tx.ctx, `INSERT INTO spent_ids (cpv, build_id, sha256) VALUES (?, ?, ?)
+	_, err := tx.reader.q.ExecContext(tx.ctx, `INSERT INTO spent_ids (cpv, build_id, sha256) VALUES (?, ?, ?)
 		ON CONFLICT (cpv, build_id) DO UPDATE SET sha256 = excluded.sha256`, cpv, id, sha256)
 	if err != nil {
 		return fmt.Errorf("catalog: build id %s-%d: %w", cpv, id, err)
@@ -175,7 +175,7 @@ func (tx *Tx) dropTombstonesAt(cpv string, id int64) error {
 }
 
 func (tx *Tx) dropTombstones(cpv, cond string, arg any) error {
-	res, err := tx.tx.ExecContext(tx.ctx, `DELETE FROM tombstones WHERE cpv = ? AND `+cond, cpv, arg)
+	res, err := tx.reader.q.ExecContext(tx.ctx, `DELETE FROM tombstones WHERE cpv = ? AND `+cond, cpv, arg)
 	if err != nil {
 		return fmt.Errorf("catalog: tombstones of %s: %w", cpv, err)
 	}

@@ -121,6 +121,11 @@ func cmdPrune(args []string) int {
 			}
 		}
 		removed, removeErr = removeInBatches(store, doomed, mnt == "", func(in *catalog.Instance) { printRemoval(w, verb, in) })
+		// Removed builds whose grace ended (this prune's, with no grace,
+		// or earlier ones') are collected by whoever finds them.
+		if _, err := store.ExpireTombstones(background(), time.Now()); err != nil && removeErr == nil {
+			removeErr = err
+		}
 		if shown != "" && removeErr == nil {
 			for deadline := time.Now().Add(10 * time.Second); lexists(shown) && time.Now().Before(deadline); {
 				time.Sleep(20 * time.Millisecond)
