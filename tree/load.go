@@ -76,8 +76,8 @@ func (m *Model) Load(ctx context.Context, db catalog.Source) error {
 }
 
 // splitLoadMin is the catalog size (by instance id) from which a load reads
-// the catalog in two halves at once: SQLite's scan is most of a load, and it
-// runs on one core per statement.
+// the catalog in two halves at once: the catalog's scan is most of a load, and it
+// runs on one core per read.
 var splitLoadMin int64 = 50_000
 
 // beforeSecondView runs before a split load opens its second view (tests

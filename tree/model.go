@@ -46,7 +46,7 @@ func IndexIno(gen int64, gz bool) uint64 {
 }
 
 // File is one instance as the tree shows it: enough for getattr and open,
-// nothing that belongs in SQLite. Immutable: a change makes a new File.
+// nothing that belongs in the catalog. Immutable: a change makes a new File.
 type File struct {
 	ID      int64
 	Size    int64
