@@ -316,9 +316,11 @@ func (n *Names) List(dir string) (list []Listed, ok bool) {
 	if dir == "" {
 		// The catalog's generation, without waiting for its index.
 		gen := n.Model.Gen()
-		list = append(list,
-			Listed{Name: "Packages", Mode: syscall.S_IFREG, Ino: tree.IndexIno(gen, false)},
-			Listed{Name: "Packages.gz", Mode: syscall.S_IFREG, Ino: tree.IndexIno(gen, true)})
+		for _, name := range []string{"Packages", "Packages.gz"} {
+			if !n.indexAbsent(name) {
+				list = append(list, Listed{Name: name, Mode: syscall.S_IFREG, Ino: tree.IndexIno(gen, name == "Packages.gz")})
+			}
+		}
 	}
 	shadow := make(map[string]bool, len(scratch))
 	for _, e := range scratch {

@@ -2,6 +2,7 @@ package view
 
 import (
 	"context"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -236,6 +237,86 @@ func TestList(t *testing.T) {
 	} {
 		if got := names(dir); !slices.Equal(got, want) {
 			t.Errorf("List(%q) = %v, want %v", dir, got, want)
+		}
+	}
+}
+
+// TestListAgreesWithResolve: under random changes of the state no catalog
+// row holds (scratch files and directories, at package names too; hidden
+// aliases; package files being written; an unlinked index), a listing
+// shows exactly the names Resolve shows, with their types, in every
+// directory: the two paths of the resolver never disagree.
+func TestListAgreesWithResolve(t *testing.T) {
+	for _, lay := range []tree.Layouts{tree.AllLayouts, {Flat: true}, {Multi: true, Legacy: true}} {
+		n := world(t, lay)
+		rng := rand.New(rand.NewPCG(7, uint64(len(lay.String()))))
+		names := []string{
+			"app-misc/hello-2.10.tbz2", "All/hello-2.10.tbz2", "net-misc/curl-8.9.1.gpkg.tar",
+			"app-misc/hello/hello-2.10-2.xpak", "app-misc/hello/hello-2.10-5.xpak", "app-misc/.lock",
+			"app-misc/new-dir", "net-misc/curl/x.partial", "Packages.gz", RefusedDir + "/app-misc/y-1.tbz2",
+		}
+		dirs := []string{"", "app-misc", "app-misc/hello", "All", "net-misc", "net-misc/curl", AreaDir, RemovedDir,
+			RemovedDir + "/app-misc/hello", RefusedDir, RefusedDir + "/app-misc"}
+		var pendingDone []func()
+		for step := range 300 {
+			rel := names[rng.IntN(len(names))]
+			switch op := rng.IntN(7); op {
+			case 0, 1: // a scratch file or directory appears or goes
+				p := n.ScratchPath(rel)
+				if _, err := os.Lstat(p); err == nil {
+					os.RemoveAll(p)
+					break
+				}
+				os.MkdirAll(filepath.Dir(p), 0o755)
+				if strings.HasSuffix(rel, "-dir") {
+					os.Mkdir(p, 0o755)
+				} else {
+					os.WriteFile(p, []byte("x"), 0o644)
+				}
+			case 2:
+				n.Hide(rel)
+			case 3:
+				n.Unhide(rel)
+			case 4:
+				n.Mu.Lock()
+				pendingDone = append(pendingDone, n.AddPending(rel))
+				n.Mu.Unlock()
+			case 5:
+				if len(pendingDone) > 0 {
+					pendingDone[0]()
+					pendingDone = pendingDone[1:]
+				}
+			case 6:
+				n.SetIndexAbsent("Packages.gz", rng.IntN(2) == 0)
+			}
+			for _, dir := range dirs {
+				listed, ok := n.List(dir)
+				if a := n.Resolve(dir); dir != "" && ok != a.IsDir() {
+					t.Fatalf("%s step %d: %q lists %v but resolves to %s", lay, step, dir, ok, a.Kind)
+				}
+				seen := map[string]bool{}
+				for _, l := range listed {
+					seen[l.Name] = true
+					a := n.Resolve(join(dir, l.Name))
+					mode := map[Kind]uint32{Index: syscall.S_IFREG, Area: syscall.S_IFDIR, Removed: syscall.S_IFREG,
+						Dir: syscall.S_IFDIR, Instance: syscall.S_IFREG, Alias: syscall.S_IFLNK}[a.Kind]
+					if a.Kind == Scratch {
+						mode = a.Stat.Mode & syscall.S_IFMT
+					}
+					if a.Kind == None || mode != l.Mode {
+						t.Fatalf("%s step %d: %s lists %s (mode %o), which resolves to %s (mode %o)", lay, step, dir, l.Name, l.Mode, a.Kind, mode)
+					}
+				}
+				for _, rel := range append(slices.Clone(names), "Packages", ".pkgdirfs") {
+					d, base := tree.SplitPath(rel)
+					if d != dir || seen[base] {
+						continue
+					}
+					if a := n.Resolve(rel); a.Kind != None && rel != AreaDir { // .pkgdirfs is never listed
+						t.Fatalf("%s step %d: %s resolves to %s but %q does not list it", lay, step, rel, a.Kind, dir)
+					}
+				}
+			}
 		}
 	}
 }
