@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"pkgdirfs/blobs"
 	"runtime"
 	"strconv"
 	"sync"
@@ -506,7 +507,7 @@ func (im *importer) prepare(w *importWorker, idx int, f ImportFile) (*importItem
 		im.discard(it)
 		return it, err
 	}
-	placed, err := renameNoReplace(it.staged, it.blobPath)
+	placed, err := blobs.RenameNoReplace(it.staged, it.blobPath)
 	if err != nil {
 		im.discard(it)
 		return it, err
@@ -625,37 +626,16 @@ func (it *importItem) identified(inst *Instance, err error) (ok bool, _ error) {
 // blobName names the item's blob by its SHA-256 and makes its directory.
 func (im *importer) blobName(it *importItem) error {
 	sum := it.inst.SHA256
-	it.inst.Blob = sum[:2] + "/" + sum
-	it.blobPath = filepath.Join(im.s.BlobDir(), it.inst.Blob)
+	it.inst.Blob = blobs.Name(sum)
+	it.blobPath = im.s.blobs.Path(it.inst.Blob)
 	return im.ensureDir(sum[:2])
-}
-
-// renameNoReplace moves oldpath to newpath unless newpath exists, and tells
-// whether it did.
-func renameNoReplace(oldpath, newpath string) (bool, error) {
-	err := unix.Renameat2(unix.AT_FDCWD, oldpath, unix.AT_FDCWD, newpath, unix.RENAME_NOREPLACE)
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.Is(err, unix.EEXIST):
-		return false, nil
-	case !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOSYS):
-		return false, &os.LinkError{Op: "rename", Old: oldpath, New: newpath, Err: err}
-	}
-	// A filesystem without RENAME_NOREPLACE: look, then rename.
-	if _, err := os.Lstat(newpath); err == nil {
-		return false, nil
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return false, err
-	}
-	return true, os.Rename(oldpath, newpath)
 }
 
 func (im *importer) ensureDir(sub string) error {
 	if _, ok := im.dirs.Load(sub); ok {
 		return nil
 	}
-	if err := os.MkdirAll(filepath.Join(im.s.BlobDir(), sub), 0o755); err != nil {
+	if err := im.s.blobs.MakeDir(sub); err != nil {
 		return err
 	}
 	im.dirs.Store(sub, true)

@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"pkgdirfs/blobs"
 	"pkgdirfs/xpak"
 )
 
@@ -811,7 +812,7 @@ func TestImportStopsAtFailedTransaction(t *testing.T) {
 		t.Errorf("after the failure: %v (imported %d), want %v", got, res.Imported, want)
 	}
 	staged, err := os.ReadDir(s.StagingDir())
-	staged = slices.DeleteFunc(staged, func(e os.DirEntry) bool { return e.Name() == ownerLock })
+	staged = slices.DeleteFunc(staged, func(e os.DirEntry) bool { return e.Name() == blobs.OwnerLock })
 	if err != nil || len(staged) != 0 {
 		t.Errorf("staging after the failure: %v %v, want empty", staged, err)
 	}

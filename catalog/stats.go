@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
-	"path/filepath"
 )
 
 // Summary is what pkgdirfs stats reports: figures over the package
@@ -113,19 +111,9 @@ func (db *DB) Summary(ctx context.Context, topCategories, topCPVs int) (*Summary
 // BlobUsage counts the files in blobs/ and their bytes (what the disk
 // holds, orphans of interrupted commits included).
 func (s *Store) BlobUsage() (files, bytes int64, err error) {
-	err = filepath.WalkDir(s.BlobDir(), func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if !d.Type().IsRegular() {
-			return nil
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
+	err = s.blobs.Walk(func(_ string, size int64) error {
 		files++
-		bytes += fi.Size()
+		bytes += size
 		return nil
 	})
 	return files, bytes, err

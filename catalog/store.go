@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"pkgdirfs/blobs"
 	"pkgdirfs/layout"
 	"pkgdirfs/xpak"
 )
@@ -39,7 +40,8 @@ type Store struct {
 	// for gpkg (it would break the Manifest and signatures).
 	StampBuildID bool
 
-	staging ownStaging // this process's staging directory (staging.go)
+	blobs   blobs.Dir      // the package bytes
+	staging *blobs.Staging // this process's staging (its own directory)
 }
 
 // OpenStore opens (creating if needed) a state directory. Staging files left
@@ -69,11 +71,12 @@ func openStore(dir string, log *slog.Logger, lk *StateLock) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{Dir: dir, DB: db, log: log}
+	s := &Store{Dir: dir, DB: db, log: log, blobs: blobs.Dir{Root: filepath.Join(dir, "blobs")},
+		staging: blobs.NewStaging(filepath.Join(dir, "staging"), log)}
 	// Dead writers' staging directories are recovered by whoever opens the
 	// state; files staged directly in staging/ (an older pkgdirfs) only by
 	// the holder of the state's lock, when no other writer can be live.
-	if err := s.recoverDeadStaging(lk != nil); err != nil {
+	if err := s.staging.RecoverDead(lk != nil, s.recoverStaged); err != nil {
 		if lk != nil {
 			db.Close()
 			return nil, err
@@ -85,12 +88,12 @@ func openStore(dir string, log *slog.Logger, lk *StateLock) (*Store, error) {
 }
 
 func (s *Store) Close() error {
-	s.closeStaging()
+	s.staging.Close()
 	return s.DB.Close()
 }
 
 // BlobDir is the directory Instance.Blob names are relative to.
-func (s *Store) BlobDir() string { return filepath.Join(s.Dir, "blobs") }
+func (s *Store) BlobDir() string { return s.blobs.Root }
 
 // StagingDir holds bytes on their way in (same filesystem as blobs/).
 
@@ -221,19 +224,17 @@ func (s *Store) Ingest(ctx context.Context, c *Candidate) (inst *Instance, exist
 	if err != nil {
 		return nil, false, err
 	}
-	blob := c.SHA256[:2] + "/" + c.SHA256
-	blobPath := filepath.Join(s.BlobDir(), blob)
-	inst.Blob = blob
+	inst.Blob = blobs.Name(c.SHA256)
 	// Whether the bytes are an update of the build they were written over
 	// is decided before the transaction: it reads both payloads.
 	var updates int64
 	if c.Replaces > 0 {
 		if prev, err := s.DB.r(ctx).InstanceByID(c.Replaces); err == nil && sameBuild(prev, inst) &&
-			samePayload(filepath.Join(s.BlobDir(), prev.Blob), c.File) {
+			samePayload(s.blobs.Path(prev.Blob), c.File) {
 			updates = prev.ID
 		}
 	}
-	var pending *blobCommit
+	var pending *blobs.Pending
 	var dropped string // blob of a replaced instance
 	err = s.DB.Tx(ctx, func(tx *Tx) error {
 		dropped = ""
@@ -268,9 +269,7 @@ func (s *Store) Ingest(ctx context.Context, c *Candidate) (inst *Instance, exist
 			if err := stampBuildID(c, inst); err != nil {
 				return err
 			}
-			blob = c.SHA256[:2] + "/" + c.SHA256
-			blobPath = filepath.Join(s.BlobDir(), blob)
-			inst.Blob = blob
+			inst.Blob = blobs.Name(c.SHA256)
 		}
 		if pending == nil {
 			// The blob is in place before the row that names it: a crash in
@@ -278,14 +277,9 @@ func (s *Store) Ingest(ctx context.Context, c *Candidate) (inst *Instance, exist
 			// without bytes. Its syncs run while the statements below do;
 			// the commit waits for them (every attempt: a retry of fn does
 			// not move the bytes again).
-			if err := os.MkdirAll(filepath.Dir(blobPath), 0o755); err != nil {
-				return err
-			}
-			pending = startCommitFile(c.File, blobPath)
+			pending = s.blobs.Commit(c.File, inst.Blob)
 		}
-		if pending != nil {
-			tx.beforeCommit = append(tx.beforeCommit, pending.wait)
-		}
+		tx.beforeCommit = append(tx.beforeCommit, pending.Wait)
 		if _, err := tx.InsertInstance(inst); err != nil {
 			return err
 		}
@@ -301,8 +295,8 @@ func (s *Store) Ingest(ctx context.Context, c *Candidate) (inst *Instance, exist
 	})
 	if err != nil {
 		if pending != nil {
-			pending.wait() // its error, if any, is err's cause or beside the point now
-			if pending.renamed {
+			pending.Wait() // its error, if any, is err's cause or beside the point now
+			if blobPath := s.blobs.Path(inst.Blob); pending.Renamed {
 				// Put the bytes back where the client left them.
 				if rerr := os.Rename(blobPath, c.File); rerr != nil {
 					s.log.Error("restoring bytes after a failed commit", "from", blobPath, "to", c.File, "err", rerr)
@@ -510,57 +504,6 @@ func chooseBuildID(tx *Tx, cpv, sha256 string, fromName int64, fromMeta string) 
 		}
 	}
 	return tx.NextBuildID(cpv)
-}
-
-// blobCommit makes staged bytes a blob in the background: see commitFile.
-type blobCommit struct {
-	done    chan struct{}
-	err     error
-	renamed bool // the bytes are at dst (also when a sync after it failed)
-}
-
-func startCommitFile(src, dst string) *blobCommit {
-	b := &blobCommit{done: make(chan struct{})}
-	go func() {
-		defer close(b.done)
-		b.renamed, b.err = commitFile(src, dst)
-	}()
-	return b
-}
-
-// wait returns once the bytes are durable at their blob name, or why not.
-func (b *blobCommit) wait() error {
-	<-b.done
-	return b.err
-}
-
-// commitFile makes src the blob dst, durably: data synced, then renamed,
-// then the name synced (dst's directory exists).
-func commitFile(src, dst string) (renamed bool, err error) {
-	// The bytes are durable before the name and the row that make them a
-	// package: bytes written through the mount reach staging unsynced.
-	f, err := os.Open(src)
-	if err != nil {
-		return false, err
-	}
-	err = f.Sync()
-	f.Close()
-	if err != nil {
-		return false, err
-	}
-	// Committed bytes never change: read-only guards against mistakes.
-	if err := os.Chmod(src, 0o444); err != nil {
-		return false, err
-	}
-	if err := os.Rename(src, dst); err != nil {
-		return false, err
-	}
-	d, err := os.Open(filepath.Dir(dst))
-	if err != nil {
-		return true, err
-	}
-	defer d.Close()
-	return true, d.Sync()
 }
 
 // identify parses the staged bytes and checks them against the name they came

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -246,7 +245,7 @@ func (s *Store) DropBlob(ctx context.Context, blob string) {
 	if err != nil || used {
 		return
 	}
-	if err := os.Remove(filepath.Join(s.BlobDir(), blob)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := s.blobs.Remove(blob); err != nil {
 		s.log.Warn("removing blob", "blob", blob, "err", err)
 	}
 }

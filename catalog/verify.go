@@ -64,7 +64,7 @@ func (s *Store) Verify(ctx context.Context, deep bool, progress func(done, total
 		}
 		res.Instances++
 		known[in.Blob] = true
-		p := filepath.Join(s.BlobDir(), in.Blob)
+		p := s.blobs.Path(in.Blob)
 		st, err := os.Stat(p)
 		if err != nil {
 			fault("%s: blob %s: %v", name, in.Blob, err)
@@ -109,14 +109,10 @@ func (s *Store) Verify(ctx context.Context, deep bool, progress func(done, total
 	}
 	res.Held = len(held)
 	orphans := 0
-	err = filepath.WalkDir(s.BlobDir(), func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		rel, _ := filepath.Rel(s.BlobDir(), p)
-		if rel = filepath.ToSlash(rel); !known[rel] && !held[rel] {
+	err = s.blobs.Walk(func(name string, _ int64) error {
+		if !known[name] && !held[name] {
 			orphans++
-			note("orphan blob %s (left by an interrupted commit or removal; no instance or removed build names it)", rel)
+			note("orphan blob %s (left by an interrupted commit or removal; no instance or removed build names it)", name)
 		}
 		return nil
 	})
@@ -134,15 +130,7 @@ func (s *Store) Verify(ctx context.Context, deep bool, progress func(done, total
 			"`pkgdirfs import --rebuild --state %s` rebuilds it from them (unmounted)", orphans, s.BlobDir(), s.Dir)
 	}
 	// Files live writers are staging (each writer's own directory).
-	var staged []string
-	filepath.WalkDir(filepath.Join(s.Dir, "staging"), func(p string, d fs.DirEntry, err error) error {
-		if err == nil && !d.IsDir() && d.Name() != ownerLock {
-			rel, _ := filepath.Rel(filepath.Join(s.Dir, "staging"), p)
-			staged = append(staged, filepath.ToSlash(rel))
-		}
-		return nil
-	})
-	if len(staged) > 0 {
+	if staged := s.staging.Files(); len(staged) > 0 {
 		note("staging holds %d file(s) being written: %s", len(staged), strings.Join(staged, " "))
 	}
 	refused, err := s.DB.Refused(ctx)
