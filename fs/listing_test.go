@@ -15,6 +15,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"pkgdirfs/catalog"
+	"pkgdirfs/internal/pkgtest"
 )
 
 // TestListingMadeBeforeChange: a READDIR whose listing was made before
@@ -156,18 +157,8 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 	}
 }
 
-// pollFor calls ok until it returns true or d has passed, and reports
-// whether it did; ok is called at least once, and once more at the deadline.
-func pollFor(d time.Duration, ok func() bool) bool {
-	deadline := time.Now().Add(d)
-	for !ok() {
-		if time.Now().After(deadline) {
-			return ok()
-		}
-		time.Sleep(10 * time.Millisecond) // the poll's interval
-	}
-	return true
-}
+// pollFor is pkgtest.PollFor.
+var pollFor = pkgtest.PollFor
 
 // TestListingsKept: a listing is found again by id and path until it is read
 // to its end; at most maxListings are kept, none longer than listingTTL.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"pkgdirfs/internal/pkgtest"
 	"strings"
 	"testing"
 	"time"
@@ -43,18 +44,8 @@ func setupMounted(t *testing.T, fixture string, mountOpts ...string) (src, state
 // after the call that caused it returned (a RELEASE, an invalidation).
 const pollTimeout = 5 * time.Second
 
-// pollFor calls ok until it returns true or d has passed, and reports whether
-// it did; ok is called at least once, and once more at the deadline.
-func pollFor(d time.Duration, ok func() bool) bool {
-	deadline := time.Now().Add(d)
-	for !ok() {
-		if time.Now().After(deadline) {
-			return ok()
-		}
-		time.Sleep(10 * time.Millisecond) // the poll's interval
-	}
-	return true
-}
+// pollFor is pkgtest.PollFor.
+var pollFor = pkgtest.PollFor
 
 // heldOpen lists the files of state the daemon of mi holds open for a
 // client's handle: blobs (readers), staging files (writers) and scratch

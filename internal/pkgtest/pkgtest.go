@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 
 	"pkgdirfs/xpak"
 )
@@ -55,4 +56,19 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// PollFor calls ok until it returns true or d has passed, and reports
+// whether it did; ok is called at least once, and once more at the
+// deadline. Tests wait this way for what the kernel or a daemon does after
+// the call that caused it returned, never by sleeping a guessed time.
+func PollFor(d time.Duration, ok func() bool) bool {
+	deadline := time.Now().Add(d)
+	for !ok() {
+		if time.Now().After(deadline) {
+			return ok()
+		}
+		time.Sleep(10 * time.Millisecond) // the poll's interval
+	}
+	return true
 }
