@@ -948,6 +948,9 @@ func (f *FS) notifyNow(rel string) {
 	}
 	if parent != nil {
 		parent.NotifyEntry(name)
+		// The kernel's copy of the directory's listing too: a listing
+		// read right after close() returned must show the change.
+		parent.NotifyContent(0, 0)
 	}
 }
 
