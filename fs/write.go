@@ -321,7 +321,7 @@ func (n *pendingNode) newHandle(ctx context.Context, fd int, dirty bool, io *ioC
 	n.handles++
 	n.mu.Unlock()
 	return &stagingHandle{lf: gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile), fd: fd, node: n, dirty: dirty, hash: n.hash, io: io,
-		opener: callerProcess(ctx), client: clientOf(ctx)}
+		opener: callerProcess(ctx)}
 }
 
 // callerProcess is the process (thread group) making a request; 0 if unknown.
@@ -436,10 +436,9 @@ type stagingHandle struct {
 	node *pendingNode
 
 	mu        sync.Mutex
-	opener    int    // the process that opened it; 0 if unknown
-	client    string // its client (clientOf), for a replacement's removal
-	dirty     bool   // written (or truncated) since the last commit attempt
-	touched   bool   // ever dirty: only then are uncommitted bytes the client's
+	opener    int  // the process that opened it; 0 if unknown
+	dirty     bool // written (or truncated) since the last commit attempt
+	touched   bool // ever dirty: only then are uncommitted bytes the client's
 	committed bool
 	hash      *ingest.SeqHash
 	io        *ioCount // the open count of the kernel inode it is open on
@@ -560,7 +559,8 @@ func (h *stagingHandle) Flush(ctx context.Context) syscall.Errno {
 	h.dirty, h.touched = false, true
 	f := h.node.fs
 	before := f.model.Seq()
-	errno := f.commitPending(h.node, h.fd, h.hash, h.client)
+	// The closer is the opener (checked above): the client that wrote.
+	errno := f.commitPending(h.node, h.fd, h.hash, clientOf(ctx))
 	h.node.finish()
 	if errno == 0 || errno == syscall.EINVAL {
 		h.committed = true
