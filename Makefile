@@ -80,12 +80,13 @@ fuse-check:
 # Import PKGDIR into the catalog, then mount the catalog over it. Files that
 # are not valid packages are listed by import (exit status 1), kept in the
 # mount's quarantine .pkgdirfs/refused/ (--keep-invalid) and do not stop the
-# mount; a worse failure (2: usage, others) does.
+# mount; a worse failure (2: usage, others) does. The mount may hide what
+# the import refused (--hide-existing): every valid package is in the catalog.
 mount: build fuse-check
 	@$(BIN) import --link --keep-invalid --state $(STATE) $(PKGDIR); rc=$$?; \
 	  if [ $$rc = 1 ]; then echo "(the files listed as invalid above are not packages in the catalog; the mount keeps them under .pkgdirfs/refused/, and verify lists them)"; \
 	  elif [ $$rc != 0 ]; then exit $$rc; fi
-	$(BIN) mount --state $(STATE) --allow-other $(PKGDIR)
+	$(BIN) mount --state $(STATE) --allow-other --hide-existing $(PKGDIR)
 	@echo "mounted $(PKGDIR) (state $(STATE)); unmount with: umount $(PKGDIR)"
 
 install: $(INSTALL_DEPS)

@@ -252,3 +252,58 @@ func TestStateRebuild(t *testing.T) {
 		t.Errorf("mount of the rebuilt state: Packages %q..., %v", clip(got, 200), err)
 	}
 }
+
+// TestStateEmptyMountOverPackages: a new, empty state mounted over a
+// directory holding packages nobody imported is refused, naming the way
+// out (it used to mount an empty PKGDIR over them silently); with
+// --hide-existing it mounts; after an import the same mount just works.
+func TestStateEmptyMountOverPackages(t *testing.T) {
+	t.Parallel()
+	needBinary(t)
+	pkgdir := extractFixture(t, "xpak-gzip-flat")
+	state := filepath.Join(t.TempDir(), "state")
+	refusedLog := filepath.Join(t.TempDir(), "refused.log")
+	r := run(t, "", mountTimeout, binPath, "mount", "--init", "--state", state, "--log", refusedLog, pkgdir)
+	if r.Code == 0 {
+		run(t, "", toolTimeout, "umount", pkgdir)
+		t.Fatalf("an empty state mounted over a PKGDIR of packages: want a refusal, got exit 0: %s", r)
+	}
+	out := string(r.Stderr)
+	for _, want := range []string{"holds package files", "catalog of " + state + " is empty", "pkgdirfs import --state " + state, "--hide-existing"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the refusal should say %q: %s", want, r)
+		}
+	}
+	if _, ok := mountedFSType(pkgdir); ok {
+		t.Fatalf("%s is mounted after the refusal", pkgdir)
+	}
+	// mountOver mounts the state over the PKGDIR itself (which stays, so
+	// not through the harness's mount, which removes its mountpoint).
+	mountOver := func(what string, opts ...string) (unmount func()) {
+		t.Helper()
+		mi := &mountInfo{Dir: pkgdir, Log: filepath.Join(t.TempDir(), "daemon.log")}
+		args := append([]string{"mount", "--state", state, "--log", mi.Log}, opts...)
+		if r := run(t, "", mountTimeout, binPath, append(args, pkgdir)...); r.Code != 0 {
+			t.Fatalf("%s: %s", what, r)
+		}
+		return func() {
+			if r := run(t, "", toolTimeout, "umount", pkgdir); r.Code != 0 {
+				t.Errorf("umount %s: %s", pkgdir, r)
+			}
+			checkDaemonLog(t, mi)
+		}
+	}
+	// Said on purpose: it mounts, empty.
+	unmount := mountOver("mount --hide-existing", "--hide-existing")
+	if idx := readPackagesFile(t, pkgdir); strings.Contains(string(idx), "CPV:") {
+		t.Errorf("the --hide-existing mount lists packages:\n%s", idx)
+	}
+	unmount()
+	// Imported first, the packages are the catalog's: mounted without a word.
+	importOK(t, state, importSummary{8, 0, 0}, pkgdir)
+	unmount = mountOver("mount after the import")
+	if n := strings.Count(string(readPackagesFile(t, pkgdir)), "\nCPV:"); n != 8 {
+		t.Errorf("after the import the mount lists %d packages, want 8", n)
+	}
+	unmount()
+}

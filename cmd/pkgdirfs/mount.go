@@ -23,6 +23,7 @@ import (
 
 	"pkgdirfs/catalog"
 	pfs "pkgdirfs/fs"
+	"pkgdirfs/layout"
 	"pkgdirfs/tree"
 )
 
@@ -47,6 +48,7 @@ func cmdMount(args []string) int {
 	initState := fl.Bool("init", false, "create STATE if it does not exist yet: a new, empty PKGDIR (else STATE must hold a catalog, made by pkgdirfs import)")
 	keep := fl.Int("keep", 0, "at every commit, remove all but the N newest builds of the CPV committed (as pkgdirfs prune --keep N; 0: keep all)")
 	perUse := fl.Bool("per-use", false, "with --keep: the N newest of each distinct USE set of the CPV")
+	hideExisting := fl.Bool("hide-existing", false, "mount even when the catalog is empty and MOUNTPOINT holds package files, which the mount then hides (without it such a mount is refused: import them first)")
 	ops, code := parseArgs(fl, args)
 	if code >= 0 {
 		return code
@@ -157,6 +159,11 @@ func cmdMount(args []string) int {
 	if why := lostCatalog(store); why != "" {
 		return failReady("%s", why)
 	}
+	if !*hideExisting {
+		if why := hidesPackages(store, mnt); why != "" {
+			return failReady("%s", why)
+		}
+	}
 	store.StampBuildID = *stamp
 	store.SetKeepPolicy(catalog.PrunePolicy{Keep: *keep, PerUse: *perUse})
 	statsStore = store
@@ -263,6 +270,40 @@ func daemonize(state, logFile string) int {
 
 // notAState says why dir is not a state made by import or mount --init ("" if it is).
 func notAState(dir string) string { return catalog.StatePresent(dir) }
+
+// hidesPackages says why an empty catalog must not be mounted over mnt: mnt
+// holds package files, which the mount would hide (a new state mounted over
+// a PKGDIR nobody imported). One probe of the catalog, and a walk that stops
+// at the first package file, at most three levels deep.
+func hidesPackages(store *catalog.Store, mnt string) string {
+	if empty, err := store.DB.Empty(background()); err != nil || !empty {
+		return ""
+	}
+	found := ""
+	filepath.WalkDir(mnt, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || found != "" {
+			return filepath.SkipDir
+		}
+		rel, _ := filepath.Rel(mnt, p)
+		if d.IsDir() {
+			if rel != "." && (strings.Count(rel, string(filepath.Separator)) >= 2 || strings.HasPrefix(d.Name(), ".")) {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if layout.ParsePath(filepath.ToSlash(rel)).Kind != layout.KindOther {
+			found = rel
+			return filepath.SkipAll
+		}
+		return nil
+	})
+	if found == "" {
+		return ""
+	}
+	return fmt.Sprintf("%s holds package files (%s, ...) but the catalog of %s is empty: the mount would hide them. "+
+		"Import them first (`pkgdirfs import --state %s %s`, or `make mount PKGDIR=%s`), or pass --hide-existing to mount an empty PKGDIR over them",
+		mnt, found, store.Dir, store.Dir, mnt, mnt)
+}
 
 // lostCatalog says why a catalog listing nothing must not be mounted: its
 // state's blobs hold packages, so the catalog was lost or replaced.
