@@ -77,17 +77,25 @@ fuse-check:
 	fi
 	@test -c /dev/fuse || { echo "no /dev/fuse: load the fuse module (modprobe fuse)"; exit 1; }
 
-# Import PKGDIR into the catalog, then mount the catalog over it. Files that
+# Import PKGDIR into the catalog, then mount the catalog over it; first, a
+# state already mounted is left alone (over PKGDIR: done; elsewhere: refused
+# before anything is imported). Files that
 # are not valid packages are listed by import (exit status 1), kept in the
 # mount's quarantine .pkgdirfs/refused/ (--keep-invalid) and do not stop the
 # mount; a worse failure (2: usage, others) does. The mount may hide what
 # the import refused (--hide-existing): every valid package is in the catalog.
 mount: build fuse-check
-	@$(BIN) import --link --keep-invalid --state $(STATE) $(PKGDIR); rc=$$?; \
-	  if [ $$rc = 1 ]; then echo "(the files listed as invalid above are not packages in the catalog; the mount keeps them under .pkgdirfs/refused/, and verify lists them)"; \
-	  elif [ $$rc != 0 ]; then exit $$rc; fi
-	$(BIN) mount --state $(STATE) --allow-other --hide-existing $(PKGDIR)
-	@echo "mounted $(PKGDIR) (state $(STATE)); unmount with: umount $(PKGDIR)"
+	@pk=$$(realpath -m $(PKGDIR)); st=$$($(BIN) status --state $(STATE) 2>/dev/null); \
+	if [ $$? = 0 ]; then \
+	  if printf '%s\n' "$$st" | grep -qxF "mounted at:   $$pk"; then \
+	    echo "$(PKGDIR) is mounted from $(STATE) already; nothing to do"; exit 0; fi; \
+	  echo "state $(STATE) is in use: mounted at $$(printf '%s\n' "$$st" | sed -n 's/^mounted at: *//p' | head -n 1); nothing imported (umount it first, or choose another STATE=)"; exit 1; \
+	fi; \
+	$(BIN) import --link --keep-invalid --state $(STATE) $(PKGDIR); rc=$$?; \
+	if [ $$rc = 1 ]; then echo "(the files listed as invalid above are not packages in the catalog; the mount keeps them under .pkgdirfs/refused/, and verify lists them)"; \
+	elif [ $$rc != 0 ]; then exit $$rc; fi; \
+	$(BIN) mount --state $(STATE) --allow-other --hide-existing $(PKGDIR) && \
+	echo "mounted $(PKGDIR) (state $(STATE)); unmount with: umount $(PKGDIR)"
 
 install: $(INSTALL_DEPS)
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(SYSTEMDUNITDIR) \

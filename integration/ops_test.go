@@ -995,3 +995,36 @@ func TestOpsNonRootMount(t *testing.T) {
 		}
 	}
 }
+
+// TestOpsMakeMountStateInUse: `make mount` with a state already mounted
+// elsewhere imports nothing and says why (it used to import the other
+// PKGDIR into the live binhost, then fail); again on the PKGDIR it is
+// mounted over, it says so and succeeds.
+func TestOpsMakeMountStateInUse(t *testing.T) {
+	needBinary(t)
+	bin := filepath.Join(t.TempDir(), "pkgdirfs")
+	state := t.TempDir()
+	mi := mountFSInfo(t, state) // an empty binhost, mounted
+	other := extractFixture(t, "xpak-gzip-flat")
+	makeMount := func(pkgdir string) (string, error) {
+		cmd := exec.Command("make", "--no-print-directory", "mount", "PKGDIR="+pkgdir, "STATE="+state, "BIN="+bin)
+		cmd.Dir = repoRoot
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	out, err := makeMount(other)
+	if err == nil || !strings.Contains(out, "is in use: mounted at "+mi.Dir) || !strings.Contains(out, "nothing imported") {
+		t.Errorf("make mount of another PKGDIR onto a mounted state: %v, want a refusal naming %s:\n%s", err, mi.Dir, out)
+	}
+	if _, ok := mountedFSType(other); ok {
+		run(t, "", toolTimeout, "umount", other)
+		t.Errorf("%s was mounted", other)
+	}
+	if n := strings.Count(string(readPackagesFile(t, mi.Dir)), "\nCPV:"); n != 0 {
+		t.Errorf("the live binhost lists %d packages after the refused make mount, want 0 (nothing imported)", n)
+	}
+	out, err = makeMount(mi.Dir)
+	if err != nil || !strings.Contains(out, "already; nothing to do") {
+		t.Errorf("make mount of the PKGDIR the state is mounted over: %v, want success saying it is mounted:\n%s", err, out)
+	}
+}
