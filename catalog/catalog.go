@@ -544,7 +544,3 @@ func classify(err error) error {
 	}
 	return fmt.Errorf("%w: %w", class, err)
 }
-
-// IsDiskFull tells a write that failed for lack of space in the catalog,
-// which a writer must hear as ENOSPC.
-func IsDiskFull(err error) bool { return errors.Is(classify(err), ErrFull) }

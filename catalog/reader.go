@@ -28,6 +28,8 @@ type Reader interface {
 	// GroupWithMeta is every instance of cpv with its index values.
 	GroupWithMeta(cpv string) ([]Instance, error)
 	Tombstones() ([]Tombstone, error)
+	// AnyTombstones tells whether any removed build is in its grace.
+	AnyTombstones() (bool, error)
 	TombstonesOf(cpv string) ([]Tombstone, error)
 }
 

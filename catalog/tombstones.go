@@ -56,6 +56,15 @@ func (r reader) Tombstones() ([]Tombstone, error) {
 	return scanTombstones(r.q.QueryContext(r.ctx, `SELECT `+tombCols+` FROM tombstones ORDER BY cpv, build_id`))
 }
 
+// AnyTombstones tells whether any removed build is in its grace (one probe).
+func (r reader) AnyTombstones() (bool, error) {
+	var any bool
+	if err := r.q.QueryRowContext(r.ctx, `SELECT EXISTS (SELECT 1 FROM tombstones)`).Scan(&any); err != nil {
+		return false, fmt.Errorf("catalog: tombstones: %w", err)
+	}
+	return any, nil
+}
+
 // TombstonesOf lists the tombstones of one CPV.
 func (r reader) TombstonesOf(cpv string) ([]Tombstone, error) {
 	return scanTombstones(r.q.QueryContext(r.ctx, `SELECT `+tombCols+` FROM tombstones WHERE cpv = ? ORDER BY build_id`, cpv))

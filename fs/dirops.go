@@ -491,7 +491,7 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 	// are refused: rename fails and the bytes stay at the new name as a
 	// plain file (a tool that cleans up its temp file must not lose them).
 	file := ingest.File{Name: dst, Path: srcPath, Size: st.Size, MtimeNs: st.Mtim.Nano(), Mode: st.Mode & 0o7777,
-		Client: clientOf(ctx), Renamed: true}
+		Client: func() string { return clientOf(ctx) }, Renamed: true}
 	// Onto a multi-instance name the bytes replace that instance (same
 	// build id); onto a flat or All/ name they add one, as a write does.
 	if e, ok := f.catalogEntry(dst); p.Kind == layout.KindMulti && ok && e.File != nil && e.File.Blob() != "" {

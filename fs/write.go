@@ -560,7 +560,7 @@ func (h *stagingHandle) Flush(ctx context.Context) syscall.Errno {
 	f := h.node.fs
 	before := f.model.Seq()
 	// The closer is the opener (checked above): the client that wrote.
-	errno := f.commitPending(h.node, h.fd, h.hash, clientOf(ctx))
+	errno := f.commitPending(h.node, h.fd, h.hash, func() string { return clientOf(ctx) })
 	h.node.finish()
 	if errno == 0 || errno == syscall.EINVAL {
 		h.committed = true
@@ -613,7 +613,7 @@ func (h *stagingHandle) Release(ctx context.Context) syscall.Errno {
 // commitPending commits the staging file of n (ingest.Committer.Commit):
 // an empty file at a multi-instance name is Portage's placeholder, a
 // reservation.
-func (f *FS) commitPending(n *pendingNode, fd int, sh *ingest.SeqHash, client string) syscall.Errno {
+func (f *FS) commitPending(n *pendingNode, fd int, sh *ingest.SeqHash, client func() string) syscall.Errno {
 	ctx := context.Background()
 	var st syscall.Stat_t
 	if err := syscall.Fstat(fd, &st); err != nil {

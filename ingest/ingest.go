@@ -51,7 +51,9 @@ type File struct {
 	MtimeNs  int64
 	Replaces int64    // the instance whose name was opened for an in-place rewrite; 0 for none
 	Hash     *SeqHash // digests taken while written; nil: read again
-	Client   string   // who wrote them (ClientOf)
+	// Client tells who wrote them (ClientOf); asked only when a build
+	// was removed at the name (reading /proc costs a few system calls).
+	Client func() string
 	// Renamed: the bytes were renamed onto the name. An empty file is
 	// then no reservation, and refused bytes are kept by a copy (the
 	// kernel still holds the source name, which must not alias them).
@@ -204,8 +206,8 @@ func (c *Committer) RestoreByLink(ctx context.Context, rel, target string) *cata
 // name before they create their own file there, and a copy adds builds, it
 // drops none. A removal by another client (another command), or a file
 // refused at the name, brings nothing back.
-func (c *Committer) RestoreReplaced(ctx context.Context, name, client string, committed *catalog.Instance) *catalog.Instance {
-	if client == "" {
+func (c *Committer) RestoreReplaced(ctx context.Context, name string, client func() string, committed *catalog.Instance) *catalog.Instance {
+	if client == nil {
 		return nil
 	}
 	t, err := c.Store.DB.TombstoneRemovedAs(ctx, name)
@@ -215,7 +217,7 @@ func (c *Committer) RestoreReplaced(ctx context.Context, name, client string, co
 		}
 		return nil
 	}
-	if !SameClient(client, t.RemovedBy) || t.CPV == committed.CPV && t.SHA256 == committed.SHA256 {
+	if !SameClient(client(), t.RemovedBy) || t.CPV == committed.CPV && t.SHA256 == committed.SHA256 {
 		return nil // another command's removal; or the commit was the build itself
 	}
 	inst := c.Revive(ctx, t)

@@ -54,7 +54,7 @@ func (r *rig) stage(name string, b []byte, client string) File {
 		h.Write(chunk, int64(off))
 	}
 	f.Close()
-	return File{Name: name, Path: f.Name(), Size: int64(len(b)), Mode: 0o644, MtimeNs: 1e18, Hash: h, Client: client}
+	return File{Name: name, Path: f.Name(), Size: int64(len(b)), Mode: 0o644, MtimeNs: 1e18, Hash: h, Client: func() string { return client }}
 }
 
 func (r *rig) indexPaths() []string {

@@ -256,6 +256,13 @@ func (m *Model) catchup(ctx context.Context, db catalog.Source, since int64) (ch
 		header := false
 		loaded := make(map[string][]catalog.Instance, len(names))
 		tombs := make(map[string][]catalog.Tombstone, len(names))
+		// One look spares a query per changed CPV when no build is in its
+		// grace (the usual case; an import into a mounted state changes
+		// thousands of CPVs).
+		anyTombs, err := v.AnyTombstones()
+		if err != nil {
+			return err
+		}
 		for _, n := range names {
 			if n == catalog.HeaderChange {
 				header = true
@@ -263,6 +270,9 @@ func (m *Model) catchup(ctx context.Context, db catalog.Source, since int64) (ch
 			}
 			if loaded[n], err = v.GroupWithMeta(n); err != nil {
 				return err
+			}
+			if !anyTombs {
+				continue
 			}
 			if tombs[n], err = v.TombstonesOf(n); err != nil {
 				return err

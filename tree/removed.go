@@ -78,11 +78,10 @@ func (m *Model) journalRemoved(p string) {
 	}
 }
 
+// parentOf is the directory of p ("" at the top).
 func parentOf(p string) string {
-	if i := strings.LastIndexByte(p, '/'); i >= 0 {
-		return p[:i]
-	}
-	return ""
+	dir, _ := SplitPath(p)
+	return dir
 }
 
 // LookupRemoved resolves rest, a path below RemovedDir ("" for RemovedDir
