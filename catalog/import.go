@@ -2,7 +2,6 @@ package catalog
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -163,12 +162,8 @@ func (tx *Tx) headerCHOST(chost string) error {
 	if chost == "" {
 		return nil
 	}
-	var has bool
-	if err := tx.reader.q.QueryRowContext(tx.ctx, `SELECT EXISTS (SELECT 1 FROM header WHERE key = 'CHOST' AND value <> '')`).Scan(&has); err != nil || has {
-		return err
-	}
 	h, err := tx.Header()
-	if err != nil {
+	if err != nil || h["CHOST"] != "" {
 		return err
 	}
 	h["CHOST"] = chost
@@ -183,32 +178,13 @@ func (s *Store) FillHeaderCHOST(ctx context.Context) error {
 	if err != nil || h["CHOST"] != "" {
 		return err
 	}
-	// One value read out of each encoded metadata: loading every instance
-	// with all of it would cost a large import a noticeable part of its time.
-	rows, err := s.DB.ro.QueryContext(ctx, `SELECT x.meta FROM instance_index x
-		JOIN instances i ON i.id = x.instance_id WHERE i.state = 'package'`)
+	// One value read out of each package's metadata: loading every
+	// instance with all of it would cost a large import a noticeable part
+	// of its time.
+	count, err := read(ctx, s.DB, func(v *View) (map[string]int, error) { return v.CountMetaValues("CHOST") })
 	if err != nil {
 		return fmt.Errorf("catalog: CHOST of the packages: %w", err)
 	}
-	defer rows.Close()
-	count := map[string]int{}
-	var b sql.RawBytes
-	for rows.Next() {
-		if err := rows.Scan(&b); err != nil {
-			return fmt.Errorf("catalog: CHOST of the packages: %w", err)
-		}
-		c, _, err := metaValue(b, "CHOST")
-		if err != nil {
-			return fmt.Errorf("catalog: CHOST of the packages: %w", err)
-		}
-		if c != "" {
-			count[c]++
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("catalog: CHOST of the packages: %w", err)
-	}
-	rows.Close()
 	if len(count) == 0 {
 		return nil
 	}

@@ -124,14 +124,8 @@ func (s *Store) Import(ctx context.Context, files []ImportFile, opt ImportOption
 	defer blobs.Close()
 	im := &importer{s: s, opt: opt, stateDev: st.Dev, devs: map[uint64]*devCaps{}, noticed: map[uint64]bool{}}
 	// Each package's identity queries land anywhere in the catalog's
-	// indexes: a page cache larger than SQLite's 2 MiB default, for the
-	// write connection while the import runs, saves rereading pages.
-	var cache int64
-	if s.DB.rw.QueryRowContext(ctx, "PRAGMA cache_size").Scan(&cache) == nil {
-		if _, err := s.DB.rw.ExecContext(ctx, "PRAGMA cache_size = -65536"); err == nil {
-			defer s.DB.rw.ExecContext(context.Background(), "PRAGMA cache_size = "+strconv.FormatInt(cache, 10))
-		}
-	}
+	// indexes: the backend may tune itself for the load while it runs.
+	defer s.DB.b.Bulk(ctx)()
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -337,10 +331,10 @@ func (c *importCommitter) commit(ctx context.Context, batch []*importItem) error
 		packages = packages || it.inst != nil
 	}
 	if packages {
-		// Not cancellable: a cancellable context makes the SQLite driver
-		// run every statement on a goroutine of its own (to interrupt it),
-		// several times the cost of the statement; a batch is short, and
-		// the import stops between batches.
+		// Not cancellable: a backend may pay for interruptibility per
+		// statement (the embedded one runs each on a goroutine of its own,
+		// several times its cost); a batch is short, and the import stops
+		// between batches.
 		txCtx := context.WithoutCancel(ctx)
 		if err := c.im.s.DB.Tx(txCtx, func(tx *Tx) error { return c.commitBatch(tx, batch) }); err != nil {
 			return fmt.Errorf("committing %d packages (%s … %s): %w", len(batch), batch[0].file.Path, batch[len(batch)-1].file.Path, err)
@@ -371,7 +365,7 @@ func (c *importCommitter) commit(ctx context.Context, batch []*importItem) error
 }
 
 // commitBatch is Ingest's transaction for each package of the batch, in
-// order, with one commitChange. It may run again on SQLITE_BUSY: it starts
+// order, with one commitChange. It may run again on ErrBusy: it starts
 // from identify's result each time.
 func (c *importCommitter) commitBatch(tx *Tx, batch []*importItem) error {
 	// Bytes a worker placed in blobs/ in this batch are durable (the
@@ -389,13 +383,13 @@ func (c *importCommitter) commitBatch(tx *Tx, batch []*importItem) error {
 			continue
 		}
 		inst := *it.inst
-		if err := tx.reader.q.QueryRowContext(tx.ctx, qDigestPresent, inst.CPV, inst.SHA256).Scan(&it.existed); err != nil {
-			return fmt.Errorf("catalog: %s sha256 %s: %w", inst.CPV, inst.SHA256, err)
+		var err error
+		if it.existed, err = tx.HasDigest(inst.CPV, inst.SHA256); err != nil {
+			return err
 		}
 		if it.existed {
 			continue
 		}
-		var err error
 		if inst.BuildID, err = tx.buildIDFor(&inst, inst.SHA256); err != nil {
 			return err
 		}
@@ -427,12 +421,6 @@ func (c *importCommitter) commitBatch(tx *Tx, batch []*importItem) error {
 	}
 	return commitChange(tx)
 }
-
-// qDigestPresent answers Ingest's identity question (FindByDigest: is there
-// a package instance of this CPV with these bytes?) without fetching the
-// instance: that query's ORDER BY makes it several times slower, for each
-// package of an import.
-const qDigestPresent = `SELECT EXISTS (SELECT 1 FROM instances WHERE cpv = ? AND sha256 = ? AND state = 'package')`
 
 // importWorker is one worker's reusable buffer and hashes.
 type importWorker struct {

@@ -787,10 +787,8 @@ func TestImportStopsAtFailedTransaction(t *testing.T) {
 	}
 	defer s.Close()
 	ctx := context.Background()
-	if _, err := s.DB.rw.ExecContext(ctx, `CREATE TRIGGER refuse_one BEFORE INSERT ON instances
-		WHEN NEW.cpv = 'app-misc/p21-1.0' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END`); err != nil {
-		t.Fatal(err)
-	}
+	rawExec(t, s.DB, `CREATE TRIGGER refuse_one BEFORE INSERT ON instances
+		WHEN NEW.cpv = 'app-misc/p21-1.0' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END`)
 	var res ImportResult
 	err = s.Import(ctx, files, ImportOptions{BatchSize: 4, Workers: 3, BatchDelay: time.Hour}, &res)
 	if err == nil || !strings.Contains(err.Error(), "refused by the test") || strings.Contains(err.Error(), "context canceled") {
@@ -839,9 +837,7 @@ func TestVerifyLostCatalog(t *testing.T) {
 	if err := s.Import(ctx, files, ImportOptions{}, &res); err != nil || res.Imported == 0 {
 		t.Fatalf("import: %v %+v", err, res)
 	}
-	if _, err := s.DB.rw.ExecContext(ctx, `DELETE FROM instances WHERE blob = (SELECT blob FROM instances WHERE state = 'package' LIMIT 1)`); err != nil {
-		t.Fatal(err)
-	}
+	rawExec(t, s.DB, `DELETE FROM instances WHERE blob = (SELECT blob FROM instances WHERE state = 'package' LIMIT 1)`)
 	vr, err := s.Verify(ctx, false, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -849,9 +845,7 @@ func TestVerifyLostCatalog(t *testing.T) {
 	if vr.Faults != 0 || !slices.ContainsFunc(vr.Findings, func(f Finding) bool { return strings.Contains(f.Text, "orphan blob") }) {
 		t.Errorf("one row gone: %d faults, findings %v; want orphan notes only", vr.Faults, vr.Findings)
 	}
-	if _, err := s.DB.rw.ExecContext(ctx, `DELETE FROM instances`); err != nil {
-		t.Fatal(err)
-	}
+	rawExec(t, s.DB, `DELETE FROM instances`)
 	vr, err = s.Verify(ctx, false, nil)
 	if err != nil {
 		t.Fatal(err)

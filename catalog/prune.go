@@ -2,7 +2,6 @@ package catalog
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"maps"
@@ -173,7 +172,7 @@ func (tx *Tx) applyKeepPolicy() error {
 		}
 		var metaErr error
 		useOf := func(in *Instance) string {
-			v, err := tx.metaValueOf(in.ID, "USE")
+			v, err := tx.MetaValue(in.ID, "USE")
 			if err != nil && metaErr == nil {
 				metaErr = err
 			}
@@ -195,21 +194,4 @@ func (tx *Tx) applyKeepPolicy() error {
 		tx.afterCommit = append(tx.afterCommit, func() { h.removed(removed) })
 	}
 	return nil
-}
-
-// metaValueOf is one metadata value of an instance, without decoding the rest.
-func (r reader) metaValueOf(id int64, key string) (string, error) {
-	var b []byte
-	err := r.q.QueryRowContext(r.ctx, qMeta, id).Scan(&b)
-	if err != nil {
-		if errors.Is(err, sql.ErrNoRows) {
-			return "", nil
-		}
-		return "", fmt.Errorf("catalog: meta of %d: %w", id, err)
-	}
-	v, _, err := metaValue(b, key)
-	if err != nil {
-		return "", fmt.Errorf("catalog: meta of %d: %w", id, err)
-	}
-	return v, nil
 }

@@ -1,10 +1,13 @@
 package catalog
 
-import "context"
+import (
+	"context"
+	"fmt"
+	"slices"
+)
 
 // Reader is one consistent snapshot of the catalog: every read a mount's
-// tree and index need. A backend implements it (SQLite: one WAL read
-// transaction), so the tree never knows which.
+// tree and index need, so the tree never knows which backend serves them.
 type Reader interface {
 	Generation() (int64, error)
 	LastTimestamp() (int64, error)
@@ -38,9 +41,110 @@ type Source interface {
 	Read(ctx context.Context, fn func(r Reader) error) error
 }
 
-var _ Source = (*DB)(nil)
+var (
+	_ Source = (*DB)(nil)
+	_ Reader = (*View)(nil)
+	_ Reader = (*Tx)(nil)
+)
 
 // Read runs fn on one consistent snapshot (View).
 func (db *DB) Read(ctx context.Context, fn func(r Reader) error) error {
 	return db.View(ctx, func(v *View) error { return fn(v) })
 }
+
+// The reads made of a backend's: the same for a View and a Tx.
+
+func settingOf(s Snapshot, key string) (int64, error) {
+	v, ok, err := s.Setting(key)
+	if err == nil && !ok {
+		err = fmt.Errorf("catalog: setting %s missing", key)
+	}
+	return v, err
+}
+
+func changes(s Snapshot, since int64) ([]string, error) {
+	floor, err := settingOf(s, "changes_floor")
+	if err != nil {
+		return nil, err
+	}
+	if since < floor {
+		return nil, ErrChangesPruned
+	}
+	return s.Changes(since)
+}
+
+func groupWithMeta(s Snapshot, cpv string) ([]Instance, error) {
+	insts, err := s.InstancesByCPV(cpv)
+	if err != nil {
+		return nil, err
+	}
+	for i := range insts {
+		if insts[i].Placeholder {
+			continue
+		}
+		if insts[i].Meta, err = s.InstanceMeta(insts[i].ID); err != nil {
+			return nil, err
+		}
+	}
+	return insts, nil
+}
+
+// forEachInScopes streams the package instances (no placeholders) of
+// every scope, with Meta, each once: a query for a few packages reads
+// those, not the catalog. Without scopes, or with one of the whole
+// catalog, it is ForEachIndexed.
+func forEachInScopes(s Snapshot, scopes []Scope, fn func(inst *Instance) error) error {
+	if len(scopes) == 0 || slices.ContainsFunc(scopes, func(s Scope) bool { return s.Category == "" }) {
+		return s.ForEachIndexed(fn)
+	}
+	// A package inside a whole category of the same query is read once.
+	cats := map[string]bool{}
+	for _, sc := range scopes {
+		if sc.PN == "" {
+			cats[sc.Category] = true
+		}
+	}
+	seen := map[Scope]bool{}
+	for _, sc := range scopes {
+		if seen[sc] || (sc.PN != "" && cats[sc.Category]) {
+			continue
+		}
+		seen[sc] = true
+		if err := s.ForEachInScope(sc, fn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Generation returns the generation counter.
+func (v *View) Generation() (int64, error) { return settingOf(v, "generation") }
+
+// LastTimestamp returns the last TIMESTAMP handed out.
+func (v *View) LastTimestamp() (int64, error) { return settingOf(v, "last_timestamp") }
+
+// Changes returns the names (CPVs, or HeaderChange) changed by the
+// generations after since, up to and including the view's generation, each
+// once, in byte order. ErrChangesPruned if those rows are gone.
+func (v *View) Changes(since int64) ([]string, error) { return changes(v.Snapshot, since) }
+
+// GroupWithMeta returns the instances of one cpv (placeholders included)
+// with their Meta, by build_id: what a mount needs to re-render that CPV.
+func (v *View) GroupWithMeta(cpv string) ([]Instance, error) { return groupWithMeta(v.Snapshot, cpv) }
+
+// ForEachInScopes: see forEachInScopes.
+func (v *View) ForEachInScopes(scopes []Scope, fn func(inst *Instance) error) error {
+	return forEachInScopes(v.Snapshot, scopes, fn)
+}
+
+// Generation returns the generation counter as this transaction sees it.
+func (tx *Tx) Generation() (int64, error) { return settingOf(tx, "generation") }
+
+// LastTimestamp returns the last TIMESTAMP handed out.
+func (tx *Tx) LastTimestamp() (int64, error) { return settingOf(tx, "last_timestamp") }
+
+// Changes: see View.Changes.
+func (tx *Tx) Changes(since int64) ([]string, error) { return changes(tx.WriteTx, since) }
+
+// GroupWithMeta: see View.GroupWithMeta.
+func (tx *Tx) GroupWithMeta(cpv string) ([]Instance, error) { return groupWithMeta(tx.WriteTx, cpv) }

@@ -26,7 +26,7 @@ import (
 
 // Store is a state directory: the catalog and the bytes it describes.
 //
-//	catalog.db   the truth
+//	the catalog  the truth (its backend's files, catalog/sqlite)
 //	blobs/       one immutable file per instance, named by its SHA-256
 //	staging/     bytes on their way in; same filesystem as blobs/ so commit is a rename
 //	scratch/     files clients create that are not packages, at their paths
@@ -229,7 +229,7 @@ func (s *Store) Ingest(ctx context.Context, c *Candidate) (inst *Instance, exist
 	// is decided before the transaction: it reads both payloads.
 	var updates int64
 	if c.Replaces > 0 {
-		if prev, err := s.DB.r(ctx).InstanceByID(c.Replaces); err == nil && sameBuild(prev, inst) &&
+		if prev, err := s.DB.InstanceByID(ctx, c.Replaces); err == nil && sameBuild(prev, inst) &&
 			samePayload(s.blobs.Path(prev.Blob), c.File) {
 			updates = prev.ID
 		}
@@ -440,7 +440,7 @@ func (tx *Tx) buildIDFor(inst *Instance, sha256 string) (int64, error) {
 	fromName := inst.BuildID
 	if fromName == 0 {
 		var err error
-		if fromName, err = tx.spentIDOf(inst.CPV, sha256); err != nil {
+		if fromName, err = tx.SpentIDOf(inst.CPV, sha256); err != nil {
 			return 0, err
 		}
 	}
@@ -462,7 +462,7 @@ func chooseBuildID(tx *Tx, cpv, sha256 string, fromName int64, fromMeta string) 
 			return 0, err
 		}
 		if !taken {
-			spent, err := tx.idSpent(cpv, fromName, sha256)
+			spent, err := tx.IDSpent(cpv, fromName, sha256)
 			if err != nil || !spent {
 				return fromName, err
 			}
@@ -495,7 +495,7 @@ func chooseBuildID(tx *Tx, cpv, sha256 string, fromName int64, fromMeta string) 
 		if taken {
 			continue
 		}
-		spent, err := tx.idSpent(cpv, id, sha256)
+		spent, err := tx.IDSpent(cpv, id, sha256)
 		if err != nil {
 			return 0, err
 		}

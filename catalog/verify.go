@@ -33,7 +33,7 @@ type VerifyResult struct {
 	Held                    int // blobs held for removed builds in their grace
 }
 
-// Verify checks the catalog against the blobs: SQLite integrity, every row's
+// Verify checks the catalog against the blobs: the backend's own checks, every row's
 // blob present with its size, and with deep its digests.
 func (s *Store) Verify(ctx context.Context, deep bool, progress func(done, total int)) (*VerifyResult, error) {
 	res := &VerifyResult{}
@@ -177,16 +177,6 @@ func (s *Store) quarantined(area, name string) bool {
 	}
 	m, _ := filepath.Glob(p + ".[0-9]*")
 	return len(m) > 0
-}
-
-// RefusalReason is why the bytes at path were refused, "" if they were not.
-func (db *DB) RefusalReason(ctx context.Context, path string) (string, error) {
-	var reason string
-	err := db.ro.QueryRowContext(ctx, `SELECT reason FROM refused WHERE path = ? ORDER BY time_ns DESC LIMIT 1`, path).Scan(&reason)
-	if err != nil && strings.Contains(err.Error(), "no rows") {
-		return "", nil
-	}
-	return reason, err
 }
 
 // Forget drops the refusal records of a path whose bytes are gone or accepted.

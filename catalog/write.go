@@ -2,25 +2,10 @@ package catalog
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"time"
 )
-
-// SetInstanceAttrs records a chmod or utimensat on an instance (the bytes stay).
-func (tx *Tx) SetInstanceAttrs(id int64, mode uint32, mtimeNs int64) error {
-	var cpv string
-	err := tx.tx.QueryRowContext(tx.ctx, `UPDATE instances SET mode = ?, mtime_ns = ? WHERE id = ? RETURNING cpv`, mode, mtimeNs, id).Scan(&cpv)
-	if errors.Is(err, sql.ErrNoRows) {
-		return fmt.Errorf("instance %d: %w", id, ErrNotFound)
-	}
-	if err != nil {
-		return err
-	}
-	tx.touch(cpv)
-	return nil
-}
 
 // commitChange ends every transaction that changes what the mount shows.
 // TIMESTAMP is not advanced here but when a generation is first rendered
@@ -68,29 +53,25 @@ func (db *DB) stampGeneration(ctx context.Context, gen, now int64, wait time.Dur
 		if cur != gen {
 			return ErrStaleGeneration
 		}
-		var stamped sql.NullInt64
-		err = tx.tx.QueryRowContext(tx.ctx, `SELECT value FROM meta WHERE key = 'timestamp_generation'`).Scan(&stamped)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		stamped, ok, err := tx.Setting("timestamp_generation")
+		if err != nil {
 			return err
 		}
-		if stamped.Valid && stamped.Int64 == gen {
+		if ok && stamped == gen {
 			ts, err = tx.LastTimestamp()
 			return err
 		}
-		var floor sql.NullInt64
-		err = tx.tx.QueryRowContext(tx.ctx, `SELECT value FROM meta WHERE key = 'min_timestamp'`).Scan(&floor)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		floor, ok, err := tx.Setting("min_timestamp")
+		if err != nil {
 			return err
 		}
-		if floor.Valid && floor.Int64 > now {
-			now = floor.Int64
+		if ok && floor > now {
+			now = floor
 		}
 		if ts, err = tx.NextTimestamp(now); err != nil {
 			return err
 		}
-		_, err = tx.tx.ExecContext(tx.ctx, `INSERT INTO meta (key, value) VALUES ('timestamp_generation', ?)
-			ON CONFLICT (key) DO UPDATE SET value = excluded.value`, gen)
-		return err
+		return tx.SetSetting("timestamp_generation", gen)
 	})
 	return ts, err
 }
@@ -115,7 +96,7 @@ func (s *Store) Reserve(ctx context.Context, category, pn, pf, format string, bu
 	err := s.DB.Tx(ctx, func(tx *Tx) error {
 		// An id given to a build before is spent: Portage's allocation
 		// reads EEXIST as "taken" and tries the next id.
-		if spent, err := tx.idSpent(in.CPV, buildID, ""); err != nil {
+		if spent, err := tx.IDSpent(in.CPV, buildID, ""); err != nil {
 			return err
 		} else if spent {
 			return fmt.Errorf("catalog: reserve %s build %d: it named a build before: %w", in.CPV, buildID, ErrBuildIDTaken)
@@ -199,7 +180,7 @@ func (s *Store) Move(ctx context.Context, id, buildID int64, name string) (*Inst
 		} else if taken {
 			return fmt.Errorf("catalog: move %s to build %d: %w", old.CPV, buildID, ErrBuildIDTaken)
 		}
-		if spent, err := tx.idSpent(old.CPV, buildID, old.SHA256); err != nil {
+		if spent, err := tx.IDSpent(old.CPV, buildID, old.SHA256); err != nil {
 			return err
 		} else if spent {
 			return fmt.Errorf("catalog: move %s to build %d: it named other bytes before: %w", old.CPV, buildID, ErrBuildIDTaken)
@@ -234,22 +215,9 @@ func (s *Store) Refuse(ctx context.Context, path, reason string, size int64) err
 // keep their index for ever; a later TIMESTAMP makes them all fetch again.
 func (s *Store) Settle(ctx context.Context, minTS int64) error {
 	return s.DB.Tx(ctx, func(tx *Tx) error {
-		if _, err := tx.tx.ExecContext(tx.ctx, `INSERT INTO meta (key, value) VALUES ('min_timestamp', ?)
-			ON CONFLICT (key) DO UPDATE SET value = excluded.value`, minTS); err != nil {
+		if err := tx.SetSetting("min_timestamp", minTS); err != nil {
 			return err
 		}
 		return commitChange(tx)
 	})
-}
-
-// spentIDOf is the build id the same bytes of cpv had before they were
-// removed (or moved), 0 if none.
-func (tx *Tx) spentIDOf(cpv, sha256 string) (int64, error) {
-	var id int64
-	err := tx.reader.q.QueryRowContext(tx.ctx, `SELECT build_id FROM spent_ids WHERE cpv = ? AND sha256 = ?
-		ORDER BY build_id DESC LIMIT 1`, cpv, sha256).Scan(&id)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, nil
-	}
-	return id, err
 }

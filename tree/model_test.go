@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -251,7 +250,7 @@ type world struct {
 // steps random changes to it, drawn with the seed (s1, s2).
 func newWorld(t *testing.T, s1, s2 uint64, steps int) *world {
 	t.Helper()
-	db, err := catalog.Open(filepath.Join(t.TempDir(), "catalog.db"))
+	db, err := catalog.OpenState(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

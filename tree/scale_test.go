@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"testing"
@@ -31,8 +30,8 @@ func scaleMeta(i int) map[string]string {
 
 // scaleCatalog writes n instances (160 categories, 2 versions x 2 builds
 // per package) straight into a catalog, without blobs.
-func scaleCatalog(tb testing.TB, path string, n int) *catalog.DB {
-	db, err := catalog.Open(path)
+func scaleCatalog(tb testing.TB, dir string, n int) *catalog.DB {
+	db, err := catalog.OpenState(dir)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -79,7 +78,7 @@ func BenchmarkModelScale(b *testing.B) {
 	}
 	dir := b.TempDir()
 	t0 := time.Now()
-	db := scaleCatalog(b, filepath.Join(dir, "catalog.db"), n)
+	db := scaleCatalog(b, dir, n)
 	defer db.Close()
 	b.Logf("catalog of %d instances written in %v", n, time.Since(t0).Round(time.Millisecond))
 	ctx := context.Background()

@@ -1,10 +1,11 @@
-package catalog
+package sqlite
 
 import (
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"pkgdirfs/catalog"
 	"time"
 )
 
@@ -34,12 +35,19 @@ func catalogFiles(dir string) []string {
 	return []string{p, p + walSuffix, p + shmSuffix}
 }
 
-// OpenState opens the catalog of the state directory dir, creating it if
-// missing (dir must exist). Callers that must not create one check
-// StatePresent first.
-func OpenState(dir string) (*DB, error) {
-	return Open(catalogPath(dir))
-}
+func init() { catalog.Register(catalog.DefaultDriver, driver{}) }
+
+// driver is the state directory's side of the backend.
+type driver struct{}
+
+// Open opens the catalog of the state directory dir, creating it if missing.
+func (driver) Open(dir string) (catalog.Backend, error) { return Open(catalogPath(dir)) }
+
+func (driver) Present(dir string) string { return StatePresent(dir) }
+
+func (driver) Unreadable(dir string) bool { return Unreadable(dir) }
+
+func (driver) SetAside(dir, suffix string) ([]string, error) { return SetAside(dir, suffix) }
 
 // StatePresent says why dir does not hold a catalog ("" if it does), in
 // words for a user who named dir: a mistyped --state must be refused, not

@@ -1,10 +1,11 @@
-package catalog
+package sqlite
 
 import (
 	"context"
 	"database/sql"
 	"maps"
 	"math/rand/v2"
+	"pkgdirfs/catalog"
 	"strings"
 	"testing"
 )
@@ -69,7 +70,7 @@ func TestConvertsVersion2Meta(t *testing.T) {
 	}
 	exec(`CREATE TABLE instance_meta (instance_id INTEGER NOT NULL REFERENCES instances (id) ON DELETE CASCADE,
 		key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (instance_id, key)) WITHOUT ROWID`)
-	for _, in := range []*Instance{a, b} {
+	for _, in := range []*catalog.Instance{a, b} {
 		for k, v := range in.Meta {
 			exec(`INSERT INTO instance_meta (instance_id, key, value) VALUES (?, ?, ?)`, in.ID, k, v)
 		}
@@ -81,12 +82,12 @@ func TestConvertsVersion2Meta(t *testing.T) {
 	}
 	raw.Close()
 
-	db, err = Open(path)
+	db, err = openAt(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	for _, in := range []*Instance{a, b, c} {
+	for _, in := range []*catalog.Instance{a, b, c} {
 		got, err := db.InstanceMeta(ctx, in.ID)
 		want := in.Meta
 		if want == nil {

@@ -1,4 +1,4 @@
-package catalog
+package sqlite
 
 import (
 	"context"
@@ -33,7 +33,7 @@ func TestStatePresent(t *testing.T) {
 
 	good := filepath.Join(tmp, "good")
 	os.Mkdir(good, 0o755)
-	db, err := OpenState(good)
+	db, err := openState(good)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func TestUnreadable(t *testing.T) {
 		t.Error("a damaged catalog is readable")
 	}
 	good := mk("good", nil)
-	db, err := OpenState(good)
+	db, err := openState(good)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +122,7 @@ func TestSetAside(t *testing.T) {
 
 	t.Run("a real catalog stays usable", func(t *testing.T) {
 		dir := t.TempDir()
-		db, err := OpenState(dir)
+		db, err := openState(dir)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -136,7 +136,7 @@ func TestSetAside(t *testing.T) {
 			t.Fatalf("moved %q, want the database first", moved)
 		}
 		// A new catalog is made in its place, empty.
-		fresh, err := OpenState(dir)
+		fresh, err := openState(dir)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -145,7 +145,7 @@ func TestSetAside(t *testing.T) {
 		}
 		fresh.Close()
 		// The old one, where it was moved, still lists its package.
-		old, err := Open(moved[0])
+		old, err := openAt(moved[0])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -185,7 +185,7 @@ func TestSetAside(t *testing.T) {
 
 func TestLastWrite(t *testing.T) {
 	dir := t.TempDir()
-	db, err := OpenState(dir)
+	db, err := openState(dir)
 	if err != nil {
 		t.Fatal(err)
 	}

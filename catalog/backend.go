@@ -1,0 +1,187 @@
+package catalog
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+)
+
+// The seam between the catalog's rules and the database that keeps its
+// rows. A backend (catalog/sqlite; a server database later) stores and
+// finds rows and classifies its errors (ErrBusy, ErrFull, ErrCorrupt,
+// ErrConflict, ErrBuildIDTaken); everything that decides — build ids,
+// tombstones, the keep policy, ingest, TIMESTAMP — is in this package, over
+// these interfaces. Nothing outside a backend names its database, its files
+// or its error codes.
+
+// Snapshot is every read of one consistent snapshot of the catalog.
+type Snapshot interface {
+	// Setting is a catalog-wide integer (generation, last_timestamp,
+	// removal grace, ...); ok false if it was never set.
+	Setting(key string) (v int64, ok bool, err error)
+	Header() (map[string]string, error)
+	// InstanceIDHigh is at least the number of instances (a size hint).
+	InstanceIDHigh() (int64, error)
+	// CategoryNear is "cat/" of the instance at about position n in cpv
+	// order ("" if none): a split point for loading in two halves.
+	CategoryNear(n int64) (string, error)
+	// Instances: every instance, placeholders included, without Meta.
+	Instances() ([]Instance, error)
+	// The tree reads stream instances in (cpv, build id) byte order with
+	// what a mount's tree needs (no digests); inst is reused per row.
+	ForEachInstance(fn func(inst *Instance) error) error
+	ForEachInstanceBelow(cpv string, fn func(inst *Instance) error) error
+	ForEachInstanceFrom(cpv string, fn func(inst *Instance) error) error
+	// ForEachIndexed streams the packages (no placeholders) with Meta.
+	ForEachIndexed(fn func(inst *Instance) error) error
+	// ForEachInScope streams the packages of one category (PN "") or
+	// package, with Meta, in (cpv, build id) order.
+	ForEachInScope(s Scope, fn func(inst *Instance) error) error
+	// Changes names the CPVs (or HeaderChange) of the change-log rows of
+	// generations after since, each once, in byte order.
+	Changes(since int64) ([]string, error)
+	InstancesByCPV(cpv string) ([]Instance, error)
+	// InstanceByID is one instance with its Meta, or ErrNotFound.
+	InstanceByID(id int64) (*Instance, error)
+	// FindByDigest is the package of cpv with these bytes (lowest build id),
+	// or ErrNotFound; HasDigest only tells whether there is one.
+	FindByDigest(cpv, sha256 string) (*Instance, error)
+	HasDigest(cpv, sha256 string) (bool, error)
+	// InstanceMeta is the index values of one instance (empty if none);
+	// MetaValue one of them, without decoding the rest.
+	InstanceMeta(id int64) (map[string]string, error)
+	MetaValue(id int64, key string) (string, error)
+	// CountMetaValues counts the packages by the value of one index key.
+	CountMetaValues(key string) (map[string]int, error)
+	Refused() ([]Refused, error)
+	// RefusalReason is the newest refusal of path, "" if none.
+	RefusalReason(path string) (string, error)
+	Stats() (instances, placeholders int64, bytes int64, err error)
+	Summary(topCategories, topCPVs int) (*Summary, error)
+	// Empty: no instance and no tombstone at all.
+	Empty() (bool, error)
+	Tombstones() ([]Tombstone, error)
+	AnyTombstones() (bool, error)
+	TombstonesOf(cpv string) ([]Tombstone, error)
+	// TombstoneRemovedAs is the newest tombstone removed under name, or
+	// ErrNotFound.
+	TombstoneRemovedAs(name string) (*Tombstone, error)
+	// TombstonesDue tells whether any grace ended by nowNs.
+	TombstonesDue(nowNs int64) (bool, error)
+	// BlobInUse tells whether an instance or a tombstone names blob.
+	BlobInUse(blob string) (bool, error)
+}
+
+// WriteTx is one write transaction of a backend: the reads see its own
+// writes. The writes are plain row operations; the rules are the caller's.
+type WriteTx interface {
+	Snapshot
+	// InsertInstance stores inst (and its Meta) under a new id, never
+	// reused, and returns it; a taken (cpv, build id) is ErrBuildIDTaken,
+	// after which the transaction stays usable.
+	InsertInstance(inst *Instance) (int64, error)
+	// DeleteInstance deletes an instance and its Meta; ErrNotFound if none.
+	DeleteInstance(id int64) (cpv string, err error)
+	SetInstanceAttrs(id int64, mode uint32, mtimeNs int64) (cpv string, err error)
+	BuildIDTaken(cpv string, id int64) (bool, error)
+	// MaxBuildID is the highest build id cpv ever had: over its rows and
+	// its high-water mark (RaiseBuildIDHigh).
+	MaxBuildID(cpv string) (int64, error)
+	RaiseBuildIDHigh(cpv string, id int64) error
+	ReplaceHeader(h map[string]string) error
+	SetSetting(key string, v int64) error
+	// BumpGeneration adds one to the generation and writes the change-log
+	// rows of changed (CPVs, or HeaderChange) under it; keep is how many
+	// generations of rows to keep (older ones may be dropped, raising the
+	// changes_floor setting).
+	BumpGeneration(changed []string, keep int64) (int64, error)
+	AddRefused(path, reason string, size, whenNs int64) error
+	ClearRefused(path string) error
+	// InsertTombstone keeps the first tombstone of an instance.
+	InsertTombstone(t *Tombstone) error
+	// DeleteTombstonesOf ends the tombstones of cpv with these bytes
+	// (sha256 != "") or at this build id; it returns how many.
+	DeleteTombstonesOf(cpv, sha256 string, buildID int64) (int64, error)
+	// ExpiredTombstones are at most max tombstones whose grace ended by
+	// nowNs, earliest first.
+	ExpiredTombstones(nowNs int64, max int) ([]Tombstone, error)
+	DeleteTombstone(instanceID int64) error
+	// SpendID records that build id of cpv named these bytes.
+	SpendID(cpv string, id int64, sha256 string) error
+	// IDSpent: build id of cpv named bytes other than sha256 ("" any).
+	IDSpent(cpv string, id int64, sha256 string) (bool, error)
+	// SpentIDOf is the newest build id these bytes of cpv had, 0 if none.
+	SpentIDOf(cpv, sha256 string) (int64, error)
+}
+
+// Backend is an open catalog store. It is safe for concurrent use.
+type Backend interface {
+	// Read runs fn on one consistent snapshot.
+	Read(ctx context.Context, fn func(Snapshot) error) error
+	// Write runs fn in one write transaction and commits if it returns
+	// nil. wait > 0 bounds how long it waits for another writer's lock
+	// (0: the backend's own wait). It runs fn once: retrying on ErrBusy is
+	// the caller's. Errors are classified (ErrBusy, ErrFull, ...).
+	Write(ctx context.Context, wait time.Duration, fn func(WriteTx) error) error
+	// Bulk tunes the backend for a bulk load until undo is called.
+	Bulk(ctx context.Context) (undo func())
+	// Check runs the backend's own consistency checks: nil, or an error
+	// listing every problem.
+	Check(ctx context.Context) error
+	// LastWrite is when the catalog was last written to (any process).
+	LastWrite() (time.Time, error)
+	// Location names the catalog for messages.
+	Location() string
+	Close() error
+}
+
+// Driver opens the catalog a state directory holds, and handles it as
+// files.
+type Driver interface {
+	// Open opens the catalog of state directory dir, making an empty one
+	// if it has none (dir must exist).
+	Open(dir string) (Backend, error)
+	// Present says why dir holds no usable catalog, "" if it holds one.
+	Present(dir string) string
+	// Unreadable: dir holds a catalog that cannot serve (damaged, empty,
+	// written by a newer pkgdirfs). A missing one is not unreadable.
+	Unreadable(dir string) bool
+	// SetAside renames the catalog of dir so the next Open makes a new
+	// one; it returns the new paths.
+	SetAside(dir, suffix string) ([]string, error)
+}
+
+var (
+	driversMu sync.Mutex
+	drivers   = map[string]Driver{}
+)
+
+// DefaultDriver is the backend a state directory uses.
+const DefaultDriver = "sqlite"
+
+// Register makes a backend available by name; backends call it from init.
+func Register(name string, d Driver) {
+	driversMu.Lock()
+	defer driversMu.Unlock()
+	if _, dup := drivers[name]; dup {
+		panic("catalog: backend registered twice: " + name)
+	}
+	drivers[name] = d
+}
+
+func driver(name string) (Driver, error) {
+	driversMu.Lock()
+	defer driversMu.Unlock()
+	d, ok := drivers[name]
+	if !ok {
+		known := make([]string, 0, len(drivers))
+		for n := range drivers {
+			known = append(known, n)
+		}
+		sort.Strings(known)
+		return nil, fmt.Errorf("catalog: no backend %q in this binary (have %v)", name, known)
+	}
+	return d, nil
+}

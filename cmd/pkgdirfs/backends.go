@@ -1,0 +1,4 @@
+package main
+
+// The catalog backends this binary serves states with.
+import _ "pkgdirfs/catalog/sqlite"

@@ -1,0 +1,4 @@
+package fs
+
+// The catalog backend the tests open states with.
+import _ "pkgdirfs/catalog/sqlite"

@@ -1,0 +1,4 @@
+package integration
+
+// The catalog backend the tests open states with.
+import _ "pkgdirfs/catalog/sqlite"

@@ -1,0 +1,4 @@
+package view
+
+// The catalog backend the tests open states with.
+import _ "pkgdirfs/catalog/sqlite"
