@@ -121,10 +121,9 @@ type Backend interface {
 	// Read runs fn on one consistent snapshot.
 	Read(ctx context.Context, fn func(Snapshot) error) error
 	// Write runs fn in one write transaction and commits if it returns
-	// nil. wait > 0 bounds how long it waits for another writer's lock
-	// (0: the backend's own wait). It runs fn once: retrying on ErrBusy is
-	// the caller's. Errors are classified (ErrBusy, ErrFull, ...).
-	Write(ctx context.Context, wait time.Duration, fn func(WriteTx) error) error
+	// nil. It runs fn once: retrying on ErrBusy is the caller's. Errors
+	// are classified (ErrBusy, ErrFull, ...).
+	Write(ctx context.Context, fn func(WriteTx) error) error
 	// Bulk tunes the backend for a bulk load until undo is called.
 	Bulk(ctx context.Context) (undo func())
 	// Check runs the backend's own consistency checks: nil, or an error

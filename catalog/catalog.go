@@ -146,7 +146,7 @@ type Tx struct {
 func (db *DB) Tx(ctx context.Context, fn func(tx *Tx) error) error {
 	backoff := txFirstBackoff
 	for attempt := 1; ; attempt++ {
-		err := db.tryTx(ctx, 0, fn)
+		err := db.tryTx(ctx, fn)
 		if err == nil || !errors.Is(err, ErrBusy) || attempt == txMaxAttempts {
 			return err
 		}
@@ -163,15 +163,9 @@ func (db *DB) Tx(ctx context.Context, fn func(tx *Tx) error) error {
 	}
 }
 
-// TxWithin is Tx run once, waiting at most wait for another process's
-// write lock: for writes a reader would otherwise wait on.
-func (db *DB) TxWithin(ctx context.Context, wait time.Duration, fn func(tx *Tx) error) error {
-	return db.tryTx(ctx, wait, fn)
-}
-
-func (db *DB) tryTx(ctx context.Context, wait time.Duration, fn func(tx *Tx) error) error {
+func (db *DB) tryTx(ctx context.Context, fn func(tx *Tx) error) error {
 	var tx *Tx
-	err := db.b.Write(ctx, wait, func(w WriteTx) error {
+	err := db.b.Write(ctx, func(w WriteTx) error {
 		tx = &Tx{WriteTx: w, db: db}
 		if err := fn(tx); err != nil {
 			return err
@@ -225,7 +219,7 @@ func (db *DB) Header(ctx context.Context) (map[string]string, error) {
 	return read(ctx, db, func(v *View) (map[string]string, error) { return v.Header() })
 }
 
-// LastTimestamp returns the last TIMESTAMP handed out by NextTimestamp.
+// LastTimestamp returns the newest TIMESTAMP stored.
 func (db *DB) LastTimestamp(ctx context.Context) (int64, error) {
 	return read(ctx, db, func(v *View) (int64, error) { return v.LastTimestamp() })
 }

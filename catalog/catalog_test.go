@@ -383,29 +383,60 @@ func TestNextTimestampAndGeneration(t *testing.T) {
 	db, _ := openTest(t)
 	steps := []struct{ now, want int64 }{{100, 100}, {100, 101}, {50, 102}, {0, 103}, {1000, 1000}, {999, 1001}}
 	for i, s := range steps {
-		err := db.Tx(ctx, func(tx *Tx) error {
-			ts, err := tx.NextTimestamp(s.now)
-			if err != nil {
-				return err
-			}
-			if ts != s.want {
-				t.Errorf("NextTimestamp(%d) = %d, want %d", s.now, ts, s.want)
-			}
-			g, err := tx.BumpGeneration()
-			if g != int64(i+1) {
-				t.Errorf("BumpGeneration = %d, want %d", g, i+1)
-			}
+		var g int64
+		err := db.Tx(ctx, func(tx *Tx) (err error) {
+			g, err = tx.BumpGeneration()
 			return err
 		})
-		if err != nil {
-			t.Fatal(err)
+		if err != nil || g != int64(i+1) {
+			t.Fatalf("BumpGeneration = %d, %v; want %d", g, err, i+1)
+		}
+		ts, err := db.StampGeneration(ctx, g, s.now)
+		if err != nil || ts != s.want {
+			t.Errorf("StampGeneration(%d, %d) = %d, %v; want %d", g, s.now, ts, err, s.want)
+		}
+		// The generation keeps its TIMESTAMP, whatever the clock says.
+		if again, err := db.StampGeneration(ctx, g, s.now+500); err != nil || again != ts {
+			t.Errorf("StampGeneration again = %d, %v; want %d", again, err, ts)
 		}
 	}
-	if ts, err := db.LastTimestamp(ctx); err != nil || ts != 1001 {
-		t.Errorf("LastTimestamp = %d, %v", ts, err)
+	if _, err := db.StampGeneration(ctx, 1, 5000); !errors.Is(err, ErrStaleGeneration) {
+		t.Errorf("stamping a past generation: %v, want ErrStaleGeneration", err)
 	}
-	if g, err := db.Generation(ctx); err != nil || g != int64(len(steps)) {
-		t.Errorf("Generation = %d, %v", g, err)
+	if last, err := db.LastTimestamp(ctx); err != nil || last != 1001 {
+		t.Errorf("LastTimestamp = %d, %v", last, err)
+	}
+}
+
+// TestStampReadThenRecord: the index is served with a TIMESTAMP read
+// without a write (StampOf), recorded after (RecordStamp); the first
+// record of a generation wins.
+func TestStampReadThenRecord(t *testing.T) {
+	ctx := context.Background()
+	db, _ := openTest(t)
+	insert(t, db, pkg("a/b-1", 1))
+	st, err := db.StampOf(ctx, 1)
+	if err != nil || st.Stored != 0 || st.Next(100) != 100 {
+		t.Fatalf("StampOf = %+v, %v", st, err)
+	}
+	if st2, _ := db.StampOf(ctx, 1); st2 != st {
+		t.Errorf("StampOf wrote: %+v then %+v", st, st2)
+	}
+	if ts, err := db.RecordStamp(ctx, 1, 100); err != nil || ts != 100 {
+		t.Errorf("RecordStamp = %d, %v", ts, err)
+	}
+	if ts, err := db.RecordStamp(ctx, 1, 200); err != nil || ts != 100 {
+		t.Errorf("second RecordStamp = %d, %v; want the first, 100", ts, err)
+	}
+	if st, err := db.StampOf(ctx, 1); err != nil || st.Stored != 100 || st.Next(300) != 100 {
+		t.Errorf("StampOf after record = %+v, %v", st, err)
+	}
+	insert(t, db, pkg("a/b-1", 2))
+	if _, err := db.RecordStamp(ctx, 1, 300); !errors.Is(err, ErrStaleGeneration) {
+		t.Errorf("recording a past generation: %v", err)
+	}
+	if st, err := db.StampOf(ctx, 2); err != nil || st.Next(50) != 101 {
+		t.Errorf("next generation's stamp = %+v (%d), %v; want 101", st, st.Next(50), err)
 	}
 }
 
@@ -464,7 +495,7 @@ func TestTxRollback(t *testing.T) {
 		if err := tx.AddRefused("x", "y", 1, 1); err != nil {
 			return err
 		}
-		if _, err := tx.NextTimestamp(12345); err != nil {
+		if err := tx.SetSetting("last_timestamp", 12345); err != nil {
 			return err
 		}
 		if _, err := tx.BumpGeneration(); err != nil {

@@ -135,18 +135,3 @@ func (tx *Tx) SetHeader(h map[string]string) error {
 	tx.touch(HeaderChange)
 	return nil
 }
-
-// NextTimestamp stores and returns max(now, last_timestamp+1), so
-// TIMESTAMP strictly increases even if the clock steps back. now is in
-// whatever unit the caller uses for TIMESTAMP (seconds, as Portage).
-func (tx *Tx) NextTimestamp(now int64) (int64, error) {
-	last, err := tx.LastTimestamp()
-	if err != nil {
-		return 0, err
-	}
-	ts := max(now, last+1)
-	if err := tx.SetSetting("last_timestamp", ts); err != nil {
-		return 0, err
-	}
-	return ts, nil
-}

@@ -25,50 +25,90 @@ func commitChange(tx *Tx) error {
 // ErrStaleGeneration says the catalog moved past the generation being rendered.
 var ErrStaleGeneration = errors.New("catalog generation moved on")
 
-// StampGeneration returns the TIMESTAMP of generation gen, assigning it on
-// first use as max(now, previous TIMESTAMP + 1): it increases with every
-// published change, and every renderer of one generation (the mount,
-// pkgdirfs index) uses the same value.
-func (db *DB) StampGeneration(ctx context.Context, gen, now int64) (int64, error) {
-	return db.stampGeneration(ctx, gen, now, 0)
+// Stamp is what a renderer reads to give a generation its TIMESTAMP.
+type Stamp struct {
+	Gen int64
+	// Stored is the TIMESTAMP stored for Gen, 0 if none is yet.
+	Stored int64
+	// Last is the newest TIMESTAMP stored; Floor the least one the next
+	// may have (Settle), 0 if none.
+	Last, Floor int64
 }
 
-// StampGenerationWithin is StampGeneration waiting at most wait for another
-// process's write lock (serving the index must not wait for long).
-func (db *DB) StampGenerationWithin(ctx context.Context, gen, now int64, wait time.Duration) (int64, error) {
-	return db.stampGeneration(ctx, gen, now, wait)
-}
-
-func (db *DB) stampGeneration(ctx context.Context, gen, now int64, wait time.Duration) (int64, error) {
-	var ts int64
-	run := db.Tx
-	if wait > 0 {
-		run = func(ctx context.Context, fn func(tx *Tx) error) error { return db.TxWithin(ctx, wait, fn) }
+// Next is Gen's TIMESTAMP: the stored one, or max(now, Last+1, Floor) —
+// it increases with every published change, and does not run ahead of
+// the clock by one second per commit (a bulk import of N packages must
+// not push it N seconds ahead, where clients asking with
+// If-Modified-Since = TIMESTAMP + 5 s would stop seeing changes).
+func (s Stamp) Next(now int64) int64 {
+	if s.Stored != 0 {
+		return s.Stored
 	}
-	err := run(ctx, func(tx *Tx) error {
-		cur, err := tx.Generation()
+	return max(now, s.Last+1, s.Floor)
+}
+
+func stampOf(r Snapshot, gen int64) (Stamp, error) {
+	st := Stamp{Gen: gen}
+	cur, err := settingOf(r, "generation")
+	if err != nil {
+		return st, err
+	}
+	if cur != gen {
+		return st, ErrStaleGeneration
+	}
+	if st.Last, err = settingOf(r, "last_timestamp"); err != nil {
+		return st, err
+	}
+	if st.Floor, _, err = r.Setting("min_timestamp"); err != nil {
+		return st, err
+	}
+	stamped, ok, err := r.Setting("timestamp_generation")
+	if ok && stamped == gen {
+		st.Stored = st.Last
+	}
+	return st, err
+}
+
+// StampOf reads, without writing, what generation gen's TIMESTAMP is or
+// would be (Stamp.Next); ErrStaleGeneration if the catalog is past gen.
+// Serving the index reads this and never waits on a catalog write; it
+// records what it served with RecordStamp, after.
+func (db *DB) StampOf(ctx context.Context, gen int64) (Stamp, error) {
+	return read(ctx, db, func(v *View) (Stamp, error) { return stampOf(v, gen) })
+}
+
+// RecordStamp stores ts as generation gen's TIMESTAMP unless the catalog
+// moved past gen or gen has one already; it returns the one stored.
+func (db *DB) RecordStamp(ctx context.Context, gen, ts int64) (int64, error) {
+	err := db.Tx(ctx, func(tx *Tx) error {
+		st, err := stampOf(tx, gen)
+		if err != nil || st.Stored != 0 {
+			ts = st.Stored
+			return err
+		}
+		ts = max(ts, st.Last+1)
+		if err := tx.SetSetting("last_timestamp", ts); err != nil {
+			return err
+		}
+		return tx.SetSetting("timestamp_generation", gen)
+	})
+	return ts, err
+}
+
+// StampGeneration returns the TIMESTAMP of generation gen, storing it on
+// first use (Stamp.Next), in one transaction: every renderer of one
+// generation (the mount, pkgdirfs index) uses the same value.
+func (db *DB) StampGeneration(ctx context.Context, gen, now int64) (int64, error) {
+	var ts int64
+	err := db.Tx(ctx, func(tx *Tx) error {
+		st, err := stampOf(tx, gen)
 		if err != nil {
 			return err
 		}
-		if cur != gen {
-			return ErrStaleGeneration
+		if ts = st.Next(now); st.Stored != 0 {
+			return nil
 		}
-		stamped, ok, err := tx.Setting("timestamp_generation")
-		if err != nil {
-			return err
-		}
-		if ok && stamped == gen {
-			ts, err = tx.LastTimestamp()
-			return err
-		}
-		floor, ok, err := tx.Setting("min_timestamp")
-		if err != nil {
-			return err
-		}
-		if ok && floor > now {
-			now = floor
-		}
-		if ts, err = tx.NextTimestamp(now); err != nil {
+		if err := tx.SetSetting("last_timestamp", ts); err != nil {
 			return err
 		}
 		return tx.SetSetting("timestamp_generation", gen)

@@ -66,9 +66,11 @@ type FS struct {
 	// stamps of the last two rendered generations and when the last was
 	// rendered, for settling after bursts
 	prevTS, lastTS int64
-	unstoredTS     int64 // the newest TIMESTAMP served without being stored (0: none)
-	lastRender     time.Time
-	settledTS      int64
+	// stamps carries TIMESTAMPs served to the recorder (recordStamps).
+	stamps     chan [2]int64
+	stampsDone chan struct{}
+	lastRender time.Time
+	settledTS  int64
 
 	loop   *gofs.LoopbackRoot // serves scratch files from the scratch tree
 	names  *view.Names        // the one resolver of names
@@ -92,7 +94,7 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 		cfg.PollInterval = time.Second
 	}
 	f := &FS{cfg: cfg, log: cfg.Log, stop: make(chan struct{}), done: make(chan struct{}), idxReady: make(chan struct{}),
-		notes: newNoteQueue(), listings: newListings()}
+		notes: newNoteQueue(), listings: newListings(), stamps: make(chan [2]int64, 1), stampsDone: make(chan struct{})}
 	model := tree.NewModel(cfg.Layouts)
 	model.OnConflict(func(msg string) { f.log.Warn("legacy name conflict", "detail", msg) })
 	model.OnIndexError(func(err error) { f.log.Error("keeping the index; it is rendered again when next read", "err", err) })
@@ -187,6 +189,7 @@ func (f *FS) Mount(dir string) error {
 	// at a million instances), and the mount is ready before.
 	go f.model.MakeCategories(f.buildCtx)
 	go f.poll()
+	go f.recordStamps()
 	go f.notifier()
 	return nil
 }
@@ -241,6 +244,7 @@ func (f *FS) Wait() {
 	}
 	f.notes.close()
 	<-f.done
+	<-f.stampsDone
 	<-f.idxReady
 	f.model.Close()
 }
@@ -368,21 +372,25 @@ func (f *FS) index() (*tree.IndexView, error) {
 		if f.idx != nil && f.idx.Generation == gen {
 			return f.idx, nil
 		}
-		// A read waits for a writer holding the catalog a moment at most,
-		// then serves with the TIMESTAMP kept in memory (below).
-		ts, err := f.cfg.Store.DB.StampGenerationWithin(ctx, gen, max(time.Now().Unix(), f.unstoredTS+1), stampWait)
-		if err != nil && !errors.Is(err, catalog.ErrStaleGeneration) {
-			// Serving the index must not depend on the catalog taking a
-			// write (a full disk, a read-only state filesystem, a catalog
-			// locked beyond its busy timeout): the TIMESTAMP is kept in
-			// memory, above every one served, and a later generation's
-			// stored one is above it.
-			ts = max(time.Now().Unix(), f.lastTS+1, f.unstoredTS+1)
-			if last, lerr := f.cfg.Store.DB.LastTimestamp(ctx); lerr == nil {
-				ts = max(ts, last+1)
+		// The TIMESTAMP is read, never written, here: a read of Packages
+		// does not wait on a catalog write, nor fail because one fails (a
+		// full disk, a read-only state filesystem, a writer holding the
+		// lock). What is served is recorded after (recordStamp).
+		var ts int64
+		st, err := f.cfg.Store.DB.StampOf(ctx, gen)
+		switch {
+		case err == nil:
+			ts = st.Next(time.Now().Unix())
+			if st.Stored == 0 {
+				// Above every one this mount served, whether or not it was
+				// recorded.
+				ts = max(ts, f.lastTS+1)
+				f.recordStamp(gen, ts)
 			}
-			f.log.Warn("could not store the index TIMESTAMP; serving the index with it anyway", "timestamp", ts, "err", err)
-			f.unstoredTS, err = ts, nil
+		case !errors.Is(err, catalog.ErrStaleGeneration):
+			ts = max(time.Now().Unix(), f.lastTS+1)
+			f.log.Warn("could not read the index TIMESTAMP; serving the index with one kept in memory", "timestamp", ts, "err", err)
+			err = nil
 		}
 		if err == nil {
 			idx, ferr := f.model.FreezeIndex(gen, ts)
@@ -411,6 +419,60 @@ func (f *FS) index() (*tree.IndexView, error) {
 		// The catalog moved past the tree: catch up, then render that.
 		if err := f.Refresh(ctx); err != nil {
 			return nil, err
+		}
+	}
+}
+
+// recordStamp has the TIMESTAMP ts, served for generation gen, stored in
+// the catalog in the background; a newer one queued replaces it, since
+// only the current generation's can be recorded.
+func (f *FS) recordStamp(gen, ts int64) {
+	for {
+		select {
+		case f.stamps <- [2]int64{gen, ts}:
+			return
+		default:
+		}
+		select {
+		case <-f.stamps: // superseded
+		default:
+		}
+	}
+}
+
+// recordStamps stores the TIMESTAMPs served, one at a time, until the
+// mount stops (the last one served is stored before it exits). One that
+// fails is logged: the mount keeps serving with the one in memory, above
+// every one it served, and the next generation's is recorded above it.
+func (f *FS) recordStamps() {
+	defer close(f.stampsDone)
+	record := func(s [2]int64) {
+		// Bounded: the catalog's writer may hold it for long, and an
+		// unmount waits for this.
+		ctx, cancel := context.WithTimeout(context.Background(), stampRecordWait)
+		defer cancel()
+		stored, err := f.cfg.Store.DB.RecordStamp(ctx, s[0], s[1])
+		switch {
+		case errors.Is(err, catalog.ErrStaleGeneration):
+		case err != nil:
+			f.log.Warn("could not store the index TIMESTAMP served", "generation", s[0], "timestamp", s[1], "err", err)
+		case stored != s[1]:
+			// Another renderer of this state (pkgdirfs index) stored its
+			// own first; ours is served until the next change.
+			f.log.Info("index TIMESTAMP stored by another renderer", "generation", s[0], "served", s[1], "stored", stored)
+		}
+	}
+	for {
+		select {
+		case <-f.stop:
+			select {
+			case s := <-f.stamps:
+				record(s)
+			default:
+			}
+			return
+		case s := <-f.stamps:
+			record(s)
 		}
 	}
 }

@@ -36,8 +36,7 @@ const invalidationWait = 200 * time.Millisecond
 // long the index is re-published with a later TIMESTAMP (catalog.Store.Settle).
 const settleSeconds = 6
 
-// stampWait bounds how long serving the index waits to store its TIMESTAMP:
-// another process may hold the catalog's write lock for seconds, and a read
-// of Packages must not wait on it (it is served with a TIMESTAMP kept in
-// memory instead).
-const stampWait = 300 * time.Millisecond
+// stampRecordWait bounds how long the mount tries to store a TIMESTAMP it
+// served (another process may hold the catalog's write lock): past it the
+// next generation's is stored above it, and an unmount does not hang.
+const stampRecordWait = 30 * time.Second

@@ -585,12 +585,12 @@ func benchScaleCatalogOnly(b *testing.B, nc, nBlobs int, blobs *benchScaleChange
 	benchScaleSay("writing %d instances into a catalog (no blobs)", nc)
 	var rows int
 	d := benchTimed(func() { rows = benchScaleFillCatalog(b, state, nc) })
-	fi, _ := os.Stat(filepath.Join(state, "catalog.db"))
+	fi, _ := os.Stat(catalogFile(state))
 	var dbSize int64
 	if fi != nil {
 		dbSize = fi.Size()
 	}
-	benchPrint(b, "bench scale-catalog-fill-%d: %d instances (%d CPVs) in %s = %.0f instances/s; catalog.db %.0f MiB",
+	benchPrint(b, "bench scale-catalog-fill-%d: %d instances (%d CPVs) in %s = %.0f instances/s; catalog %.0f MiB",
 		rows, rows, rows/2, benchDur(d), float64(rows)/d.Seconds(), float64(dbSize)/(1<<20))
 
 	m := benchScaleMountTimed(b, state, rows)
@@ -639,7 +639,7 @@ func benchScaleFillCatalog(b testing.TB, state string, n int) int {
 	}
 	defer store.Close()
 	ctx := context.Background()
-	// Metadata is made on another goroutine while SQLite inserts.
+	// Metadata is made on another goroutine while the catalog inserts.
 	batches := make(chan []*catalog.Instance, 2)
 	var stop atomic.Bool
 	var genErr error // written before close(batches), read after
@@ -827,11 +827,11 @@ func benchScaleImport(b *testing.B, state, src string, want int, extra ...string
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
 	stop := benchScaleTicker("pkgdirfs "+strings.Join(args[:len(args)-3], " "), func() string {
-		fi, err := os.Stat(filepath.Join(state, "catalog.db"))
+		fi, err := os.Stat(catalogFile(state))
 		if err != nil {
 			return ""
 		}
-		return fmt.Sprintf(", catalog.db %.1f MiB", float64(fi.Size())/(1<<20))
+		return fmt.Sprintf(", catalog %.1f MiB", float64(fi.Size())/(1<<20))
 	})
 	start := time.Now()
 	err := cmd.Run()

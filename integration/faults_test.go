@@ -3,18 +3,16 @@ package integration
 import (
 	"bytes"
 	"crypto/rand"
-	"database/sql"
 	"errors"
 	"os"
 	"path/filepath"
+	"pkgdirfs/catalog/sqlite"
 	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-
-	_ "github.com/mattn/go-sqlite3"
 )
 
 // TestFaultFullDisk: the state on a small tmpfs. A package larger than the
@@ -101,21 +99,9 @@ func TestFaultCatalogLocked(t *testing.T) {
 		t.Fatalf("cp before the lock: %s", r)
 	}
 
-	db, err := sql.Open("sqlite3", "file:"+filepath.Join(state, "catalog.db")+"?_txlock=immediate&_busy_timeout=10000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	tx, err := db.Begin()
+	release, err := sqlite.HoldWriteLock(state)
 	if err != nil {
 		t.Fatalf("take the catalog's write lock: %v", err)
-	}
-	released := false
-	release := func() {
-		if !released {
-			released = true
-			tx.Rollback()
-		}
 	}
 	defer release()
 

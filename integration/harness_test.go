@@ -326,7 +326,7 @@ func mountFSInfo(t *testing.T, state string, opts ...string) *mountInfo {
 	logFile := filepath.Join(t.TempDir(), "daemon.log")
 	mi := &mountInfo{Dir: mnt, Log: logFile}
 	args := append([]string{"mount", "--state", state, "--log", logFile}, opts...)
-	if _, err := os.Stat(filepath.Join(state, "catalog.db")); errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(catalogFile(state)); errors.Is(err, os.ErrNotExist) {
 		args = append(args, "--init") // a new, empty PKGDIR
 	}
 	args = append(args, mnt)

@@ -119,7 +119,7 @@ func TestStateRefusals(t *testing.T) {
 
 	zero := filepath.Join(tmp, "zero")
 	os.Mkdir(zero, 0o755)
-	os.WriteFile(filepath.Join(zero, "catalog.db"), nil, 0o644)
+	os.WriteFile(catalogFile(zero), nil, 0o644)
 	refused("0-byte catalog", zero, "its catalog is empty (0 bytes)")
 
 	// A damaged catalog: cut in half, or its header overwritten. The
@@ -129,7 +129,7 @@ func TestStateRefusals(t *testing.T) {
 		{"overwritten", "file is not a database"},
 	} {
 		_, st, _ := importedFixture(t, "xpak-bzip2-multi")
-		db := filepath.Join(st, "catalog.db")
+		db := catalogFile(st)
 		b, err := os.ReadFile(db)
 		if err != nil {
 			t.Fatal(err)
@@ -143,10 +143,10 @@ func TestStateRefusals(t *testing.T) {
 			t.Fatal(err)
 		}
 		abs, _ := filepath.Abs(st)
-		refused(c.what+" catalog.db", st, c.want)
-		refused(c.what+" catalog.db", st, "pkgdirfs import --rebuild --state "+abs)
+		refused(c.what+" catalog", st, c.want)
+		refused(c.what+" catalog", st, "pkgdirfs import --rebuild --state "+abs)
 		if log := readLog(filepath.Join(tmp, "refused.log")); strings.Contains(log, "panic") {
-			t.Errorf("%s catalog.db: the daemon log has a panic:\n%s", c.what, log)
+			t.Errorf("%s catalog: the daemon log has a panic:\n%s", c.what, log)
 		}
 	}
 
@@ -154,14 +154,14 @@ func TestStateRefusals(t *testing.T) {
 	_, lost, _ := importedFixture(t, "xpak-gzip-flat")
 	blank := filepath.Join(tmp, "blank")
 	importOK(t, blank, importSummary{}, t.TempDir())
-	for _, suffix := range []string{"", "-wal", "-shm"} {
-		os.Remove(filepath.Join(lost, "catalog.db"+suffix))
+	for _, f := range catalogFiles(lost) {
+		os.Remove(f)
 	}
-	b, err := os.ReadFile(filepath.Join(blank, "catalog.db"))
+	b, err := os.ReadFile(catalogFile(blank))
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(lost, "catalog.db"), b, 0o644)
+	os.WriteFile(catalogFile(lost), b, 0o644)
 	refused("empty catalog with blobs", lost, "lists no packages")
 
 	// --init makes a new, empty PKGDIR.
@@ -208,11 +208,11 @@ func TestStateRebuild(t *testing.T) {
 	}
 	want := strings.Join(index(), "\n")
 	for _, lose := range []string{"deleted", "0 bytes"} {
-		for _, ext := range []string{"", "-wal", "-shm"} {
-			os.Remove(filepath.Join(state, "catalog.db"+ext))
+		for _, f := range catalogFiles(state) {
+			os.Remove(f)
 		}
 		if lose == "0 bytes" {
-			os.WriteFile(filepath.Join(state, "catalog.db"), nil, 0o644)
+			os.WriteFile(catalogFile(state), nil, 0o644)
 		}
 		r := runCLI(t, "import", "--rebuild", "--state", state)
 		if r.Code != 0 || !strings.Contains(string(r.Stderr), "imported 42, already present 0, invalid 0") {
@@ -224,15 +224,15 @@ func TestStateRebuild(t *testing.T) {
 	}
 	// A damaged catalog: mount says so in one line, naming the file and the
 	// way out; rebuilt, the index is the same again.
-	os.WriteFile(filepath.Join(state, "catalog.db"), bytes.Repeat([]byte("not a database "), 600), 0o644)
-	for _, ext := range []string{"-wal", "-shm"} {
-		os.Remove(filepath.Join(state, "catalog.db"+ext))
+	for _, f := range catalogFiles(state)[1:] {
+		os.Remove(f)
 	}
+	os.WriteFile(catalogFile(state), bytes.Repeat([]byte("not a database "), 600), 0o644)
 	mnt, _ := os.MkdirTemp("", "pkgdirfs-it-mnt-")
 	defer os.Remove(mnt)
 	r := run(t, "", mountTimeout, binPath, "mount", "--state", state, "--log", filepath.Join(t.TempDir(), "d.log"), mnt)
 	if msg := strings.TrimSpace(string(r.Stderr)); r.Code == 0 || strings.Contains(msg, "\n") ||
-		!strings.Contains(msg, filepath.Join(state, "catalog.db")) || !strings.Contains(msg, "import --rebuild") || strings.Contains(msg, "panic") {
+		!strings.Contains(msg, catalogFile(state)) || !strings.Contains(msg, "import --rebuild") || strings.Contains(msg, "panic") {
 		if r.Code == 0 {
 			run(t, "", mountTimeout, "umount", mnt)
 		}

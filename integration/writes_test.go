@@ -23,9 +23,10 @@ import (
 	"sync/atomic"
 	"syscall"
 
-	"golang.org/x/sys/unix"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // ---------------------------------------------------------------- helpers

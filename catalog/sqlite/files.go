@@ -1,11 +1,13 @@
 package sqlite
 
 import (
+	"database/sql"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"pkgdirfs/catalog"
+	"sync"
 	"time"
 )
 
@@ -142,4 +144,31 @@ func (db *DB) LastWrite() (time.Time, error) {
 		return time.Time{}, firstErr
 	}
 	return last, nil
+}
+
+// Files are the files that together are the catalog of state directory
+// dir, the database first: for tests and tools that damage, copy or
+// measure a catalog on purpose.
+func Files(dir string) []string { return catalogFiles(dir) }
+
+// HoldWriteLock takes the write lock of dir's catalog as another process
+// would (a long transaction) until release is called: for tests of what
+// the mount does meanwhile.
+func HoldWriteLock(dir string) (release func(), err error) {
+	db, err := sql.Open("sqlite3", dsn(catalogPath(dir), "_txlock=immediate&_busy_timeout=10000"))
+	if err != nil {
+		return nil, err
+	}
+	tx, err := db.Begin()
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			tx.Rollback()
+			db.Close()
+		})
+	}, nil
 }

@@ -101,7 +101,7 @@ func (db *DB) init() error {
 	if !strings.EqualFold(mode, "wal") {
 		return fmt.Errorf("journal_mode is %q, want wal", mode)
 	}
-	return db.Write(ctx, 0, func(w catalog.WriteTx) error {
+	return db.Write(ctx, func(w catalog.WriteTx) error {
 		tx := w.(*wtx)
 		var n int
 		if err := tx.tx.QueryRowContext(tx.ctx,
@@ -211,23 +211,9 @@ type txBeginner interface {
 	BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error)
 }
 
-// Write runs fn once in a write transaction (BEGIN IMMEDIATE). With wait >
-// 0 it waits at most that long for another process's write lock instead of
-// busy_timeout.
-func (db *DB) Write(ctx context.Context, wait time.Duration, fn func(catalog.WriteTx) error) error {
-	if wait <= 0 {
-		return classify(db.tryTx(ctx, db.rw, fn))
-	}
-	conn, err := db.rw.Conn(ctx)
-	if err != nil {
-		return classify(fmt.Errorf("catalog: %w", err))
-	}
-	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, fmt.Sprintf("PRAGMA busy_timeout = %d", wait.Milliseconds())); err != nil {
-		return classify(fmt.Errorf("catalog: %w", err))
-	}
-	defer conn.ExecContext(context.Background(), fmt.Sprintf("PRAGMA busy_timeout = %d", busyTimeout.Milliseconds()))
-	return classify(db.tryTx(ctx, conn, fn))
+// Write runs fn once in a write transaction (BEGIN IMMEDIATE).
+func (db *DB) Write(ctx context.Context, fn func(catalog.WriteTx) error) error {
+	return classify(db.tryTx(ctx, db.rw, fn))
 }
 
 func (db *DB) tryTx(ctx context.Context, b txBeginner, fn func(catalog.WriteTx) error) (err error) {
