@@ -142,6 +142,8 @@ type Driver interface {
 	// Open opens the catalog of state directory dir, making an empty one
 	// if it has none (dir must exist).
 	Open(dir string) (Backend, error)
+	// OpenReadOnly opens it to read only, creating and changing nothing.
+	OpenReadOnly(dir string) (Backend, error)
 	// Present says why dir holds no usable catalog, "" if it holds one.
 	Present(dir string) string
 	// Unreadable: dir holds a catalog that cannot serve (damaged, empty,

@@ -36,6 +36,8 @@ var (
 	// ErrConflict: a write broke a rule of the schema (a concurrent writer
 	// took the row first).
 	ErrConflict = errors.New("catalog conflict")
+	// ErrReadOnly: the catalog was opened to read (OpenStateReadOnly).
+	ErrReadOnly = errors.New("catalog opened read-only")
 )
 
 // Tx retry policy on ErrBusy. A backend already waits for a lock itself,
@@ -66,6 +68,22 @@ func OpenState(dir string) (*DB, error) {
 		return nil, err
 	}
 	b, err := d.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	return New(b), nil
+}
+
+// OpenStateReadOnly opens the catalog of dir to read it: nothing is
+// created or changed, so a user who may only read the state can query it;
+// every write fails with ErrReadOnly. An error says which file could not
+// be read and what to do.
+func OpenStateReadOnly(dir string) (*DB, error) {
+	d, err := driver(DefaultDriver)
+	if err != nil {
+		return nil, err
+	}
+	b, err := d.OpenReadOnly(dir)
 	if err != nil {
 		return nil, err
 	}

@@ -58,6 +58,21 @@ func OpenStoreLocked(dir string, log *slog.Logger, lk *StateLock) (*Store, error
 	return openStore(dir, log, lk)
 }
 
+// OpenStoreReadOnly opens a state to read it: nothing in it is created,
+// recovered or changed, so a user who may only read the state can query,
+// verify and render it; every write fails with ErrReadOnly.
+func OpenStoreReadOnly(dir string, log *slog.Logger) (*Store, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	db, err := OpenStateReadOnly(dir)
+	if err != nil {
+		return nil, err
+	}
+	return &Store{Dir: dir, DB: db, log: log, blobs: blobs.Dir{Root: filepath.Join(dir, "blobs")},
+		staging: blobs.NewStaging(filepath.Join(dir, "staging"), log)}, nil
+}
+
 func openStore(dir string, log *slog.Logger, lk *StateLock) (*Store, error) {
 	if log == nil {
 		log = slog.Default()

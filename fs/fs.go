@@ -548,6 +548,8 @@ func errnoOf(err error) syscall.Errno {
 		return syscall.ENOENT
 	case errors.Is(err, os.ErrPermission):
 		return syscall.EACCES
+	case errors.Is(err, catalog.ErrReadOnly):
+		return syscall.EROFS
 	}
 	return syscall.EIO
 }

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -38,6 +39,8 @@ type DB struct {
 	// ro carries reads: deferred BEGIN (a plain snapshot under WAL, never
 	// the write lock) and query_only as a guard.
 	ro *sql.DB
+	// readOnly: opened by OpenReadOnly; rw is nil.
+	readOnly bool
 }
 
 var _ catalog.Backend = (*DB)(nil)
@@ -80,6 +83,57 @@ func Open(path string) (*DB, error) {
 	}
 	ro.SetMaxIdleConns(4)
 	db.ro = ro
+	return db, nil
+}
+
+// OpenReadOnly opens the catalog database at path to read it only: no
+// schema is applied, no file created or written, so a user with read
+// access alone can query a state. (SQLite reads a WAL database without
+// write access to its -shm file by keeping the index in its own memory.)
+func OpenReadOnly(path string) (*DB, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: %w", err)
+	}
+	// The files a reader needs: say which one is out of reach, and why.
+	for _, p := range catalogFiles(filepath.Dir(abs))[:2] {
+		f, err := os.Open(p)
+		if errors.Is(err, os.ErrNotExist) && p != abs {
+			continue
+		}
+		if err != nil {
+			if errors.Is(err, os.ErrPermission) {
+				return nil, fmt.Errorf("catalog: cannot read %s: permission denied (run as a user who may read the state %s, e.g. root or its owner, or give this one read access to it)", p, filepath.Dir(abs))
+			}
+			return nil, fmt.Errorf("catalog: %w", err)
+		}
+		f.Close()
+	}
+	ro, err := sql.Open("sqlite3", dsn(abs, fmt.Sprintf("mode=ro&_txlock=deferred&_query_only=1&_busy_timeout=%d", busyTimeout.Milliseconds())))
+	if err != nil {
+		return nil, fmt.Errorf("catalog: open %s: %w", path, err)
+	}
+	ro.SetMaxIdleConns(4)
+	db := &DB{path: path, ro: ro, readOnly: true}
+	var v int64
+	err = ro.QueryRow(`SELECT value FROM meta WHERE key = 'schema_version'`).Scan(&v)
+	switch {
+	case errors.Is(err, sql.ErrNoRows) || (err != nil && strings.Contains(err.Error(), "no such table")):
+		err = fmt.Errorf("not a pkgdirfs catalog (no schema version): %w", catalog.ErrCorrupt)
+	case err != nil:
+		err = classify(err)
+	case v > schemaVersion:
+		err = fmt.Errorf("catalog schema version %d is newer than this pkgdirfs supports (%d)", v, schemaVersion)
+	case v < schemaVersion:
+		err = fmt.Errorf("catalog schema version %d is older than this pkgdirfs's (%d), and reading it may not change it: run a command that writes (pkgdirfs mount, or pkgdirfs verify as a user who may write the state) once to upgrade it", v, schemaVersion)
+	}
+	if err != nil {
+		ro.Close()
+		if errors.Is(err, catalog.ErrCorrupt) {
+			return nil, fmt.Errorf("catalog: open %s: %w (restore it from a backup, or rebuild it from the state's blobs with `pkgdirfs import --rebuild --state %s`)", path, err, filepath.Dir(abs))
+		}
+		return nil, fmt.Errorf("catalog: open %s: %w", path, err)
+	}
 	return db, nil
 }
 
@@ -192,7 +246,9 @@ func (db *DB) Close() error {
 	if db.ro != nil {
 		errs = append(errs, db.ro.Close())
 	}
-	errs = append(errs, db.rw.Close())
+	if db.rw != nil {
+		errs = append(errs, db.rw.Close())
+	}
 	return errors.Join(errs...)
 }
 
@@ -213,6 +269,9 @@ type txBeginner interface {
 
 // Write runs fn once in a write transaction (BEGIN IMMEDIATE).
 func (db *DB) Write(ctx context.Context, fn func(catalog.WriteTx) error) error {
+	if db.readOnly {
+		return fmt.Errorf("catalog %s: %w", db.path, catalog.ErrReadOnly)
+	}
 	return classify(db.tryTx(ctx, db.rw, fn))
 }
 
@@ -277,6 +336,9 @@ func (db *DB) Read(ctx context.Context, fn func(catalog.Snapshot) error) error {
 // runs: each package's identity queries land anywhere in the indexes, and
 // SQLite's 2 MiB default rereads pages.
 func (db *DB) Bulk(ctx context.Context) func() {
+	if db.readOnly {
+		return func() {}
+	}
 	var cache int64
 	if db.rw.QueryRowContext(ctx, "PRAGMA cache_size").Scan(&cache) != nil {
 		return func() {}
