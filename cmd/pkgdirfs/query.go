@@ -18,10 +18,10 @@ import (
 func cmdQuery(args []string) int {
 	fl := newFlags("query")
 	state := stateFlag(fl)
-	format := fl.String("format", "table", "output: table (aligned columns), json (one array) or paths (multi-instance paths, one a line)")
-	use := fl.String("use", "", "only builds with these USE flags enabled and the -FLAGs disabled, e.g. ssl,-X")
-	older := fl.String("older-than", "", "only builds whose BUILD_TIME is older than DUR (Go duration like 36h, or days: 30d)")
-	newer := fl.String("newer-than", "", "only builds whose BUILD_TIME is within the last DUR")
+	format := fl.String("format", "table", "output `FORMAT`: table (aligned columns), json (one array) or paths (multi-instance paths, one a line)")
+	use := fl.String("use", "", "only builds with these USE `FLAGS` enabled and the -FLAGs disabled, e.g. ssl,-X")
+	older := fl.String("older-than", "", "only builds whose BUILD_TIME is older than `DUR` (Go duration like 36h, or days: 30d)")
+	newer := fl.String("newer-than", "", "only builds whose BUILD_TIME is within the last `DUR`")
 	atoms, code := parseArgs(fl, args)
 	if code >= 0 {
 		return code

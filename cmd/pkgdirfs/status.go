@@ -112,9 +112,7 @@ func cmdStatus(args []string) int {
 		return code
 	}
 	if len(ops) != 0 {
-		fmt.Fprintf(os.Stderr, "pkgdirfs status: unexpected argument %q (the state is given with --state)\n", ops[0])
-		fl.Usage()
-		return 2
+		return usageError(fl, "unexpected argument %q (the state is given with --state)", ops[0])
 	}
 	if why := notAState(*state); why != "" {
 		return fail("status: %s is not a pkgdirfs state (%s)", *state, why)
