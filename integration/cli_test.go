@@ -114,6 +114,26 @@ func TestCLIUsageErrors(t *testing.T) {
 	}
 }
 
+// TestCLIQueryHint: a package name without its category is not an atom;
+// the error says how to write it, and that spelling works.
+func TestCLIQueryHint(t *testing.T) {
+	_, state, _ := importedFixture(t, "xpak-gzip-flat")
+	r := runCLI(t, "query", "--state", state, "hello")
+	if r.Code != 2 || len(r.Stdout) != 0 || !strings.Contains(string(r.Stderr), "'*/hello'") {
+		t.Errorf("query hello: want exit 2 and a hint naming '*/hello': %s", r)
+	}
+	r = runCLI(t, "query", "--state", state, "--format", "paths", "*/hello")
+	if r.Code != 0 || !strings.Contains(string(r.Stdout), "app-misc/hello/hello-") {
+		t.Errorf("query '*/hello': want app-misc/hello's builds: %s", r)
+	}
+	// A name with a category, or a version, gets no such hint.
+	for _, atom := range []string{"app-misc/hello-2.10", "hello-2.10"} {
+		if r := runCLI(t, "query", "--state", state, atom); r.Code != 2 || strings.Contains(string(r.Stderr), "*/") {
+			t.Errorf("query %s: want exit 2 without a */ hint: %s", atom, r)
+		}
+	}
+}
+
 // manSections splits the man page into the text of each `.SS "pkgdirfs
 // CMD ..."` section, and the SYNOPSIS chunk (up to .br) of each command.
 func manSections(man string) (sections, synopsis map[string]string) {

@@ -195,7 +195,7 @@ func readAtomsFile(path string) ([]*layout.Atom, error) {
 		if line == "" {
 			continue
 		}
-		a, err := layout.ParseAtom(line)
+		a, err := parseAtom(line)
 		if err != nil {
 			return nil, fmt.Errorf("%s:%d: %v", path, n, err)
 		}
