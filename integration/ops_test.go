@@ -1028,3 +1028,46 @@ func TestOpsMakeMountStateInUse(t *testing.T) {
 		t.Errorf("make mount of the PKGDIR the state is mounted over: %v, want success saying it is mounted:\n%s", err, out)
 	}
 }
+
+// TestOpsStatusInMount: status run inside a mount (or given a path in one)
+// reports that mount's state, not the default one; --state still wins over
+// the working directory.
+func TestOpsStatusInMount(t *testing.T) {
+	_, state, fix := importedFixture(t, "xpak-gzip-flat")
+	_, other, _ := importedFixture(t, "xpak-bzip2-flat")
+	mi := mountFSInfo(t, state)
+	cpv, _ := get(fix.Blocks[0], "CPV")
+	category, _, _ := strings.Cut(cpv, "/")
+	sub := filepath.Join(mi.Dir, category)
+	// The default and $PKGDIRFS_STATE must not be what status reports.
+	status := func(dir string, args ...string) cmdResult {
+		t.Helper()
+		return run(t, dir, cliTimeout, "env", append([]string{"PKGDIRFS_STATE=" + other, binPath, "status"}, args...)...)
+	}
+	want := []string{"state:        " + stateAbs(t, state) + "\n", "mounted at:   " + mi.Dir + "\n", "running, pid "}
+	for _, c := range []struct {
+		name string
+		r    cmdResult
+	}{
+		{"in the mountpoint", status(mi.Dir)},
+		{"in a directory of the mount", status(sub)},
+		{"given a path in the mount", status("", sub)},
+		{"given the mountpoint", status("", mi.Dir)},
+		{"given the state", status("", state)},
+	} {
+		for _, w := range want {
+			if c.r.Code != 0 || !strings.Contains(string(c.r.Stdout), w) {
+				t.Errorf("status %s: want exit 0 and %q: %s", c.name, w, c.r)
+			}
+		}
+	}
+	if r := status(sub, "--state", other); r.Code != 3 || !strings.Contains(string(r.Stdout), "state:        "+stateAbs(t, other)+"\n") {
+		t.Errorf("status --state OTHER inside a mount: want OTHER, not mounted (exit 3): %s", r)
+	}
+	if r := status(t.TempDir()); r.Code != 3 || !strings.Contains(string(r.Stdout), "state:        "+stateAbs(t, other)+"\n") {
+		t.Errorf("status outside any mount: want $PKGDIRFS_STATE (exit 3): %s", r)
+	}
+	if r := status("", t.TempDir()); r.Code != 1 || !strings.Contains(string(r.Stderr), "neither in a pkgdirfs mount nor a pkgdirfs state") {
+		t.Errorf("status DIR that is neither: want exit 1 saying so: %s", r)
+	}
+}

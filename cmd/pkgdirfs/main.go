@@ -38,7 +38,7 @@ func init() {
 		{"prune", "[--state DIR] [--keep N] [--per-use] [--older-than DUR] [--keep-atoms FILE] [--dry-run]",
 			"remove old builds by policy: all but the N newest of each CPV (or USE set), older than DUR, never those FILE's atoms match", cmdPrune},
 		{"stats", "[--state DIR] [--format table|json]", "instances, CPVs, bytes by category, CPVs with the most builds, refused files, oldest and newest build", cmdStats},
-		{"status", "[--state DIR]", "show the daemon serving the state (pid, mountpoint, open handles, memory) and the catalog (generation, instances, last commit); exit 3 if not mounted", cmdStatus},
+		{"status", "[--state DIR] [PATH]", "show the daemon serving the state (pid, mountpoint, open handles, memory) and the catalog (generation, instances, last commit); the state is that of the pkgdirfs mount holding PATH or, without PATH and --state, the working directory; exit 3 if not mounted", cmdStatus},
 		{"version", "", "print the version", func([]string) int { fmt.Println("pkgdirfs", version); return 0 }},
 		{"watchdog", "--pid PID --connection N MOUNTPOINT",
 			"started by mount beside its daemon (with the connection's control files as fds 3 and 4): if the daemon dies without unmounting, abort the mount's FUSE connection so clients fail instead of hanging", cmdWatchdog},

@@ -63,7 +63,7 @@ _pkgdirfs()
         return
     fi
     case ${words[1]} in
-        mount | import) _filedir -d ;;
+        mount | import | status) _filedir -d ;;
     esac
 } &&
     complete -F _pkgdirfs pkgdirfs
