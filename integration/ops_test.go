@@ -1071,3 +1071,44 @@ func TestOpsStatusInMount(t *testing.T) {
 		t.Errorf("status DIR that is neither: want exit 1 saying so: %s", r)
 	}
 }
+
+// TestOpsMountInUseKeepsLog: a second mount of a state in use fails with
+// its reason on stderr and writes nothing into the running daemon's log,
+// whether that log is named (--log) or the default STATE/pkgdirfs.log.
+func TestOpsMountInUseKeepsLog(t *testing.T) {
+	_, state, _ := importedFixture(t, "xpak-gzip-flat")
+	mi := mountFSInfo(t, state)
+	defLog := filepath.Join(state, "pkgdirfs.log")
+	// The running daemon logs on its own meanwhile: what must not be there
+	// is a line of the failed mounts.
+	foreign := []string{"in use", "mount failed"}
+	for _, args := range [][]string{
+		{"mount", "--state", state, "--log", mi.Log, t.TempDir()},
+		{"mount", "--state", state, t.TempDir()},
+	} {
+		r := runCLI(t, args...)
+		if r.Code == 0 || !strings.Contains(string(r.Stderr), "state is in use: held by pid") {
+			t.Errorf("%v: want a failure saying who holds the state: %s", args, r)
+		}
+		mnt := args[len(args)-1]
+		foreign = append(foreign, mnt)
+		if _, ok := mountedFSType(mnt); ok {
+			run(t, "", toolTimeout, "umount", mnt)
+			t.Errorf("%v mounted", args)
+		}
+	}
+	logged, err := os.ReadFile(mi.Log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(logged), "\n") {
+		for _, f := range foreign {
+			if strings.Contains(l, f) {
+				t.Errorf("a failed mount wrote into the running daemon's log %s: %s", mi.Log, l)
+			}
+		}
+	}
+	if b, err := os.ReadFile(defLog); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the failed mount wrote the state's default log %s (%v):\n%s", defLog, err, b)
+	}
+}

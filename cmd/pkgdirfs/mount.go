@@ -98,6 +98,19 @@ func cmdMount(args []string) int {
 
 	notify := notifySocket()
 	ready := readyPipe()
+	// One daemon per state: its staging files are its own. Taken before
+	// the log is opened: a mount refused because the state is in use must
+	// not write into the log of the daemon holding it.
+	lk, err := lockState(*state, fmt.Sprintf("pid %d, mounted at %s", os.Getpid(), mnt))
+	if err != nil {
+		msg := fmt.Sprintf("state %s: %v", *state, err)
+		if ready != nil {
+			fmt.Fprintln(ready, msg)
+			ready.Close()
+		}
+		return fail("mount: %s", msg)
+	}
+	defer lk.Release()
 	logPath := "" // the file SIGHUP reopens; "" with -f, which logs to stderr
 	if ready != nil {
 		// Anything on the standard logger, and a crash (a Go panic) on
@@ -142,12 +155,6 @@ func cmdMount(args []string) int {
 		}
 	}()
 
-	// One daemon per state: its staging files are its own.
-	lk, err := lockState(*state, fmt.Sprintf("pid %d, mounted at %s", os.Getpid(), mnt))
-	if err != nil {
-		return failReady("state %s: %v", *state, err)
-	}
-	defer lk.Release()
 	store, err := catalog.OpenStoreLocked(*state, log, lk)
 	if err != nil {
 		return failReady("%v", err)
