@@ -10,6 +10,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -1110,5 +1111,42 @@ func TestOpsMountInUseKeepsLog(t *testing.T) {
 	}
 	if b, err := os.ReadFile(defLog); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the failed mount wrote the state's default log %s (%v):\n%s", defLog, err, b)
+	}
+}
+
+// TestOpsMakeUninstall: make uninstall after make install (twice, as an
+// upgrade does) leaves no file and no directory install created, and keeps
+// the directories that were there before, even empty ones.
+func TestOpsMakeUninstall(t *testing.T) {
+	needBinary(t)
+	dest := t.TempDir()
+	existing := []string{"usr/bin", "usr/share/man"} // a system's own, empty
+	for _, d := range existing {
+		if err := os.MkdirAll(filepath.Join(dest, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk := func(target string) {
+		t.Helper()
+		if r := run(t, repoRoot, cliTimeout, "make", "--no-print-directory", target, "DESTDIR="+dest, "PREFIX=/usr", "INSTALL_DEPS=", "BIN="+binPath); r.Code != 0 {
+			t.Fatalf("make %s: %s", target, r)
+		}
+	}
+	mk("install")
+	mk("install")
+	if _, err := os.Stat(filepath.Join(dest, "usr/share/zsh/site-functions/_pkgdirfs")); err != nil {
+		t.Fatalf("make install: %v", err)
+	}
+	mk("uninstall")
+	var left []string
+	filepath.WalkDir(dest, func(p string, d os.DirEntry, err error) error {
+		if rel, _ := filepath.Rel(dest, p); rel != "." {
+			left = append(left, rel)
+		}
+		return nil
+	})
+	want := []string{"usr", "usr/bin", "usr/share", "usr/share/man"}
+	if !slices.Equal(left, want) {
+		t.Errorf("after make install and make uninstall, DESTDIR holds %q, want only the directories that were there before, %q", left, want)
 	}
 }
