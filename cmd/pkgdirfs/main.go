@@ -91,7 +91,8 @@ func newFlags(name string) *pflag.FlagSet {
 	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
 	// The order they are defined in, which is the synopsis's.
 	fs.SortFlags = false
-	// Usage errors are reported in one line by parseArgs.
+	// The whole usage, for a caller that wants it on stderr; parseArgs
+	// prints it to stdout for --help, and a usage error in one line.
 	fs.Usage = func() { printUsage(fs.Output(), fs) }
 	fs.BoolP("help", "h", false, "print this help and exit")
 	return fs
@@ -171,7 +172,7 @@ func stateFlag(fs *pflag.FlagSet) *string {
 // ends them). It returns the operands and -1, or the exit status: 0 after
 // --help (printed to stdout), 2 after a usage error (one line on stderr).
 func parseArgs(fs *pflag.FlagSet, args []string) ([]string, int) {
-	// pflag prints nothing itself with ContinueOnError, but --help.
+	// Messages are ours: pflag's output, if any, goes nowhere.
 	fs.SetOutput(io.Discard)
 	err := fs.Parse(args)
 	fs.SetOutput(os.Stderr)
