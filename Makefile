@@ -97,9 +97,20 @@ mount: build fuse-check
 	$(BIN) mount --state $(STATE) --allow-other --hide-existing $(PKGDIR) && \
 	echo "mounted $(PKGDIR) (state $(STATE)); unmount with: umount $(PKGDIR)"
 
+# The directories install puts files in. Those it creates (with their
+# missing parents) are listed in DOCDIR/installed-dirs, so that uninstall
+# removes exactly those, once empty, and never a /usr/local/bin that was there.
+INSTALL_DIRS = $(BINDIR) $(SBINDIR) $(MANDIR)/man8 $(SYSTEMDUNITDIR) $(BASHCOMPDIR) $(ZSHCOMPDIR) $(DOCDIR)
+DIRS_LIST    = $(DESTDIR)$(DOCDIR)/installed-dirs
+
 install: $(INSTALL_DEPS)
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(SYSTEMDUNITDIR) \
-	  $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(DOCDIR)
+	@new=$$(for d in $(INSTALL_DIRS); do \
+	  while [ "$$d" != / ] && [ "$$d" != . ] && [ ! -d "$(DESTDIR)$$d" ]; do echo "$$d"; d=$$(dirname "$$d"); done; \
+	done); \
+	echo "install -d $(addprefix $(DESTDIR),$(INSTALL_DIRS))"; \
+	install -d $(addprefix $(DESTDIR),$(INSTALL_DIRS)) && \
+	{ cat $(DIRS_LIST) 2>/dev/null; [ -z "$$new" ] || printf '%s\n' $$new; } | LC_ALL=C sort -u > $(DIRS_LIST).new && \
+	mv $(DIRS_LIST).new $(DIRS_LIST)
 	install -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/pkgdirfs
 	ln -sf $(BINDIR)/pkgdirfs $(DESTDIR)$(SBINDIR)/mount.pkgdirfs
 	install -m 0644 contrib/man/pkgdirfs.8 $(DESTDIR)$(MANDIR)/man8/pkgdirfs.8
@@ -111,11 +122,18 @@ install: $(INSTALL_DEPS)
 	install -m 0644 contrib/nginx/pkgdirfs-binhost.conf contrib/portage/binrepos.conf $(DESTDIR)$(DOCDIR)/
 	install -m 0644 contrib/logrotate/pkgdirfs $(DESTDIR)$(DOCDIR)/logrotate.pkgdirfs
 
+# The list is read before DOCDIR goes. Children sort after their parents:
+# in reverse order each directory comes before the one holding it.
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/pkgdirfs $(DESTDIR)$(SBINDIR)/mount.pkgdirfs $(DESTDIR)$(MANDIR)/man8/pkgdirfs.8 \
 	  $(DESTDIR)$(MANDIR)/man8/mount.pkgdirfs.8 $(DESTDIR)$(SYSTEMDUNITDIR)/pkgdirfs@.service \
 	  $(DESTDIR)$(BASHCOMPDIR)/pkgdirfs $(DESTDIR)$(ZSHCOMPDIR)/_pkgdirfs
-	rm -rf $(DESTDIR)$(DOCDIR)
+	@dirs=$$(LC_ALL=C sort -r $(DIRS_LIST) 2>/dev/null); \
+	echo "rm -rf $(DESTDIR)$(DOCDIR)"; rm -rf $(DESTDIR)$(DOCDIR) || exit 1; \
+	for d in $$dirs; do \
+	  if [ -d "$(DESTDIR)$$d" ]; then rmdir --ignore-fail-on-non-empty "$(DESTDIR)$$d" || exit 1; \
+	    [ -d "$(DESTDIR)$$d" ] || echo "rmdir $(DESTDIR)$$d"; fi; \
+	done
 
 vet:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

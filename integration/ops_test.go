@@ -10,6 +10,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -1026,5 +1027,126 @@ func TestOpsMakeMountStateInUse(t *testing.T) {
 	out, err = makeMount(mi.Dir)
 	if err != nil || !strings.Contains(out, "already; nothing to do") {
 		t.Errorf("make mount of the PKGDIR the state is mounted over: %v, want success saying it is mounted:\n%s", err, out)
+	}
+}
+
+// TestOpsStatusInMount: status run inside a mount (or given a path in one)
+// reports that mount's state, not the default one; --state still wins over
+// the working directory.
+func TestOpsStatusInMount(t *testing.T) {
+	_, state, fix := importedFixture(t, "xpak-gzip-flat")
+	_, other, _ := importedFixture(t, "xpak-bzip2-flat")
+	mi := mountFSInfo(t, state)
+	cpv, _ := get(fix.Blocks[0], "CPV")
+	category, _, _ := strings.Cut(cpv, "/")
+	sub := filepath.Join(mi.Dir, category)
+	// The default and $PKGDIRFS_STATE must not be what status reports.
+	status := func(dir string, args ...string) cmdResult {
+		t.Helper()
+		return run(t, dir, cliTimeout, "env", append([]string{"PKGDIRFS_STATE=" + other, binPath, "status"}, args...)...)
+	}
+	want := []string{"state:        " + stateAbs(t, state) + "\n", "mounted at:   " + mi.Dir + "\n", "running, pid "}
+	for _, c := range []struct {
+		name string
+		r    cmdResult
+	}{
+		{"in the mountpoint", status(mi.Dir)},
+		{"in a directory of the mount", status(sub)},
+		{"given a path in the mount", status("", sub)},
+		{"given the mountpoint", status("", mi.Dir)},
+		{"given the state", status("", state)},
+	} {
+		for _, w := range want {
+			if c.r.Code != 0 || !strings.Contains(string(c.r.Stdout), w) {
+				t.Errorf("status %s: want exit 0 and %q: %s", c.name, w, c.r)
+			}
+		}
+	}
+	if r := status(sub, "--state", other); r.Code != 3 || !strings.Contains(string(r.Stdout), "state:        "+stateAbs(t, other)+"\n") {
+		t.Errorf("status --state OTHER inside a mount: want OTHER, not mounted (exit 3): %s", r)
+	}
+	if r := status(t.TempDir()); r.Code != 3 || !strings.Contains(string(r.Stdout), "state:        "+stateAbs(t, other)+"\n") {
+		t.Errorf("status outside any mount: want $PKGDIRFS_STATE (exit 3): %s", r)
+	}
+	if r := status("", t.TempDir()); r.Code != 1 || !strings.Contains(string(r.Stderr), "neither in a pkgdirfs mount nor a pkgdirfs state") {
+		t.Errorf("status DIR that is neither: want exit 1 saying so: %s", r)
+	}
+}
+
+// TestOpsMountInUseKeepsLog: a second mount of a state in use fails with
+// its reason on stderr and writes nothing into the running daemon's log,
+// whether that log is named (--log) or the default STATE/pkgdirfs.log.
+func TestOpsMountInUseKeepsLog(t *testing.T) {
+	_, state, _ := importedFixture(t, "xpak-gzip-flat")
+	mi := mountFSInfo(t, state)
+	defLog := filepath.Join(state, "pkgdirfs.log")
+	// The running daemon logs on its own meanwhile: what must not be there
+	// is a line of the failed mounts.
+	foreign := []string{"in use", "mount failed"}
+	for _, args := range [][]string{
+		{"mount", "--state", state, "--log", mi.Log, t.TempDir()},
+		{"mount", "--state", state, t.TempDir()},
+	} {
+		r := runCLI(t, args...)
+		if r.Code == 0 || !strings.Contains(string(r.Stderr), "state is in use: held by pid") {
+			t.Errorf("%v: want a failure saying who holds the state: %s", args, r)
+		}
+		mnt := args[len(args)-1]
+		foreign = append(foreign, mnt)
+		if _, ok := mountedFSType(mnt); ok {
+			run(t, "", toolTimeout, "umount", mnt)
+			t.Errorf("%v mounted", args)
+		}
+	}
+	logged, err := os.ReadFile(mi.Log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(logged), "\n") {
+		for _, f := range foreign {
+			if strings.Contains(l, f) {
+				t.Errorf("a failed mount wrote into the running daemon's log %s: %s", mi.Log, l)
+			}
+		}
+	}
+	if b, err := os.ReadFile(defLog); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the failed mount wrote the state's default log %s (%v):\n%s", defLog, err, b)
+	}
+}
+
+// TestOpsMakeUninstall: make uninstall after make install (twice, as an
+// upgrade does) leaves no file and no directory install created, and keeps
+// the directories that were there before, even empty ones.
+func TestOpsMakeUninstall(t *testing.T) {
+	needBinary(t)
+	dest := t.TempDir()
+	existing := []string{"usr/bin", "usr/share/man"} // a system's own, empty
+	for _, d := range existing {
+		if err := os.MkdirAll(filepath.Join(dest, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk := func(target string) {
+		t.Helper()
+		if r := run(t, repoRoot, cliTimeout, "make", "--no-print-directory", target, "DESTDIR="+dest, "PREFIX=/usr", "INSTALL_DEPS=", "BIN="+binPath); r.Code != 0 {
+			t.Fatalf("make %s: %s", target, r)
+		}
+	}
+	mk("install")
+	mk("install")
+	if _, err := os.Stat(filepath.Join(dest, "usr/share/zsh/site-functions/_pkgdirfs")); err != nil {
+		t.Fatalf("make install: %v", err)
+	}
+	mk("uninstall")
+	var left []string
+	filepath.WalkDir(dest, func(p string, d os.DirEntry, err error) error {
+		if rel, _ := filepath.Rel(dest, p); rel != "." {
+			left = append(left, rel)
+		}
+		return nil
+	})
+	want := []string{"usr", "usr/bin", "usr/share", "usr/share/man"}
+	if !slices.Equal(left, want) {
+		t.Errorf("after make install and make uninstall, DESTDIR holds %q, want only the directories that were there before, %q", left, want)
 	}
 }

@@ -320,7 +320,7 @@ func TestQueryFixtures(t *testing.T) {
 			t.Errorf("query %v: want exit 2, no output and %q on stderr: %s", bad.args, bad.msg, r)
 		}
 	}
-	if r := runCLI(t, "query", "--help"); r.Code != 0 || !strings.Contains(string(r.Stderr), "Usage: pkgdirfs query") {
+	if r := runCLI(t, "query", "--help"); r.Code != 0 || !strings.Contains(string(r.Stdout), "Usage: pkgdirfs query") {
 		t.Errorf("query --help: %s", r)
 	}
 	// The mount went on undisturbed: same generation, same index.
@@ -560,7 +560,7 @@ func TestPruneUnmounted(t *testing.T) {
 		{nil, "nothing to prune by"},
 		{[]string{"--per-use"}, "--per-use needs --keep"},
 		{[]string{"--keep", "-1"}, "want N >= 1"},
-		{[]string{"--keep", "x"}, "invalid value"},
+		{[]string{"--keep", "x"}, `invalid argument "x" for "--keep"`},
 		{[]string{"--keep", "1", "extra"}, "unexpected operand"},
 		{[]string{"--keep", "1", "--keep-atoms", "/nonexistent/world"}, "no such file"},
 		{[]string{"--older-than", "3 days"}, "not a duration"},

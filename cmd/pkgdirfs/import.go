@@ -21,7 +21,7 @@ import (
 func cmdImport(args []string) int {
 	fl := newFlags("import")
 	state := stateFlag(fl)
-	quiet := fl.Bool("q", false, "no progress bar")
+	quiet := fl.BoolP("quiet", "q", false, "no progress bar")
 	link := fl.Bool("link", false, "take the source files over without copying their bytes: hard link on the state's filesystem, else reflink (FICLONE), else copy")
 	keepInvalid := fl.Bool("keep-invalid", false, "keep each invalid file in the state's quarantine (hard-linked with --link): a mount over SRC shows it at .pkgdirfs/refused/PATH, never at its package name; verify lists it with its reason")
 	rebuild := fl.Bool("rebuild", false, "rebuild a lost or damaged catalog from the state's own blobs (no SRC; the state must not be mounted)")
@@ -31,12 +31,9 @@ func cmdImport(args []string) int {
 	}
 	if *rebuild != (len(srcs) == 0) {
 		if *rebuild {
-			fmt.Fprintln(os.Stderr, "pkgdirfs import: --rebuild takes no SRC directory")
-		} else {
-			fmt.Fprintln(os.Stderr, "pkgdirfs import: need at least one SRC directory")
+			return usageError(fl, "--rebuild takes no SRC directory")
 		}
-		fl.Usage()
-		return 2
+		return usageError(fl, "need at least one SRC directory")
 	}
 	log := newLogger(os.Stderr)
 	var lk *catalog.StateLock

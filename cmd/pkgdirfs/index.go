@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"time"
 
@@ -14,16 +13,14 @@ import (
 func cmdIndex(args []string) int {
 	fl := newFlags("index")
 	state := stateFlag(fl)
-	layouts := fl.String("layouts", "all", "layouts whose paths the index uses (as for mount)")
+	layouts := fl.String("layouts", "all", "`LAYOUTS` whose paths the index uses (as for mount)")
 	gz := fl.Bool("gz", false, "write Packages.gz instead of Packages")
 	ops, code := parseArgs(fl, args)
 	if code >= 0 {
 		return code
 	}
 	if len(ops) != 0 {
-		fmt.Fprintf(os.Stderr, "pkgdirfs index: unexpected argument %q (index takes no operands: it writes the index to stdout (redirect it: > FILE), the state is --state)\n", ops[0])
-		fl.Usage()
-		return 2
+		return usageError(fl, "unexpected argument %q (index takes no operands: it writes the index to stdout (redirect it: > FILE), the state is --state)", ops[0])
 	}
 	lay, err := tree.ParseLayouts(*layouts)
 	if err != nil {

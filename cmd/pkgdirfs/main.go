@@ -4,12 +4,14 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
+
+	"github.com/spf13/pflag"
 )
 
 // version is set by the Makefile (-ldflags -X main.version=...).
@@ -36,7 +38,7 @@ func init() {
 		{"prune", "[--state DIR] [--keep N] [--per-use] [--older-than DUR] [--keep-atoms FILE] [--dry-run]",
 			"remove old builds by policy: all but the N newest of each CPV (or USE set), older than DUR, never those FILE's atoms match", cmdPrune},
 		{"stats", "[--state DIR] [--format table|json]", "instances, CPVs, bytes by category, CPVs with the most builds, refused files, oldest and newest build", cmdStats},
-		{"status", "[--state DIR]", "show the daemon serving the state (pid, mountpoint, open handles, memory) and the catalog (generation, instances, last commit); exit 3 if not mounted", cmdStatus},
+		{"status", "[--state DIR] [PATH]", "show the daemon serving the state (pid, mountpoint, open handles, memory) and the catalog (generation, instances, last commit); the state is that of the pkgdirfs mount holding PATH or, without PATH and --state, the working directory; exit 3 if not mounted", cmdStatus},
 		{"version", "", "print the version", func([]string) int { fmt.Println("pkgdirfs", version); return 0 }},
 		{"watchdog", "--pid PID --connection N MOUNTPOINT",
 			"started by mount beside its daemon (with the connection's control files as fds 3 and 4): if the daemon dies without unmounting, abort the mount's FUSE connection so clients fail instead of hanging", cmdWatchdog},
@@ -68,7 +70,7 @@ func main() {
 		usage(os.Stdout)
 		return
 	}
-	if name == "--version" || name == "-version" {
+	if name == "--version" {
 		name = "version"
 	}
 	for _, c := range commands {
@@ -79,56 +81,136 @@ func main() {
 	if helperCall(os.Args[1:]) {
 		os.Exit(mountHelper("pkgdirfs", os.Args[1:]))
 	}
-	fmt.Fprintf(os.Stderr, "pkgdirfs: unknown command %q\n\n", name)
-	usage(os.Stderr)
+	fmt.Fprintf(os.Stderr, "pkgdirfs: unknown command %q (see 'pkgdirfs --help')\n", name)
 	os.Exit(2)
 }
 
-// newFlags makes a flag set whose --help prints the command's real synopsis.
-func newFlags(name string) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	for _, c := range commands {
-		if c.name == name {
-			fs.Usage = func() {
-				fmt.Fprintf(fs.Output(), "Usage: pkgdirfs %s %s\n  %s\n\nOptions:\n", c.name, c.args, c.summary)
-				fs.PrintDefaults()
-				if helperOptions != "" {
-					helperFlagHint(fs.Output())
-				}
-			}
-		}
-	}
+// newFlags makes a flag set of GNU-style options (--name, -x) whose --help
+// prints the command's real synopsis to stdout.
+func newFlags(name string) *pflag.FlagSet {
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
+	// The order they are defined in, which is the synopsis's.
+	fs.SortFlags = false
+	// The whole usage, for a caller that wants it on stderr; parseArgs
+	// prints it to stdout for --help, and a usage error in one line.
+	fs.Usage = func() { printUsage(fs.Output(), fs) }
+	fs.BoolP("help", "h", false, "print this help and exit")
 	return fs
 }
 
-func stateFlag(fs *flag.FlagSet) *string {
+func printUsage(w io.Writer, fs *pflag.FlagSet) {
+	for _, c := range commands {
+		if c.name == fs.Name() {
+			fmt.Fprintf(w, "Usage: pkgdirfs %s %s\n  %s\n\nOptions:\n", c.name, c.args, c.summary)
+		}
+	}
+	fmt.Fprint(w, flagUsages(fs))
+	if helperOptions != "" {
+		helperFlagHint(w)
+	}
+}
+
+// flagUsages lists the options, --name VALUE and what it does, wrapped to
+// 100 columns. pflag's own list writes every boolean as --name[=true|false].
+func flagUsages(fs *pflag.FlagSet) string {
+	type row struct{ left, text string }
+	var rows []row
+	width := 0
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Hidden {
+			return
+		}
+		left := "      --" + f.Name
+		if f.Shorthand != "" {
+			left = "  -" + f.Shorthand + ", --" + f.Name
+		}
+		name, text := pflag.UnquoteUsage(f)
+		if name != "" {
+			left += " " + name
+		}
+		switch f.DefValue {
+		case "", "0", "0s", "false":
+		default:
+			if f.Value.Type() == "string" {
+				text += fmt.Sprintf(" (default %q)", f.DefValue)
+			} else {
+				text += " (default " + f.DefValue + ")"
+			}
+		}
+		rows = append(rows, row{left, text})
+		width = max(width, len(left))
+	})
+	var b strings.Builder
+	for _, r := range rows {
+		line := fmt.Sprintf("%-*s", width+2, r.left)
+		n := len(line)
+		for i, word := range strings.Fields(r.text) {
+			if i > 0 && n+1+len(word) > 100 {
+				line += "\n" + strings.Repeat(" ", width+2)
+				n = width + 2
+			} else if i > 0 {
+				line += " "
+				n++
+			}
+			line += word
+			n += len(word)
+		}
+		b.WriteString(line + "\n")
+	}
+	return b.String()
+}
+
+func stateFlag(fs *pflag.FlagSet) *string {
 	def := defaultState
 	if v := os.Getenv("PKGDIRFS_STATE"); v != "" {
 		def = v
 	}
-	return fs.String("state", def, "state directory (the catalog, blobs/ with the package bytes)")
+	return fs.String("state", def, "the state directory `DIR`: the catalog, and blobs/ with the package bytes")
 }
 
-// parseArgs parses flags that may stand before or after the operands.
-func parseArgs(fs *flag.FlagSet, args []string) ([]string, int) {
-	var operands []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, 0
-			}
-			return nil, 2
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			return operands, -1
-		}
-		if args[0] == "--" {
-			return append(operands, args[1:]...), -1
-		}
-		operands = append(operands, args[0])
-		args = args[1:]
+// parseArgs parses flags that may stand before or after the operands (--
+// ends them). It returns the operands and -1, or the exit status: 0 after
+// --help (printed to stdout), 2 after a usage error (one line on stderr).
+func parseArgs(fs *pflag.FlagSet, args []string) ([]string, int) {
+	// Messages are ours: pflag's output, if any, goes nowhere.
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	fs.SetOutput(os.Stderr)
+	if help, _ := fs.GetBool("help"); help || errors.Is(err, pflag.ErrHelp) {
+		printUsage(os.Stdout, fs)
+		return nil, 0
 	}
+	if err != nil {
+		return nil, usageError(fs, "%s", flagError(fs, err))
+	}
+	return fs.Args(), -1
+}
+
+// flagError says what was wrong with the flags; an old single-dash long
+// option (-state, read by pflag as -s -t -a ...) gets its new spelling.
+func flagError(fs *pflag.FlagSet, err error) string {
+	var ne *pflag.NotExistError
+	if errors.As(err, &ne) && ne.GetSpecifiedShortnames() != "" {
+		name, _, _ := strings.Cut(ne.GetSpecifiedShortnames(), "=")
+		if len(name) > 1 && fs.Lookup(name) != nil {
+			return fmt.Sprintf("-%s: long options take two dashes: --%s", ne.GetSpecifiedShortnames(), name)
+		}
+	}
+	return err.Error()
+}
+
+// usageError reports a usage error of fs's command in one line, saying
+// where the options are, and returns its exit status, 2.
+func usageError(fs *pflag.FlagSet, format string, a ...any) int {
+	msg := strings.ReplaceAll(fmt.Sprintf(format, a...), "\n", " ")
+	if helperOptions != "" {
+		// The user wrote -o options, not flags.
+		fmt.Fprintf(os.Stderr, "pkgdirfs %s: %s (from -o %s: each option NAME[=VALUE] is the flag --NAME of 'pkgdirfs %s --help', with _ for -; see pkgdirfs(8), MOUNT HELPER)\n",
+			fs.Name(), msg, helperOptions, fs.Name())
+		return 2
+	}
+	fmt.Fprintf(os.Stderr, "pkgdirfs %s: %s (see 'pkgdirfs %s --help')\n", fs.Name(), msg, fs.Name())
+	return 2
 }
 
 func newLogger(w io.Writer) *slog.Logger {

@@ -33,20 +33,19 @@ const readyFdEnv = "PKGDIRFS_READY_FD"
 func cmdMount(args []string) int {
 	fl := newFlags("mount")
 	state := stateFlag(fl)
-	layouts := fl.String("layouts", "all", "layouts to show: all, or a comma list of multi, flat, legacy")
+	layouts := fl.String("layouts", "all", "`LAYOUTS` to show: all, or a comma list of multi, flat, legacy")
 	readOnly := fl.Bool("read-only", false, "refuse every write with EROFS; access(W_OK) is false, so Portage does not try")
 	allowOther := fl.Bool("allow-other", false, "let other users (e.g. nginx's) access the mount")
 	stamp := fl.Bool("stamp-build-id", false, "write the assigned BUILD_ID into new xpak packages that carry none (changes their bytes and digests)")
 	xattrs := fl.Bool("xattrs", false, "answer xattr requests: refused files carry user.pkgdirfs.error (costs ls -l two round trips per file)")
 	var fg bool
-	fl.BoolVar(&fg, "f", false, "stay in the foreground, logging to stderr")
-	fl.BoolVar(&fg, "foreground", false, "same as -f")
-	logFile := fl.String("log", "", "log file of the daemon (default STATE/pkgdirfs.log; -f logs to stderr)")
-	grace := fl.Duration("removed-grace", 15*time.Minute, "how long a removed package stays downloadable at "+pfs.RemovedDir+"/PATH for binhost clients holding the previous index (0: not at all)")
+	fl.BoolVarP(&fg, "foreground", "f", false, "stay in the foreground, logging to stderr")
+	logFile := fl.String("log", "", "log `FILE` of the daemon (default STATE/pkgdirfs.log; -f logs to stderr)")
+	grace := fl.Duration("removed-grace", 15*time.Minute, "how long (a `DURATION`) a removed package stays downloadable at "+pfs.RemovedDir+"/PATH for binhost clients holding the previous index (0: not at all)")
 	debug := fl.Bool("debug", false, "log every FUSE request (very verbose)")
-	level := fl.String("log-level", "info", "least severe log lines written: debug, info, warn or error")
+	level := fl.String("log-level", "info", "least severe log lines written, a `LEVEL`: debug, info, warn or error")
 	initState := fl.Bool("init", false, "create STATE if it does not exist yet: a new, empty PKGDIR (else STATE must hold a catalog, made by pkgdirfs import)")
-	keep := fl.Int("keep", 0, "at every commit, remove all but the N newest builds of the CPV committed (as pkgdirfs prune --keep N; 0: keep all)")
+	keep := fl.Int("keep", 0, "at every commit, remove all but the `N` newest builds of the CPV committed (as pkgdirfs prune --keep N; 0: keep all)")
 	perUse := fl.Bool("per-use", false, "with --keep: the N newest of each distinct USE set of the CPV")
 	hideExisting := fl.Bool("hide-existing", false, "mount even when the catalog is empty and MOUNTPOINT holds package files, which the mount then hides (without it such a mount is refused: import them first)")
 	ops, code := parseArgs(fl, args)
@@ -54,9 +53,7 @@ func cmdMount(args []string) int {
 		return code
 	}
 	if len(ops) != 1 {
-		fmt.Fprintln(os.Stderr, "pkgdirfs mount: need exactly one MOUNTPOINT")
-		fl.Usage()
-		return 2
+		return usageError(fl, "need exactly one MOUNTPOINT, got %d operands", len(ops))
 	}
 	if *keep < 0 || (*perUse && *keep == 0) {
 		return fail("mount: --keep %d --per-use=%v: want --keep N >= 1 (--per-use needs it)", *keep, *perUse)
@@ -101,6 +98,19 @@ func cmdMount(args []string) int {
 
 	notify := notifySocket()
 	ready := readyPipe()
+	// One daemon per state: its staging files are its own. Taken before
+	// the log is opened: a mount refused because the state is in use must
+	// not write into the log of the daemon holding it.
+	lk, err := lockState(*state, fmt.Sprintf("pid %d, mounted at %s", os.Getpid(), mnt))
+	if err != nil {
+		msg := fmt.Sprintf("state %s: %v", *state, err)
+		if ready != nil {
+			fmt.Fprintln(ready, msg)
+			ready.Close()
+		}
+		return fail("mount: %s", msg)
+	}
+	defer lk.Release()
 	logPath := "" // the file SIGHUP reopens; "" with -f, which logs to stderr
 	if ready != nil {
 		// Anything on the standard logger, and a crash (a Go panic) on
@@ -145,12 +155,6 @@ func cmdMount(args []string) int {
 		}
 	}()
 
-	// One daemon per state: its staging files are its own.
-	lk, err := lockState(*state, fmt.Sprintf("pid %d, mounted at %s", os.Getpid(), mnt))
-	if err != nil {
-		return failReady("state %s: %v", *state, err)
-	}
-	defer lk.Release()
 	store, err := catalog.OpenStoreLocked(*state, log, lk)
 	if err != nil {
 		return failReady("%v", err)

@@ -19,10 +19,10 @@ const pruneBatch = 500
 func cmdPrune(args []string) int {
 	fl := newFlags("prune")
 	state := stateFlag(fl)
-	keep := fl.Int("keep", 0, "keep the N newest builds of each CPV (newest: BUILD_TIME, then BUILD_ID), remove the others")
+	keep := fl.Int("keep", 0, "keep the `N` newest builds of each CPV (newest: BUILD_TIME, then BUILD_ID), remove the others")
 	perUse := fl.Bool("per-use", false, "with --keep: keep the N newest of each distinct USE set of each CPV")
-	older := fl.String("older-than", "", "remove only builds whose BUILD_TIME is older than DUR (30d, 36h); alone: every such build")
-	keepAtoms := fl.String("keep-atoms", "", "never remove a build an atom in FILE matches (one atom a line, # comments; e.g. a client's world file)")
+	older := fl.String("older-than", "", "remove only builds whose BUILD_TIME is older than `DUR` (30d, 36h); alone: every such build")
+	keepAtoms := fl.String("keep-atoms", "", "never remove a build an atom in `FILE` matches (one atom a line, # comments; e.g. a client's world file)")
 	dry := fl.Bool("dry-run", false, "print what would be removed, change nothing")
 	ops, code := parseArgs(fl, args)
 	if code >= 0 {
@@ -195,7 +195,7 @@ func readAtomsFile(path string) ([]*layout.Atom, error) {
 		if line == "" {
 			continue
 		}
-		a, err := layout.ParseAtom(line)
+		a, err := parseAtom(line)
 		if err != nil {
 			return nil, fmt.Errorf("%s:%d: %v", path, n, err)
 		}

@@ -18,10 +18,10 @@ import (
 func cmdQuery(args []string) int {
 	fl := newFlags("query")
 	state := stateFlag(fl)
-	format := fl.String("format", "table", "output: table (aligned columns), json (one array) or paths (multi-instance paths, one a line)")
-	use := fl.String("use", "", "only builds with these USE flags enabled and the -FLAGs disabled, e.g. ssl,-X")
-	older := fl.String("older-than", "", "only builds whose BUILD_TIME is older than DUR (Go duration like 36h, or days: 30d)")
-	newer := fl.String("newer-than", "", "only builds whose BUILD_TIME is within the last DUR")
+	format := fl.String("format", "table", "output `FORMAT`: table (aligned columns), json (one array) or paths (multi-instance paths, one a line)")
+	use := fl.String("use", "", "only builds with these USE `FLAGS` enabled and the -FLAGs disabled, e.g. ssl,-X")
+	older := fl.String("older-than", "", "only builds whose BUILD_TIME is older than `DUR` (Go duration like 36h, or days: 30d)")
+	newer := fl.String("newer-than", "", "only builds whose BUILD_TIME is within the last `DUR`")
 	atoms, code := parseArgs(fl, args)
 	if code >= 0 {
 		return code
@@ -90,7 +90,7 @@ type selection struct {
 func parseSelection(atoms []string, use, older, newer string, now time.Time) (*selection, error) {
 	s := &selection{}
 	for _, a := range atoms {
-		atom, err := layout.ParseAtom(a)
+		atom, err := parseAtom(a)
 		if err != nil {
 			return nil, err
 		}
@@ -118,6 +118,19 @@ func parseSelection(atoms []string, use, older, newer string, now time.Time) (*s
 		s.after = now.Add(-d).Unix()
 	}
 	return s, nil
+}
+
+// parseAtom is layout.ParseAtom, with a hint for a package name written
+// without its category (hello): Gentoo's tools take one, our atoms a
+// wildcard (*/hello).
+func parseAtom(s string) (*layout.Atom, error) {
+	atom, err := layout.ParseAtom(s)
+	if err != nil && !strings.Contains(s, "/") {
+		if _, werr := layout.ParseAtom("*/" + s); werr == nil {
+			return nil, fmt.Errorf("%v; a package name without its category is written '*/%s'", err, s)
+		}
+	}
+	return atom, err
 }
 
 // parseAge reads a Go duration ("36h", "90m") or days, alone or before

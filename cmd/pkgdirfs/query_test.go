@@ -184,3 +184,27 @@ func TestPruneAtomsFile(t *testing.T) {
 		t.Errorf("a missing file: no error")
 	}
 }
+
+// TestQueryAtomHint: a package name without its category, which Gentoo's
+// tools accept, is refused with the spelling that works; other bad atoms
+// get no such hint.
+func TestQueryAtomHint(t *testing.T) {
+	for in, want := range map[string]string{
+		"hello":        "'*/hello'",
+		"hello:2":      "'*/hello:2'",
+		"glib[-debug]": "'*/glib[-debug]'",
+	} {
+		_, err := parseSelection([]string{in}, "", "", "", time.Now())
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("query %s: want an error suggesting %s, got %v", in, want, err)
+		}
+		if _, err := parseSelection([]string{strings.Trim(want, "'")}, "", "", "", time.Now()); err != nil {
+			t.Errorf("the suggested %s is refused: %v", want, err)
+		}
+	}
+	for _, in := range []string{"hello-2.10", "app-misc/hello-2.10", ">=hello-2", "!hello"} {
+		if _, err := parseSelection([]string{in}, "", "", "", time.Now()); err == nil || strings.Contains(err.Error(), "*/") {
+			t.Errorf("query %s: want an error without a */ hint, got %v", in, err)
+		}
+	}
+}

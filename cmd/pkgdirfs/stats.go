@@ -20,18 +20,16 @@ const (
 func cmdStats(args []string) int {
 	fl := newFlags("stats")
 	state := stateFlag(fl)
-	format := fl.String("format", "table", "output: table or json")
+	format := fl.String("format", "table", "output `FORMAT`: table or json")
 	ops, code := parseArgs(fl, args)
 	if code >= 0 {
 		return code
 	}
 	if len(ops) != 0 {
-		fmt.Fprintf(os.Stderr, "pkgdirfs stats: unexpected operand %q\n", ops[0])
-		return 2
+		return usageError(fl, "unexpected operand %q", ops[0])
 	}
 	if *format != "table" && *format != "json" {
-		fmt.Fprintf(os.Stderr, "pkgdirfs stats: --format %q: want table or json\n", *format)
-		return 2
+		return usageError(fl, "--format %q: want table or json", *format)
 	}
 	if why := notAState(*state); why != "" {
 		return fail("stats: %s is not a pkgdirfs state (%s)", *state, why)

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"pkgdirfs/catalog"
@@ -104,6 +105,67 @@ func mountsOfState(state string) []string {
 	return out
 }
 
+// mountStateAt is the state of the pkgdirfs mount holding path (absolute,
+// without symlinks): the innermost mount whose mountpoint is path or above
+// it is that mount, and its source is its state. False if that innermost
+// mount is not ours.
+func mountStateAt(path string) (string, bool) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return "", false
+	}
+	defer f.Close()
+	best, state, ours := "", "", false
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		mp := unescapeMount(fields[4])
+		if path != mp && !strings.HasPrefix(path, strings.TrimSuffix(mp, "/")+"/") {
+			continue
+		}
+		// Longer is deeper; of equal ones the later is mounted on top.
+		if len(mp) < len(best) {
+			continue
+		}
+		best, ours = mp, false
+		for i, x := range fields {
+			if x == "-" && i+2 < len(fields) {
+				state = unescapeMount(fields[i+2])
+				// Older daemons' source was "pkgdirfs", not their state.
+				ours = fields[i+1] == fuseType && filepath.IsAbs(state)
+			}
+		}
+	}
+	return state, ours
+}
+
+// stateAt is the state status reports for PATH: that of the pkgdirfs
+// mount holding it, or PATH itself if it is a state.
+func stateAt(path string) (string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	// mountinfo names real paths, not symlinks to them.
+	if real, err := filepath.EvalSymlinks(abs); err == nil {
+		abs = real
+	}
+	if s, ok := mountStateAt(abs); ok {
+		return s, nil
+	}
+	if notAState(abs) == "" {
+		return abs, nil
+	}
+	if _, err := os.Stat(abs); err != nil {
+		return "", unwrapPath(err)
+	}
+	return "", fmt.Errorf("%s is neither in a pkgdirfs mount nor a pkgdirfs state", path)
+}
+
 func cmdStatus(args []string) int {
 	fl := newFlags("status")
 	state := stateFlag(fl)
@@ -111,10 +173,23 @@ func cmdStatus(args []string) int {
 	if code >= 0 {
 		return code
 	}
-	if len(ops) != 0 {
-		fmt.Fprintf(os.Stderr, "pkgdirfs status: unexpected argument %q (the state is given with --state)\n", ops[0])
-		fl.Usage()
-		return 2
+	switch {
+	case len(ops) > 1:
+		return usageError(fl, "unexpected argument %q (status takes one PATH: a mount, a path inside one, or a state)", ops[1])
+	case len(ops) == 1:
+		s, err := stateAt(ops[0])
+		if err != nil {
+			return fail("status: %v", err)
+		}
+		*state = s
+	case !fl.Changed("state"):
+		// Where the admin stands says which binhost is meant, more
+		// than the default or $PKGDIRFS_STATE does.
+		if wd, err := syscall.Getwd(); err == nil {
+			if s, ok := mountStateAt(wd); ok {
+				*state = s
+			}
+		}
 	}
 	if why := notAState(*state); why != "" {
 		return fail("status: %s is not a pkgdirfs state (%s)", *state, why)

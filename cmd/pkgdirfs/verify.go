@@ -20,9 +20,7 @@ func cmdVerify(args []string) int {
 		return code
 	}
 	if len(ops) != 0 {
-		fmt.Fprintf(os.Stderr, "pkgdirfs verify: unexpected argument %q (verify takes no operands: the state is --state DIR)\n", ops[0])
-		fl.Usage()
-		return 2
+		return usageError(fl, "unexpected argument %q (verify takes no operands: the state is --state DIR)", ops[0])
 	}
 	if why := notAState(*state); why != "" {
 		return fail("verify: %s is not a pkgdirfs state (%s)", *state, why)

@@ -63,16 +63,15 @@ func startWatchdog(mnt, logPath string, log *slog.Logger) {
 
 func cmdWatchdog(args []string) int {
 	fl := newFlags("watchdog")
-	pid := fl.Int("pid", 0, "the daemon's process id")
-	conn := fl.String("connection", "", "the mount's FUSE connection (its device minor)")
-	logPath := fl.String("log", "", "the daemon's log file (default: stderr)")
+	pid := fl.Int("pid", 0, "the daemon's process id, `PID`")
+	conn := fl.String("connection", "", "the mount's FUSE connection `N` (its device minor)")
+	logPath := fl.String("log", "", "the daemon's log `FILE` (default: stderr)")
 	ops, code := parseArgs(fl, args)
 	if code >= 0 {
 		return code
 	}
 	if *pid <= 0 || *conn == "" || len(ops) != 1 {
-		fl.Usage()
-		return 2
+		return usageError(fl, "need --pid, --connection and one MOUNTPOINT")
 	}
 	mnt := ops[0]
 	log := appendLogger(*logPath)

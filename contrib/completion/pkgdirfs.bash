@@ -25,7 +25,11 @@ _pkgdirfs()
             return
             ;;
         --format)
-            COMPREPLY=($(compgen -W "table json paths" -- "$cur"))
+            if [[ ${words[1]} == query ]]; then
+                COMPREPLY=($(compgen -W "table json paths" -- "$cur"))
+            else
+                COMPREPLY=($(compgen -W "table json" -- "$cur"))
+            fi
             return
             ;;
         --keep-atoms)
@@ -44,14 +48,14 @@ _pkgdirfs()
 
     local opts
     case ${words[1]} in
-        mount) opts="--state --layouts --read-only --allow-other --xattrs --stamp-build-id --removed-grace --init -f --foreground --log --log-level --debug --help" ;;
-        import) opts="--state --link -q --rebuild --help" ;;
-        index) opts="--state --layouts --gz --help" ;;
-        verify) opts="--state --deep --help" ;;
-        status) opts="--state --help" ;;
-        query) opts="--state --format --use --older-than --newer-than --help" ;;
-        prune) opts="--state --keep --per-use --older-than --keep-atoms --dry-run --help" ;;
-        stats) opts="--state --format --help" ;;
+        mount) opts="--state --layouts --read-only --allow-other --xattrs --stamp-build-id --removed-grace --keep --per-use --init --hide-existing -f --foreground --log --log-level --debug -h --help" ;;
+        import) opts="--state --link --keep-invalid -q --quiet --rebuild -h --help" ;;
+        index) opts="--state --layouts --gz -h --help" ;;
+        verify) opts="--state --deep -h --help" ;;
+        status) opts="--state -h --help" ;;
+        query) opts="--state --format --use --older-than --newer-than -h --help" ;;
+        prune) opts="--state --keep --per-use --older-than --keep-atoms --dry-run -h --help" ;;
+        stats) opts="--state --format -h --help" ;;
         *) return ;;
     esac
     if [[ $cur == -* ]]; then
@@ -59,7 +63,7 @@ _pkgdirfs()
         return
     fi
     case ${words[1]} in
-        mount | import) _filedir -d ;;
+        mount | import | status) _filedir -d ;;
     esac
 } &&
     complete -F _pkgdirfs pkgdirfs
