@@ -5,7 +5,7 @@ _pkgdirfs()
     local cur prev words cword
     _init_completion || return
 
-    local commands="mount import index verify query prune stats status version"
+    local commands="mount import index export verify query prune stats status version"
     if ((cword == 1)); then
         COMPREPLY=($(compgen -W "$commands --help --version" -- "$cur"))
         return
@@ -47,6 +47,7 @@ _pkgdirfs()
         mount) opts="--state --layouts --read-only --allow-other --xattrs --stamp-build-id --removed-grace --init -f --foreground --log --log-level --debug --help" ;;
         import) opts="--state --link -q --rebuild --help" ;;
         index) opts="--state --layouts --gz --help" ;;
+        export) opts="--state --copy -q --help" ;;
         verify) opts="--state --deep --help" ;;
         status) opts="--state --help" ;;
         query) opts="--state --format --use --older-than --newer-than --help" ;;
@@ -59,7 +60,7 @@ _pkgdirfs()
         return
     fi
     case ${words[1]} in
-        mount | import) _filedir -d ;;
+        mount | import | export) _filedir -d ;;
     esac
 } &&
     complete -F _pkgdirfs pkgdirfs
