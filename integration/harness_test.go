@@ -572,6 +572,22 @@ func sha1Paths(t *testing.T, dir string, paths []string) map[string]string {
 	return res
 }
 
+// digestPaths runs a digest tool (sha1sum, md5sum, sha256sum) on paths
+// relative to dir.
+func digestPaths(t *testing.T, tool, dir string, paths []string) map[string]string {
+	t.Helper()
+	res := map[string]string{}
+	for start := 0; start < len(paths); start += 500 {
+		out := mustRun(t, dir, tool, append([]string{"--"}, paths[start:min(start+500, len(paths))]...)...)
+		for _, line := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
+			if sum, name, ok := strings.Cut(line, "  "); ok {
+				res[name] = sum
+			}
+		}
+	}
+	return res
+}
+
 // statOne returns `stat -c '%i %s %Y'` of one path, failing the test on error.
 func statOne(t *testing.T, path string) statInfo {
 	t.Helper()

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // query, prune, stats and mount --keep (issue 13), on real mounts: every
@@ -362,19 +364,56 @@ func expectKeep(insts []qInst, n int, perUse bool, protected func(qInst) bool) (
 }
 
 var pruneLineRE = regexp.MustCompile(`^(removed|would remove) (\S+) build (\d+) \(built [^,]+, (\d+) bytes\): (\S+)$`)
-var pruneSumRE = regexp.MustCompile(`^(removed|would remove) (\d+) instances? of (\d+) CPVs?, (freed|would free) (\d+) bytes \([^)]*\); kept (\d+)$`)
+var (
+	pruneSumRE    = regexp.MustCompile(`^(removed|would remove) (\d+) builds? of (\d+) CPVs?, (\d+) bytes \([^)]*\); (freed|would free) (\d+) bytes \([^)]*\)( now)?((?:, [^;]+)?); kept (\d+)$`)
+	pruneSpaceRE  = regexp.MustCompile(`^, (\d+) bytes \([^)]*\) (when their removal grace ends|still held by other hard links \(imported originals or exports\)|still used by other builds)`)
+	pruneSpaceKey = map[string]int{"when their removal grace ends": 0, "still held by other hard links (imported originals or exports)": 1, "still used by other builds": 2}
+)
+
+// pruneSum is prune's summary line: the builds removed and where their
+// blobs' space went.
+type pruneSum struct {
+	Builds, CPVs, Kept int
+	Bytes              int64 // the builds' sizes
+	Now                int64 // freed now (would free, in a dry run)
+	AtGraceEnd         int64
+	HeldLinks          int64
+	Shared             int64
+}
+
+// parsePruneSum parses the summary line, failing the test if it is not one.
+func parsePruneSum(t *testing.T, line string, dry bool) pruneSum {
+	t.Helper()
+	m := pruneSumRE.FindStringSubmatch(line)
+	if m == nil || (m[1] == "would remove") != dry || (m[5] == "would free") != dry || (m[7] == " now") == dry {
+		t.Fatalf("prune summary %q is not `removed N builds of M CPVs, S bytes (H); freed F bytes (H) now[, G bytes (H) when their removal grace ends][, ...]; kept K` (dry run %v)", line, dry)
+	}
+	n := func(s string) int64 { v, _ := strconv.ParseInt(s, 10, 64); return v }
+	sum := pruneSum{Builds: int(n(m[2])), CPVs: int(n(m[3])), Bytes: n(m[4]), Now: n(m[6]), Kept: int(n(m[9]))}
+	parts := []*int64{&sum.AtGraceEnd, &sum.HeldLinks, &sum.Shared}
+	for rest := m[8]; rest != ""; {
+		c := pruneSpaceRE.FindStringSubmatch(rest)
+		if c == nil {
+			t.Fatalf("prune summary %q: cannot read %q", line, rest)
+		}
+		*parts[pruneSpaceKey[c[2]]] = n(c[1])
+		rest = rest[len(c[0]):]
+	}
+	return sum
+}
 
 // runPrune runs prune and checks its lines against the builds it must
-// remove and keep.
-func runPrune(t *testing.T, state string, removed, kept []qInst, args ...string) {
+// remove and keep; it returns the summary.
+func runPrune(t *testing.T, state string, removed, kept []qInst, args ...string) pruneSum {
 	t.Helper()
 	r := runCLI(t, append([]string{"prune", "--state", state}, args...)...)
 	if r.Code != 0 {
 		t.Fatalf("prune %v: want exit 0: %s", args, r)
 	}
 	lines := strings.Split(strings.TrimRight(string(r.Stdout), "\n"), "\n")
+	dry := slices.Contains(args, "--dry-run")
 	verb := "removed"
-	if slices.Contains(args, "--dry-run") {
+	if dry {
 		verb = "would remove"
 	}
 	var got []string
@@ -397,11 +436,72 @@ func runPrune(t *testing.T, state string, removed, kept []qInst, args ...string)
 		bytes += q.Size
 		cpvs[q.CPV] = true
 	}
-	m := pruneSumRE.FindStringSubmatch(lines[len(lines)-1])
-	wantSum := []string{verb, strconv.Itoa(len(removed)), strconv.Itoa(len(cpvs)), strconv.FormatInt(bytes, 10), strconv.Itoa(len(kept))}
-	if m == nil || !slices.Equal([]string{m[1], m[2], m[3], m[5], m[6]}, wantSum) {
-		t.Errorf("prune %v: summary %q, want %v (verb, instances, CPVs, bytes freed, kept)", args, lines[len(lines)-1], wantSum)
+	sum := parsePruneSum(t, lines[len(lines)-1], dry)
+	if sum.Builds != len(removed) || sum.CPVs != len(cpvs) || sum.Bytes != bytes || sum.Kept != len(kept) {
+		t.Errorf("prune %v: summary %q, want %d builds of %d CPVs, %d bytes, kept %d", args, lines[len(lines)-1], len(removed), len(cpvs), bytes, len(kept))
 	}
+	return sum
+}
+
+// blobsOf is the blob files (STATE/blobs/hh/SHA256) of the packages at
+// paths under dir.
+func blobsOf(t *testing.T, state, dir string, paths []string) []string {
+	t.Helper()
+	var out []string
+	for _, sum := range digestPaths(t, "sha256sum", dir, paths) {
+		out = append(out, filepath.Join(state, "blobs", sum[:2], sum))
+	}
+	sort.Strings(out)
+	return slices.Compact(out)
+}
+
+// allocated is the space the files hold on disk (st_blocks), each inode
+// once; a missing file holds none.
+func allocated(t *testing.T, files []string) int64 {
+	t.Helper()
+	var n int64
+	seen := map[uint64]bool{}
+	for _, f := range files {
+		var st unix.Stat_t
+		if err := unix.Stat(f, &st); err == nil && !seen[st.Ino] {
+			seen[st.Ino] = true
+			n += st.Blocks * 512
+		}
+	}
+	return n
+}
+
+// filesUnder lists the regular files below dir, except below skip.
+func filesUnder(t *testing.T, dir, skip string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		switch {
+		case err != nil:
+			return err
+		case d.IsDir() && p == skip:
+			return filepath.SkipDir
+		case d.Type().IsRegular():
+			out = append(out, p)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// blobSpace is the free space of the filesystem fsdir (which holds only
+// the state and the PKGDIR) plus what the state's files other than its
+// blobs hold: it changes only by what the blob store releases or takes.
+func blobSpace(t *testing.T, fsdir, state string) int64 {
+	t.Helper()
+	var st unix.Statfs_t
+	if err := unix.Statfs(fsdir, &st); err != nil {
+		t.Fatal(err)
+	}
+	return int64(st.Bfree)*st.Bsize + allocated(t, filesUnder(t, state, filepath.Join(state, "blobs")))
 }
 
 func TestPruneFixtures(t *testing.T) {
@@ -419,7 +519,10 @@ func TestPruneFixtures(t *testing.T) {
 	if len(removed) == 0 || len(kept) != len(all)-len(removed) {
 		t.Fatalf("premise: some CPV has several builds")
 	}
-	runPrune(t, state, removed, kept, "--keep", "1", "--dry-run")
+	// It would free what the blobs hold (a dry run cannot know the grace).
+	if sum := runPrune(t, state, removed, kept, "--keep", "1", "--dry-run"); sum.Now != allocated(t, blobsOf(t, state, mnt, pathsOf(removed, func(q qInst) string { return q.Path }))) || sum.Now == 0 {
+		t.Errorf("prune --dry-run: would free %d bytes, want what the blobs of those builds hold", sum.Now)
+	}
 	if _, raw := wReadIndex(t, mnt); !bytes.Equal(raw, raw0) {
 		t.Errorf("prune --dry-run changed Packages")
 	}
@@ -436,7 +539,12 @@ func TestPruneFixtures(t *testing.T) {
 		if len(removed) == 0 {
 			t.Fatalf("%s: premise: something to remove", what)
 		}
-		runPrune(t, state, removed, kept, args...)
+		// The mount's removal grace (15 min) holds their blobs: nothing is
+		// freed now, all of it when the grace ends.
+		held := allocated(t, blobsOf(t, state, mnt, pathsOf(removed, func(q qInst) string { return q.Path })))
+		if sum := runPrune(t, state, removed, kept, args...); sum.Now != 0 || sum.AtGraceEnd != held || held == 0 || sum.HeldLinks+sum.Shared != 0 {
+			t.Errorf("%s: prune reports %+v, want 0 bytes freed now and %d when the grace ends", what, sum, held)
+		}
 		gone = append(gone, removed...)
 		// Packages follows at once: exactly the builds kept.
 		idx, _ = wReadIndex(t, mnt)
@@ -538,7 +646,14 @@ func TestPruneUnmounted(t *testing.T) {
 	// --older-than alone: every build older than DUR, whatever the count.
 	kept := selectInsts(all, func(q qInst) bool { return q.BuildTime >= cut })
 	removed := selectInsts(all, func(q qInst) bool { return q.BuildTime < cut })
-	runPrune(t, state, removed, kept, "--older-than", old)
+	// Never mounted, no grace: the blobs go at once, and what they held is
+	// what prune says it freed.
+	blobs := filepath.Join(state, "blobs")
+	before := allocated(t, filesUnder(t, blobs, ""))
+	sum := runPrune(t, state, removed, kept, "--older-than", old)
+	if freed := before - allocated(t, filesUnder(t, blobs, "")); sum.Now != freed || freed == 0 || sum.AtGraceEnd+sum.HeldLinks+sum.Shared != 0 {
+		t.Errorf("prune of an unmounted state: %+v, want %d bytes freed now (what blobs/ lost)", sum, freed)
+	}
 	ix := runCLI(t, "index", "--state", state)
 	idx, _ := parseIndex(ix.Stdout)
 	for _, q := range qInstances(t, idx) {
@@ -569,6 +684,80 @@ func TestPruneUnmounted(t *testing.T) {
 		if r.Code != 2 || !strings.Contains(string(r.Stderr), bad.msg) {
 			t.Errorf("prune %v: want exit 2 and %q: %s", bad.args, bad.msg, r)
 		}
+	}
+}
+
+// TestPruneFreedSpace (issue 21, item 5): prune reports as freed what the
+// filesystem got back. After import --link the originals keep the bytes:
+// nothing is freed, and deleting those originals then frees what prune said
+// they hold. A copied state served by a mount without a removal grace frees
+// its blobs at once. The state and the PKGDIR are alone on a tmpfs, whose
+// free space is measured.
+func TestPruneFreedSpace(t *testing.T) {
+	t.Parallel()
+	needBinary(t)
+	fsdir := smallTmpfs(t)
+	fixture := extractFixture(t, "xpak-bzip2-multi")
+	pkgdir := filepath.Join(fsdir, "binpkgs")
+	mustRun(t, "", "cp", "-a", fixture, pkgdir)
+	state := filepath.Join(fsdir, "state")
+	r := runCLI(t, "import", "--link", "--state", state, pkgdir)
+	n := len(readFixtureIndex(t, pkgdir).Blocks)
+	if r.Code != 0 || !strings.Contains(string(r.Stderr), fmt.Sprintf("imported %d, already present 0, invalid 0 (linked %d, cloned 0, copied 0)", n, n)) {
+		t.Fatalf("import --link of %d packages: want all linked: %s", n, r)
+	}
+	ix := runCLI(t, "index", "--state", state)
+	idx, err := parseIndex(ix.Stdout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept, removed := expectKeep(qInstances(t, idx), 1, false, nil)
+	paths := pathsOf(removed, func(q qInst) string { return q.Path })
+	originals := make([]string, len(paths))
+	for i, p := range paths {
+		originals[i] = filepath.Join(pkgdir, p)
+	}
+	held := allocated(t, originals)
+	if held == 0 {
+		t.Fatal("premise: the fixture has builds to prune")
+	}
+
+	before := blobSpace(t, fsdir, state)
+	sum := runPrune(t, state, removed, kept, "--keep", "1")
+	freed := blobSpace(t, fsdir, state) - before
+	if sum.Now != freed || sum.HeldLinks != held || sum.AtGraceEnd+sum.Shared != 0 {
+		t.Errorf("prune after import --link: reports %d bytes freed now and %d held by hard links; the filesystem got %d back, the originals hold %d",
+			sum.Now, sum.HeldLinks, freed, held)
+	}
+	for _, p := range paths {
+		if _, err := os.Stat(filepath.Join(pkgdir, p)); err != nil {
+			t.Errorf("the original %s: %v (prune must leave the originals alone)", p, err)
+		}
+	}
+	before = blobSpace(t, fsdir, state)
+	for _, o := range originals {
+		if err := os.Remove(o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := blobSpace(t, fsdir, state) - before; got != held {
+		t.Errorf("deleting the pruned builds' originals freed %d bytes, prune said they hold %d", got, held)
+	}
+
+	// Copied blobs, a mount without a removal grace: freed at once.
+	copied := filepath.Join(fsdir, "copied")
+	importOK(t, copied, importSummary{n, 0, 0}, fixture)
+	mi := mountFSInfo(t, copied, "--removed-grace", "0")
+	idx, _ = wReadIndex(t, mi.Dir)
+	kept, removed = expectKeep(qInstances(t, idx), 1, false, nil)
+	before = blobSpace(t, fsdir, copied)
+	sum = runPrune(t, copied, removed, kept, "--keep", "1")
+	freed = blobSpace(t, fsdir, copied) - before
+	if sum.Now != freed || freed <= 0 || sum.AtGraceEnd+sum.HeldLinks+sum.Shared != 0 {
+		t.Errorf("prune of a mount without a grace: reports %+v; the filesystem got %d back", sum, freed)
+	}
+	if r := runCLI(t, "verify", "--state", copied); r.Code != 0 || strings.Contains(string(r.Stdout), "orphan") {
+		t.Errorf("verify after a prune of a mount without a grace (no orphan blobs): %s", r)
 	}
 }
 

@@ -45,7 +45,9 @@ type driver struct{}
 // Open opens the catalog of the state directory dir, creating it if missing.
 func (driver) Open(dir string) (catalog.Backend, error) { return Open(catalogPath(dir)) }
 
-func (driver) OpenReadOnly(dir string) (catalog.Backend, error) { return OpenReadOnly(catalogPath(dir)) }
+func (driver) OpenReadOnly(dir string) (catalog.Backend, error) {
+	return OpenReadOnly(catalogPath(dir))
+}
 
 func (driver) Present(dir string) string { return StatePresent(dir) }
 

@@ -92,18 +92,22 @@ func cmdPrune(args []string) int {
 	}
 	defer store.Close()
 
-	doomed, kept, err := selectPrune(store, policy, protect)
+	doomed, kept, shared, err := selectPrune(store, policy, protect)
 	if err != nil {
 		return fail("prune: %v", err)
 	}
+	// What each blob holds on disk before it goes: what its removal can
+	// release is known only now.
+	before := statBlobs(store, doomed)
 	w := bufio.NewWriter(os.Stdout)
 	defer w.Flush()
 	var (
-		removed    []catalog.Instance
-		removeErr  error
-		verb       = "removed"
-		cpvs       = map[string]bool{}
-		freedBytes int64
+		removed   []catalog.Instance
+		removeErr error
+		verb      = "removed"
+		cpvs      = map[string]bool{}
+		size      int64
+		space     spaceReport
 	)
 	switch {
 	case *dry:
@@ -111,6 +115,7 @@ func cmdPrune(args []string) int {
 		for i := range removed {
 			printRemoval(w, verb, &removed[i])
 		}
+		space = dryRunSpace(before, shared)
 	default:
 		// A mount follows the catalog within its poll interval; prune
 		// returns once it shows the change (its last build gone there).
@@ -120,12 +125,18 @@ func cmdPrune(args []string) int {
 				shown = p
 			}
 		}
-		removed, removeErr = removeInBatches(store, doomed, mnt == "", func(in *catalog.Instance) { printRemoval(w, verb, in) })
-		// Removed builds whose grace ended (this prune's, with no grace,
-		// or earlier ones') are collected by whoever finds them.
-		if _, err := store.ExpireTombstones(background(), time.Now()); err != nil && removeErr == nil {
+		removed, removeErr = removeInBatches(store, doomed, func(in *catalog.Instance) { printRemoval(w, verb, in) })
+		// Removed builds whose grace ended (earlier ones') are collected by
+		// whoever finds them; what that releases is released now.
+		expired, err := expireTombstones(store)
+		if err != nil && removeErr == nil {
 			removeErr = err
 		}
+		space, err = removedSpace(store, removed, before)
+		if err != nil && removeErr == nil {
+			removeErr = err
+		}
+		space.Now += expired
 		if shown != "" && removeErr == nil {
 			for deadline := time.Now().Add(10 * time.Second); lexists(shown) && time.Now().Before(deadline); {
 				time.Sleep(20 * time.Millisecond)
@@ -137,14 +148,10 @@ func cmdPrune(args []string) int {
 	}
 	for _, in := range removed {
 		cpvs[in.CPV] = true
-		freedBytes += in.Size
+		size += in.Size
 	}
-	freed := "freed"
-	if *dry {
-		freed = "would free"
-	}
-	fmt.Fprintf(w, "%s %d %s of %d %s, %s %d bytes (%s); kept %d\n", verb, len(removed), plural(len(removed), "instance", "instances"),
-		len(cpvs), plural(len(cpvs), "CPV", "CPVs"), freed, freedBytes, bytesText(freedBytes), kept+len(doomed)-len(removed))
+	fmt.Fprintf(w, "%s %d %s of %d %s, %s; %s; kept %d\n", verb, len(removed), plural(len(removed), "build", "builds"),
+		len(cpvs), plural(len(cpvs), "CPV", "CPVs"), sizeText(size), space.text(*dry), kept+len(doomed)-len(removed))
 	if removeErr != nil {
 		w.Flush()
 		return fail("prune: %v", removeErr)
@@ -208,18 +215,35 @@ func readAtomsFile(path string) ([]*layout.Atom, error) {
 }
 
 // selectPrune reads the catalog in one snapshot, a CPV at a time (rows come
-// ordered by CPV), and returns the builds the policy removes and how many
-// builds stay.
-func selectPrune(store *catalog.Store, policy catalog.PrunePolicy, protect []*layout.Atom) (doomed []catalog.Instance, kept int, err error) {
+// ordered by CPV), and returns the builds the policy removes, how many
+// builds stay, and the blobs of removed builds that a kept build shares
+// (same bytes; their removal frees nothing).
+func selectPrune(store *catalog.Store, policy catalog.PrunePolicy, protect []*layout.Atom) (doomed []catalog.Instance, kept int, shared map[string]bool, err error) {
 	var (
 		group     []catalog.Instance
 		use       = map[int64]string{}
 		protected = map[int64]bool{}
 	)
+	shared = map[string]bool{}
 	flush := func() {
 		d := catalog.SelectPrune(group, policy,
 			func(in *catalog.Instance) string { return use[in.ID] },
 			func(in *catalog.Instance) bool { return protected[in.ID] })
+		if len(d) > 0 {
+			gone := map[int64]bool{}
+			for i := range d {
+				gone[d[i].ID] = true
+			}
+			for i := range group {
+				if !gone[group[i].ID] && group[i].Blob != "" {
+					for j := range d {
+						if d[j].Blob == group[i].Blob {
+							shared[d[j].Blob] = true
+						}
+					}
+				}
+			}
+		}
 		doomed = append(doomed, d...)
 		kept += len(group) - len(d)
 		group = group[:0]
@@ -238,10 +262,10 @@ func selectPrune(store *catalog.Store, policy catalog.PrunePolicy, protect []*la
 		return nil
 	})
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
 	flush()
-	return doomed, kept, nil
+	return doomed, kept, shared, nil
 }
 
 func printRemoval(w *bufio.Writer, verb string, in *catalog.Instance) {
@@ -250,10 +274,11 @@ func printRemoval(w *bufio.Writer, verb string, in *catalog.Instance) {
 }
 
 // removeInBatches removes in catalog transactions of pruneBatch builds
-// each. Unserved (drop), their blobs go after each commit; a mount serving
-// the state shows each batch at once and keeps its builds downloadable for
-// its --removed-grace, as after rm, then drops their blobs itself.
-func removeInBatches(store *catalog.Store, doomed []catalog.Instance, drop bool, done func(*catalog.Instance)) ([]catalog.Instance, error) {
+// each, and drops their blobs after each commit unless a tombstone keeps
+// them: a mount serving the state shows each batch at once and keeps its
+// builds downloadable for its --removed-grace, as after rm, then drops
+// their blobs itself; with no grace nothing else would drop them.
+func removeInBatches(store *catalog.Store, doomed []catalog.Instance, done func(*catalog.Instance)) ([]catalog.Instance, error) {
 	var removed []catalog.Instance
 	for len(doomed) > 0 {
 		n := min(pruneBatch, len(doomed))
@@ -267,9 +292,7 @@ func removeInBatches(store *catalog.Store, doomed []catalog.Instance, drop bool,
 			return removed, err
 		}
 		for i := range batch {
-			if drop {
-				store.DropBlob(background(), batch[i].Blob)
-			}
+			store.DropBlob(background(), batch[i].Blob)
 			done(&batch[i])
 		}
 		removed = append(removed, batch...)

@@ -5,7 +5,7 @@ _pkgdirfs()
     local cur prev words cword
     _init_completion || return
 
-    local commands="mount import index verify query prune stats status version"
+    local commands="mount import index export verify query prune stats status version"
     if ((cword == 1)); then
         COMPREPLY=($(compgen -W "$commands --help --version" -- "$cur"))
         return
@@ -51,6 +51,7 @@ _pkgdirfs()
         mount) opts="--state --layouts --read-only --allow-other --xattrs --stamp-build-id --removed-grace --keep --per-use --init --hide-existing -f --foreground --log --log-level --debug -h --help" ;;
         import) opts="--state --link --keep-invalid -q --quiet --rebuild -h --help" ;;
         index) opts="--state --layouts --gz -h --help" ;;
+        export) opts="--state --copy -q --quiet -h --help" ;;
         verify) opts="--state --deep -h --help" ;;
         status) opts="--state -h --help" ;;
         query) opts="--state --format --use --older-than --newer-than -h --help" ;;
@@ -63,7 +64,7 @@ _pkgdirfs()
         return
     fi
     case ${words[1]} in
-        mount | import | status) _filedir -d ;;
+        mount | import | status | export) _filedir -d ;;
     esac
 } &&
     complete -F _pkgdirfs pkgdirfs
