@@ -109,9 +109,31 @@ func OpenReadOnly(path string) (*DB, error) {
 		}
 		f.Close()
 	}
-	ro, err := sql.Open("sqlite3", dsn(abs, fmt.Sprintf("mode=ro&_txlock=deferred&_query_only=1&_busy_timeout=%d", busyTimeout.Milliseconds())))
+	params := fmt.Sprintf("mode=ro&_txlock=deferred&_query_only=1&_busy_timeout=%d", busyTimeout.Milliseconds())
+	db, err := openRO(path, abs, params)
+	if errors.Is(err, catalog.ErrReadOnly) {
+		// No process has the catalog open (it has no -wal then), and this
+		// user may not create the files SQLite shares between readers:
+		// read the database file as it is. A writer that starts meanwhile
+		// writes its -wal, not this file, until a checkpoint.
+		if _, serr := os.Stat(abs + walSuffix); errors.Is(serr, os.ErrNotExist) {
+			db, err = openRO(path, abs, params+"&immutable=1")
+		}
+	}
 	if err != nil {
+		if errors.Is(err, catalog.ErrCorrupt) {
+			return nil, fmt.Errorf("catalog: open %s: %w (restore it from a backup, or rebuild it from the state's blobs with `pkgdirfs import --rebuild --state %s`)", path, err, filepath.Dir(abs))
+		}
 		return nil, fmt.Errorf("catalog: open %s: %w", path, err)
+	}
+	return db, nil
+}
+
+// openRO opens the read pool with params and checks the schema version.
+func openRO(path, abs, params string) (*DB, error) {
+	ro, err := sql.Open("sqlite3", dsn(abs, params))
+	if err != nil {
+		return nil, err
 	}
 	ro.SetMaxIdleConns(4)
 	db := &DB{path: path, ro: ro, readOnly: true}
@@ -125,14 +147,11 @@ func OpenReadOnly(path string) (*DB, error) {
 	case v > schemaVersion:
 		err = fmt.Errorf("catalog schema version %d is newer than this pkgdirfs supports (%d)", v, schemaVersion)
 	case v < schemaVersion:
-		err = fmt.Errorf("catalog schema version %d is older than this pkgdirfs's (%d), and reading it may not change it: run a command that writes (pkgdirfs mount, or pkgdirfs verify as a user who may write the state) once to upgrade it", v, schemaVersion)
+		err = fmt.Errorf("catalog schema version %d is older than this pkgdirfs's (%d), and reading it may not change it: mount it (or run pkgdirfs index) once as a user who may write the state, to upgrade it", v, schemaVersion)
 	}
 	if err != nil {
 		ro.Close()
-		if errors.Is(err, catalog.ErrCorrupt) {
-			return nil, fmt.Errorf("catalog: open %s: %w (restore it from a backup, or rebuild it from the state's blobs with `pkgdirfs import --rebuild --state %s`)", path, err, filepath.Dir(abs))
-		}
-		return nil, fmt.Errorf("catalog: open %s: %w", path, err)
+		return nil, err
 	}
 	return db, nil
 }
@@ -454,6 +473,8 @@ func classify(err error) error {
 		class = catalog.ErrCorrupt
 	case sqlite3.ErrConstraint:
 		class = catalog.ErrConflict
+	case sqlite3.ErrReadonly:
+		class = catalog.ErrReadOnly
 	default:
 		return err
 	}

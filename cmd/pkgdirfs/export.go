@@ -286,7 +286,7 @@ func exportSnapshot(store *catalog.Store) ([]exportItem, *tree.IndexView, error)
 		if err != nil {
 			return nil, nil, err
 		}
-		idx, err := renderIndex(store, tree.Layouts{Multi: true})
+		idx, err := renderIndex(store, tree.Layouts{Multi: true}, true)
 		if err != nil {
 			return nil, nil, err
 		}

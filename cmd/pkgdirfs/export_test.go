@@ -83,7 +83,7 @@ func checkExport(t *testing.T, store *catalog.Store, dir string, linked bool) {
 		}
 		return err
 	})
-	idx, err := renderIndex(store, tree.Layouts{Multi: true})
+	idx, err := renderIndex(store, tree.Layouts{Multi: true}, true)
 	if err != nil {
 		t.Fatal(err)
 	}

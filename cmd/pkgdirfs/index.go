@@ -30,12 +30,12 @@ func cmdIndex(args []string) int {
 	if why := notAState(*state); why != "" {
 		return fail("index: %s is not a pkgdirfs state (%s)", *state, why)
 	}
-	store, err := catalog.OpenStore(*state, newLogger(os.Stderr))
+	store, stored, err := openToRender(*state, newLogger(os.Stderr))
 	if err != nil {
 		return fail("index: %v", err)
 	}
 	defer store.Close()
-	idx, err := renderIndex(store, lay)
+	idx, err := renderIndex(store, lay, stored)
 	if err != nil {
 		return fail("index: %v", err)
 	}
@@ -55,8 +55,9 @@ func cmdIndex(args []string) int {
 }
 
 // renderIndex renders the index of the catalog's present generation, with the
-// TIMESTAMP a mount serving it gives it.
-func renderIndex(store *catalog.Store, lay tree.Layouts) (*tree.IndexView, error) {
+// TIMESTAMP a mount serving it gives it; stored: the TIMESTAMP is stored
+// (the state may be written), so every renderer of the generation uses it.
+func renderIndex(store *catalog.Store, lay tree.Layouts, stored bool) (*tree.IndexView, error) {
 	ctx := background()
 	m, err := tree.Load(ctx, store.DB, lay)
 	if err != nil {
@@ -66,7 +67,14 @@ func renderIndex(store *catalog.Store, lay tree.Layouts) (*tree.IndexView, error
 		return nil, err
 	}
 	for attempt := 0; ; attempt++ {
-		ts, err := store.DB.StampGeneration(ctx, m.Gen(), time.Now().Unix())
+		var ts int64
+		if stored {
+			ts, err = store.DB.StampGeneration(ctx, m.Gen(), time.Now().Unix())
+		} else {
+			var st catalog.Stamp
+			st, err = store.DB.StampOf(ctx, m.Gen())
+			ts = st.Next(time.Now().Unix())
+		}
 		if err == nil {
 			v, err := m.FreezeIndex(m.Gen(), ts)
 			if !errors.Is(err, tree.ErrStale) {

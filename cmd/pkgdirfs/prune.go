@@ -73,7 +73,7 @@ func cmdPrune(args []string) int {
 		err   error
 	)
 	if *dry {
-		store, err = catalog.OpenStore(*state, log)
+		store, err = openToRead(*state, log)
 	} else {
 		var lk *catalog.StateLock
 		lk, mnt, err = claimState(*state)

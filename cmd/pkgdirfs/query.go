@@ -40,7 +40,7 @@ func cmdQuery(args []string) int {
 	if why := notAState(*state); why != "" {
 		return fail("query: %s is not a pkgdirfs state (%s)", *state, why)
 	}
-	store, err := catalog.OpenStore(*state, newLogger(os.Stderr))
+	store, err := openToRead(*state, newLogger(os.Stderr))
 	if err != nil {
 		return fail("query: %v", err)
 	}

@@ -34,7 +34,7 @@ func cmdStats(args []string) int {
 	if why := notAState(*state); why != "" {
 		return fail("stats: %s is not a pkgdirfs state (%s)", *state, why)
 	}
-	store, err := catalog.OpenStore(*state, newLogger(os.Stderr))
+	store, err := openToRead(*state, newLogger(os.Stderr))
 	if err != nil {
 		return fail("stats: %v", err)
 	}

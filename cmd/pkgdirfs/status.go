@@ -194,7 +194,7 @@ func cmdStatus(args []string) int {
 	if why := notAState(*state); why != "" {
 		return fail("status: %s is not a pkgdirfs state (%s)", *state, why)
 	}
-	db, err := catalog.OpenState(*state)
+	db, err := catalog.OpenStateReadOnly(*state)
 	if err != nil {
 		return fail("status: %v", err)
 	}

@@ -7,8 +7,6 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
-
-	"pkgdirfs/catalog"
 )
 
 func cmdVerify(args []string) int {
@@ -25,7 +23,7 @@ func cmdVerify(args []string) int {
 	if why := notAState(*state); why != "" {
 		return fail("verify: %s is not a pkgdirfs state (%s)", *state, why)
 	}
-	store, err := catalog.OpenStore(*state, newLogger(os.Stderr))
+	store, err := openToRead(*state, newLogger(os.Stderr))
 	if err != nil {
 		return fail("verify: %v", err)
 	}
