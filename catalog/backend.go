@@ -3,7 +3,11 @@ package catalog
 import (
 	"context"
 	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 )
@@ -136,22 +140,84 @@ type Backend interface {
 	Close() error
 }
 
-// Driver opens the catalog a state directory holds, and handles it as
-// files.
+// Location says where a host's catalog and blobs are.
+type Location struct {
+	// State is the host's state directory: lock, log, staging, scratch;
+	// and the catalog and blobs unless Catalog and Blobs name others.
+	State string
+	// Catalog is "" for the state's own catalog (SQLite, STATE/catalog.db),
+	// or a URL: postgres://… (or postgresql://…) for a catalog several
+	// hosts share.
+	Catalog string
+	// Blobs is the blob directory, "" for STATE/blobs; a shared one holds
+	// its hosts' staging too, so that a commit is a rename.
+	Blobs string
+}
+
+// BlobDir is the directory the instances' blobs are in.
+func (l Location) BlobDir() string {
+	if l.Blobs != "" {
+		return l.Blobs
+	}
+	return filepath.Join(l.State, "blobs")
+}
+
+// StagingDir is where this host stages bytes on their way in: on the
+// blobs' filesystem (a commit is a rename), one directory per host when
+// the blobs are shared.
+func (l Location) StagingDir() string {
+	if l.Blobs != "" {
+		host, _ := os.Hostname()
+		return filepath.Join(l.Blobs, ".staging", host)
+	}
+	return filepath.Join(l.State, "staging")
+}
+
+// Shared: the catalog is not the state's own, so other hosts may write it.
+func (l Location) Shared() bool { return l.Catalog != "" && l.Catalog != DefaultDriver }
+
+// Describe names the catalog for messages: its URL without a password, or
+// the state directory.
+func (l Location) Describe() string {
+	if !l.Shared() {
+		return l.State
+	}
+	if u, err := url.Parse(l.Catalog); err == nil {
+		return u.Redacted()
+	}
+	return l.Catalog
+}
+
+func (l Location) driver() (Driver, error) {
+	name := DefaultDriver
+	if l.Shared() {
+		scheme, _, ok := strings.Cut(l.Catalog, "://")
+		if !ok {
+			return nil, fmt.Errorf("catalog: %q is not a catalog URL (want postgres://USER@HOST/DB, or nothing for the state's own)", l.Catalog)
+		}
+		name = scheme
+		if name == "postgresql" {
+			name = "postgres"
+		}
+	}
+	return driver(name)
+}
+
+// Driver opens the catalog at a Location, and handles it as a whole.
 type Driver interface {
-	// Open opens the catalog of state directory dir, making an empty one
-	// if it has none (dir must exist).
-	Open(dir string) (Backend, error)
+	// Open opens the catalog at loc, making an empty one if it has none
+	// (the state directory must exist).
+	Open(loc Location) (Backend, error)
 	// OpenReadOnly opens it to read only, creating and changing nothing.
-	OpenReadOnly(dir string) (Backend, error)
-	// Present says why dir holds no usable catalog, "" if it holds one.
-	Present(dir string) string
-	// Unreadable: dir holds a catalog that cannot serve (damaged, empty,
+	OpenReadOnly(loc Location) (Backend, error)
+	// Present says why loc holds no usable catalog, "" if it holds one.
+	Present(loc Location) string
+	// Unreadable: loc holds a catalog that cannot serve (damaged, empty,
 	// written by a newer pkgdirfs). A missing one is not unreadable.
-	Unreadable(dir string) bool
-	// SetAside renames the catalog of dir so the next Open makes a new
-	// one; it returns the new paths.
-	SetAside(dir, suffix string) ([]string, error)
+	Unreadable(loc Location) bool
+	// SetAside moves the catalog at loc aside so the next Open makes a new
+	// one; it returns where it went.
+	SetAside(loc Location, suffix string) ([]string, error)
 }
 
 var (

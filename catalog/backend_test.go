@@ -1,5 +1,6 @@
 package catalog_test
 
 import (
-	_ "pkgdirfs/catalog/sqlite" // the backend the tests run on
+	_ "pkgdirfs/catalog/postgres" // the backends the tests run on
+	_ "pkgdirfs/catalog/sqlite"
 )

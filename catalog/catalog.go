@@ -38,6 +38,10 @@ var (
 	ErrConflict = errors.New("catalog conflict")
 	// ErrReadOnly: the catalog was opened to read (OpenStateReadOnly).
 	ErrReadOnly = errors.New("catalog opened read-only")
+	// ErrUnavailable: the catalog's server cannot be reached (a shared
+	// catalog): what the mount has stays served; writes fail until it is
+	// back.
+	ErrUnavailable = errors.New("catalog server unavailable")
 )
 
 // Tx retry policy on ErrBusy. A backend already waits for a lock itself,
@@ -62,64 +66,72 @@ func New(b Backend) *DB { return &DB{b: b} }
 // OpenState opens the catalog of the state directory dir, creating it if
 // missing (dir must exist). Callers that must not create one check
 // StatePresent first.
-func OpenState(dir string) (*DB, error) {
-	d, err := driver(DefaultDriver)
+func OpenState(dir string) (*DB, error) { return Open(Location{State: dir}) }
+
+// OpenStateReadOnly is OpenReadOnly of the state directory dir's own catalog.
+func OpenStateReadOnly(dir string) (*DB, error) { return OpenReadOnly(Location{State: dir}) }
+
+// StatePresent is Present of the state directory dir's own catalog.
+func StatePresent(dir string) (why string) { return Present(Location{State: dir}) }
+
+// Open opens the catalog at loc, making an empty one where there is none.
+func Open(loc Location) (*DB, error) {
+	d, err := loc.driver()
 	if err != nil {
 		return nil, err
 	}
-	b, err := d.Open(dir)
+	b, err := d.Open(loc)
 	if err != nil {
 		return nil, err
 	}
 	return New(b), nil
 }
 
-// OpenStateReadOnly opens the catalog of dir to read it: nothing is
-// created or changed, so a user who may only read the state can query it;
-// every write fails with ErrReadOnly. An error says which file could not
-// be read and what to do.
-func OpenStateReadOnly(dir string) (*DB, error) {
-	d, err := driver(DefaultDriver)
+// OpenReadOnly opens the catalog at loc to read it: nothing is created or
+// changed, so a user who may only read it can query it; every write fails
+// with ErrReadOnly. An error says what could not be read and what to do.
+func OpenReadOnly(loc Location) (*DB, error) {
+	d, err := loc.driver()
 	if err != nil {
 		return nil, err
 	}
-	b, err := d.OpenReadOnly(dir)
+	b, err := d.OpenReadOnly(loc)
 	if err != nil {
 		return nil, err
 	}
 	return New(b), nil
 }
 
-// StatePresent says why dir does not hold a catalog ("" if it does), in
-// words for a user who named dir: a mistyped --state must be refused, not
+// Present says why loc holds no catalog ("" if it does), in words for a
+// user who named it: a mistyped --state or --catalog must be refused, not
 // served (or filled) as a new, empty catalog.
-func StatePresent(dir string) (why string) {
-	d, err := driver(DefaultDriver)
+func Present(loc Location) (why string) {
+	d, err := loc.driver()
 	if err != nil {
 		return err.Error()
 	}
-	return d.Present(dir)
+	return d.Present(loc)
 }
 
-// Unreadable reports whether dir holds a catalog that cannot serve (empty,
+// Unreadable reports whether loc holds a catalog that cannot serve (empty,
 // damaged, or written by a newer pkgdirfs). A missing catalog is not
 // unreadable: one is made. import --rebuild sets an unreadable catalog
 // aside (SetAside).
-func Unreadable(dir string) bool {
-	d, err := driver(DefaultDriver)
-	return err == nil && d.Unreadable(dir)
+func Unreadable(loc Location) bool {
+	d, err := loc.driver()
+	return err == nil && d.Unreadable(loc)
 }
 
-// SetAside renames the catalog of dir, each file to its name plus suffix
-// (e.g. ".lost-20240102T030405"), so that the next open makes a new catalog
-// while the old one stays for the user to inspect or restore. moved are the
-// new paths. The caller holds the state's lock.
-func SetAside(dir, suffix string) (moved []string, err error) {
-	d, err := driver(DefaultDriver)
+// SetAside moves the catalog at loc aside (its files renamed with suffix,
+// e.g. ".lost-20240102T030405"), so that the next open makes a new catalog
+// while the old one stays for the user to inspect or restore. moved names
+// where it went. The caller holds the state's lock.
+func SetAside(loc Location, suffix string) (moved []string, err error) {
+	d, err := loc.driver()
 	if err != nil {
 		return nil, err
 	}
-	return d.SetAside(dir, suffix)
+	return d.SetAside(loc, suffix)
 }
 
 // Close closes the backend.

@@ -17,7 +17,7 @@ import (
 func openTest(t testing.TB) (*DB, string) {
 	t.Helper()
 	path := t.TempDir()
-	db, err := OpenState(path)
+	db, err := testState(t, path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -559,7 +559,7 @@ func TestConcurrentAllocation(t *testing.T) {
 			db, path := openTest(t)
 			dbs := []*DB{db}
 			if handles == 2 {
-				db2, err := OpenState(path)
+				db2, err := testState(t, path)
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -206,7 +206,7 @@ func sortedKeys[V any](m map[string]V) []string {
 
 func openImportStore(t *testing.T, dir string, tr *importTree) *Store {
 	t.Helper()
-	s, err := OpenStore(dir, nil)
+	s, err := testStore(t, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -532,7 +532,7 @@ func TestImportLinkSameFilesystem(t *testing.T) {
 	if err := os.Link(files[1].Path, filepath.Join(s.StagingDir(), "in-live")); err != nil {
 		t.Fatal(err)
 	}
-	s2, err := OpenStore(s.Dir, nil)
+	s2, err := testStore(t, s.Dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -570,7 +570,7 @@ func TestImportLinkOtherFilesystem(t *testing.T) {
 	if unix.Statfs(state, &st1) != nil || unix.Statfs(files[0].Path, &st2) != nil || st1.Type == st2.Type {
 		t.Skip("the source is on a tmpfs too")
 	}
-	s, err := OpenStore(state, nil)
+	s, err := testStore(t, state)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -708,7 +708,7 @@ func TestImportLinkFallback(t *testing.T) {
 // gives the header the most common CHOST of the packages (ties: the
 // smaller), never overriding one.
 func TestFillHeaderCHOST(t *testing.T) {
-	s, err := OpenStore(t.TempDir(), nil)
+	s, err := testStore(t, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -781,7 +781,7 @@ func TestImportStopsAtFailedTransaction(t *testing.T) {
 	if err != nil || len(files) != 40 {
 		t.Fatalf("scan: %d files, %v", len(files), err)
 	}
-	s, err := OpenStore(t.TempDir(), nil)
+	s, err := testStore(t, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -861,7 +861,7 @@ func TestVerifyLostCatalog(t *testing.T) {
 // rules refuse (here: metadata BUILD_ID 0, accepted before) is a fault of
 // verify --deep, and stays in the catalog; valid ones are not.
 func TestVerifyDeepJudgesByTodaysRules(t *testing.T) {
-	s, err := OpenStore(t.TempDir(), nil)
+	s, err := testStore(t, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -86,7 +86,7 @@ func TestPruneSelect(t *testing.T) {
 
 func TestPruneRemoveBatch(t *testing.T) {
 	ctx := context.Background()
-	s, err := OpenStore(t.TempDir(), nil)
+	s, err := testStore(t, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +137,7 @@ func TestPruneRemoveBatch(t *testing.T) {
 // transaction, and their blobs go.
 func TestPruneKeepPolicyOnCommit(t *testing.T) {
 	ctx := context.Background()
-	s, err := OpenStore(t.TempDir(), nil)
+	s, err := testStore(t, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,7 +216,7 @@ func TestPruneKeepPolicyOnCommit(t *testing.T) {
 
 func TestPruneKeepPolicyPerUse(t *testing.T) {
 	ctx := context.Background()
-	s, err := OpenStore(t.TempDir(), nil)
+	s, err := testStore(t, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +247,7 @@ func TestPruneKeepPolicyPerUse(t *testing.T) {
 
 func TestPruneKeepPolicySparesPlaceholders(t *testing.T) {
 	ctx := context.Background()
-	s, err := OpenStore(t.TempDir(), nil)
+	s, err := testStore(t, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -323,7 +323,7 @@ func TestQueryScopes(t *testing.T) {
 
 func TestStatsSummary(t *testing.T) {
 	ctx := context.Background()
-	s, err := OpenStore(t.TempDir(), nil)
+	s, err := testStore(t, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,7 +32,8 @@ import (
 //	scratch/     files clients create that are not packages, at their paths
 //	recovered/   interrupted writes whose path is unknown, kept for the user
 type Store struct {
-	Dir string
+	Dir string   // the host's state directory
+	Loc Location // where its catalog and blobs are
 	DB  *DB
 	log *slog.Logger
 	// StampBuildID writes the assigned BUILD_ID into the XPAK block of a new
@@ -48,46 +49,50 @@ type Store struct {
 // by a dead writer never reached the catalog: they are kept in the mount's
 // quarantine (RecoveredDir) at the path they were written to (logged).
 func OpenStore(dir string, log *slog.Logger) (*Store, error) {
-	return openStore(dir, log, nil)
+	return openStore(Location{State: dir}, log, nil)
 }
+
+// OpenStoreAt is OpenStore of a state whose catalog or blobs are elsewhere.
+func OpenStoreAt(loc Location, log *slog.Logger) (*Store, error) { return openStore(loc, log, nil) }
 
 // OpenStoreLocked opens a state whose lock the caller holds (the mount
 // daemon): files an older pkgdirfs staged directly in staging/ are a dead
 // owner's too, and recovered.
-func OpenStoreLocked(dir string, log *slog.Logger, lk *StateLock) (*Store, error) {
-	return openStore(dir, log, lk)
+func OpenStoreLocked(loc Location, log *slog.Logger, lk *StateLock) (*Store, error) {
+	return openStore(loc, log, lk)
 }
 
 // OpenStoreReadOnly opens a state to read it: nothing in it is created,
 // recovered or changed, so a user who may only read the state can query,
 // verify and render it; every write fails with ErrReadOnly.
-func OpenStoreReadOnly(dir string, log *slog.Logger) (*Store, error) {
+func OpenStoreReadOnly(loc Location, log *slog.Logger) (*Store, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	db, err := OpenStateReadOnly(dir)
+	db, err := OpenReadOnly(loc)
 	if err != nil {
 		return nil, err
 	}
-	return &Store{Dir: dir, DB: db, log: log, blobs: blobs.Dir{Root: filepath.Join(dir, "blobs")},
-		staging: blobs.NewStaging(filepath.Join(dir, "staging"), log)}, nil
+	return &Store{Dir: loc.State, Loc: loc, DB: db, log: log, blobs: blobs.Dir{Root: loc.BlobDir()},
+		staging: blobs.NewStaging(loc.StagingDir(), log)}, nil
 }
 
-func openStore(dir string, log *slog.Logger, lk *StateLock) (*Store, error) {
+func openStore(loc Location, log *slog.Logger, lk *StateLock) (*Store, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	for _, sub := range []string{"", "blobs", "staging", "scratch"} {
-		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
+	dir := loc.State
+	for _, d := range []string{dir, loc.BlobDir(), loc.StagingDir(), filepath.Join(dir, "scratch")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("state directory: %w", err)
 		}
 	}
-	db, err := OpenState(dir)
+	db, err := Open(loc)
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{Dir: dir, DB: db, log: log, blobs: blobs.Dir{Root: filepath.Join(dir, "blobs")},
-		staging: blobs.NewStaging(filepath.Join(dir, "staging"), log)}
+	s := &Store{Dir: dir, Loc: loc, DB: db, log: log, blobs: blobs.Dir{Root: loc.BlobDir()},
+		staging: blobs.NewStaging(loc.StagingDir(), log)}
 	// Dead writers' staging directories are recovered by whoever opens the
 	// state; files staged directly in staging/ (an older pkgdirfs) only by
 	// the holder of the state's lock, when no other writer can be live.

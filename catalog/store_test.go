@@ -27,7 +27,7 @@ func ingestBytes(t *testing.T, s *Store, name string, b []byte, replaces int64) 
 }
 
 func TestIngestIdentity(t *testing.T) {
-	s, err := OpenStore(t.TempDir(), nil)
+	s, err := testStore(t, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +100,7 @@ func TestIngestIdentity(t *testing.T) {
 }
 
 func TestIngestRefusals(t *testing.T) {
-	s, err := OpenStore(t.TempDir(), nil)
+	s, err := testStore(t, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +139,7 @@ func TestIngestRefusals(t *testing.T) {
 }
 
 func TestStampBuildID(t *testing.T) {
-	s, err := OpenStore(t.TempDir(), nil)
+	s, err := testStore(t, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

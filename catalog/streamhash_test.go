@@ -106,7 +106,7 @@ func imageRange(t *testing.T, d *xpak.MemberDigests) (int64, int64) {
 // Manifest with those digests and does not read the image again, and
 // refuses a wrong image with the reason it gives when it reads it.
 func TestIdentifyUsesStreamedDigests(t *testing.T) {
-	s, err := OpenStore(t.TempDir(), nil)
+	s, err := testStore(t, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,7 @@ import (
 // two contents); a reservation or a move onto a spent id is refused; the
 // grace's end drops the blob, which stays while any tombstone names it.
 func TestTombstones(t *testing.T) {
-	s, err := OpenStore(t.TempDir(), nil)
+	s, err := testStore(t, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +119,7 @@ func TestTombstones(t *testing.T) {
 // TestRemoveWithoutGrace: with no grace, a removal keeps nothing; the id is
 // spent for other bytes all the same.
 func TestRemoveWithoutGrace(t *testing.T) {
-	s, err := OpenStore(t.TempDir(), nil)
+	s, err := testStore(t, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,11 +149,11 @@ func TestRemoveWithoutGrace(t *testing.T) {
 // progress), a closed one's is not.
 func TestOtherWriterLive(t *testing.T) {
 	dir := t.TempDir()
-	a, err := OpenStore(dir, nil)
+	a, err := testStore(t, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := OpenStore(dir, nil)
+	b, err := testStore(t, dir)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -274,7 +274,10 @@ func TestCLIDocsAgree(t *testing.T) {
 		} else {
 			block := m[1]
 			if strings.Contains(block, "$state_opt") {
-				block += " '--state="
+				// The options every command with --state has, defined once.
+				if m := regexp.MustCompile(`(?m)^local -a state_opt=\((.*)\)$`).FindStringSubmatch(zsh); m != nil {
+					block += " " + m[1]
+				}
 			}
 			if strings.Contains(block, "$help_opt") {
 				block += " --help -h"

@@ -43,17 +43,21 @@ func init() { catalog.Register(catalog.DefaultDriver, driver{}) }
 type driver struct{}
 
 // Open opens the catalog of the state directory dir, creating it if missing.
-func (driver) Open(dir string) (catalog.Backend, error) { return Open(catalogPath(dir)) }
-
-func (driver) OpenReadOnly(dir string) (catalog.Backend, error) {
-	return OpenReadOnly(catalogPath(dir))
+func (driver) Open(loc catalog.Location) (catalog.Backend, error) {
+	return Open(catalogPath(loc.State))
 }
 
-func (driver) Present(dir string) string { return StatePresent(dir) }
+func (driver) OpenReadOnly(loc catalog.Location) (catalog.Backend, error) {
+	return OpenReadOnly(catalogPath(loc.State))
+}
 
-func (driver) Unreadable(dir string) bool { return Unreadable(dir) }
+func (driver) Present(loc catalog.Location) string { return StatePresent(loc.State) }
 
-func (driver) SetAside(dir, suffix string) ([]string, error) { return SetAside(dir, suffix) }
+func (driver) Unreadable(loc catalog.Location) bool { return Unreadable(loc.State) }
+
+func (driver) SetAside(loc catalog.Location, suffix string) ([]string, error) {
+	return SetAside(loc.State, suffix)
+}
 
 // StatePresent says why dir does not hold a catalog ("" if it does), in
 // words for a user who named dir: a mistyped --state must be refused, not

@@ -266,7 +266,7 @@ func (r snap) ForEachIndexed(fn func(inst *catalog.Instance) error) error {
 			// Both cursors share one snapshot and one order; this is a bug.
 			return fmt.Errorf("catalog: metadata out of step with instance %d", inst.ID)
 		}
-		m, err := decodeMeta(mBlob, keys)
+		m, err := catalog.DecodeMeta(mBlob, keys)
 		if err != nil {
 			return fmt.Errorf("catalog: instance %d: %w", inst.ID, err)
 		}
@@ -340,7 +340,7 @@ func (r snap) InstanceMeta(id int64) (map[string]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("catalog: meta of %d: %w", id, err)
 	}
-	m, err := decodeMeta(b, nil)
+	m, err := catalog.DecodeMeta(b, nil)
 	if err != nil {
 		return nil, fmt.Errorf("catalog: meta of %d: %w", id, err)
 	}

@@ -68,7 +68,7 @@ func (r snap) MetaValue(id int64, key string) (string, error) {
 		}
 		return "", fmt.Errorf("catalog: meta of %d: %w", id, err)
 	}
-	v, _, err := metaValue(b, key)
+	v, _, err := catalog.MetaValue(b, key)
 	if err != nil {
 		return "", fmt.Errorf("catalog: meta of %d: %w", id, err)
 	}
@@ -89,7 +89,7 @@ func (r snap) CountMetaValues(key string) (map[string]int, error) {
 		if err := rows.Scan(&b); err != nil {
 			return nil, err
 		}
-		v, _, err := metaValue(b, key)
+		v, _, err := catalog.MetaValue(b, key)
 		if err != nil {
 			return nil, err
 		}

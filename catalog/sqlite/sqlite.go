@@ -231,7 +231,7 @@ func convertInstanceMeta(tx *wtx) error {
 		if len(meta) == 0 {
 			return nil
 		}
-		_, err := ins.ExecContext(tx.ctx, id, encodeMeta(meta))
+		_, err := ins.ExecContext(tx.ctx, id, catalog.EncodeMeta(meta))
 		return err
 	}
 	for rows.Next() {

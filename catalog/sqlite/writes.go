@@ -46,7 +46,7 @@ func (tx *wtx) InsertInstance(inst *catalog.Instance) (int64, error) {
 	if len(inst.Meta) > 0 {
 		ins, err := tx.stmt(`INSERT INTO instance_index (instance_id, meta) VALUES (?, ?)`)
 		if err == nil {
-			_, err = ins.ExecContext(tx.ctx, id, encodeMeta(inst.Meta))
+			_, err = ins.ExecContext(tx.ctx, id, catalog.EncodeMeta(inst.Meta))
 		}
 		if err != nil {
 			return 0, fmt.Errorf("catalog: insert %s: meta: %w", inst.CPV, err)

@@ -48,7 +48,7 @@ func cmdExport(args []string) int {
 		return 2
 	}
 	// Never creates a state: a mistyped --state is an error.
-	if why := notAState(*state); why != "" {
+	if why := notAState(location(*state)); why != "" {
 		return fail("export: %s is not a pkgdirfs state (%s)", *state, why)
 	}
 	dir, err := filepath.Abs(ops[0])
@@ -60,7 +60,7 @@ func cmdExport(args []string) int {
 	}
 	// Read-only use of the catalog, without the state's lock: a mount may
 	// serve it meanwhile.
-	store, err := catalog.OpenStore(*state, newLogger(os.Stderr))
+	store, err := catalog.OpenStoreAt(location(*state), newLogger(os.Stderr))
 	if err != nil {
 		return fail("export: %v", err)
 	}

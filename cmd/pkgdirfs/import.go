@@ -39,12 +39,12 @@ func cmdImport(args []string) int {
 	var lk *catalog.StateLock
 	if *rebuild {
 		var err error
-		if lk, err = prepareRebuild(*state); err != nil {
+		if lk, err = prepareRebuild(location(*state)); err != nil {
 			return fail("import --rebuild: %v", err)
 		}
 		defer lk.Release()
 	}
-	store, err := openForImport(*state, log, lk)
+	store, err := openForImport(location(*state), log, lk)
 	if err != nil {
 		return fail("import: %v", err)
 	}
@@ -242,27 +242,31 @@ func copyFile(src, dst string, st os.FileInfo) error {
 }
 
 // openForImport opens the state; a rebuild holds its lock already.
-func openForImport(state string, log *slog.Logger, lk *catalog.StateLock) (*catalog.Store, error) {
+func openForImport(loc catalog.Location, log *slog.Logger, lk *catalog.StateLock) (*catalog.Store, error) {
 	if lk != nil {
-		return catalog.OpenStoreLocked(state, log, lk)
+		return catalog.OpenStoreLocked(loc, log, lk)
 	}
-	return catalog.OpenStore(state, log)
+	return catalog.OpenStoreAt(loc, log)
 }
 
 // prepareRebuild takes the state (no daemon may serve it meanwhile) and
 // sets a catalog that cannot be opened, or is 0 bytes, aside, so that a new
 // one is made; the old files are kept under their names plus .lost-TIME.
-func prepareRebuild(state string) (*catalog.StateLock, error) {
-	if st, err := os.Stat(filepath.Join(state, "blobs")); err != nil || !st.IsDir() {
+func prepareRebuild(loc catalog.Location) (*catalog.StateLock, error) {
+	if loc.Shared() {
+		return nil, fmt.Errorf("--rebuild makes the state's own catalog anew; a shared catalog (%s) is restored from the database server's backups", loc.Describe())
+	}
+	state := loc.State
+	if st, err := os.Stat(loc.BlobDir()); err != nil || !st.IsDir() {
 		return nil, fmt.Errorf("%s has no blobs/ directory to rebuild from", state)
 	}
 	lk, err := catalog.LockState(state, fmt.Sprintf("pid %d, pkgdirfs import --rebuild", os.Getpid()))
 	if err != nil {
 		return nil, err
 	}
-	if catalog.Unreadable(state) {
+	if catalog.Unreadable(loc) {
 		suffix := ".lost-" + time.Now().UTC().Format("20060102T150405")
-		moved, err := catalog.SetAside(state, suffix)
+		moved, err := catalog.SetAside(loc, suffix)
 		if err != nil {
 			lk.Release()
 			return nil, err

@@ -27,10 +27,10 @@ func cmdIndex(args []string) int {
 		return fail("index: %v", err)
 	}
 	// Never creates a state: a mistyped --state is an error.
-	if why := notAState(*state); why != "" {
+	if why := notAState(location(*state)); why != "" {
 		return fail("index: %s is not a pkgdirfs state (%s)", *state, why)
 	}
-	store, stored, err := openToRender(*state, newLogger(os.Stderr))
+	store, stored, err := openToRender(location(*state), newLogger(os.Stderr))
 	if err != nil {
 		return fail("index: %v", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"pkgdirfs/catalog"
 	"strings"
 
 	"github.com/spf13/pflag"
@@ -28,18 +29,18 @@ var commands []command
 
 func init() {
 	commands = []command{
-		{"mount", "[--state DIR] [--layouts all|multi,flat,legacy] [--read-only] [--allow-other] [--xattrs] [--stamp-build-id] [--removed-grace DURATION] [--keep N [--per-use]] [--init] [--hide-existing] [-f] [--log FILE] [--log-level debug|info|warn|error] [--debug] MOUNTPOINT",
+		{"mount", "[--state DIR] [--catalog URL] [--blobs DIR] [--layouts all|multi,flat,legacy] [--read-only] [--allow-other] [--xattrs] [--stamp-build-id] [--removed-grace DURATION] [--keep N [--per-use]] [--init] [--hide-existing] [-f] [--log FILE] [--log-level debug|info|warn|error] [--debug] MOUNTPOINT",
 			"serve the catalog as a PKGDIR at MOUNTPOINT (returns once it is mounted, unless -f); also mount -t fuse.pkgdirfs STATE MOUNTPOINT -o OPTIONS", cmdMount},
-		{"import", "[--state DIR] [--link] [--keep-invalid] [-q] SRC... | --rebuild [--state DIR]", "import the packages of existing PKGDIRs (any layout) into the catalog", cmdImport},
-		{"index", "[--state DIR] [--layouts ...] [--gz]", "write the Packages index the mount serves to stdout", cmdIndex},
-		{"export", "[--state DIR] [--copy] [-q] DIR", "write every package into DIR as a plain PKGDIR (multi-instance layout, the Packages the mount serves; hard links where the filesystem allows): the way back from pkgdirfs, and a backup; an earlier export in DIR is updated", cmdExport},
-		{"verify", "[--state DIR] [--deep]", "check the catalog against the blobs (--deep: digests too); list refused files; exit 1 on any fault", cmdVerify},
-		{"query", "[--state DIR] [--format table|json|paths] [--use FLAGS] [--older-than DUR] [--newer-than DUR] [ATOM...]",
+		{"import", "[--state DIR] [--catalog URL] [--blobs DIR] [--link] [--keep-invalid] [-q] SRC... | --rebuild [--state DIR]", "import the packages of existing PKGDIRs (any layout) into the catalog", cmdImport},
+		{"index", "[--state DIR] [--catalog URL] [--blobs DIR] [--layouts ...] [--gz]", "write the Packages index the mount serves to stdout", cmdIndex},
+		{"export", "[--state DIR] [--catalog URL] [--blobs DIR] [--copy] [-q] DIR", "write every package into DIR as a plain PKGDIR (multi-instance layout, the Packages the mount serves; hard links where the filesystem allows): the way back from pkgdirfs, and a backup; an earlier export in DIR is updated", cmdExport},
+		{"verify", "[--state DIR] [--catalog URL] [--blobs DIR] [--deep]", "check the catalog against the blobs (--deep: digests too); list refused files; exit 1 on any fault", cmdVerify},
+		{"query", "[--state DIR] [--catalog URL] [--blobs DIR] [--format table|json|paths] [--use FLAGS] [--older-than DUR] [--newer-than DUR] [ATOM...]",
 			"list the builds matching Portage atoms (cat/pkg, >=cat/pkg-1.0, cat/pkg:SLOT, cat/*), USE flags and build times", cmdQuery},
-		{"prune", "[--state DIR] [--keep N] [--per-use] [--older-than DUR] [--keep-atoms FILE] [--dry-run]",
+		{"prune", "[--state DIR] [--catalog URL] [--blobs DIR] [--keep N] [--per-use] [--older-than DUR] [--keep-atoms FILE] [--dry-run]",
 			"remove old builds by policy: all but the N newest of each CPV (or USE set), older than DUR, never those FILE's atoms match", cmdPrune},
-		{"stats", "[--state DIR] [--format table|json]", "instances, CPVs, bytes by category, CPVs with the most builds, refused files, oldest and newest build", cmdStats},
-		{"status", "[--state DIR] [PATH]", "show the daemon serving the state (pid, mountpoint, open handles, memory) and the catalog (generation, instances, last commit); the state is that of the pkgdirfs mount holding PATH or, without PATH and --state, the working directory; exit 3 if not mounted", cmdStatus},
+		{"stats", "[--state DIR] [--catalog URL] [--blobs DIR] [--format table|json]", "instances, CPVs, bytes by category, CPVs with the most builds, refused files, oldest and newest build", cmdStats},
+		{"status", "[--state DIR] [--catalog URL] [--blobs DIR] [PATH]", "show the daemon serving the state (pid, mountpoint, open handles, memory) and the catalog (generation, instances, last commit); the state is that of the pkgdirfs mount holding PATH or, without PATH and --state, the working directory; exit 3 if not mounted", cmdStatus},
 		{"version", "", "print the version", func([]string) int { fmt.Println("pkgdirfs", version); return 0 }},
 		{"watchdog", "--pid PID --connection N MOUNTPOINT",
 			"started by mount beside its daemon (with the connection's control files as fds 3 and 4): if the daemon dies without unmounting, abort the mount's FUSE connection so clients fail instead of hanging", cmdWatchdog},
@@ -166,7 +167,25 @@ func stateFlag(fs *pflag.FlagSet) *string {
 	if v := os.Getenv("PKGDIRFS_STATE"); v != "" {
 		def = v
 	}
-	return fs.String("state", def, "the state directory `DIR`: the catalog, and blobs/ with the package bytes")
+	state := fs.String("state", def, "the state directory `DIR`: the catalog, and blobs/ with the package bytes")
+	catalogURL = fs.String("catalog", os.Getenv("PKGDIRFS_CATALOG"), "a catalog several hosts share, `URL` postgres://USER@HOST/DB (default: the state's own)")
+	blobsDir = fs.String("blobs", os.Getenv("PKGDIRFS_BLOBS"), "the blob directory `DIR`, shared by the hosts of one catalog (default: STATE/blobs)")
+	return state
+}
+
+// The --catalog and --blobs of the command being run (stateFlag).
+var catalogURL, blobsDir *string
+
+// location is where the state's catalog and blobs are, by the flags.
+func location(state string) catalog.Location {
+	loc := catalog.Location{State: state}
+	if catalogURL != nil {
+		loc.Catalog = *catalogURL
+	}
+	if blobsDir != nil {
+		loc.Blobs = *blobsDir
+	}
+	return loc
 }
 
 // parseArgs parses flags that may stand before or after the operands (--

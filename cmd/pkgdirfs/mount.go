@@ -83,7 +83,7 @@ func cmdMount(args []string) int {
 	}
 	// A mistyped --state must not mount an empty PKGDIR over the real one.
 	if !*initState {
-		if why := notAState(*state); why != "" {
+		if why := notAState(location(*state)); why != "" {
 			return fail("mount: %s is not a pkgdirfs state (%s): make one with `pkgdirfs import --state %s PKGDIR`, or pass --init to mount a new, empty PKGDIR (if it held packages: `pkgdirfs import --rebuild --state %s` rebuilds its catalog from its blobs)", *state, why, *state, *state)
 		}
 	}
@@ -155,7 +155,7 @@ func cmdMount(args []string) int {
 		}
 	}()
 
-	store, err := catalog.OpenStoreLocked(*state, log, lk)
+	store, err := catalog.OpenStoreLocked(location(*state), log, lk)
 	if err != nil {
 		return failReady("%v", err)
 	}
@@ -273,7 +273,7 @@ func daemonize(state, logFile string) int {
 }
 
 // notAState says why dir is not a state made by import or mount --init ("" if it is).
-func notAState(dir string) string { return catalog.StatePresent(dir) }
+func notAState(loc catalog.Location) string { return catalog.Present(loc) }
 
 // hidesPackages says why an empty catalog must not be mounted over mnt: mnt
 // holds package files, which the mount would hide (a new state mounted over

@@ -58,7 +58,7 @@ func cmdPrune(args []string) int {
 			return usage("--keep-atoms: %v", err)
 		}
 	}
-	if why := notAState(*state); why != "" {
+	if why := notAState(location(*state)); why != "" {
 		return fail("prune: %s is not a pkgdirfs state (%s)", *state, why)
 	}
 
@@ -73,7 +73,7 @@ func cmdPrune(args []string) int {
 		err   error
 	)
 	if *dry {
-		store, err = openToRead(*state, log)
+		store, err = openToRead(location(*state), log)
 	} else {
 		var lk *catalog.StateLock
 		lk, mnt, err = claimState(*state)
@@ -82,9 +82,9 @@ func cmdPrune(args []string) int {
 		}
 		if lk != nil {
 			defer lk.Release()
-			store, err = catalog.OpenStoreLocked(*state, log, lk)
+			store, err = catalog.OpenStoreLocked(location(*state), log, lk)
 		} else {
-			store, err = catalog.OpenStore(*state, log)
+			store, err = catalog.OpenStoreAt(location(*state), log)
 		}
 	}
 	if err != nil {

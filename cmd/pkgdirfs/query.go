@@ -37,10 +37,10 @@ func cmdQuery(args []string) int {
 	if err != nil {
 		return usage("%v", err)
 	}
-	if why := notAState(*state); why != "" {
+	if why := notAState(location(*state)); why != "" {
 		return fail("query: %s is not a pkgdirfs state (%s)", *state, why)
 	}
-	store, err := openToRead(*state, newLogger(os.Stderr))
+	store, err := openToRead(location(*state), newLogger(os.Stderr))
 	if err != nil {
 		return fail("query: %v", err)
 	}

@@ -31,10 +31,10 @@ func cmdStats(args []string) int {
 	if *format != "table" && *format != "json" {
 		return usageError(fl, "--format %q: want table or json", *format)
 	}
-	if why := notAState(*state); why != "" {
+	if why := notAState(location(*state)); why != "" {
 		return fail("stats: %s is not a pkgdirfs state (%s)", *state, why)
 	}
-	store, err := openToRead(*state, newLogger(os.Stderr))
+	store, err := openToRead(location(*state), newLogger(os.Stderr))
 	if err != nil {
 		return fail("stats: %v", err)
 	}

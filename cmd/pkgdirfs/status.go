@@ -157,7 +157,7 @@ func stateAt(path string) (string, error) {
 	if s, ok := mountStateAt(abs); ok {
 		return s, nil
 	}
-	if notAState(abs) == "" {
+	if catalog.StatePresent(abs) == "" {
 		return abs, nil
 	}
 	if _, err := os.Stat(abs); err != nil {
@@ -191,10 +191,10 @@ func cmdStatus(args []string) int {
 			}
 		}
 	}
-	if why := notAState(*state); why != "" {
+	if why := notAState(location(*state)); why != "" {
 		return fail("status: %s is not a pkgdirfs state (%s)", *state, why)
 	}
-	db, err := catalog.OpenStateReadOnly(*state)
+	db, err := catalog.OpenReadOnly(location(*state))
 	if err != nil {
 		return fail("status: %v", err)
 	}

@@ -20,10 +20,10 @@ func cmdVerify(args []string) int {
 	if len(ops) != 0 {
 		return usageError(fl, "unexpected argument %q (verify takes no operands: the state is --state DIR)", ops[0])
 	}
-	if why := notAState(*state); why != "" {
+	if why := notAState(location(*state)); why != "" {
 		return fail("verify: %s is not a pkgdirfs state (%s)", *state, why)
 	}
-	store, err := openToRead(*state, newLogger(os.Stderr))
+	store, err := openToRead(location(*state), newLogger(os.Stderr))
 	if err != nil {
 		return fail("verify: %v", err)
 	}

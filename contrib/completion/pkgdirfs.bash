@@ -48,15 +48,15 @@ _pkgdirfs()
 
     local opts
     case ${words[1]} in
-        mount) opts="--state --layouts --read-only --allow-other --xattrs --stamp-build-id --removed-grace --keep --per-use --init --hide-existing -f --foreground --log --log-level --debug -h --help" ;;
-        import) opts="--state --link --keep-invalid -q --quiet --rebuild -h --help" ;;
-        index) opts="--state --layouts --gz -h --help" ;;
-        export) opts="--state --copy -q --quiet -h --help" ;;
-        verify) opts="--state --deep -h --help" ;;
-        status) opts="--state -h --help" ;;
-        query) opts="--state --format --use --older-than --newer-than -h --help" ;;
-        prune) opts="--state --keep --per-use --older-than --keep-atoms --dry-run -h --help" ;;
-        stats) opts="--state --format -h --help" ;;
+        mount) opts="--state --catalog --blobs --layouts --read-only --allow-other --xattrs --stamp-build-id --removed-grace --keep --per-use --init --hide-existing -f --foreground --log --log-level --debug -h --help" ;;
+        import) opts="--state --catalog --blobs --link --keep-invalid -q --quiet --rebuild -h --help" ;;
+        index) opts="--state --catalog --blobs --layouts --gz -h --help" ;;
+        export) opts="--state --catalog --blobs --copy -q --quiet -h --help" ;;
+        verify) opts="--state --catalog --blobs --deep -h --help" ;;
+        status) opts="--state --catalog --blobs -h --help" ;;
+        query) opts="--state --catalog --blobs --format --use --older-than --newer-than -h --help" ;;
+        prune) opts="--state --catalog --blobs --keep --per-use --older-than --keep-atoms --dry-run -h --help" ;;
+        stats) opts="--state --catalog --blobs --format -h --help" ;;
         *) return ;;
     esac
     if [[ $cur == -* ]]; then

@@ -1,4 +1,4 @@
-package sqlite
+package catalog
 
 import (
 	"encoding/binary"
@@ -7,10 +7,10 @@ import (
 	"slices"
 )
 
-// encodeMeta encodes an instance's index values as one value for
-// instance_index: for each key in byte order, uvarint length + key,
+// EncodeMeta encodes an instance's index values as one value a backend
+// stores: for each key in byte order, uvarint length + key,
 // uvarint length + value.
-func encodeMeta(m map[string]string) []byte {
+func EncodeMeta(m map[string]string) []byte {
 	n := 0
 	for k, v := range m {
 		n += len(k) + len(v) + 2*binary.MaxVarintLen32
@@ -27,9 +27,9 @@ func encodeMeta(m map[string]string) []byte {
 
 var errBadMeta = errors.New("malformed metadata encoding")
 
-// decodeMeta is encodeMeta's inverse. keys, if not nil, interns the key
+// DecodeMeta is EncodeMeta's inverse. keys, if not nil, interns the key
 // strings (a few dozen distinct ones over a whole catalog).
-func decodeMeta(b []byte, keys map[string]string) (map[string]string, error) {
+func DecodeMeta(b []byte, keys map[string]string) (map[string]string, error) {
 	m := make(map[string]string, 32)
 	for len(b) > 0 {
 		k, rest, err := metaField(b)
@@ -53,8 +53,8 @@ func decodeMeta(b []byte, keys map[string]string) (map[string]string, error) {
 	return m, nil
 }
 
-// metaValue is one value of an encoded metadata, without decoding the rest.
-func metaValue(b []byte, key string) (string, bool, error) {
+// MetaValue is one value of an encoded metadata, without decoding the rest.
+func MetaValue(b []byte, key string) (string, bool, error) {
 	for len(b) > 0 {
 		k, rest, err := metaField(b)
 		if err != nil {
