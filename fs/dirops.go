@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -128,6 +129,20 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	// visible only when committed on close.
 	release := f.names.AddPending(rel)
 	f.names.Mu.Unlock()
+	var reserved *catalog.Instance
+	if flags&syscall.O_EXCL != 0 && p.Kind == layout.KindMulti && f.cfg.Store.Loc.Shared() {
+		// Other hosts allocate from the same catalog: the id is taken
+		// there, now, or O_EXCL fails as if the name existed.
+		inst, err := f.commit.Reserve(ctx, rel, mode&0o7777, time.Now().UnixNano())
+		if err != nil {
+			release()
+			if errors.Is(err, catalog.ErrBuildIDTaken) {
+				return nil, nil, 0, syscall.EEXIST
+			}
+			return nil, nil, 0, f.errno("create", rel, err)
+		}
+		reserved = inst
+	}
 	tmp, err := os.CreateTemp(f.cfg.Store.StagingDir(), "w-")
 	if err != nil {
 		release()
@@ -143,7 +158,7 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 		os.Remove(tmp.Name())
 		return nil, nil, 0, f.errno("create", rel, err)
 	}
-	n := &pendingNode{fs: f, name: rel, staging: tmp.Name(), hash: ingest.NewSeqHash()}
+	n := &pendingNode{fs: f, name: rel, staging: tmp.Name(), hash: ingest.NewSeqHash(), reserved: reserved}
 	n.done = release
 	n.io.startWrite() // a new inode: nothing else is open on it
 	h := n.newHandle(ctx, fd, true, &n.io)

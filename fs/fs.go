@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -69,8 +70,10 @@ type FS struct {
 	// stamps carries TIMESTAMPs served to the recorder (recordStamps).
 	stamps     chan [2]int64
 	stampsDone chan struct{}
-	lastRender time.Time
-	settledTS  int64
+	// catalogDown: the catalog's server was found unreachable (logged once).
+	catalogDown atomic.Bool
+	lastRender  time.Time
+	settledTS   int64
 
 	loop   *gofs.LoopbackRoot // serves scratch files from the scratch tree
 	names  *view.Names        // the one resolver of names
@@ -273,7 +276,9 @@ func (f *FS) poll() {
 			return
 		case now := <-t.C:
 			if err := f.Refresh(context.Background()); err != nil {
-				f.log.Error("reading catalog changes", "err", err)
+				f.catalogError("reading catalog changes", err)
+			} else if f.catalogDown.CompareAndSwap(true, false) {
+				f.log.Info("catalog server reachable again")
 			}
 			f.expireRemoved(now)
 			f.settle(now)
@@ -385,6 +390,21 @@ func (f *FS) index() (*tree.IndexView, error) {
 				// Above every one this mount served, whether or not it was
 				// recorded.
 				ts = max(ts, f.lastTS+1)
+				if f.cfg.Store.Loc.Shared() {
+					// Every host serves one generation with one TIMESTAMP
+					// (nginx's Last-Modified and ETag behind a load
+					// balancer): the first to serve it records it, the
+					// others take that. Writers hold a shared catalog for
+					// milliseconds; past sharedStampWait the index is served
+					// with this host's and recorded after.
+					sctx, cancel := context.WithTimeout(ctx, sharedStampWait)
+					stored, serr := f.cfg.Store.DB.RecordStamp(sctx, gen, ts)
+					cancel()
+					if serr == nil {
+						ts = max(stored, f.lastTS+1)
+						break
+					}
+				}
 				f.recordStamp(gen, ts)
 			}
 		case !errors.Is(err, catalog.ErrStaleGeneration):
@@ -420,6 +440,19 @@ func (f *FS) index() (*tree.IndexView, error) {
 		if err := f.Refresh(ctx); err != nil {
 			return nil, err
 		}
+	}
+}
+
+// catalogError logs a failed catalog operation of the mount's own. An
+// unreachable server is one warning per outage, not a line per poll: the
+// mount serves what it has meanwhile, and writes fail with EIO.
+func (f *FS) catalogError(what string, err error) {
+	if !errors.Is(err, catalog.ErrUnavailable) {
+		f.log.Error(what, "err", err)
+		return
+	}
+	if f.catalogDown.CompareAndSwap(false, true) {
+		f.log.Warn("catalog server unavailable: serving what the mount has, writes fail until it is back", "while", what, "err", err)
 	}
 }
 
@@ -497,7 +530,7 @@ func (f *FS) settle(now time.Time) {
 	}
 	f.log.Info("index re-published after a burst of changes", "timestamp_at_least", minTS)
 	if err := f.Refresh(context.Background()); err != nil {
-		f.log.Error("reading catalog changes", "err", err)
+		f.catalogError("reading catalog changes", err)
 	}
 }
 
@@ -534,6 +567,9 @@ func errnoOf(err error) syscall.Errno {
 	switch {
 	case err == nil:
 		return 0
+	case errors.Is(err, catalog.ErrUnavailable):
+		// Before the errno of its cause (a socket that is not there).
+		return syscall.EIO
 	case errors.As(err, &en):
 		return en
 	case errors.As(err, &refused):

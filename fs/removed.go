@@ -20,7 +20,7 @@ func (f *FS) expireRemoved(now time.Time) {
 	}
 	n, err := f.cfg.Store.ExpireTombstones(context.Background(), now)
 	if err != nil {
-		f.log.Error("collecting removed builds whose grace ended", "err", err)
+		f.catalogError("collecting removed builds whose grace ended", err)
 		return
 	}
 	if n > 0 {

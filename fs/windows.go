@@ -40,3 +40,8 @@ const settleSeconds = 6
 // served (another process may hold the catalog's write lock): past it the
 // next generation's is stored above it, and an unmount does not hang.
 const stampRecordWait = 30 * time.Second
+
+// sharedStampWait bounds how long serving the index of a catalog several
+// hosts share waits to agree on its TIMESTAMP with them (RecordStamp); a
+// single host's mount never waits (it records after).
+const sharedStampWait = 2 * time.Second

@@ -305,7 +305,8 @@ type pendingNode struct {
 	name     string // where it was created, relative to the root
 	staging  string
 	replaces int64
-	done     func() // releases the name reservation of a create
+	reserved *catalog.Instance // the build id the create reserved in a shared catalog
+	done     func()            // releases the name reservation of a create
 	doneOnce sync.Once
 	hash     *ingest.SeqHash // shared by every handle on the node; nil: commit re-reads
 	handles  int             // open handles (under mu)
@@ -620,7 +621,7 @@ func (f *FS) commitPending(n *pendingNode, fd int, sh *ingest.SeqHash, client fu
 		return f.errno("commit", n.name, err)
 	}
 	out, errno := f.commitFile(ctx, ingest.File{Name: n.name, Path: n.stagingPath(), Size: st.Size, Mode: st.Mode & 0o7777,
-		MtimeNs: st.Mtim.Nano(), Replaces: n.replaces, Hash: sh, Client: client})
+		MtimeNs: st.Mtim.Nano(), Replaces: n.replaces, Hash: sh, Client: client, Reserved: n.reserved})
 	switch {
 	case errno == syscall.EINVAL:
 		n.mu.Lock()
@@ -653,6 +654,9 @@ func (f *FS) commitFile(ctx context.Context, file ingest.File) (ingest.Outcome, 
 		f.changed(ctx, file.Name, out.Kept)
 		return out, syscall.EINVAL
 	case err != nil:
+		// The kernel may hold the name the writer created: it shows nothing.
+		dir, base := tree.SplitPath(file.Name)
+		f.notifyEntry(dir, base)
 		return out, f.errno("commit", file.Name, err)
 	}
 	if out.Inst != nil && !out.Reserved {
@@ -689,7 +693,7 @@ func (f *FS) dropPackageSymlinks(inst *catalog.Instance) {
 // swapped now; kernel invalidations follow from the notifier goroutine.
 func (f *FS) changed(ctx context.Context, names ...string) {
 	if err := f.Refresh(ctx); err != nil {
-		f.log.Error("reading catalog changes", "err", err)
+		f.catalogError("reading catalog changes", err)
 	}
 	for _, n := range names {
 		dir, base := tree.SplitPath(n)
@@ -886,7 +890,7 @@ func (f *FS) changedWait(ctx context.Context, before uint64, locked []string, na
 	// and one in a locked directory would hold the notifier until this
 	// request returns, ahead of the names it must send now.
 	if _, err := f.model.Catchup(ctx, f.cfg.Store.DB); err != nil {
-		f.log.Error("reading catalog changes", "err", err)
+		f.catalogError("reading catalog changes", err)
 	}
 	var waits []chan struct{}
 	pairs := f.changedSince(before)

@@ -58,6 +58,9 @@ type File struct {
 	// then no reservation, and refused bytes are kept by a copy (the
 	// kernel still holds the source name, which must not alias them).
 	Renamed bool
+	// Reserved: the name's build id was reserved in the catalog when the
+	// file was created (Committer.Reserve): an empty file needs no other.
+	Reserved *catalog.Instance
 }
 
 // Outcome is what a commit did.
@@ -70,6 +73,18 @@ type Outcome struct {
 	Restored *catalog.Instance // a build the writer removed at the name, back
 }
 
+// Reserve reserves the build id of the multi-instance name at create, in
+// the catalog: with a catalog several hosts share, Portage's O_EXCL
+// allocation must be decided there, not by one host's view of the names.
+// ErrBuildIDTaken if another host (or an earlier build) holds it.
+func (c *Committer) Reserve(ctx context.Context, name string, mode uint32, mtimeNs int64) (*catalog.Instance, error) {
+	p := layout.ParsePath(name)
+	if p.Kind != layout.KindMulti {
+		return nil, fmt.Errorf("reserve %s: not a multi-instance name", name)
+	}
+	return c.Store.Reserve(ctx, p.Category, p.PN, p.PF, string(p.Format), p.BuildID, mode, mtimeNs)
+}
+
 // Commit commits f. A refusal returns a *catalog.RefusedError, with the
 // bytes kept in the quarantine (Outcome.Kept); a reservation of an id that
 // named a build before returns catalog.ErrBuildIDTaken (Portage's
@@ -77,6 +92,10 @@ type Outcome struct {
 func (c *Committer) Commit(ctx context.Context, f File) (Outcome, error) {
 	p := layout.ParsePath(f.Name)
 	if f.Size == 0 && !f.Renamed {
+		if f.Reserved != nil {
+			os.Remove(f.Path)
+			return Outcome{Inst: f.Reserved, Reserved: true}, nil
+		}
 		if p.Kind == layout.KindMulti && f.Replaces == 0 {
 			inst, err := c.Store.Reserve(ctx, p.Category, p.PN, p.PF, string(p.Format), p.BuildID, f.Mode, f.MtimeNs)
 			if err != nil {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"pkgdirfs/internal/pgtest"
 	"regexp"
 	"strconv"
 	"strings"
@@ -58,6 +59,7 @@ func TestMain(m *testing.M) {
 		}
 		return m.Run()
 	}()
+	pgtest.StopShared()
 	os.Exit(code)
 }
 

@@ -182,7 +182,7 @@ func (db *DB) Location() string { return db.name }
 
 // Read runs fn in one REPEATABLE READ, READ ONLY transaction: a snapshot.
 func (db *DB) Read(ctx context.Context, fn func(catalog.Snapshot) error) error {
-	tx, err := db.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	tx, err := db.begin(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return classify(fmt.Errorf("catalog %s: begin read: %w", db.name, err))
 	}
@@ -195,7 +195,7 @@ func (db *DB) Write(ctx context.Context, fn func(catalog.WriteTx) error) error {
 	if db.readOnly {
 		return fmt.Errorf("catalog %s: %w", db.name, catalog.ErrReadOnly)
 	}
-	tx, err := db.pool.Begin(ctx)
+	tx, err := db.begin(ctx, pgx.TxOptions{})
 	if err != nil {
 		return classify(fmt.Errorf("catalog %s: begin: %w", db.name, err))
 	}
@@ -221,6 +221,17 @@ func (db *DB) Write(ctx context.Context, fn func(catalog.WriteTx) error) error {
 		return classify(fmt.Errorf("catalog %s: commit: %w", db.name, err))
 	}
 	return nil
+}
+
+// begin starts a transaction; a pooled connection the server dropped (it
+// restarted) fails before anything was sent, and the next one is tried.
+func (db *DB) begin(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error) {
+	for attempt := 0; ; attempt++ {
+		tx, err := db.pool.BeginTx(ctx, opts)
+		if err == nil || attempt == 3 || !pgconn.SafeToRetry(err) {
+			return tx, err
+		}
+	}
 }
 
 // Bulk: the server needs no tuning per load.

@@ -1,4 +1,7 @@
 package main
 
 // The catalog backends this binary serves states with.
-import _ "pkgdirfs/catalog/sqlite"
+import (
+	_ "pkgdirfs/catalog/postgres"
+	_ "pkgdirfs/catalog/sqlite"
+)

@@ -1,0 +1,126 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"pkgdirfs/catalog"
+	"pkgdirfs/internal/pgtest"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	pgtest.StopShared()
+	os.Exit(code)
+}
+
+// TestOpenRefusals: each way a database is not a usable catalog is one
+// clear error, and changes nothing in it.
+func TestOpenRefusals(t *testing.T) {
+	srv := pgtest.Shared(t)
+
+	// An empty database: read-only is refused, a writable open makes the
+	// schema, and a second host joins it as it is.
+	u := srv.NewDB(t)
+	if _, err := Open(u, true); err == nil || !strings.Contains(err.Error(), "no catalog in it") {
+		t.Errorf("read-only open of an empty database: %v", err)
+	}
+	a, err := Open(u, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := Open(u, false)
+	if err != nil {
+		t.Fatalf("second host joining: %v", err)
+	}
+	b.Close()
+	if strings.Contains(a.Location(), "password") {
+		t.Errorf("Location shows a password: %s", a.Location())
+	}
+
+	// A database of someone else's tables.
+	other := srv.NewDB(t)
+	srv.Exec(t, other, `CREATE TABLE accounts (id int)`)
+	if _, err := Open(other, false); err == nil || !strings.Contains(err.Error(), "not ours") {
+		t.Errorf("open of a database with other tables: %v", err)
+	}
+	// A table called meta that is not ours.
+	meta := srv.NewDB(t)
+	srv.Exec(t, meta, `CREATE TABLE meta (key text primary key, value bigint)`)
+	if _, err := Open(meta, false); err == nil || !strings.Contains(err.Error(), "not ours") {
+		t.Errorf("open of a database with a foreign meta table: %v", err)
+	}
+	// A catalog of a newer pkgdirfs.
+	srv.Exec(t, u, `UPDATE meta SET value = 99 WHERE key = 'schema_version'`)
+	if _, err := Open(u, false); err == nil || !strings.Contains(err.Error(), "newer than this pkgdirfs supports") {
+		t.Errorf("open of a newer catalog: %v", err)
+	}
+	// A server nobody listens for: one line, within the connect wait.
+	start := time.Now()
+	_, err = Open("postgres:///x?host=/nonexistent&user=u&sslmode=disable", false)
+	if err == nil || strings.Contains(err.Error(), "\n") || time.Since(start) > 3*connectWait {
+		t.Errorf("open of an unreachable server: %v after %v", err, time.Since(start))
+	}
+	// A password in the URL never shows in an error.
+	_, err = Open("postgres://me:s3cret@/x?host=/nonexistent&sslmode=disable", false)
+	if err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("error shows the password: %v", err)
+	}
+}
+
+// TestReadOnlyAndUnavailable: a read-only open writes nothing; a stopped
+// server is ErrUnavailable for writes and reads, and the same handle works
+// again once it is back.
+func TestReadOnlyAndUnavailable(t *testing.T) {
+	srv := pgtest.Shared(t)
+	u := srv.NewDB(t)
+	w, err := Open(u, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := catalog.New(w)
+	defer db.Close()
+	ro, err := Open(u, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := catalog.New(ro)
+	defer rdb.Close()
+	ctx := context.Background()
+	if err := rdb.Tx(ctx, func(tx *catalog.Tx) error { _, err := tx.BumpGeneration(); return err }); !errors.Is(err, catalog.ErrReadOnly) {
+		t.Errorf("write through a read-only open: %v", err)
+	}
+
+	if err := srv.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	defer func() {
+		if !resumed {
+			srv.Resume()
+		}
+	}()
+	start := time.Now()
+	err = db.Tx(ctx, func(tx *catalog.Tx) error { _, err := tx.BumpGeneration(); return err })
+	if !errors.Is(err, catalog.ErrUnavailable) || time.Since(start) > 3*connectWait {
+		t.Errorf("write with the server stopped: %v after %v; want ErrUnavailable, fast", err, time.Since(start))
+	}
+	if _, err := db.Generation(ctx); !errors.Is(err, catalog.ErrUnavailable) {
+		t.Errorf("read with the server stopped: %v", err)
+	}
+	if err := srv.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	resumed = true
+	if err := db.Tx(ctx, func(tx *catalog.Tx) error { _, err := tx.BumpGeneration(); return err }); err != nil {
+		t.Errorf("write once the server is back: %v", err)
+	}
+	if g, err := rdb.Generation(ctx); err != nil || g != 1 {
+		t.Errorf("generation read once the server is back: %d, %v", g, err)
+	}
+}

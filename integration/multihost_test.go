@@ -1,0 +1,227 @@
+package integration
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"pkgdirfs/internal/pgtest"
+)
+
+// hosts mounts n daemons on one PostgreSQL catalog and one blob directory,
+// each with a state directory of its own, as n hosts would.
+func hosts(t *testing.T, n int, opts ...string) (url, blobs string, mis []*mountInfo) {
+	t.Helper()
+	url = pgtest.Shared(t).NewDB(t)
+	blobs = filepath.Join(t.TempDir(), "blobs")
+	for range n {
+		mis = append(mis, mountFSInfo(t, t.TempDir(), append([]string{"--catalog", url, "--blobs", blobs}, opts...)...))
+	}
+	return url, blobs, mis
+}
+
+// TestMultiHostVisible: three mounts on one PostgreSQL catalog. Packages
+// copied into one are listed by the other two within a second or so, and
+// all three serve byte-identical Packages and Packages.gz with equal
+// mtimes.
+func TestMultiHostVisible(t *testing.T) {
+	t.Parallel()
+	_, _, mis := hosts(t, 3)
+	flat := extractFixture(t, "xpak-bzip2-flat")
+	names := []string{"app-misc/hello-2.10.tbz2", "app-text/tree-2.1.1.tbz2"}
+	for _, n := range names {
+		os.MkdirAll(filepath.Dir(filepath.Join(mis[0].Dir, n)), 0o755)
+		if r := run(t, "", toolTimeout, "cp", filepath.Join(flat, n), filepath.Join(mis[0].Dir, n)); r.Code != 0 {
+			t.Fatal(r)
+		}
+	}
+	committed := time.Now()
+	want := sha1Paths(t, flat, names)
+	for i, mi := range mis[1:] {
+		var seen time.Duration
+		ok := pollFor(10*time.Second, func() bool {
+			idx, err := os.ReadFile(filepath.Join(mi.Dir, "Packages"))
+			if err != nil || !bytes.Contains(idx, []byte("CPV: app-text/tree-2.1.1\n")) {
+				return false
+			}
+			seen = time.Since(committed)
+			return true
+		})
+		if !ok {
+			t.Fatalf("host %d: the packages copied into host 0 are not in its Packages after 10 s", i+1)
+		}
+		t.Logf("host %d lists host 0's change %v after its commit", i+1, seen.Round(time.Millisecond))
+		if seen > 3*time.Second {
+			t.Errorf("host %d saw host 0's change after %v; want about a second", i+1, seen)
+		}
+		if got := sha1Paths(t, mi.Dir, names); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("host %d serves other bytes: %v, want %v", i+1, got, want)
+		}
+	}
+	for _, f := range []string{"Packages", "Packages.gz"} {
+		var first []byte
+		var firstMtime time.Time
+		for i, mi := range mis {
+			b, err := os.ReadFile(filepath.Join(mi.Dir, f))
+			st, serr := os.Stat(filepath.Join(mi.Dir, f))
+			if err != nil || serr != nil {
+				t.Fatalf("host %d: %s: %v %v", i, f, err, serr)
+			}
+			if i == 0 {
+				first, firstMtime = b, st.ModTime()
+				continue
+			}
+			if !bytes.Equal(b, first) {
+				t.Errorf("host %d serves another %s than host 0:\n%s", i, f, clip(b, 400))
+			}
+			if !st.ModTime().Equal(firstMtime) {
+				t.Errorf("host %d: %s mtime %v, host 0's %v", i, f, st.ModTime(), firstMtime)
+			}
+		}
+	}
+}
+
+// TestMultiHostAllocation: two hosts build the same CPV at once, each
+// taking build ids the way Portage does (O_EXCL create of the next
+// multi-instance name, the next on EEXIST): every build is kept, under
+// distinct ids, and both hosts list all of them.
+func TestMultiHostAllocation(t *testing.T) {
+	t.Parallel()
+	_, _, mis := hosts(t, 2)
+	const each = 8
+	dir := "app-misc/race"
+	var mu sync.Mutex
+	ids := map[int]int{} // build id -> host
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*each)
+	for h, mi := range mis {
+		os.MkdirAll(filepath.Join(mi.Dir, dir), 0o755)
+		wg.Go(func() {
+			for b := range each {
+				pkg := pubXpak("app-misc", "race-1.0", 1700000000+int64(b), fmt.Sprintf("host %d build %d", h, b))
+				for id := 1; ; id++ {
+					p := filepath.Join(mi.Dir, dir, fmt.Sprintf("race-1.0-%d.xpak", id))
+					f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+					if errors.Is(err, os.ErrExist) {
+						continue
+					}
+					if err != nil {
+						errs <- fmt.Errorf("host %d: create %s: %w", h, p, err)
+						return
+					}
+					_, werr := f.Write(pkg)
+					if cerr := f.Close(); werr != nil || cerr != nil {
+						errs <- fmt.Errorf("host %d: write %s: %v %v", h, p, werr, cerr)
+						return
+					}
+					mu.Lock()
+					if other, dup := ids[id]; dup {
+						errs <- fmt.Errorf("build id %d given to host %d and host %d", id, other, h)
+					}
+					ids[id] = h
+					mu.Unlock()
+					break
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	for i, mi := range mis {
+		ok := pollFor(10*time.Second, func() bool {
+			idx, err := os.ReadFile(filepath.Join(mi.Dir, "Packages"))
+			return err == nil && bytes.Count(idx, []byte("CPV: app-misc/race-1.0\n")) == 2*each
+		})
+		if !ok {
+			idx, _ := os.ReadFile(filepath.Join(mi.Dir, "Packages"))
+			t.Errorf("host %d lists %d builds of app-misc/race-1.0, want %d", i, bytes.Count(idx, []byte("CPV: app-misc/race-1.0\n")), 2*each)
+		}
+	}
+	if len(ids) != 2*each {
+		t.Errorf("%d distinct build ids for %d builds", len(ids), 2*each)
+	}
+}
+
+// TestMultiHostServerDown: with PostgreSQL stopped, every mount keeps
+// serving what it has (names, bytes, the index); a write fails within
+// seconds with an error cp reports; once the server is back, writes work
+// again without a remount.
+func TestMultiHostServerDown(t *testing.T) {
+	// Not parallel: it stops the server the other tests share.
+	srv := pgtest.Shared(t)
+	_, _, mis := hosts(t, 2)
+	for _, mi := range mis {
+		mi.AllowErrors = append(mi.AllowErrors, "catalog server unavailable")
+	}
+	flat := extractFixture(t, "xpak-bzip2-flat")
+	hello := "app-misc/hello-2.10.tbz2"
+	os.MkdirAll(filepath.Join(mis[0].Dir, "app-misc"), 0o755)
+	os.MkdirAll(filepath.Join(mis[0].Dir, "app-text"), 0o755)
+	if r := run(t, "", toolTimeout, "cp", filepath.Join(flat, hello), filepath.Join(mis[0].Dir, hello)); r.Code != 0 {
+		t.Fatal(r)
+	}
+	if !pollFor(10*time.Second, func() bool { _, err := os.Stat(filepath.Join(mis[1].Dir, hello)); return err == nil }) {
+		t.Fatal("host 1 never listed the package")
+	}
+	before, _ := os.ReadFile(filepath.Join(mis[1].Dir, "Packages"))
+
+	if err := srv.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	defer func() {
+		if !resumed {
+			srv.Resume()
+		}
+	}()
+	for i, mi := range mis {
+		if got := sha1Paths(t, mi.Dir, []string{hello}); got[hello] == "" {
+			t.Errorf("host %d: reading a package with the server down failed", i)
+		}
+		if idx, err := os.ReadFile(filepath.Join(mi.Dir, "Packages")); err != nil || !bytes.Contains(idx, []byte("CPV: app-misc/hello-2.10\n")) {
+			t.Errorf("host %d: Packages with the server down: %v", i, err)
+		}
+	}
+	if idx, _ := os.ReadFile(filepath.Join(mis[1].Dir, "Packages")); !bytes.Equal(idx, before) {
+		t.Errorf("host 1's index changed while the server was down")
+	}
+	tree := "app-text/tree-2.1.1.tbz2"
+	start := time.Now()
+	r := run(t, "", toolTimeout, "cp", filepath.Join(flat, tree), filepath.Join(mis[0].Dir, tree))
+	took := time.Since(start)
+	if r.Code == 0 || !strings.Contains(string(r.Stderr), "tree-2.1.1.tbz2") {
+		t.Errorf("cp with the server down: want a failure cp reports: %s", r)
+	}
+	if took > 30*time.Second {
+		t.Errorf("cp with the server down took %v; want a failure within seconds", took)
+	}
+	t.Logf("cp with the server down failed after %v: %s", took.Round(time.Millisecond), strings.TrimSpace(string(r.Stderr)))
+	// The kernel learns of the name's end once the file's last handle is
+	// released, which follows close() without the caller waiting.
+	if !pollFor(pollTimeout, func() bool {
+		_, err := os.Lstat(filepath.Join(mis[0].Dir, tree))
+		return errors.Is(err, os.ErrNotExist)
+	}) {
+		t.Errorf("a failed write left %s visible", tree)
+	}
+
+	if err := srv.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	resumed = true
+	if r := run(t, "", toolTimeout, "cp", filepath.Join(flat, tree), filepath.Join(mis[0].Dir, tree)); r.Code != 0 {
+		t.Fatalf("cp once the server is back: %s", r)
+	}
+	if !pollFor(10*time.Second, func() bool { _, err := os.Stat(filepath.Join(mis[1].Dir, tree)); return err == nil }) {
+		t.Error("host 1 never listed the package written after the server came back")
+	}
+}
