@@ -164,6 +164,10 @@ func cmdMount(args []string) int {
 			return failReady("%s", why)
 		}
 	}
+	inc, err := nextIncarnation(*state)
+	if err != nil {
+		log.Warn("cannot count the mounts of the state; this mount's inode numbers come from the clock", "file", filepath.Join(*state, mountsFile), "err", err)
+	}
 	store.StampBuildID = *stamp
 	store.SetKeepPolicy(catalog.PrunePolicy{Keep: *keep, PerUse: *perUse})
 	statsStore = store
@@ -177,6 +181,7 @@ func cmdMount(args []string) int {
 		// df and findmnt tell mounts apart by their source: the state.
 		FsName:  absPath(*state),
 		Layouts: lay, ReadOnly: *readOnly, AllowOther: *allowOther, XAttrs: *xattrs, RemovedGrace: *grace, Debug: *debug, Log: log,
+		Incarnation: inc,
 	})
 	if err != nil {
 		return failReady("%v", err)
