@@ -82,8 +82,9 @@ fuse-check:
 # before anything is imported). Files that
 # are not valid packages are listed by import (exit status 1), kept in the
 # mount's quarantine .pkgdirfs/refused/ (--keep-invalid) and do not stop the
-# mount; a worse failure (2: usage, others) does. The mount may hide what
-# the import refused (--hide-existing): every valid package is in the catalog.
+# mount; a worse failure (2: usage, e.g. a directory of PKGDIRs; others)
+# does. The mount may hide what the import refused (--hide-existing): every
+# valid package is in the catalog.
 mount: build fuse-check
 	@pk=$$(realpath -m $(PKGDIR)); st=$$($(BIN) status --state $(STATE) 2>/dev/null); \
 	if [ $$? = 0 ]; then \

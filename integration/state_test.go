@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -306,4 +307,87 @@ func TestStateEmptyMountOverPackages(t *testing.T) {
 		t.Errorf("after the import the mount lists %d packages, want 8", n)
 	}
 	unmount()
+}
+
+// makeMount runs `make mount PKGDIR=pkgdir STATE=state BIN=bin` in the
+// repository (bin: a binary of its own, which make builds).
+func makeMount(t *testing.T, pkgdir, state, bin string) (string, error) {
+	t.Helper()
+	cmd := exec.Command("make", "--no-print-directory", "mount", "PKGDIR="+pkgdir, "STATE="+state, "BIN="+bin)
+	cmd.Dir = repoRoot
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// unmountMade unmounts a mount made by `make mount` (its daemon runs bin),
+// waits for the daemon to exit and checks its log.
+func unmountMade(t *testing.T, mnt, state, bin string) {
+	t.Helper()
+	pids := daemonPIDsOf(bin, mnt)
+	if r := run(t, "", toolTimeout, "umount", mnt); r.Code != 0 {
+		t.Errorf("umount %s: %s", mnt, r)
+	}
+	for _, pid := range pids {
+		waitPIDFileGone(t, pid)
+	}
+	checkDaemonLog(t, &mountInfo{Dir: mnt, Log: filepath.Join(state, "pkgdirfs.log")})
+}
+
+// TestStateDirOfPKGDIRs: `make mount` on a directory holding two PKGDIRs
+// (one with its Packages index, one with category directories only) names
+// both, says to import one or to mount each separately, and neither imports
+// nor mounts anything (it used to say the directory "looks like a category
+// directory", import its parent, keep every file as refused and mount an
+// empty PKGDIR over them). A mount of an empty state over it is refused
+// with the same hint.
+func TestStateDirOfPKGDIRs(t *testing.T) {
+	t.Parallel()
+	needBinary(t)
+	top := filepath.Join(t.TempDir(), "bin-pkgs") // a category-like name, which drew the wrong hint
+	if err := os.Mkdir(top, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	amd64, arm64 := filepath.Join(top, "amd64"), filepath.Join(top, "arm64")
+	if err := os.Rename(extractFixture(t, "xpak-gzip-flat"), amd64); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(extractFixture(t, "xpak-zstd-multi"), arm64); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(arm64, "Packages")); err != nil { // a PKGDIR by its category directories alone
+		t.Fatal(err)
+	}
+	state := filepath.Join(t.TempDir(), "state")
+	bin := filepath.Join(t.TempDir(), "pkgdirfs")
+	out, err := makeMount(t, top, state, bin)
+	if _, ok := mountedFSType(top); ok {
+		unmountMade(t, top, state, bin)
+		t.Errorf("make mount mounted a PKGDIR over the directory of PKGDIRs %s:\n%s", top, out)
+	}
+	if err == nil {
+		t.Errorf("make mount of a directory of PKGDIRs: want a failure, got success:\n%s", out)
+	}
+	for _, want := range []string{amd64, arm64, "is not a PKGDIR", "Import one of them", "mount each separately"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("make mount of a directory of PKGDIRs should say %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "looks like a category directory") || strings.Contains(out, "invalid: ") {
+		t.Errorf("make mount of a directory of PKGDIRs took it for one PKGDIR:\n%s", out)
+	}
+	if _, err := os.Stat(state); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("make mount of a directory of PKGDIRs made the state %s (%v): nothing should be imported or kept", state, err)
+	}
+
+	// A mount of an empty state over it by hand.
+	state2 := filepath.Join(t.TempDir(), "state2")
+	r := run(t, "", mountTimeout, binPath, "mount", "--init", "--state", state2, "--log", filepath.Join(t.TempDir(), "refused.log"), top)
+	if _, ok := mountedFSType(top); ok {
+		run(t, "", toolTimeout, "umount", top)
+		t.Errorf("an empty state was mounted over the directory of PKGDIRs %s: %s", top, r)
+	}
+	if r.Code == 0 || !strings.Contains(string(r.Stderr), amd64) || !strings.Contains(string(r.Stderr), arm64) ||
+		!strings.Contains(string(r.Stderr), "Import one of them") {
+		t.Errorf("mount of an empty state over a directory of PKGDIRs: want a refusal naming %s and %s and saying to import one: %s", amd64, arm64, r)
+	}
 }

@@ -23,7 +23,6 @@ import (
 
 	"pkgdirfs/catalog"
 	pfs "pkgdirfs/fs"
-	"pkgdirfs/layout"
 	"pkgdirfs/tree"
 )
 
@@ -278,30 +277,17 @@ func notAState(dir string) string { return catalog.StatePresent(dir) }
 
 // hidesPackages says why an empty catalog must not be mounted over mnt: mnt
 // holds package files, which the mount would hide (a new state mounted over
-// a PKGDIR nobody imported). One probe of the catalog, and a walk that stops
-// at the first package file, at most three levels deep.
+// a PKGDIR nobody imported), or PKGDIRs. One probe of the catalog, and walks
+// that stop at the first package file, at most three levels deep.
 func hidesPackages(store *catalog.Store, mnt string) string {
 	if empty, err := store.DB.Empty(background()); err != nil || !empty {
 		return ""
 	}
-	found := ""
-	filepath.WalkDir(mnt, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || found != "" {
-			return filepath.SkipDir
-		}
-		rel, _ := filepath.Rel(mnt, p)
-		if d.IsDir() {
-			if rel != "." && (strings.Count(rel, string(filepath.Separator)) >= 2 || strings.HasPrefix(d.Name(), ".")) {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if layout.ParsePath(filepath.ToSlash(rel)).Kind != layout.KindOther {
-			found = rel
-			return filepath.SkipAll
-		}
-		return nil
-	})
+	if below := pkgdirsIn(mnt); len(below) > 0 {
+		return fmt.Sprintf("%s. Mounted over %s, the empty catalog of %s would hide them (--hide-existing mounts it anyway)",
+			pkgdirsHint(mnt, below, store.Dir), mnt, store.Dir)
+	}
+	found := firstPackage(mnt)
 	if found == "" {
 		return ""
 	}
