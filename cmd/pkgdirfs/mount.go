@@ -48,6 +48,7 @@ func cmdMount(args []string) int {
 	keep := fl.Int("keep", 0, "at every commit, remove all but the N newest builds of the CPV committed (as pkgdirfs prune --keep N; 0: keep all)")
 	perUse := fl.Bool("per-use", false, "with --keep: the N newest of each distinct USE set of the CPV")
 	hideExisting := fl.Bool("hide-existing", false, "mount even when the catalog is empty and MOUNTPOINT holds package files, which the mount then hides (without it such a mount is refused: import them first)")
+	otherPKGDIR := fl.Bool("other-pkgdir", false, "mount even when MOUNTPOINT is a PKGDIR other than the one STATE serves (STATE's packages and refused files then show there, over its own files), and serve it there from now on")
 	ops, code := parseArgs(fl, args)
 	if code >= 0 {
 		return code
@@ -163,6 +164,13 @@ func cmdMount(args []string) int {
 			return failReady("%s", why)
 		}
 	}
+	// A state serves one PKGDIR; over another it would mix the two.
+	served, here := servedPKGDIR(*state), realDir(mnt)
+	if served != "" && served != here && !*otherPKGDIR && (isPKGDIR(mnt) || pkgdirsIn(mnt) != nil) {
+		return failReady("state %s serves the PKGDIR %s, and %s is another PKGDIR: mounted over it, the state would show the packages and refused files of %s there, and hide its own. "+
+			"Give %s a state of its own (`make mount PKGDIR=%s STATE=...`), or pass --other-pkgdir to serve %s there from now on",
+			store.Dir, served, mnt, served, mnt, mnt, store.Dir)
+	}
 	inc, err := nextIncarnation(*state)
 	if err != nil {
 		log.Warn("cannot count the mounts of the state; this mount's inode numbers come from the clock", "file", filepath.Join(*state, mountsFile), "err", err)
@@ -195,6 +203,11 @@ func cmdMount(args []string) int {
 		return failReady("%s%s", strings.TrimSpace(err.Error()), mountHint(mnt, *allowOther, *logFile, ready != nil))
 	}
 	log.Info("mounted", "mountpoint", mnt, "state", *state, "layouts", lay.String())
+	if served == "" || (*otherPKGDIR && served != here) {
+		if err := recordServed(*state, here); err != nil {
+			log.Warn("cannot record which PKGDIR the state serves", "file", filepath.Join(*state, servedFile), "err", err)
+		}
+	}
 	// Before reporting ready: the mount is watched from the moment
 	// `pkgdirfs mount` returns (and no half-started child looks like a
 	// second daemon then).

@@ -12,7 +12,7 @@ import (
 )
 
 // What a directory is to a mount or an import: a PKGDIR, a directory of
-// PKGDIRs, or neither.
+// PKGDIRs, or neither; and which PKGDIR a state serves.
 
 // firstPackage is the first file under dir named as a package of a PKGDIR
 // rooted at dir (flat, All/ or multi-instance: at most three levels down),
@@ -71,4 +71,37 @@ func pkgdirsHint(dir string, below []string, state string) string {
 	return fmt.Sprintf("%s is not a PKGDIR: it holds the PKGDIRs %s. Import one of them (`pkgdirfs import --state %s %s`), "+
 		"or mount each separately, each with a state of its own (`make mount PKGDIR=%s STATE=...`)",
 		dir, strings.Join(below, ", "), state, below[0], below[0])
+}
+
+// servedFile, in the state directory, holds the PKGDIR the state serves:
+// where it was first mounted (or, with --other-pkgdir, last). A mount over
+// another PKGDIR would show this one's packages and refused files there.
+const servedFile = "pkgdirfs.pkgdir"
+
+// servedPKGDIR is the PKGDIR state serves, "" if none is recorded (a state
+// not mounted yet, or by a version that did not record it).
+func servedPKGDIR(state string) string {
+	b, err := os.ReadFile(filepath.Join(state, servedFile))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// recordServed records dir as the PKGDIR state serves.
+func recordServed(state, dir string) error {
+	p := filepath.Join(state, servedFile)
+	if err := os.WriteFile(p+".tmp", []byte(dir+"\n"), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(p+".tmp", p)
+}
+
+// realDir is dir with symlinks resolved, as mountinfo and realpath(1)
+// show it (dir itself if it cannot be resolved).
+func realDir(dir string) string {
+	if r, err := filepath.EvalSymlinks(dir); err == nil {
+		return r
+	}
+	return dir
 }

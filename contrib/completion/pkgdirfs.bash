@@ -44,7 +44,7 @@ _pkgdirfs()
 
     local opts
     case ${words[1]} in
-        mount) opts="--state --layouts --read-only --allow-other --xattrs --stamp-build-id --removed-grace --init -f --foreground --log --log-level --debug --help" ;;
+        mount) opts="--state --layouts --read-only --allow-other --xattrs --stamp-build-id --removed-grace --init --hide-existing --other-pkgdir -f --foreground --log --log-level --debug --help" ;;
         import) opts="--state --link -q --rebuild --help" ;;
         index) opts="--state --layouts --gz --help" ;;
         verify) opts="--state --deep --help" ;;
