@@ -79,17 +79,23 @@ fuse-check:
 
 # Import PKGDIR into the catalog, then mount the catalog over it; first, a
 # state already mounted is left alone (over PKGDIR: done; elsewhere: refused
-# before anything is imported). Files that
+# before anything is imported), and so is a state that serves another
+# PKGDIR (its packages and refused files would show in this one). Files that
 # are not valid packages are listed by import (exit status 1), kept in the
 # mount's quarantine .pkgdirfs/refused/ (--keep-invalid) and do not stop the
-# mount; a worse failure (2: usage, others) does. The mount may hide what
-# the import refused (--hide-existing): every valid package is in the catalog.
+# mount; a worse failure (2: usage, e.g. a directory of PKGDIRs; others) does.
+# The mount may hide what the import refused (--hide-existing): every valid
+# package is in the catalog.
 mount: build fuse-check
 	@pk=$$(realpath -m $(PKGDIR)); st=$$($(BIN) status --state $(STATE) 2>/dev/null); \
 	if [ $$? = 0 ]; then \
 	  if printf '%s\n' "$$st" | grep -qxF "mounted at:   $$pk"; then \
 	    echo "$(PKGDIR) is mounted from $(STATE) already; nothing to do"; exit 0; fi; \
 	  echo "state $(STATE) is in use: mounted at $$(printf '%s\n' "$$st" | sed -n 's/^mounted at: *//p' | head -n 1); nothing imported (umount it first, or choose another STATE=)"; exit 1; \
+	fi; \
+	sv=$$(printf '%s\n' "$$st" | sed -n 's/^serves: *//p' | head -n 1); \
+	if [ -n "$$sv" ] && [ "$$sv" != "$$pk" ]; then \
+	  echo "state $(STATE) serves the PKGDIR $$sv, not $(PKGDIR): nothing imported (choose another STATE= for $(PKGDIR))"; exit 1; \
 	fi; \
 	$(BIN) import --link --keep-invalid --state $(STATE) $(PKGDIR); rc=$$?; \
 	if [ $$rc = 1 ]; then echo "(the files listed as invalid above are not packages in the catalog; the mount keeps them under .pkgdirfs/refused/, and verify lists them)"; \

@@ -47,6 +47,9 @@ type Config struct {
 	// PollInterval is how often the catalog generation is checked for changes
 	// made by other processes (pkgdirfs import into a mounted state).
 	PollInterval time.Duration
+	// Incarnation tells this mount from the state's previous one in every
+	// instance's inode number (tree.Model.Ino); 0: the catalog's numbers.
+	Incarnation uint16
 }
 
 // FS is one mounted PKGDIR.
@@ -99,6 +102,7 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 	f := &FS{cfg: cfg, log: cfg.Log, stop: make(chan struct{}), done: make(chan struct{}), idxReady: make(chan struct{}),
 		notes: newNoteQueue(), listings: newListings(), stamps: make(chan [2]int64, 1), stampsDone: make(chan struct{})}
 	model := tree.NewModel(cfg.Layouts)
+	model.SetIncarnation(cfg.Incarnation)
 	model.OnConflict(func(msg string) { f.log.Warn("legacy name conflict", "detail", msg) })
 	model.OnIndexError(func(err error) { f.log.Error("keeping the index; it is rendered again when next read", "err", err) })
 	// The load allocates mostly what it keeps: collecting while the heap

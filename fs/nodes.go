@@ -58,7 +58,7 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		d.fs.fillDir(a.Entry.Ino, 0, &out.Attr)
 		return d.NewInode(ctx, &dirNode{fs: d.fs, path: rel}, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: a.Entry.Ino}), 0
 	case view.Removed, view.Instance:
-		fillFile(a.Entry.File, &out.Attr)
+		d.fs.fillFile(a.Entry.File, &out.Attr)
 		n := &instNode{fs: d.fs, f: a.Entry.File, removed: a.Kind == view.Removed}
 		return d.NewInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: a.Entry.Ino}), 0
 	case view.Scratch:
@@ -215,14 +215,14 @@ func (f *FS) fillDir(ino uint64, subdirs int, a *fuse.Attr) {
 // instFile is an instance as the tree shows it.
 type instFile = tree.File
 
-func fillFile(f *instFile, a *fuse.Attr) {
-	a.Mode = syscall.S_IFREG | f.Mode
-	a.Ino = f.Ino()
+func (f *FS) fillFile(in *instFile, a *fuse.Attr) {
+	a.Mode = syscall.S_IFREG | in.Mode
+	a.Ino = f.model.Ino(in)
 	a.Nlink = 1
-	a.Size = uint64(f.Size)
-	a.Blocks = (uint64(f.Size) + 511) / 512
+	a.Size = uint64(in.Size)
+	a.Blocks = (uint64(in.Size) + 511) / 512
 	a.Blksize = 1 << 16
-	fillTime(a, f.MtimeNs)
+	fillTime(a, in.MtimeNs)
 }
 
 // instNode is one package instance, the same inode under every name.
@@ -244,7 +244,7 @@ func (n *instNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.At
 	if h, ok := fh.(*stagingHandle); ok {
 		return h.Getattr(ctx, out)
 	}
-	fillFile(n.current(), &out.Attr)
+	n.fs.fillFile(n.current(), &out.Attr)
 	return 0
 }
 

@@ -144,7 +144,7 @@ func (n *scratchNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse
 		return x.Getattr(ctx, nil, out)
 	}
 	if in := n.instance(); in != nil {
-		fillFile(in, &out.Attr)
+		n.fsys().fillFile(in, &out.Attr)
 		return 0
 	}
 	return n.LoopbackNode.Getattr(ctx, fh, out)
@@ -373,7 +373,7 @@ var (
 
 func (n *pendingNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	if in := n.instance(); in != nil {
-		fillFile(in, &out.Attr)
+		n.fs.fillFile(in, &out.Attr)
 		return 0
 	}
 	if h, ok := fh.(*stagingHandle); ok {
@@ -491,7 +491,7 @@ func (h *stagingHandle) Write(ctx context.Context, data []byte, off int64) (uint
 
 func (h *stagingHandle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
 	if in := h.node.instance(); in != nil {
-		fillFile(in, &out.Attr)
+		h.node.fs.fillFile(in, &out.Attr)
 		return 0
 	}
 	return h.lf.Getattr(ctx, out)
@@ -872,7 +872,7 @@ func (f *FS) setInstanceAttr(ctx context.Context, in *instFile, fh gofs.FileHand
 			in = cur
 		}
 	}
-	fillFile(in, &out.Attr)
+	f.fillFile(in, &out.Attr)
 	return 0
 }
 

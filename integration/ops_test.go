@@ -905,14 +905,15 @@ func TestOpsMessages(t *testing.T) {
 		{[]string{"import", "--state", t.TempDir(), "/nonexistent/binpkgs"}, 1, "/nonexistent/binpkgs: no such file or directory"},
 		{[]string{"mount", "--state", state, "/nonexistent/mnt"}, 1, "/nonexistent/mnt: no such file or directory"},
 	}
-	// import pointed one level too high, and one too low.
+	// import pointed one level too high (refused before the state is
+	// touched), and one too low.
 	src := extractFixture(t, "xpak-bzip2-multi")
 	checks = append(checks,
 		struct {
 			args []string
 			code int
 			want string
-		}{[]string{"import", "--state", t.TempDir(), filepath.Dir(src)}, 1, "hint: " + filepath.Dir(src) + " holds " + src},
+		}{[]string{"import", "--state", t.TempDir(), filepath.Dir(src)}, 2, filepath.Dir(src) + " is not a PKGDIR: it holds the PKGDIRs " + src + ". Import one of them"},
 		struct {
 			args []string
 			code int

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -306,4 +307,186 @@ func TestStateEmptyMountOverPackages(t *testing.T) {
 		t.Errorf("after the import the mount lists %d packages, want 8", n)
 	}
 	unmount()
+}
+
+// makeMount runs `make mount PKGDIR=pkgdir STATE=state BIN=bin` in the
+// repository (bin: a binary of its own, which make builds).
+func makeMount(t *testing.T, pkgdir, state, bin string) (string, error) {
+	t.Helper()
+	cmd := exec.Command("make", "--no-print-directory", "mount", "PKGDIR="+pkgdir, "STATE="+state, "BIN="+bin)
+	cmd.Dir = repoRoot
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// unmountMade unmounts a mount made by `make mount` (its daemon runs bin),
+// waits for the daemon to exit and checks its log.
+func unmountMade(t *testing.T, mnt, state, bin string) {
+	t.Helper()
+	pids := daemonPIDsOf(bin, mnt)
+	if r := run(t, "", toolTimeout, "umount", mnt); r.Code != 0 {
+		t.Errorf("umount %s: %s", mnt, r)
+	}
+	for _, pid := range pids {
+		waitPIDFileGone(t, pid)
+	}
+	checkDaemonLog(t, &mountInfo{Dir: mnt, Log: filepath.Join(state, "pkgdirfs.log")})
+}
+
+// statusInstances is the instance count `pkgdirfs status` reports.
+func statusInstances(t *testing.T, state string) string {
+	t.Helper()
+	r := runCLI(t, "status", "--state", state)
+	for _, l := range strings.Split(string(r.Stdout), "\n") {
+		if v, ok := strings.CutPrefix(l, "instances:"); ok {
+			return strings.Fields(v)[0]
+		}
+	}
+	t.Fatalf("no instances line in `pkgdirfs status`: %s", r)
+	return ""
+}
+
+// TestStateDirOfPKGDIRs: `make mount` on a directory holding two PKGDIRs
+// (one with its Packages index, one with category directories only) names
+// both, says to import one or to mount each separately, and neither imports
+// nor mounts anything (it used to say the directory "looks like a category
+// directory", import its parent, keep every file as refused and mount an
+// empty PKGDIR over them). A mount of an empty state over it is refused
+// with the same hint.
+func TestStateDirOfPKGDIRs(t *testing.T) {
+	t.Parallel()
+	needBinary(t)
+	top := filepath.Join(t.TempDir(), "bin-pkgs") // a category-like name, which drew the wrong hint
+	if err := os.Mkdir(top, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	amd64, arm64 := filepath.Join(top, "amd64"), filepath.Join(top, "arm64")
+	if err := os.Rename(extractFixture(t, "xpak-gzip-flat"), amd64); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(extractFixture(t, "xpak-zstd-multi"), arm64); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(arm64, "Packages")); err != nil { // a PKGDIR by its category directories alone
+		t.Fatal(err)
+	}
+	state := filepath.Join(t.TempDir(), "state")
+	bin := filepath.Join(t.TempDir(), "pkgdirfs")
+	out, err := makeMount(t, top, state, bin)
+	if _, ok := mountedFSType(top); ok {
+		unmountMade(t, top, state, bin)
+		t.Errorf("make mount mounted a PKGDIR over the directory of PKGDIRs %s:\n%s", top, out)
+	}
+	if err == nil {
+		t.Errorf("make mount of a directory of PKGDIRs: want a failure, got success:\n%s", out)
+	}
+	for _, want := range []string{amd64, arm64, "is not a PKGDIR", "Import one of them", "mount each separately"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("make mount of a directory of PKGDIRs should say %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "looks like a category directory") || strings.Contains(out, "invalid: ") {
+		t.Errorf("make mount of a directory of PKGDIRs took it for one PKGDIR:\n%s", out)
+	}
+	if _, err := os.Stat(state); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("make mount of a directory of PKGDIRs made the state %s (%v): nothing should be imported or kept", state, err)
+	}
+
+	// A mount of an empty state over it by hand.
+	state2 := filepath.Join(t.TempDir(), "state2")
+	r := run(t, "", mountTimeout, binPath, "mount", "--init", "--state", state2, "--log", filepath.Join(t.TempDir(), "refused.log"), top)
+	if _, ok := mountedFSType(top); ok {
+		run(t, "", toolTimeout, "umount", top)
+		t.Errorf("an empty state was mounted over the directory of PKGDIRs %s: %s", top, r)
+	}
+	if r.Code == 0 || !strings.Contains(string(r.Stderr), amd64) || !strings.Contains(string(r.Stderr), arm64) ||
+		!strings.Contains(string(r.Stderr), "Import one of them") {
+		t.Errorf("mount of an empty state over a directory of PKGDIRs: want a refusal naming %s and %s and saying to import one: %s", amd64, arm64, r)
+	}
+}
+
+// TestStateReusedForAnotherPKGDIR: a state made by `make mount` for one
+// PKGDIR (an invalid file in its quarantine) is not taken for another.
+// `make mount` of the other with the same STATE imports nothing and names
+// the PKGDIR the state serves (it used to import the second PKGDIR into it
+// and show the first one's refused file, and packages, in the second's
+// mount); `pkgdirfs mount` over the other is refused unless --other-pkgdir;
+// the other PKGDIR under a state of its own shows nothing of the first.
+func TestStateReusedForAnotherPKGDIR(t *testing.T) {
+	t.Parallel()
+	needBinary(t)
+	first, second := extractFixture(t, "xpak-gzip-flat"), extractFixture(t, "xpak-zstd-multi")
+	broken := filepath.Join("app-misc", "broken-1.0.tbz2")
+	if err := os.WriteFile(filepath.Join(first, broken), []byte("not a package"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(t.TempDir(), "state")
+	bin := filepath.Join(t.TempDir(), "pkgdirfs")
+	if out, err := makeMount(t, first, state, bin); err != nil {
+		t.Fatalf("make mount of %s: %v\n%s", first, err, out)
+	}
+	if _, err := os.Stat(filepath.Join(first, ".pkgdirfs", "refused", broken)); err != nil {
+		t.Errorf("the invalid file is not in the first mount's quarantine: %v", err)
+	}
+	if r := runCLI(t, "status", "--state", state); !strings.Contains(string(r.Stdout), "serves:       "+first+"\n") {
+		t.Errorf("`pkgdirfs status` of the mounted state should say it serves %s: %s", first, r)
+	}
+	unmountMade(t, first, state, bin)
+	instances := statusInstances(t, state)
+
+	out, err := makeMount(t, second, state, bin)
+	if _, ok := mountedFSType(second); ok {
+		unmountMade(t, second, state, bin)
+		t.Errorf("make mount mounted the state of %s over %s:\n%s", first, second, out)
+	}
+	if err == nil || !strings.Contains(out, "serves the PKGDIR "+first) || !strings.Contains(out, "nothing imported") {
+		t.Errorf("make mount of %s with the state of %s: %v, want a refusal naming %s, nothing imported:\n%s", second, first, err, first, out)
+	}
+	if got := statusInstances(t, state); got != instances {
+		t.Errorf("the refused make mount changed the state: %s instances, had %s", got, instances)
+	}
+
+	// By hand: refused, unless asked for.
+	refusedLog := filepath.Join(t.TempDir(), "refused.log")
+	r := run(t, "", mountTimeout, binPath, "mount", "--state", state, "--log", refusedLog, second)
+	if _, ok := mountedFSType(second); ok {
+		run(t, "", toolTimeout, "umount", second)
+		t.Errorf("pkgdirfs mount put the state of %s over %s: %s", first, second, r)
+	}
+	if r.Code == 0 || !strings.Contains(string(r.Stderr), "serves the PKGDIR "+first) || !strings.Contains(string(r.Stderr), "--other-pkgdir") {
+		t.Errorf("pkgdirfs mount of the state of %s over %s: want a refusal naming %s and --other-pkgdir: %s", first, second, first, r)
+	}
+
+	// Its own state: nothing of the first PKGDIR.
+	own := filepath.Join(t.TempDir(), "own")
+	if out, err := makeMount(t, second, own, bin); err != nil {
+		t.Fatalf("make mount of %s with a state of its own: %v\n%s", second, err, out)
+	}
+	if ents, err := os.ReadDir(filepath.Join(second, ".pkgdirfs", "refused")); err == nil && len(ents) > 0 {
+		t.Errorf("%s under its own state shows refused files: %v", second, ents)
+	}
+	if idx := readPackagesFile(t, second); bytes.Contains(idx, []byte("CPV: app-admin/sudo")) || !bytes.Contains(idx, []byte("CPV: app-arch/zstd")) {
+		t.Errorf("%s under its own state: want its own packages only, Packages is:\n%s", second, idx)
+	}
+	unmountMade(t, second, own, bin)
+
+	// Asked for: the first state serves the second PKGDIR from now on.
+	mi := &mountInfo{Dir: second, Log: filepath.Join(t.TempDir(), "other.log")}
+	if r := run(t, "", mountTimeout, binPath, "mount", "--state", state, "--log", mi.Log, "--other-pkgdir", second); r.Code != 0 {
+		t.Fatalf("mount --other-pkgdir: %s", r)
+	}
+	mi.PIDs = daemonPIDs(second)
+	if _, err := os.Stat(filepath.Join(second, ".pkgdirfs", "refused", broken)); err != nil {
+		t.Errorf("mount --other-pkgdir: the state's refused file should show: %v", err)
+	}
+	if r := runCLI(t, "status", "--state", state); !strings.Contains(string(r.Stdout), "serves:       "+second+"\n") {
+		t.Errorf("after mount --other-pkgdir, `pkgdirfs status` should say the state serves %s: %s", second, r)
+	}
+	if r := run(t, "", toolTimeout, "umount", second); r.Code != 0 {
+		t.Errorf("umount %s: %s", second, r)
+	}
+	for _, pid := range mi.PIDs {
+		waitPIDFileGone(t, pid)
+	}
+	checkDaemonLog(t, mi)
 }

@@ -13,12 +13,15 @@ import (
 	"pkgdirfs/layout"
 )
 
-// Inode numbers: instances take their catalog id plus instInoBase, so an
-// instance keeps its st_ino across restarts; directories and synthetic files
-// get numbers from disjoint ranges.
+// Inode numbers: instances take their catalog id plus instInoBase, with the
+// mount's incarnation in bits 40-55 (Model.Ino); directories and synthetic
+// files get numbers from disjoint ranges.
 const (
 	RootIno     = 1
 	instInoBase = 1 << 8
+	// incShift places the incarnation above any catalog id a state reaches
+	// (2^40) and below DirInoBase.
+	incShift = 40
 	// DirInoBase starts the numbers of directories, given by path for the
 	// life of the process.
 	DirInoBase = 1 << 56
@@ -88,8 +91,20 @@ func (f *File) setBlob(name string) {
 	f.blobName = name
 }
 
-// Ino is the instance's inode number under every name.
-func (f *File) Ino() uint64 { return uint64(f.ID) + instInoBase }
+// Ino is the inode number of instance f under every name. It differs
+// between incarnations (SetIncarnation): a descriptor opened on an earlier
+// mount of the state reads from a dead FUSE connection, and what tells its
+// holder so is st_ino: nginx's open_file_cache reuses a descriptor while
+// stat(2) of its path gives the same st_ino. XOR keeps numbers distinct
+// within a mount whatever the id.
+func (m *Model) Ino(f *File) uint64 {
+	return (uint64(f.ID) + instInoBase) ^ uint64(m.incarnation)<<incShift
+}
+
+// SetIncarnation sets which mount of the state this model serves (0: none,
+// numbers as the catalog gives them). Call it before Load: numbers never
+// change under a mount.
+func (m *Model) SetIncarnation(n uint16) { m.incarnation = n }
 
 func (f *File) format() layout.Format {
 	if f.Gpkg {
@@ -201,7 +216,8 @@ func (c *claim) owner() *group {
 // Model is the tree of one mount. Readers take a read lock per call; changes
 // are applied by one writer at a time (Catchup).
 type Model struct {
-	lay Layouts
+	lay         Layouts
+	incarnation uint16 // see Ino
 
 	// catchMu serialises the appliers (Catchup, BuildIndex); mu guards the
 	// model against its readers.
@@ -301,7 +317,7 @@ func (m *Model) entry(c child, name string, alias aliasKind) Entry {
 	case alias != notAlias:
 		return Entry{Name: name, File: c.f, Ino: linkInoBase + uint64(c.f.ID)<<2 + uint64(alias), Link: m.target(c.f, alias)}
 	}
-	return Entry{Name: name, File: c.f, Ino: c.f.Ino()}
+	return Entry{Name: name, File: c.f, Ino: m.Ino(c.f)}
 }
 
 // Lookup returns what name shows in directory dir.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -137,6 +138,51 @@ func TestModelLayouts(t *testing.T) {
 	root, _ := m.Dir("")
 	if cat.Subdirs != 1 || root.Subdirs != 4 {
 		t.Errorf("subdirs: app-misc %d (want 1), root %d (want 4: All + 3 categories)", cat.Subdirs, root.Subdirs)
+	}
+}
+
+// TestModelIncarnation: an instance's number differs between two mounts of
+// the same catalog (so a descriptor of the earlier one fails nginx's
+// st_ino check), is the same under every name within one, and stays out
+// of the ranges of directories, symlinks and the index.
+func TestModelIncarnation(t *testing.T) {
+	insts := []catalog.Instance{
+		inst(1, "app-misc", "hello", "hello-2.10", 1, 100, "xpak"),
+		inst(2, "app-misc", "hello", "hello-2.10", 2, 200, "gpkg"),
+		inst(1<<40-instInoBase-1, "dev-libs", "foo", "foo-1", 1, 100, "xpak"), // the largest id below the incarnation bits
+	}
+	nums := map[uint16]map[int64]uint64{}
+	for _, inc := range []uint16{0, 1, 2, 1<<16 - 1} {
+		m := NewModel(AllLayouts)
+		m.SetIncarnation(inc)
+		m.loadAll(insts)
+		nums[inc] = map[int64]uint64{}
+		for _, in := range insts {
+			f := m.File(in.CPV, in.ID)
+			ino := m.Ino(f)
+			nums[inc][in.ID] = ino
+			multi := f.MultiPath()
+			e, ok := m.Lookup(filepath.Dir(multi), filepath.Base(multi))
+			if !ok || e.Ino != ino {
+				t.Errorf("incarnation %d: %s has number %d (found %v), Ino says %d", inc, multi, e.Ino, ok, ino)
+			}
+			if ino >= DirInoBase || ino < instInoBase {
+				t.Errorf("incarnation %d: instance %d has number %#x, outside the instances' range", inc, in.ID, ino)
+			}
+			if inc == 0 && ino != uint64(in.ID)+instInoBase {
+				t.Errorf("incarnation 0: instance %d has number %d, want the catalog's %d", in.ID, ino, uint64(in.ID)+instInoBase)
+			}
+		}
+	}
+	seen := map[uint64]string{}
+	for inc, byID := range nums {
+		for id, ino := range byID {
+			who := fmt.Sprintf("instance %d in incarnation %d", id, inc)
+			if other, dup := seen[ino]; dup {
+				t.Errorf("%s and %s have the same number %d", who, other, ino)
+			}
+			seen[ino] = who
+		}
 	}
 }
 
@@ -686,9 +732,9 @@ func TestModelAliases(t *testing.T) {
 				t.Errorf("layouts %s: %s/%s missing", c.lay, w.dir, w.name)
 			case e.Link != w.link:
 				t.Errorf("layouts %s: %s/%s -> %q, want %q", c.lay, w.dir, w.name, e.Link, w.link)
-			case w.link == "" && e.Ino != e.File.Ino():
-				t.Errorf("layouts %s: %s/%s is the file of instance %d, but has number %d, not %d", c.lay, w.dir, w.name, e.File.ID, e.Ino, e.File.Ino())
-			case w.link != "" && e.Ino == e.File.Ino():
+			case w.link == "" && e.Ino != m.Ino(e.File):
+				t.Errorf("layouts %s: %s/%s is the file of instance %d, but has number %d, not %d", c.lay, w.dir, w.name, e.File.ID, e.Ino, m.Ino(e.File))
+			case w.link != "" && e.Ino == m.Ino(e.File):
 				t.Errorf("layouts %s: symlink %s/%s has the number of its instance's file", c.lay, w.dir, w.name)
 			}
 		}

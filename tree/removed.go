@@ -123,7 +123,7 @@ func (m *Model) ReadRemoved(rest string) []Entry {
 		seen[tail] = true
 		e := Entry{Name: tail, File: f}
 		if f != nil {
-			e.Ino = f.Ino()
+			e.Ino = m.Ino(f)
 		} else {
 			e.Ino = m.dirInoLocked(RemovedDir + "/" + prefix + tail)
 		}

@@ -161,7 +161,7 @@ func (n *Names) Resolve(rel string) Answer {
 		case isDir:
 			return Answer{Kind: Area, Entry: tree.Entry{Name: name, Ino: n.Model.DirIno(rel)}}
 		case f != nil:
-			return Answer{Kind: Removed, Entry: tree.Entry{Name: name, Ino: f.Ino(), File: f}}
+			return Answer{Kind: Removed, Entry: tree.Entry{Name: name, Ino: n.Model.Ino(f), File: f}}
 		}
 		return Answer{}
 	}

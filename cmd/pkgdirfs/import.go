@@ -35,6 +35,15 @@ func cmdImport(args []string) int {
 		}
 		return usageError(fl, "need at least one SRC directory")
 	}
+	// Before the state is touched: taken as one PKGDIR, a directory of
+	// PKGDIRs has every file refused (names are read relative to SRC), and
+	// kept in the quarantine with --keep-invalid. 2: make mount stops.
+	for _, src := range srcs {
+		if below := pkgdirsIn(src); len(below) > 0 {
+			fmt.Fprintf(os.Stderr, "pkgdirfs: import: %s\n", pkgdirsHint(src, below, *state))
+			return 2
+		}
+	}
 	log := newLogger(os.Stderr)
 	var lk *catalog.StateLock
 	if *rebuild {
@@ -277,8 +286,9 @@ func prepareRebuild(loc catalog.Location) (*catalog.StateLock, error) {
 }
 
 // levelHint says which directory to import when src, whose files were all
-// refused, is one level above or below a PKGDIR: package names are judged
-// relative to SRC, so every file is then "not a package file name".
+// refused, is a directory inside a PKGDIR: package names are judged
+// relative to SRC, so every file is then "not a package file name". (A
+// directory of PKGDIRs is refused before the import: pkgdirsIn.)
 func levelHint(src string) string {
 	clean := filepath.Clean(src)
 	// A category, $PN or All/ directory: the PKGDIR is the nearest
@@ -290,20 +300,6 @@ func levelHint(src string) string {
 	}
 	if base := filepath.Base(clean); base == "All" || (layout.ValidCategory(base) && strings.Contains(base, "-")) {
 		return fmt.Sprintf("%s looks like a category directory (or All/) of a PKGDIR: import its parent, %s", src, filepath.Dir(clean))
-	}
-	ents, err := os.ReadDir(clean)
-	if err != nil {
-		return ""
-	}
-	var below []string
-	for _, e := range ents {
-		if e.IsDir() && isFile(filepath.Join(clean, e.Name(), "Packages")) {
-			below = append(below, filepath.Join(src, e.Name()))
-		}
-	}
-	if len(below) > 0 {
-		return fmt.Sprintf("%s holds %s, which %s a Packages index: import %s instead",
-			src, strings.Join(below, ", "), plural(len(below), "has", "have"), strings.Join(below, " "))
 	}
 	return ""
 }

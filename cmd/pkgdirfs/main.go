@@ -29,7 +29,7 @@ var commands []command
 
 func init() {
 	commands = []command{
-		{"mount", "[--state DIR] [--catalog URL] [--blobs DIR] [--layouts all|multi,flat,legacy] [--read-only] [--allow-other] [--xattrs] [--stamp-build-id] [--removed-grace DURATION] [--keep N [--per-use]] [--init] [--hide-existing] [-f] [--log FILE] [--log-level debug|info|warn|error] [--debug] MOUNTPOINT",
+		{"mount", "[--state DIR] [--catalog URL] [--blobs DIR] [--layouts all|multi,flat,legacy] [--read-only] [--allow-other] [--xattrs] [--stamp-build-id] [--removed-grace DURATION] [--keep N [--per-use]] [--init] [--hide-existing] [--other-pkgdir] [-f] [--log FILE] [--log-level debug|info|warn|error] [--debug] MOUNTPOINT",
 			"serve the catalog as a PKGDIR at MOUNTPOINT (returns once it is mounted, unless -f); also mount -t fuse.pkgdirfs STATE MOUNTPOINT -o OPTIONS", cmdMount},
 		{"import", "[--state DIR] [--catalog URL] [--blobs DIR] [--link] [--keep-invalid] [-q] SRC... | --rebuild [--state DIR]", "import the packages of existing PKGDIRs (any layout) into the catalog", cmdImport},
 		{"index", "[--state DIR] [--catalog URL] [--blobs DIR] [--layouts ...] [--gz]", "write the Packages index the mount serves to stdout", cmdIndex},

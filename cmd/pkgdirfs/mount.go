@@ -23,7 +23,6 @@ import (
 
 	"pkgdirfs/catalog"
 	pfs "pkgdirfs/fs"
-	"pkgdirfs/layout"
 	"pkgdirfs/tree"
 )
 
@@ -48,6 +47,7 @@ func cmdMount(args []string) int {
 	keep := fl.Int("keep", 0, "at every commit, remove all but the `N` newest builds of the CPV committed (as pkgdirfs prune --keep N; 0: keep all)")
 	perUse := fl.Bool("per-use", false, "with --keep: the N newest of each distinct USE set of the CPV")
 	hideExisting := fl.Bool("hide-existing", false, "mount even when the catalog is empty and MOUNTPOINT holds package files, which the mount then hides (without it such a mount is refused: import them first)")
+	otherPKGDIR := fl.Bool("other-pkgdir", false, "mount even when MOUNTPOINT is a PKGDIR other than the one STATE serves (STATE's packages and refused files then show there, over its own files), and serve it there from now on")
 	ops, code := parseArgs(fl, args)
 	if code >= 0 {
 		return code
@@ -168,6 +168,17 @@ func cmdMount(args []string) int {
 			return failReady("%s", why)
 		}
 	}
+	// A state serves one PKGDIR; over another it would mix the two.
+	served, here := servedPKGDIR(*state), realDir(mnt)
+	if served != "" && served != here && !*otherPKGDIR && (isPKGDIR(mnt) || pkgdirsIn(mnt) != nil) {
+		return failReady("state %s serves the PKGDIR %s, and %s is another PKGDIR: mounted over it, the state would show the packages and refused files of %s there, and hide its own. "+
+			"Give %s a state of its own (`make mount PKGDIR=%s STATE=...`), or pass --other-pkgdir to serve %s there from now on",
+			store.Dir, served, mnt, served, mnt, mnt, store.Dir)
+	}
+	inc, err := nextIncarnation(*state)
+	if err != nil {
+		log.Warn("cannot count the mounts of the state; this mount's inode numbers come from the clock", "file", filepath.Join(*state, mountsFile), "err", err)
+	}
 	store.StampBuildID = *stamp
 	store.SetKeepPolicy(catalog.PrunePolicy{Keep: *keep, PerUse: *perUse})
 	statsStore = store
@@ -181,6 +192,7 @@ func cmdMount(args []string) int {
 		// df and findmnt tell mounts apart by their source: the state.
 		FsName:  absPath(*state),
 		Layouts: lay, ReadOnly: *readOnly, AllowOther: *allowOther, XAttrs: *xattrs, RemovedGrace: *grace, Debug: *debug, Log: log,
+		Incarnation: inc,
 	})
 	if err != nil {
 		return failReady("%v", err)
@@ -195,6 +207,11 @@ func cmdMount(args []string) int {
 		return failReady("%s%s", strings.TrimSpace(err.Error()), mountHint(mnt, *allowOther, *logFile, ready != nil))
 	}
 	log.Info("mounted", "mountpoint", mnt, "state", *state, "layouts", lay.String())
+	if served == "" || (*otherPKGDIR && served != here) {
+		if err := recordServed(*state, here); err != nil {
+			log.Warn("cannot record which PKGDIR the state serves", "file", filepath.Join(*state, servedFile), "err", err)
+		}
+	}
 	// Before reporting ready: the mount is watched from the moment
 	// `pkgdirfs mount` returns (and no half-started child looks like a
 	// second daemon then).
@@ -277,30 +294,17 @@ func notAState(loc catalog.Location) string { return catalog.Present(loc) }
 
 // hidesPackages says why an empty catalog must not be mounted over mnt: mnt
 // holds package files, which the mount would hide (a new state mounted over
-// a PKGDIR nobody imported). One probe of the catalog, and a walk that stops
-// at the first package file, at most three levels deep.
+// a PKGDIR nobody imported), or PKGDIRs. One probe of the catalog, and walks
+// that stop at the first package file, at most three levels deep.
 func hidesPackages(store *catalog.Store, mnt string) string {
 	if empty, err := store.DB.Empty(background()); err != nil || !empty {
 		return ""
 	}
-	found := ""
-	filepath.WalkDir(mnt, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || found != "" {
-			return filepath.SkipDir
-		}
-		rel, _ := filepath.Rel(mnt, p)
-		if d.IsDir() {
-			if rel != "." && (strings.Count(rel, string(filepath.Separator)) >= 2 || strings.HasPrefix(d.Name(), ".")) {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if layout.ParsePath(filepath.ToSlash(rel)).Kind != layout.KindOther {
-			found = rel
-			return filepath.SkipAll
-		}
-		return nil
-	})
+	if below := pkgdirsIn(mnt); len(below) > 0 {
+		return fmt.Sprintf("%s. Mounted over %s, the empty catalog of %s would hide them (--hide-existing mounts it anyway)",
+			pkgdirsHint(mnt, below, store.Dir), mnt, store.Dir)
+	}
+	found := firstPackage(mnt)
 	if found == "" {
 		return ""
 	}

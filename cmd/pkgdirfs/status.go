@@ -205,6 +205,9 @@ func cmdStatus(args []string) int {
 	}
 	abs, _ := filepath.Abs(*state)
 	fmt.Printf("state:        %s\n", abs)
+	if p := servedPKGDIR(*state); p != "" {
+		fmt.Printf("serves:       %s\n", p)
+	}
 	pid, alive := daemonAlive(*state)
 	mounts := mountsOfState(*state)
 	switch {

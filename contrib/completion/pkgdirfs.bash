@@ -48,7 +48,7 @@ _pkgdirfs()
 
     local opts
     case ${words[1]} in
-        mount) opts="--state --catalog --blobs --layouts --read-only --allow-other --xattrs --stamp-build-id --removed-grace --keep --per-use --init --hide-existing -f --foreground --log --log-level --debug -h --help" ;;
+        mount) opts="--state --catalog --blobs --layouts --read-only --allow-other --xattrs --stamp-build-id --removed-grace --keep --per-use --init --hide-existing --other-pkgdir -f --foreground --log --log-level --debug -h --help" ;;
         import) opts="--state --catalog --blobs --link --keep-invalid -q --quiet --rebuild -h --help" ;;
         index) opts="--state --catalog --blobs --layouts --gz -h --help" ;;
         export) opts="--state --catalog --blobs --copy -q --quiet -h --help" ;;
