@@ -58,12 +58,26 @@ func pkgdirsIn(dir string) []string {
 	var out []string
 	for _, e := range ents {
 		sub := filepath.Join(dir, e.Name())
-		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") && isPKGDIR(sub) {
+		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		// A category's (or All/'s) name says dir is a PKGDIR whose files
+		// are all misnamed, not a directory of PKGDIRs: only an index
+		// makes such a directory a PKGDIR of its own.
+		if categoryLike(e.Name()) && !isFile(filepath.Join(sub, "Packages")) {
+			continue
+		}
+		if isPKGDIR(sub) {
 			out = append(out, sub)
 		}
 	}
 	sort.Strings(out)
 	return out
+}
+
+// categoryLike: a directory name a PKGDIR has for a category, or All.
+func categoryLike(name string) bool {
+	return name == "All" || (layout.ValidCategory(name) && strings.Contains(name, "-"))
 }
 
 // pkgdirsHint says what to do with a directory holding the PKGDIRs below.
