@@ -394,6 +394,12 @@ func (f *FS) index() (*tree.IndexView, error) {
 				// Above every one this mount served, whether or not it was
 				// recorded.
 				ts = max(ts, f.lastTS+1)
+				if f.cfg.ReadOnly {
+					// A follower records nothing: the writer's mount
+					// stores the TIMESTAMP it serves, and a later read
+					// here takes it.
+					break
+				}
 				if f.cfg.Store.Loc.Shared() {
 					// Every host serves one generation with one TIMESTAMP
 					// (nginx's Last-Modified and ETag behind a load
@@ -517,6 +523,9 @@ func (f *FS) recordStamps() {
 // settle re-publishes the index once the catalog has been quiet for 6 s after
 // generations less than 6 s apart were served (see catalog.Store.Settle).
 func (f *FS) settle(now time.Time) {
+	if f.cfg.ReadOnly {
+		return // a follower publishes nothing; the writer settles
+	}
 	f.idxMu.Lock()
 	due := f.lastTS != 0 && f.lastTS != f.settledTS && f.lastTS-f.prevTS < settleSeconds &&
 		now.Sub(f.lastRender) >= settleSeconds*time.Second && f.idx != nil && f.idx.Generation == f.model.Gen()

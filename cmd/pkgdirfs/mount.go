@@ -89,6 +89,10 @@ func cmdMount(args []string) int {
 	}
 	if *logFile == "" {
 		*logFile = filepath.Join(*state, "pkgdirfs.log")
+		if *readOnly {
+			// A follower's: the writing daemon's log is its own.
+			*logFile = filepath.Join(*state, "pkgdirfs-ro.log")
+		}
 	}
 	// SIGHUP reopens it by name, whatever the working directory then.
 	*logFile = absPath(*logFile)
@@ -101,16 +105,22 @@ func cmdMount(args []string) int {
 	// One daemon per state: its staging files are its own. Taken before
 	// the log is opened: a mount refused because the state is in use must
 	// not write into the log of the daemon holding it.
-	lk, err := lockState(*state, fmt.Sprintf("pid %d, mounted at %s", os.Getpid(), mnt))
-	if err != nil {
-		msg := fmt.Sprintf("state %s: %v", *state, err)
-		if ready != nil {
-			fmt.Fprintln(ready, msg)
-			ready.Close()
+	// A read-only mount is a follower: it writes nothing into the state,
+	// so it takes no lock and mounts beside the writing daemon (any
+	// number of them), following its changes like any reader.
+	var lk *catalog.StateLock
+	if !*readOnly {
+		lk, err = lockState(*state, fmt.Sprintf("pid %d, mounted at %s", os.Getpid(), mnt))
+		if err != nil {
+			msg := fmt.Sprintf("state %s: %v", *state, err)
+			if ready != nil {
+				fmt.Fprintln(ready, msg)
+				ready.Close()
+			}
+			return fail("mount: %s", msg)
 		}
-		return fail("mount: %s", msg)
+		defer lk.Release()
 	}
-	defer lk.Release()
 	logPath := "" // the file SIGHUP reopens; "" with -f, which logs to stderr
 	if ready != nil {
 		// Anything on the standard logger, and a crash (a Go panic) on
@@ -155,7 +165,12 @@ func cmdMount(args []string) int {
 		}
 	}()
 
-	store, err := catalog.OpenStoreLocked(location(*state), log, lk)
+	var store *catalog.Store
+	if *readOnly {
+		store, err = catalog.OpenStoreReadOnly(location(*state), log)
+	} else {
+		store, err = catalog.OpenStoreLocked(location(*state), log, lk)
+	}
 	if err != nil {
 		return failReady("%v", err)
 	}
@@ -199,15 +214,18 @@ func cmdMount(args []string) int {
 	}
 	// The pid file exists before the mount does: whenever a mount of this
 	// state is found, a restart can tell whether its daemon still runs.
-	if err := os.WriteFile(pidFile(*state), []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o644); err != nil {
-		log.Warn("writing the pid file", "err", err)
+	// A follower has none: the pid file names the writing daemon.
+	if !*readOnly {
+		if err := os.WriteFile(pidFile(*state), []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o644); err != nil {
+			log.Warn("writing the pid file", "err", err)
+		}
+		defer os.Remove(pidFile(*state))
 	}
-	defer os.Remove(pidFile(*state))
 	if err := fsys.Mount(mnt); err != nil {
 		return failReady("%s%s", strings.TrimSpace(err.Error()), mountHint(mnt, *allowOther, *logFile, ready != nil))
 	}
 	log.Info("mounted", "mountpoint", mnt, "state", *state, "layouts", lay.String())
-	if served == "" || (*otherPKGDIR && served != here) {
+	if !*readOnly && (served == "" || (*otherPKGDIR && served != here)) {
 		if err := recordServed(*state, here); err != nil {
 			log.Warn("cannot record which PKGDIR the state serves", "file", filepath.Join(*state, servedFile), "err", err)
 		}
