@@ -203,6 +203,15 @@ func (l Location) driver() (Driver, error) {
 	return driver(name)
 }
 
+// Doorbell is what a backend whose other writers can announce their
+// commits offers (PostgreSQL's NOTIFY): Ring's channel receives soon after
+// another process commits, and after a reconnect (changes may have been
+// missed). It only says "look now": what changed is read from the change
+// log, as by any poll.
+type Doorbell interface {
+	Ring(ctx context.Context) <-chan struct{}
+}
+
 // Driver opens the catalog at a Location, and handles it as a whole.
 type Driver interface {
 	// Open opens the catalog at loc, making an empty one if it has none

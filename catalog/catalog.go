@@ -134,6 +134,15 @@ func SetAside(loc Location, suffix string) (moved []string, err error) {
 	return d.SetAside(loc, suffix)
 }
 
+// Ring is the backend's doorbell (Doorbell), nil if it has none: the caller
+// then polls.
+func (db *DB) Ring(ctx context.Context) <-chan struct{} {
+	if d, ok := db.b.(Doorbell); ok {
+		return d.Ring(ctx)
+	}
+	return nil
+}
+
 // Close closes the backend.
 func (db *DB) Close() error { return db.b.Close() }
 

@@ -274,10 +274,19 @@ func (f *FS) poll() {
 	defer close(f.done)
 	t := time.NewTicker(f.cfg.PollInterval)
 	defer t.Stop()
+	// Other hosts' commits ring the doorbell (a shared catalog): they are
+	// applied at once instead of at the next tick.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	bell := f.cfg.Store.DB.Ring(ctx)
 	for {
 		select {
 		case <-f.stop:
 			return
+		case <-bell:
+			if err := f.Refresh(context.Background()); err != nil {
+				f.catalogError("reading catalog changes", err)
+			}
 		case now := <-t.C:
 			if err := f.Refresh(context.Background()); err != nil {
 				f.catalogError("reading catalog changes", err)

@@ -303,3 +303,54 @@ func classify(err error) error {
 	}
 	return fmt.Errorf("%w: %w", class, err)
 }
+
+// Ring listens on the channel every commit notifies (BumpGeneration) on a
+// connection of its own, until ctx ends, reconnecting after a failure (and
+// ringing then: notifications sent meanwhile were lost).
+func (db *DB) Ring(ctx context.Context) <-chan struct{} {
+	ch := make(chan struct{}, 1)
+	ring := func() {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+	go func() {
+		backoff := 100 * time.Millisecond
+		for ctx.Err() == nil {
+			err := db.listen(ctx, ring)
+			if ctx.Err() != nil {
+				return
+			}
+			_ = err // the poll logs the outage; this only tries again
+			ring()
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 5*time.Second)
+		}
+	}()
+	return ch
+}
+
+func (db *DB) listen(ctx context.Context, ring func()) error {
+	conn, err := db.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	// The connection is LISTENing: it never goes back to the pool.
+	pc := conn.Hijack()
+	defer pc.Close(context.WithoutCancel(ctx))
+	if _, err := pc.Exec(ctx, "LISTEN pkgdirfs_changes"); err != nil {
+		return err
+	}
+	ring() // changes committed before the LISTEN
+	for {
+		if _, err := pc.WaitForNotification(ctx); err != nil {
+			return err
+		}
+		ring()
+	}
+}
