@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -17,13 +19,21 @@ import (
 // hosts mounts n daemons on one PostgreSQL catalog and one blob directory,
 // each with a state directory of its own, as n hosts would.
 func hosts(t *testing.T, n int, opts ...string) (url, blobs string, mis []*mountInfo) {
+	url, blobs, mis, _ = hostStates(t, n, opts...)
+	return url, blobs, mis
+}
+
+// hostStates is hosts, with each host's state directory.
+func hostStates(t *testing.T, n int, opts ...string) (url, blobs string, mis []*mountInfo, states []string) {
 	t.Helper()
 	url = pgtest.Shared(t).NewDB(t)
 	blobs = filepath.Join(t.TempDir(), "blobs")
 	for range n {
-		mis = append(mis, mountFSInfo(t, t.TempDir(), append([]string{"--catalog", url, "--blobs", blobs}, opts...)...))
+		st := t.TempDir()
+		states = append(states, st)
+		mis = append(mis, mountFSInfo(t, st, append([]string{"--catalog", url, "--blobs", blobs}, opts...)...))
 	}
-	return url, blobs, mis
+	return url, blobs, mis, states
 }
 
 // TestMultiHostVisible: three mounts on one PostgreSQL catalog. Packages
@@ -228,4 +238,96 @@ func TestMultiHostServerDown(t *testing.T) {
 	if !pollFor(10*time.Second, func() bool { _, err := os.Stat(filepath.Join(mis[1].Dir, tree)); return err == nil }) {
 		t.Error("host 1 never listed the package written after the server came back")
 	}
+}
+
+// TestMultiHostKill9: kill -9 of one host while it writes. Every package
+// whose cp returned 0 there is listed, with its bytes, by the other host,
+// which serves on throughout; the killed host, mounted again, shows them
+// too.
+func TestMultiHostKill9(t *testing.T) {
+	t.Parallel()
+	url, blobs, mis, states := hostStates(t, 2)
+	a, b := mis[0], mis[1]
+	a.AllowErrors = append(a.AllowErrors, "the daemon died without unmounting")
+	os.MkdirAll(filepath.Join(a.Dir, "app-misc"), 0o755)
+	src := t.TempDir()
+	var acked []string
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			name := fmt.Sprintf("app-misc/k%d-1.0.tbz2", i)
+			p := filepath.Join(src, fmt.Sprintf("k%d.tbz2", i))
+			os.WriteFile(p, pubXpak("app-misc", fmt.Sprintf("k%d-1.0", i), 1700000000+int64(i), name), 0o644)
+			if err := exec.Command("cp", p, filepath.Join(a.Dir, name)).Run(); err != nil {
+				return // the host died under it
+			}
+			acked = append(acked, name)
+		}
+	}()
+	time.Sleep(700 * time.Millisecond) // a few commits, then the kill mid-write
+	for _, pid := range a.PIDs {
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatalf("kill -9 %d: %v", pid, err)
+		}
+	}
+	close(stop)
+	<-done
+	if len(acked) == 0 {
+		t.Fatal("no package was acknowledged before the kill")
+	}
+	t.Logf("%d packages acknowledged by the killed host", len(acked))
+	check := func(who string, mnt string) {
+		t.Helper()
+		ok := pollFor(5*time.Second, func() bool {
+			for _, n := range acked {
+				if _, err := os.Lstat(filepath.Join(mnt, n)); err != nil {
+					return false
+				}
+			}
+			return true
+		})
+		if !ok {
+			var missing []string
+			for _, n := range acked {
+				if _, err := os.Lstat(filepath.Join(mnt, n)); err != nil {
+					missing = append(missing, n)
+				}
+			}
+			t.Errorf("%s: %d of %d acknowledged packages missing: %v", who, len(missing), len(acked), missing)
+			return
+		}
+		idx, err := os.ReadFile(filepath.Join(mnt, "Packages"))
+		if err != nil {
+			t.Fatalf("%s: Packages: %v", who, err)
+		}
+		for _, n := range acked {
+			cpv := strings.TrimSuffix(n, ".tbz2")
+			if !bytes.Contains(idx, []byte("CPV: "+cpv+"\n")) {
+				t.Errorf("%s: Packages lacks the acknowledged %s", who, cpv)
+			}
+		}
+	}
+	check("the other host", b.Dir)
+
+	// Mounted again (the dead mount is recovered), the killed host shows
+	// them too.
+	if !pollFor(mountTimeout, func() bool {
+		bb, _ := os.ReadFile(a.Log)
+		return bytes.Contains(bb, []byte("the daemon died without unmounting"))
+	}) {
+		t.Fatalf("the watchdog did not abort the dead mount's connection")
+	}
+	if r := run(t, "", mountTimeout, binPath, "mount", "--state", states[0], "--log", a.Log,
+		"--catalog", url, "--blobs", blobs, a.Dir); r.Code != 0 {
+		t.Fatalf("mounting the killed host again: %s", r)
+	}
+	a.PIDs = daemonPIDs(a.Dir)
+	check("the killed host, mounted again", a.Dir)
 }
