@@ -13,6 +13,8 @@ BENCH_SCALE_CATALOG ?= 1000000
 # BenchmarkBrowse sizes (instances, comma-separated): browsing and serving the mount vs a native copy.
 BENCH_BROWSE ?= 10000,100000
 SOAK_MINUTES ?= 30
+# BenchmarkMultiHost: instances of the shared-catalog benchmark (PostgreSQL beside SQLite).
+BENCH_MULTIHOST ?= 100000
 
 # make install: PREFIX=/usr for a distribution package (mount(8) finds
 # SBINDIR/mount.pkgdirfs only in /sbin or /usr/sbin); DESTDIR stages it.
@@ -32,7 +34,7 @@ TEST_PKGS := fuse3 rsync zstd xz-utils bzip2 lz4 gzip tar coreutils util-linux c
 # Debian packages only the benchmarks drive (wrk: the HTTP load of BenchmarkBrowse's nginx rows).
 BENCH_PKGS := wrk
 
-.PHONY: all build deps bench-deps fuse-check mount install uninstall test vet unit integration fuzz bench bench-scale bench-browse crash soak clean
+.PHONY: all build deps bench-deps fuse-check mount install uninstall test vet unit integration fuzz bench bench-scale bench-browse bench-multihost crash soak clean
 
 all: build
 
@@ -179,6 +181,11 @@ bench: deps bench-deps build
 # The scale section of bench alone (~25 min at the defaults; BENCH_SCALE=3000 BENCH_SCALE_CATALOG=20000 for a quick run).
 bench-scale: deps bench-deps build
 	BENCH_SCALE=$(BENCH_SCALE) BENCH_SCALE_CATALOG=$(BENCH_SCALE_CATALOG) $(GO) test -count=1 -run='^$$' -bench='^BenchmarkScale$$' -benchtime=1x -timeout 60m ./integration/
+
+# Several hosts: a PostgreSQL catalog beside SQLite (import, mount start, first Packages.gz,
+# commit latency, change-to-visible on the other mount); BENCH_MULTIHOST=20000 for a quick run.
+bench-multihost: deps bench-deps build
+	BENCH_MULTIHOST=$(BENCH_MULTIHOST) $(GO) test -count=1 -run='^$$' -bench='^BenchmarkMultiHost$$' -benchtime=1x -timeout 60m ./integration/
 
 # The browse/serve section of bench alone: ls, find, tar, rsync, sha1sum, nginx vs a native copy (BENCH_BROWSE=2000 for a quick run).
 bench-browse: deps bench-deps build

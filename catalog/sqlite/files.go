@@ -1,6 +1,8 @@
 package sqlite
 
 import (
+	"bytes"
+	"context"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -9,6 +11,9 @@ import (
 	"pkgdirfs/catalog"
 	"sync"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // The catalog of a state directory is files of this package's store: the
@@ -179,4 +184,82 @@ func HoldWriteLock(dir string) (release func(), err error) {
 			db.Close()
 		})
 	}, nil
+}
+
+// ringAgain: the pauses after which Ring rings again after a change of the
+// log.
+var ringAgain = []time.Duration{5 * time.Millisecond, 45 * time.Millisecond}
+
+// Ring rings when another process may have committed: the write-ahead log
+// of the catalog changed (inotify on the state directory, filtered to it).
+// A follower beside the writing daemon then applies its changes at once
+// instead of at its next poll. nil if inotify is not available.
+func (db *DB) Ring(ctx context.Context) <-chan struct{} {
+	dir, wal := filepath.Dir(db.path), filepath.Base(db.path)+walSuffix
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC)
+	if err != nil {
+		return nil
+	}
+	if _, err := unix.InotifyAddWatch(fd, dir, unix.IN_MODIFY|unix.IN_CREATE|unix.IN_MOVED_TO); err != nil {
+		unix.Close(fd)
+		return nil
+	}
+	ch := make(chan struct{}, 1)
+	ring := func() {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+	f := os.NewFile(uintptr(fd), "inotify")
+	again := make(chan struct{}, 1)
+	go func() {
+		<-ctx.Done()
+		f.Close() // ends the read below
+	}()
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-again:
+			}
+			for _, d := range ringAgain {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(d):
+				}
+				ring()
+			}
+		}
+	}()
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := f.Read(buf)
+			if err != nil {
+				return
+			}
+			for off := 0; off+unix.SizeofInotifyEvent <= n; {
+				ev := (*unix.InotifyEvent)(unsafe.Pointer(&buf[off]))
+				name := buf[off+unix.SizeofInotifyEvent : off+unix.SizeofInotifyEvent+int(ev.Len)]
+				if i := bytes.IndexByte(name, 0); i >= 0 {
+					name = name[:i]
+				}
+				if string(name) == wal {
+					ring()
+					// The log is written before the commit is visible to
+					// readers (its index in -shm, which inotify does not
+					// see, is updated last): look again a moment later.
+					select {
+					case again <- struct{}{}:
+					default:
+					}
+				}
+				off += unix.SizeofInotifyEvent + int(ev.Len)
+			}
+		}
+	}()
+	return ch
 }
