@@ -20,11 +20,9 @@ import (
 // these interfaces. Nothing outside a backend names its database, its files
 // or its error codes.
 
-// Snapshot is every read of one consistent snapshot of the catalog.
-type Snapshot interface {
-	// Setting is a catalog-wide integer (generation, last_timestamp,
-	// removal grace, ...); ok false if it was never set.
-	Setting(key string) (v int64, ok bool, err error)
+// TreeReads are the reads a mount's tree and index make of one snapshot,
+// common to a backend's Snapshot and to Reader.
+type TreeReads interface {
 	Header() (map[string]string, error)
 	// InstanceIDHigh is at least the number of instances (a size hint).
 	InstanceIDHigh() (int64, error)
@@ -34,18 +32,30 @@ type Snapshot interface {
 	// Instances: every instance, placeholders included, without Meta.
 	Instances() ([]Instance, error)
 	// The tree reads stream instances in (cpv, build id) byte order with
-	// what a mount's tree needs (no digests); inst is reused per row.
+	// what a mount's tree needs (no digests); inst may be reused per row.
 	ForEachInstance(fn func(inst *Instance) error) error
 	ForEachInstanceBelow(cpv string, fn func(inst *Instance) error) error
 	ForEachInstanceFrom(cpv string, fn func(inst *Instance) error) error
 	// ForEachIndexed streams the packages (no placeholders) with Meta.
 	ForEachIndexed(fn func(inst *Instance) error) error
+	// Changes names the CPVs (or HeaderChange) changed after generation
+	// since, each once, in byte order.
+	Changes(since int64) ([]string, error)
+	Tombstones() ([]Tombstone, error)
+	// AnyTombstones tells whether any removed build is in its grace.
+	AnyTombstones() (bool, error)
+	TombstonesOf(cpv string) ([]Tombstone, error)
+}
+
+// Snapshot is every read of one consistent snapshot of the catalog.
+type Snapshot interface {
+	TreeReads
+	// Setting is a catalog-wide integer (generation, last_timestamp,
+	// removal grace, ...); ok false if it was never set.
+	Setting(key string) (v int64, ok bool, err error)
 	// ForEachInScope streams the packages of one category (PN "") or
 	// package, with Meta, in (cpv, build id) order.
 	ForEachInScope(s Scope, fn func(inst *Instance) error) error
-	// Changes names the CPVs (or HeaderChange) of the change-log rows of
-	// generations after since, each once, in byte order.
-	Changes(since int64) ([]string, error)
 	InstancesByCPV(cpv string) ([]Instance, error)
 	// InstanceByID is one instance with its Meta, or ErrNotFound.
 	InstanceByID(id int64) (*Instance, error)
@@ -66,9 +76,6 @@ type Snapshot interface {
 	Summary(topCategories, topCPVs int) (*Summary, error)
 	// Empty: no instance and no tombstone at all.
 	Empty() (bool, error)
-	Tombstones() ([]Tombstone, error)
-	AnyTombstones() (bool, error)
-	TombstonesOf(cpv string) ([]Tombstone, error)
 	// TombstoneRemovedAs is the newest tombstone removed under name, or
 	// ErrNotFound.
 	TombstoneRemovedAs(name string) (*Tombstone, error)

@@ -930,29 +930,7 @@ func TestOpsMessages(t *testing.T) {
 // TestOpsNonRootMount: a mount by a user that FUSE does not allow says why
 // and what to do, not fusermount's exit status.
 func TestOpsNonRootMount(t *testing.T) {
-	needBinary(t)
-	if _, err := exec.LookPath("setpriv"); err != nil {
-		t.Fatalf("setpriv (util-linux) not found: %v", err)
-	}
-	nobody, err := user.Lookup("nobody")
-	if err != nil {
-		t.Skipf("no user nobody: %v", err)
-	}
-	// Everything nobody touches must be reachable by it: temp dirs are 0700.
-	dir, err := os.MkdirTemp("", "pkgdirfs-ops-nonroot-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o755)
-	bin := filepath.Join(dir, "pkgdirfs")
-	b, err := os.ReadFile(binPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	nobody, dir, bin := asNobody(t)
 	state := filepath.Join(dir, "state")
 	mnt := filepath.Join(dir, "mnt") // root's: nobody may not write to it
 	for _, d := range []string{state, mnt} {
@@ -1150,4 +1128,34 @@ func TestOpsMakeUninstall(t *testing.T) {
 	if !slices.Equal(left, want) {
 		t.Errorf("after make install and make uninstall, DESTDIR holds %q, want only the directories that were there before, %q", left, want)
 	}
+}
+
+// asNobody prepares to run the binary as the user nobody: a directory
+// nobody can reach (temp dirs are 0700) holding a copy of the binary. It
+// returns the user, the directory and the binary's path there.
+func asNobody(t *testing.T) (nobody *user.User, dir, bin string) {
+	t.Helper()
+	needBinary(t)
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Fatalf("setpriv (util-linux) not found: %v", err)
+	}
+	nobody, err := user.Lookup("nobody")
+	if err != nil {
+		t.Skipf("no user nobody: %v", err)
+	}
+	dir, err = os.MkdirTemp("", "pkgdirfs-nobody-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	bin = filepath.Join(dir, "pkgdirfs")
+	b, err := os.ReadFile(binPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return nobody, dir, bin
 }

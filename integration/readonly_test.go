@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"os/user"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,26 +16,7 @@ import (
 // nothing in it. Without read access to the catalog, the error names the
 // file and what to do.
 func TestReadOnlyCommandsAsUser(t *testing.T) {
-	needBinary(t)
-	nobody, err := user.Lookup("nobody")
-	if err != nil {
-		t.Skipf("no user nobody: %v", err)
-	}
-	// Everything nobody reads must be reachable by it: temp dirs are 0700.
-	dir, err := os.MkdirTemp("", "pkgdirfs-readonly-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o755)
-	bin := filepath.Join(dir, "pkgdirfs")
-	b, err := os.ReadFile(binPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	nobody, dir, bin := asNobody(t)
 	src := extractFixture(t, "xpak-bzip2-multi")
 	state := filepath.Join(dir, "state")
 	importOK(t, state, importSummary{len(readFixtureIndex(t, src).Blocks), 0, 0}, src)
@@ -58,7 +38,7 @@ func TestReadOnlyCommandsAsUser(t *testing.T) {
 		{"index", "--state", state},
 		{"prune", "--state", state, "--keep", "1", "--dry-run"},
 	}
-	asNobody := func(args []string) cmdResult {
+	runAsNobody := func(args []string) cmdResult {
 		return run(t, "", toolTimeout, "setpriv", append([]string{"--reuid=" + nobody.Uid, "--regid=" + nobody.Gid, "--clear-groups", bin}, args...)...)
 	}
 	check := func(when string) {
@@ -73,7 +53,7 @@ func TestReadOnlyCommandsAsUser(t *testing.T) {
 		}
 		before := treeSnapshot(t, state)
 		for i, args := range commands {
-			r := asNobody(args)
+			r := runAsNobody(args)
 			if r.Code != roots[i].Code || len(r.Stderr) != 0 {
 				t.Errorf("%s: as nobody: %s", when, r)
 				continue
@@ -108,7 +88,7 @@ func TestReadOnlyCommandsAsUser(t *testing.T) {
 	if err := os.Chmod(db, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	r := asNobody([]string{"query", "--state", state, "*/*"})
+	r := runAsNobody([]string{"query", "--state", state, "*/*"})
 	msg := strings.TrimSpace(string(r.Stderr))
 	if r.Code == 0 || strings.Contains(msg, "\n") || !strings.Contains(msg, db) || !strings.Contains(msg, "permission denied") ||
 		!strings.Contains(msg, "read access") {
