@@ -188,7 +188,7 @@ func HoldWriteLock(dir string) (release func(), err error) {
 
 // ringAgain: the pauses after which Ring rings again after a change of the
 // log.
-var ringAgain = []time.Duration{5 * time.Millisecond, 45 * time.Millisecond}
+var ringAgain = []time.Duration{3 * time.Millisecond, 7 * time.Millisecond, 15 * time.Millisecond, 25 * time.Millisecond}
 
 // Ring rings when another process may have committed: the write-ahead log
 // of the catalog changed (inotify on the state directory, filtered to it).
