@@ -48,9 +48,13 @@ func cmdMount(args []string) int {
 	keep := fl.Int("keep", 0, "at every commit, remove all but the `N` newest builds of the CPV committed (as pkgdirfs prune --keep N; 0: keep all)")
 	perUse := fl.Bool("per-use", false, "with --keep: the N newest of each distinct USE set of the CPV")
 	hideExisting := fl.Bool("hide-existing", false, "mount even when the catalog is empty and MOUNTPOINT holds package files, which the mount then hides (without it such a mount is refused: import them first)")
+	signing := addSigningFlags(fl)
 	ops, code := parseArgs(fl, args)
 	if code >= 0 {
 		return code
+	}
+	if u := signing.usage(); u != "" {
+		return usageError(fl, "%s", u)
 	}
 	if len(ops) != 1 {
 		return usageError(fl, "need exactly one MOUNTPOINT, got %d operands", len(ops))
@@ -169,6 +173,13 @@ func cmdMount(args []string) int {
 		}
 	}
 	store.StampBuildID = *stamp
+	var what []any
+	if store.Signing, what, err = signing.signing(background()); err != nil {
+		return failReady("%v", err)
+	}
+	if len(what) > 0 {
+		log.Info("signatures", what...)
+	}
 	store.SetKeepPolicy(catalog.PrunePolicy{Keep: *keep, PerUse: *perUse})
 	statsStore = store
 	close(statsReady)
