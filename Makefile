@@ -28,7 +28,7 @@ DOCDIR         ?= $(PREFIX)/share/doc/pkgdirfs
 INSTALL_DEPS   ?= build
 
 # Debian packages the tests drive (the real tools users use) and the mount needs.
-TEST_PKGS := fuse3 rsync zstd xz-utils bzip2 lz4 gzip tar coreutils util-linux curl nginx attr psmisc e2fsprogs
+TEST_PKGS := fuse3 rsync zstd xz-utils bzip2 lz4 gzip tar coreutils util-linux curl nginx attr psmisc e2fsprogs gnupg
 # Debian packages only the benchmarks drive (wrk: the HTTP load of BenchmarkBrowse's nginx rows).
 BENCH_PKGS := wrk
 
@@ -141,7 +141,7 @@ vet:
 	$(GO) vet ./...
 
 unit:
-	$(GO) test -race -count=1 ./xpak/ ./layout/ ./catalog/ ./tree/... ./view/ ./ingest/ ./blobs/ ./fs/ ./cmd/...
+	$(GO) test -race -count=1 ./xpak/ ./layout/ ./catalog/ ./tree/... ./view/ ./ingest/ ./blobs/ ./fs/ ./cmd/... ./sign/
 
 integration: build
 	$(GO) test -count=1 -timeout 25m ./integration/...
