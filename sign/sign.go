@@ -177,10 +177,18 @@ func (s *Signer) SignGpkg(ctx context.Context, w io.Writer, r io.ReaderAt, size 
 		}
 		p := procs[m]
 		var dst io.Writer = bw
+		var feed *feeder
 		if p != nil {
-			dst = io.MultiWriter(bw, p.stdin)
+			feed = newFeeder(p.stdin)
+			dst = io.MultiWriter(bw, feed)
 		}
-		if err := copyRange(dst, r, m.data, m.size, buf); err != nil {
+		err := copyRange(dst, r, m.data, m.size, buf)
+		if feed != nil {
+			if ferr := feed.close(); err == nil {
+				err = ferr
+			}
+		}
+		if err != nil {
 			if p != nil {
 				if perr := p.finish(); perr != nil {
 					return "", &SigningError{p.failure(perr)} // gpg gone: why, not the broken pipe
@@ -231,6 +239,52 @@ func (s *Signer) SignGpkg(ctx context.Context, w io.Writer, r io.ReaderAt, size 
 }
 
 var zeros [512]byte
+
+// feeder writes to a gpg's stdin from a goroutine of its own, a few chunks
+// behind the caller: gpg hashes one chunk while the caller writes and
+// digests the next, instead of each waiting for the other.
+type feeder struct {
+	w    io.Writer
+	ch   chan []byte
+	free chan []byte
+	done chan error
+}
+
+const feederChunks = 4
+
+func newFeeder(w io.Writer) *feeder {
+	f := &feeder{w: w, ch: make(chan []byte, feederChunks), free: make(chan []byte, feederChunks), done: make(chan error, 1)}
+	for range feederChunks {
+		f.free <- make([]byte, 0, copyBuf)
+	}
+	go func() {
+		var err error
+		for b := range f.ch {
+			if err == nil {
+				_, err = f.w.Write(b)
+			}
+			f.free <- b[:0]
+		}
+		f.done <- err
+	}()
+	return f
+}
+
+func (f *feeder) Write(p []byte) (int, error) {
+	for rest := p; len(rest) > 0; {
+		b := <-f.free
+		n := min(len(rest), cap(b))
+		f.ch <- append(b, rest[:n]...)
+		rest = rest[n:]
+	}
+	return len(p), nil
+}
+
+// close waits for every chunk to be written and returns the first error.
+func (f *feeder) close() error {
+	close(f.ch)
+	return <-f.done
+}
 
 // countWriter counts what passes through it.
 type countWriter struct {
