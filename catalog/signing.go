@@ -2,12 +2,18 @@ package catalog
 
 import (
 	"context"
+	"crypto/md5"
+	"crypto/sha1"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 
 	"pkgdirfs/sign"
+	"pkgdirfs/xpak"
 )
 
 // Signing is what a store does with the OpenPGP signatures of the gpkg
@@ -94,27 +100,63 @@ func (s *Store) signedCandidate(ctx context.Context, c *Candidate, inst *Instanc
 	if err != nil {
 		return nil, nil, err
 	}
-	d := NewDigester()
+	d := newWholeDigest()
 	fpr, err := s.Signing.Signer.SignGpkg(ctx, io.MultiWriter(f, d), r, c.Size)
+	if err == nil {
+		err = s.checkSigned(f, d.n, inst)
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		os.Remove(f.Name())
+		// Never a refusal: the writer's bytes were accepted, signing failed.
 		return nil, nil, fmt.Errorf("%s: %w", c.Name, err)
 	}
-	nc := &Candidate{Staged: d.Staged(f.Name()), Name: c.Name, MtimeNs: c.MtimeNs, Mode: c.Mode, Replaces: c.Replaces, content: key}
-	ni, err := s.identify(nc) // the member digests streamed: the image is not read again
-	if err == nil && (ni.CPV != inst.CPV || !ni.Signed) {
-		err = fmt.Errorf("the signed package is %s (signed %v), the unsigned one %s", ni.CPV, ni.Signed, inst.CPV)
+	nc := &Candidate{Staged: d.staged(f.Name()), Name: c.Name, MtimeNs: c.MtimeNs, Mode: c.Mode, Replaces: c.Replaces, content: key}
+	ni := *inst
+	ni.Size, ni.MD5, ni.SHA1, ni.SHA256, ni.Signed = nc.Size, nc.MD5, nc.SHA1, nc.SHA256, true
+	s.log.Info("signed on arrival", "path", c.Name, "cpv", inst.CPV, "key", fpr, "size", c.Size, "signed_size", nc.Size)
+	return nc, &ni, nil
+}
+
+// checkSigned checks the signed package in f as Inspect checks a package,
+// but for the image's hashes: its members are the unsigned package's,
+// which identify checked against their Manifest entries, copied as they
+// were (hashing a large image twice more would cost more than the
+// signature), and the metadata is theirs, so inst describes the package.
+func (s *Store) checkSigned(f io.ReaderAt, size int64, inst *Instance) error {
+	info, err := xpak.Inspect(f, size, xpak.InspectOptions{})
+	if err == nil && (!info.Signed || info.Format != xpak.FormatGpkg || string(info.Compression) != inst.Compression) {
+		err = fmt.Errorf("the package signed is %s/%s (signed %v)", info.Format, info.Compression, info.Signed)
 	}
 	if err != nil {
-		os.Remove(nc.File)
-		// Not the writer's fault: never a refusal of their bytes.
-		return nil, nil, fmt.Errorf("%s: signing made a package pkgdirfs does not accept: %v", c.Name, err)
+		return fmt.Errorf("signing made a package pkgdirfs does not accept: %w", err)
 	}
-	s.log.Info("signed on arrival", "path", c.Name, "cpv", inst.CPV, "key", fpr, "size", c.Size, "signed_size", nc.Size)
-	return nc, ni, nil
+	return nil
+}
+
+// wholeDigest takes the digests of a whole file that a Staged carries.
+type wholeDigest struct {
+	n                 int64
+	md5, sha1, sha256 hash.Hash
+}
+
+func newWholeDigest() *wholeDigest {
+	return &wholeDigest{md5: md5.New(), sha1: sha1.New(), sha256: sha256.New()}
+}
+
+func (d *wholeDigest) Write(p []byte) (int, error) {
+	d.md5.Write(p)
+	d.sha1.Write(p)
+	d.sha256.Write(p)
+	d.n += int64(len(p))
+	return len(p), nil
+}
+
+func (d *wholeDigest) staged(file string) *Staged {
+	return &Staged{File: file, Size: d.n, MD5: hex.EncodeToString(d.md5.Sum(nil)),
+		SHA1: hex.EncodeToString(d.sha1.Sum(nil)), SHA256: hex.EncodeToString(d.sha256.Sum(nil))}
 }
 
 // heldBuilds are the gpkg packages of cpv the catalog holds: its
