@@ -32,7 +32,7 @@ TEST_PKGS := fuse3 rsync zstd xz-utils bzip2 lz4 gzip tar coreutils util-linux c
 # Debian packages only the benchmarks drive (wrk: the HTTP load of BenchmarkBrowse's nginx rows).
 BENCH_PKGS := wrk
 
-.PHONY: all build deps bench-deps fuse-check mount install uninstall test vet unit integration fuzz bench bench-scale bench-browse crash soak clean
+.PHONY: all build deps bench-deps fuse-check mount install uninstall test vet unit integration fuzz bench bench-scale bench-browse bench-sign crash soak clean
 
 all: build
 
@@ -154,6 +154,11 @@ fuzz:
 	  $(GO) test -run='^$$' -fuzz="^$$t\$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=2000x ./layout/; done
 
 test: deps vet build unit integration fuzz
+
+# What signing on arrival costs (BenchmarkSign, ~1 min): commit latency of a 24 KiB and a 200 MiB
+# gpkg with and without mount --sign-key, import throughput with and without --sign-key.
+bench-sign: deps build
+	$(GO) test -count=1 -run='^$$' -bench='^BenchmarkSign$$' -benchtime=1x -timeout 30m ./integration/
 
 # kill -9 trials of a mixed write workload (see integration/crash_test.go).
 crash: deps build
