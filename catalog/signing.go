@@ -72,11 +72,11 @@ func (s *Store) checkSignatures(ctx context.Context, name string, r io.ReaderAt,
 }
 
 // signedCandidate is the candidate c (the unsigned gpkg inst, its bytes in
-// r) signed: the bytes of the same build if the catalog holds it already
-// (an instance, or a removed build in its grace, hard-linked into staging:
-// copying or importing a package again adds nothing, although signing it
-// again would give other bytes), else the package signed into a new
-// staging file. Its errors are ours: the package itself was accepted.
+// r) signed: the bytes of the same build if the catalog holds it signed
+// already (an instance, or a removed build in its grace, hard-linked into
+// staging: copying or importing a package again adds nothing, although
+// signing it again would give other bytes), else the package signed into
+// a new staging file. Its errors are ours: the package itself was accepted.
 func (s *Store) signedCandidate(ctx context.Context, c *Candidate, inst *Instance, r io.ReaderAt) (*Candidate, *Instance, error) {
 	key, err := sign.ContentKey(r, c.Size)
 	if err != nil {
@@ -184,12 +184,14 @@ func (s *Store) heldBuilds(ctx context.Context, cpv string) ([]Instance, error) 
 	return out, err
 }
 
-// carrying is the package among held whose content key is key, nil if
-// none: the same build, signed or not.
+// carrying is the signed package among held whose content key is key,
+// nil if none: the same build, signed. An unsigned one is not what a
+// signing binhost serves: the build signed is added beside it (no write
+// replaces a build), and prune can drop the unsigned one.
 func (s *Store) carrying(held []Instance, key string) *Instance {
 	for i := range held {
 		h := &held[i]
-		if h.Format != "gpkg" || h.Placeholder || h.Blob == "" {
+		if h.Format != "gpkg" || !h.Signed || h.Placeholder || h.Blob == "" {
 			continue
 		}
 		f, err := os.Open(s.blobs.Path(h.Blob))

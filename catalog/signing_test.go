@@ -263,3 +263,29 @@ func TestImportSigns(t *testing.T) {
 	}
 	checkClean(t, s.Store)
 }
+
+// TestIngestSignsBesideUnsigned: a build the catalog holds unsigned (from
+// before signing was on) written again is signed and added beside it (no
+// write replaces a build); written a third time it is the signed one.
+func TestIngestSignsBesideUnsigned(t *testing.T) {
+	s := newSigningStore(t)
+	signer := s.Signing.Signer
+	s.Signing.Signer = nil
+	unsigned := pkgtest.Gpkg(t, "app-misc", "foo-1.0", 1700000000, []byte("data"))
+	old, _, err := ingestBytes(t, s.Store, "app-misc/foo-1.0.gpkg.tar", unsigned, 0)
+	if err != nil || old.Signed {
+		t.Fatalf("unsigned, without a signer: %+v %v", old, err)
+	}
+	s.Signing.Signer = signer
+	in, existed, err := ingestBytes(t, s.Store, "app-misc/foo-1.0.gpkg.tar", unsigned, 0)
+	if err != nil || existed || !in.Signed || in.BuildID == old.BuildID {
+		t.Fatalf("the same build with a signer: %+v existed %v %v; want a signed build beside build %d", in, existed, err, old.BuildID)
+	}
+	again, existed, err := ingestBytes(t, s.Store, "app-misc/foo-1.0.gpkg.tar", unsigned, 0)
+	if err != nil || !existed || again.ID != in.ID {
+		t.Fatalf("once more: %+v existed %v %v; want the signed instance %d", again, existed, err, in.ID)
+	}
+	if n := s.count(t); n != 2 {
+		t.Errorf("%d instances, want 2", n)
+	}
+}
