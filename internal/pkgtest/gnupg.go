@@ -112,22 +112,19 @@ func (h *GPGHome) fingerprints() []string {
 	return out
 }
 
-// Readable makes the home and everything in it readable (and the
-// directories searchable) by every user, as getuto leaves
-// /etc/portage/gnupg for Portage's verification as nobody.
+// Readable makes the home readable by every user as getuto leaves
+// /etc/portage/gnupg for Portage's verification as nobody: the directory
+// u=rwx,go=rx, the keyring and the trustdb readable (gpg makes the trustdb
+// 0600); the private keys stay root's.
 func (h *GPGHome) Readable() {
 	h.t.Helper()
-	filepath.Walk(h.Dir, func(p string, fi os.FileInfo, err error) error {
-		if err != nil {
-			return nil
+	if err := os.Chmod(h.Dir, 0o755); err != nil {
+		h.t.Fatal(err)
+	}
+	for _, f := range []string{"pubring.kbx", "trustdb.gpg"} {
+		p := filepath.Join(h.Dir, f)
+		if st, err := os.Stat(p); err == nil {
+			os.Chmod(p, st.Mode().Perm()|0o444)
 		}
-		mode := fi.Mode().Perm() | 0o444
-		if fi.IsDir() {
-			mode |= 0o111
-		}
-		if fi.Mode().IsRegular() || fi.IsDir() {
-			os.Chmod(p, mode)
-		}
-		return nil
-	})
+	}
 }
