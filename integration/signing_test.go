@@ -306,6 +306,31 @@ func TestSignMountKeepsSignedChecksArrivals(t *testing.T) {
 		t.Errorf("the xpak was not kept byte for byte: %v", err)
 	}
 
+	// gpg can no longer sign (the key gone): the writer hears EIO, the
+	// bytes are kept in .pkgdirfs/recovered, nothing unsigned is served.
+	if err := os.RemoveAll(filepath.Join(k.binhost.Dir, "private-keys-v1.d")); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "", toolTimeout, "gpgconf", "--homedir", k.binhost.Dir, "--kill", "gpg-agent")
+	mi.AllowErrors = append(mi.AllowErrors, "signing with gpg")
+	third := pkgs["gpkg-zstd-multi/app-admin/sudo/sudo-1.9.15_p5-3.gpkg.tar"]
+	if r := put("sudo-1.9.15_p5-11.gpkg.tar", third); r.Code == 0 || !strings.Contains(string(r.Stderr), "Input/output error") {
+		t.Errorf("cp while gpg cannot sign: want EIO, got %s", r)
+	}
+	recovered := filepath.Join(mnt, ".pkgdirfs", "recovered", "app-admin", "sudo", "sudo-1.9.15_p5-11.gpkg.tar")
+	var rerr error
+	var rlen int
+	if !pkgtest.PollFor(5*time.Second, func() bool {
+		b, err := os.ReadFile(recovered)
+		rerr, rlen = err, len(b)
+		return err == nil && bytes.Equal(b, third)
+	}) {
+		t.Errorf("the bytes gpg could not sign are not kept at %s: %v, %d bytes", recovered, rerr, rlen)
+	}
+	if st, err := os.Lstat(filepath.Join(dir, "sudo-1.9.15_p5-11.gpkg.tar")); err == nil {
+		t.Errorf("the bytes gpg could not sign are at their name: %v %d", st.Mode(), st.Size())
+	}
+
 	var st struct {
 		Signed   int64 `json:"signed_gpkg"`
 		Unsigned int64 `json:"unsigned_gpkg"`
