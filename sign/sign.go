@@ -100,6 +100,10 @@ func signatureOf(p *gpgRun) (out []byte, fpr string, err error) {
 	return out, fpr, nil
 }
 
+// startAhead is how many detached signatures start before their member's
+// turn: a gpkg's two.
+const startAhead = 2
+
 // copyBuf is the size of the chunks members are copied in.
 const copyBuf = 256 << 10
 
@@ -141,8 +145,10 @@ func (s *Signer) SignGpkg(ctx context.Context, w io.Writer, r io.ReaderAt, size 
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	// Every gpg starts now, each waiting for its input: their start-ups
-	// (and the agent's) overlap instead of adding up.
+	// The gpg runs of a Portage gpkg (metadata, image, Manifest) start
+	// now, each waiting for its input: their start-ups (and the agent's)
+	// overlap instead of adding up. Those of further members, which a
+	// package may list in its Manifest, start when their turn comes.
 	procs := make(map[*member]*gpgRun, len(toSign))
 	var clear *gpgRun
 	defer func() {
@@ -151,15 +157,22 @@ func (s *Signer) SignGpkg(ctx context.Context, w io.Writer, r io.ReaderAt, size 
 		}
 		clear.kill()
 	}()
-	for _, m := range toSign {
+	start := func(m *member) error {
 		p, err := startGPG(ctx, s.program(), s.args("--detach-sig"), nil)
-		if err != nil {
+		procs[m] = p
+		return err
+	}
+	for _, m := range toSign[:min(len(toSign), startAhead)] {
+		if err := start(m); err != nil {
 			return "", err
 		}
-		procs[m] = p
 	}
 	if clear, err = startGPG(ctx, s.program(), s.args("--clear-sign"), nil); err != nil {
 		return "", err
+	}
+	signs := map[*member]bool{}
+	for _, m := range toSign {
+		signs[m] = true
 	}
 
 	cw := &countWriter{w: w}
@@ -174,6 +187,11 @@ func (s *Signer) SignGpkg(ctx context.Context, w io.Writer, r io.ReaderAt, size 
 		}
 		if err := copyRange(bw, r, m.start, m.data-m.start, buf); err != nil {
 			return "", err
+		}
+		if signs[m] && procs[m] == nil {
+			if err := start(m); err != nil {
+				return "", err
+			}
 		}
 		p := procs[m]
 		var dst io.Writer = bw
@@ -204,6 +222,7 @@ func (s *Signer) SignGpkg(ctx context.Context, w io.Writer, r io.ReaderAt, size 
 			continue
 		}
 		sig, key, err := signatureOf(p)
+		delete(procs, m)
 		if err != nil {
 			return "", err
 		}

@@ -373,3 +373,38 @@ func TestKeyringAsNobody(t *testing.T) {
 		t.Fatalf("Check of a keyring nobody cannot read: no error")
 	}
 }
+
+// TestSignGpkgExtraMembers: members beyond metadata and image that the
+// Manifest lists are signed too, each after its own data, as Portage's
+// update_signature signs every member but gpkg-1.
+func TestSignGpkgExtraMembers(t *testing.T) {
+	k := newTestKeys(t)
+	ms := readTar(t, pkgtest.Gpkg(t, "app-misc", "foo-1.0", 1700000000, []byte("data")))
+	var body []tmember
+	for _, m := range ms {
+		if base(m.hdr.Name) != "Manifest" {
+			body = append(body, m)
+		}
+	}
+	for i := range 4 {
+		body = append(body, tmember{&tar.Header{Name: fmt.Sprintf("foo-1.0/extra%d", i), Mode: 0o644, Typeflag: tar.TypeReg}, []byte(strings.Repeat("x", i))})
+	}
+	var man strings.Builder
+	for _, m := range body {
+		bl, sh := blake2b.Sum512(m.data), sha512.Sum512(m.data)
+		fmt.Fprintf(&man, "DATA %s %d BLAKE2B %s SHA512 %s\n", base(m.hdr.Name), len(m.data), hex.EncodeToString(bl[:]), hex.EncodeToString(sh[:]))
+	}
+	in := writeTar(t, append(body, tmember{&tar.Header{Name: "foo-1.0/Manifest", Mode: 0o644, Typeflag: tar.TypeReg}, []byte(man.String())}))
+	out := k.sign(t, in)
+	var got []string
+	for _, m := range readTar(t, out) {
+		got = append(got, base(m.hdr.Name))
+	}
+	want := "gpkg-1 metadata.tar.gz metadata.tar.gz.sig image.tar image.tar.sig extra0 extra0.sig extra1 extra1.sig extra2 extra2.sig extra3 extra3.sig Manifest"
+	if strings.Join(got, " ") != want {
+		t.Errorf("members:\n%s\nwant:\n%s", strings.Join(got, " "), want)
+	}
+	if err := k.trusting.VerifyGpkg(context.Background(), bytes.NewReader(out), int64(len(out))); err != nil {
+		t.Errorf("a keyring trusting the key refuses it: %v", err)
+	}
+}
