@@ -12,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"pkgdirfs/blobs"
+	"pkgdirfs/layout"
+	"pkgdirfs/sign"
 	"runtime"
 	"strconv"
 	"sync"
@@ -70,13 +72,15 @@ type importItem struct {
 	// by bytes no row named), which must then make it durable itself.
 	latePlaced bool
 	how        byteMethod
-	err        error // our own failure (disk): the import stops at this file
-	linkErr    error // why --link did not link it
-	existed    bool  // set by the committing transaction: the same bytes were there
+	err        error  // our own failure (disk): the import stops at this file
+	linkErr    error  // why --link did not link it
+	existed    bool   // set by the committing transaction: the same bytes were there
+	content    string // signed here: the build's sign.ContentKey
 }
 
 // importer is the state one Import shares between its goroutines.
 type importer struct {
+	ctx      context.Context
 	s        *Store
 	opt      ImportOptions
 	stateDev uint64
@@ -122,7 +126,7 @@ func (s *Store) Import(ctx context.Context, files []ImportFile, opt ImportOption
 		return fmt.Errorf("state directory: %w", err)
 	}
 	defer blobs.Close()
-	im := &importer{s: s, opt: opt, stateDev: st.Dev, devs: map[uint64]*devCaps{}, noticed: map[uint64]bool{}}
+	im := &importer{ctx: ctx, s: s, opt: opt, stateDev: st.Dev, devs: map[uint64]*devCaps{}, noticed: map[uint64]bool{}}
 	// Each package's identity queries land anywhere in the catalog's
 	// indexes: the backend may tune itself for the load while it runs.
 	defer s.DB.b.Bulk(ctx)()
@@ -387,6 +391,15 @@ func (c *importCommitter) commitBatch(tx *Tx, batch []*importItem) error {
 		if it.existed, err = tx.HasDigest(inst.CPV, inst.SHA256); err != nil {
 			return err
 		}
+		if !it.existed && it.content != "" {
+			// Signed here: the same build may be in already, signed into
+			// other bytes (by an earlier file of this import, or a mount).
+			held, err := tx.heldIn(c.im.s, inst.CPV, it.content)
+			if err != nil {
+				return err
+			}
+			it.existed = held != nil
+		}
 		if it.existed {
 			continue
 		}
@@ -457,6 +470,15 @@ func (im *importer) prepare(w *importWorker, idx int, f ImportFile) (*importItem
 		it.invalid = err.(*RefusedError).Reason
 		return it, nil
 	}
+	if im.s.Signing != (Signing{}) && layout.ParsePath(f.Rel).Format == layout.FormatGpkg {
+		done, err := im.prepareSigning(w, it, in, fi)
+		if done || err != nil {
+			return it, err
+		}
+		if _, err := in.Seek(0, io.SeekStart); err != nil {
+			return it, err
+		}
+	}
 	var dev uint64
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		dev = uint64(st.Dev)
@@ -504,6 +526,65 @@ func (im *importer) prepare(w *importWorker, idx int, f ImportFile) (*importItem
 	// same instance or by bytes to replace.
 	it.placed = placed
 	return it, nil
+}
+
+// prepareSigning is prepare for a gpkg when the store signs or checks
+// signatures. A signed one is checked against the trust keyring, then
+// imported as it is (done false: the caller goes on). An unsigned one is
+// hashed and identified from the source, signed into staging (or found
+// held already, its blob linked there), and put at its blob name: never
+// linked, since its bytes are not the source's.
+func (im *importer) prepareSigning(w *importWorker, it *importItem, in *os.File, fi os.FileInfo) (done bool, err error) {
+	signed, err := sign.Signed(in, fi.Size())
+	if err != nil {
+		return false, nil // not a gpkg as signing reads it: identify says why
+	}
+	if signed {
+		if im.s.Signing.Trust == nil {
+			return false, nil
+		}
+		err := im.s.checkSignatures(im.ctx, it.file.Rel, in, fi.Size())
+		if ok, err := it.identified(nil, err); !ok || err != nil {
+			return true, err
+		}
+		it.inst = nil
+		return false, nil
+	}
+	if im.s.Signing.Signer == nil {
+		return false, nil
+	}
+	st, small, err := w.hash(in, nil)
+	if err != nil {
+		return true, err
+	}
+	var r io.ReaderAt = in
+	if small != nil {
+		r = bytes.NewReader(small)
+	}
+	c := &Candidate{Staged: st, Name: it.file.Rel, MtimeNs: fi.ModTime().UnixNano(), Mode: uint32(fi.Mode().Perm())}
+	inst, err := identifyAt(c, r)
+	if ok, err := it.identified(inst, err); !ok || err != nil {
+		return true, err
+	}
+	nc, ninst, err := im.s.signedCandidate(im.ctx, c, inst, r)
+	if err != nil {
+		return true, err
+	}
+	it.inst, it.staged, it.content, it.how = ninst, nc.File, nc.content, byCopy
+	if nc.Known {
+		it.how = byLink
+	}
+	if err := im.blobName(it); err != nil {
+		im.discard(it)
+		return true, err
+	}
+	placed, err := blobs.RenameNoReplace(it.staged, it.blobPath)
+	if err != nil {
+		im.discard(it)
+		return true, err
+	}
+	it.placed = placed
+	return true, nil
 }
 
 // copySmall is prepare for a copy of a file that fits the buffer: read,

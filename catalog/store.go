@@ -40,6 +40,9 @@ type Store struct {
 	// xpak package that has none, as Portage does for its own builds. Never
 	// for gpkg (it would break the Manifest and signatures).
 	StampBuildID bool
+	// Signing signs unsigned gpkgs on arrival and checks signed ones
+	// (signing.go); the zero value keeps packages as they come.
+	Signing Signing
 
 	blobs   blobs.Dir      // the package bytes
 	staging *blobs.Staging // this process's staging (its own directory)
@@ -231,7 +234,12 @@ type Candidate struct {
 	// metadata updates keep CPV, BUILD_TIME and BUILD_ID); another build is added
 	// next to it under the next build id, so no write drops a build.
 	Replaces int64
-	stamped  bool // the file's XPAK block was rewritten with BUILD_ID
+	// Known: bytes the catalog held before (a removed build's blob coming
+	// back): their signatures were judged when they first came, and they
+	// come back as they were, never signed anew.
+	Known   bool
+	stamped bool   // the file's XPAK block was rewritten with BUILD_ID
+	content string // signed on arrival: the build's sign.ContentKey
 }
 
 // Ingest turns a candidate into an instance in one catalog transaction, or
@@ -244,6 +252,27 @@ func (s *Store) Ingest(ctx context.Context, c *Candidate) (inst *Instance, exist
 	if err != nil {
 		return nil, false, err
 	}
+	nc, ninst, err := s.arrival(ctx, c, inst)
+	if err != nil {
+		return nil, false, err
+	}
+	if nc == c {
+		return s.commit(ctx, c, inst)
+	}
+	// The bytes committed are not the writer's (they were signed, or are
+	// the same build held already): the writer's go once those are in; a
+	// crash before leaves them to the quarantine, never at a name.
+	inst, existed, err = s.commit(ctx, nc, ninst)
+	os.Remove(nc.File) // what a commit did not take (or a link renamed onto its own blob left)
+	if err != nil {
+		return nil, false, err
+	}
+	os.Remove(c.File)
+	return inst, existed, nil
+}
+
+// commit is Ingest's transaction for identified bytes.
+func (s *Store) commit(ctx context.Context, c *Candidate, inst *Instance) (_ *Instance, existed bool, err error) {
 	inst.Blob = blobs.Name(c.SHA256)
 	// Whether the bytes are an update of the build they were written over
 	// is decided before the transaction: it reads both payloads.
@@ -270,6 +299,16 @@ func (s *Store) Ingest(ctx context.Context, c *Candidate) (inst *Instance, exist
 		}
 		if !errors.Is(err, ErrNotFound) {
 			return err
+		}
+		if c.content != "" {
+			// Signed here: another writer may have brought the same build
+			// in meanwhile, signed into other bytes.
+			if old, err := tx.heldIn(s, inst.CPV, c.content); err != nil || old != nil {
+				if old != nil {
+					inst, existed = old, true
+				}
+				return err
+			}
 		}
 		if updates > 0 {
 			prev, err := tx.InstanceByID(updates)

@@ -31,6 +31,9 @@ type VerifyResult struct {
 	Findings                []Finding
 	Refused                 []Refused
 	Held                    int // blobs held for removed builds in their grace
+	// Signed, Unsigned and Xpak count the packages by signature: signed
+	// gpkg, unsigned gpkg, xpak (which cannot be signed).
+	Signed, Unsigned, Xpak int
 }
 
 // Verify checks the catalog against the blobs: the backend's own checks, every row's
@@ -63,6 +66,14 @@ func (s *Store) Verify(ctx context.Context, deep bool, progress func(done, total
 			continue
 		}
 		res.Instances++
+		switch {
+		case in.Format != "gpkg":
+			res.Xpak++
+		case in.Signed:
+			res.Signed++
+		default:
+			res.Unsigned++
+		}
 		known[in.Blob] = true
 		p := s.blobs.Path(in.Blob)
 		st, err := os.Stat(p)
@@ -92,7 +103,16 @@ func (s *Store) Verify(ctx context.Context, deep bool, progress func(done, total
 		if why := s.refusedNow(in, p); why != "" {
 			fault("%s: would be refused today: %s (it stays; remove it with rm through the mount if clients must not get it)", name, why)
 		}
+		// Its signatures as a client trusting the keyring judges them.
+		if s.Signing.Trust != nil && in.Format == "gpkg" && in.Signed {
+			if why, err := s.signatureFault(ctx, p, in.Size); err != nil {
+				return nil, err
+			} else if why != "" {
+				fault("%s: %s (a client trusting %s refuses it)", name, why, s.Signing.Trust.Home)
+			}
+		}
 	}
+
 	if progress != nil {
 		progress(len(insts), len(insts))
 	}
@@ -199,4 +219,20 @@ func (s *Store) refusedNow(in *Instance, blob string) string {
 		return rerr.Reason
 	}
 	return ""
+}
+
+// signatureFault is why the trust keyring refuses the signatures of the
+// gpkg blob at p ("" if it accepts them); an error is ours (gpg not run).
+func (s *Store) signatureFault(ctx context.Context, p string, size int64) (string, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	err = s.checkSignatures(ctx, p, f, size)
+	var rerr *RefusedError
+	if errors.As(err, &rerr) {
+		return rerr.Reason, nil
+	}
+	return "", err
 }

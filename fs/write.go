@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"path"
 	"slices"
 	"strings"
 	"sync"
@@ -601,7 +602,9 @@ func (h *stagingHandle) Release(ctx context.Context) syscall.Errno {
 		} else if fileExists(p) {
 			if kept, err := n.fs.commit.Quarantine(view.RecoveredDir, p, n.name, false); err == nil {
 				n.fs.log.Warn("kept the bytes of a package write that was never committed", "path", n.name, "kept", kept)
-				n.fs.changed(context.Background(), kept)
+				// The name the kernel still holds from the create shows
+				// nothing now; the quarantine's new directories are there.
+				n.fs.changed(context.Background(), append(withParents(kept), n.name)...)
 			} else {
 				n.fs.log.Error("keeping the bytes of a package write that was never committed", "path", n.name, "from", p, "err", err)
 			}
@@ -699,6 +702,16 @@ func (f *FS) changed(ctx context.Context, names ...string) {
 		dir, base := tree.SplitPath(n)
 		f.notifyEntry(dir, base)
 	}
+}
+
+// withParents is the path p and the directories above it: a path kept in
+// the quarantine may have made directories the kernel holds as absent.
+func withParents(p string) []string {
+	out := []string{p}
+	for d := path.Dir(p); d != "." && d != "/"; d = path.Dir(d) {
+		out = append(out, d)
+	}
+	return out
 }
 
 func fileSize(p string) int64 {

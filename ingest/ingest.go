@@ -269,7 +269,7 @@ func (c *Committer) revive(ctx context.Context, t *catalog.Tombstone) (*catalog.
 	}
 	var inst *catalog.Instance
 	if err == nil {
-		inst, _, err = c.Store.Ingest(ctx, &catalog.Candidate{Staged: staged, Name: t.Path(), MtimeNs: t.MtimeNs, Mode: t.Mode})
+		inst, _, err = c.Store.Ingest(ctx, &catalog.Candidate{Staged: staged, Name: t.Path(), MtimeNs: t.MtimeNs, Mode: t.Mode, Known: true})
 	}
 	if err != nil {
 		os.Remove(tmp.Name())

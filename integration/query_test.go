@@ -924,6 +924,9 @@ type statsJSON struct {
 	BlobFiles    int64 `json:"blob_files"`
 	BlobBytes    int64 `json:"blob_bytes"`
 	Refused      int64 `json:"refused"`
+	SignedGpkg   int64 `json:"signed_gpkg"`
+	UnsignedGpkg int64 `json:"unsigned_gpkg"`
+	Xpak         int64 `json:"xpak"`
 	Oldest       *struct {
 		CPV       string `json:"cpv"`
 		BuildID   int64  `json:"build_id"`
@@ -970,7 +973,7 @@ func TestStatsFixtures(t *testing.T) {
 	if err := dec.Decode(&s); err != nil {
 		t.Fatalf("stats --format json: %v\n%s", err, r.Stdout)
 	}
-	var total int64
+	var total, gpkgs int64
 	cpvs := map[string]int64{}
 	cpvBytes := map[string]int64{}
 	catBytes := map[string]int64{}
@@ -978,6 +981,9 @@ func TestStatsFixtures(t *testing.T) {
 	oldest, newest := all[0], all[0]
 	for _, q := range all {
 		total += q.Size
+		if strings.HasSuffix(q.Path, ".gpkg.tar") {
+			gpkgs++
+		}
 		cpvs[q.CPV]++
 		cpvBytes[q.CPV] += q.Size
 		catBytes[q.Cat] += q.Size
@@ -990,8 +996,11 @@ func TestStatsFixtures(t *testing.T) {
 		}
 	}
 	files, size := blobFiles(t, state)
-	got := fmt.Sprintf("instances %d cpvs %d bytes %d blobs %d/%d refused %d placeholders %d", s.Instances, s.CPVs, s.Bytes, s.BlobFiles, s.BlobBytes, s.Refused, s.Placeholders)
-	want := fmt.Sprintf("instances %d cpvs %d bytes %d blobs %d/%d refused %d placeholders %d", len(all), len(cpvs), total, files, size, 1, 0)
+	// The fixtures are unsigned, as most builders' packages are.
+	got := fmt.Sprintf("instances %d cpvs %d bytes %d blobs %d/%d refused %d placeholders %d signed %d unsigned %d xpak %d",
+		s.Instances, s.CPVs, s.Bytes, s.BlobFiles, s.BlobBytes, s.Refused, s.Placeholders, s.SignedGpkg, s.UnsignedGpkg, s.Xpak)
+	want := fmt.Sprintf("instances %d cpvs %d bytes %d blobs %d/%d refused %d placeholders %d signed %d unsigned %d xpak %d",
+		len(all), len(cpvs), total, files, size, 1, 0, 0, gpkgs, int64(len(all))-gpkgs)
 	if got != want {
 		t.Errorf("stats: %s\nwant (index, blobs/): %s", got, want)
 	}

@@ -253,6 +253,28 @@ func checkMember(prefix string, m *gpkgMember, rec *manifestRecord) error {
 	return nil
 }
 
+// ManifestEntry is one DATA line of a gpkg Manifest: a member's size and
+// its hashes by name (BLAKE2B, SHA512, ...), hex as written.
+type ManifestEntry struct {
+	Size   int64
+	Hashes map[string]string
+}
+
+// ParseManifest parses a gpkg Manifest by Inspect's rules, unwrapping a
+// clear-signed one (whose signature it does not check), and returns its
+// entries by member base name; signed tells whether it was clear-signed.
+func ParseManifest(b []byte) (entries map[string]ManifestEntry, signed bool, err error) {
+	records, signed, err := parseManifest(b)
+	if err != nil {
+		return nil, signed, err
+	}
+	entries = make(map[string]ManifestEntry, len(records))
+	for name, r := range records {
+		entries[name] = ManifestEntry{Size: r.size, Hashes: r.hashes}
+	}
+	return entries, signed, nil
+}
+
 // parseManifest parses a gpkg Manifest, unwrapping a PGP clear-signed one.
 // The signature itself is not verified (no keys here).
 func parseManifest(b []byte) (map[string]*manifestRecord, bool, error) {

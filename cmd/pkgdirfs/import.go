@@ -25,15 +25,22 @@ func cmdImport(args []string) int {
 	link := fl.Bool("link", false, "take the source files over without copying their bytes: hard link on the state's filesystem, else reflink (FICLONE), else copy")
 	keepInvalid := fl.Bool("keep-invalid", false, "keep each invalid file in the state's quarantine (hard-linked with --link): a mount over SRC shows it at .pkgdirfs/refused/PATH, never at its package name; verify lists it with its reason")
 	rebuild := fl.Bool("rebuild", false, "rebuild a lost or damaged catalog from the state's own blobs (no SRC; the state must not be mounted)")
+	sig := addSigningFlags(fl)
 	srcs, code := parseArgs(fl, args)
 	if code >= 0 {
 		return code
+	}
+	if u := sig.usage(); u != "" {
+		return usageError(fl, "%s", u)
 	}
 	if *rebuild != (len(srcs) == 0) {
 		if *rebuild {
 			return usageError(fl, "--rebuild takes no SRC directory")
 		}
 		return usageError(fl, "need at least one SRC directory")
+	}
+	if *rebuild && (*sig.key != "" || *sig.trust != "") {
+		return usageError(fl, "--rebuild takes the state's blobs as they are: no --sign-key or --trust-keyring")
 	}
 	// Before the state is touched: taken as one PKGDIR, a directory of
 	// PKGDIRs has every file refused (names are read relative to SRC), and
@@ -59,6 +66,9 @@ func cmdImport(args []string) int {
 	}
 	defer store.Close()
 	ctx := background()
+	if store.Signing, _, err = sig.signing(ctx); err != nil {
+		return fail("import: %v", err)
+	}
 
 	var files []catalog.ImportFile
 	var total int64

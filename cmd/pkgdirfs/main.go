@@ -29,12 +29,12 @@ var commands []command
 
 func init() {
 	commands = []command{
-		{"mount", "[--state DIR] [--catalog URL] [--blobs DIR] [--layouts all|multi,flat,legacy] [--read-only] [--allow-other] [--xattrs] [--stamp-build-id] [--removed-grace DURATION] [--keep N [--per-use]] [--init] [--hide-existing] [--other-pkgdir] [-f] [--log FILE] [--log-level debug|info|warn|error] [--debug] MOUNTPOINT",
+		{"mount", "[--state DIR] [--catalog URL] [--blobs DIR] [--layouts all|multi,flat,legacy] [--read-only] [--allow-other] [--xattrs] [--stamp-build-id] [--removed-grace DURATION] [--keep N [--per-use]] [--init] [--hide-existing] [--other-pkgdir] [--sign-key KEYID [--gpg-home DIR]] [--trust-keyring DIR] [-f] [--log FILE] [--log-level debug|info|warn|error] [--debug] MOUNTPOINT",
 			"serve the catalog as a PKGDIR at MOUNTPOINT (returns once it is mounted, unless -f); also mount -t fuse.pkgdirfs STATE MOUNTPOINT -o OPTIONS", cmdMount},
-		{"import", "[--state DIR] [--catalog URL] [--blobs DIR] [--link] [--keep-invalid] [-q] SRC... | --rebuild [--state DIR]", "import the packages of existing PKGDIRs (any layout) into the catalog", cmdImport},
+		{"import", "[--state DIR] [--catalog URL] [--blobs DIR] [--link] [--keep-invalid] [-q] [--sign-key KEYID [--gpg-home DIR]] [--trust-keyring DIR] SRC... | --rebuild [--state DIR]", "import the packages of existing PKGDIRs (any layout) into the catalog", cmdImport},
 		{"index", "[--state DIR] [--catalog URL] [--blobs DIR] [--layouts ...] [--gz]", "write the Packages index the mount serves to stdout", cmdIndex},
 		{"export", "[--state DIR] [--catalog URL] [--blobs DIR] [--copy] [-q] DIR", "write every package into DIR as a plain PKGDIR (multi-instance layout, the Packages the mount serves; hard links where the filesystem allows): the way back from pkgdirfs, and a backup; an earlier export in DIR is updated", cmdExport},
-		{"verify", "[--state DIR] [--catalog URL] [--blobs DIR] [--deep]", "check the catalog against the blobs (--deep: digests too); list refused files; exit 1 on any fault", cmdVerify},
+		{"verify", "[--state DIR] [--catalog URL] [--blobs DIR] [--deep [--trust-keyring DIR]]", "check the catalog against the blobs (--deep: digests too); list refused files; exit 1 on any fault", cmdVerify},
 		{"query", "[--state DIR] [--catalog URL] [--blobs DIR] [--format table|json|paths] [--use FLAGS] [--older-than DUR] [--newer-than DUR] [ATOM...]",
 			"list the builds matching Portage atoms (cat/pkg, >=cat/pkg-1.0, cat/pkg:SLOT, cat/*), USE flags and build times", cmdQuery},
 		{"prune", "[--state DIR] [--catalog URL] [--blobs DIR] [--keep N] [--per-use] [--older-than DUR] [--keep-atoms FILE] [--dry-run]",

@@ -48,9 +48,13 @@ func cmdMount(args []string) int {
 	perUse := fl.Bool("per-use", false, "with --keep: the N newest of each distinct USE set of the CPV")
 	hideExisting := fl.Bool("hide-existing", false, "mount even when the catalog is empty and MOUNTPOINT holds package files, which the mount then hides (without it such a mount is refused: import them first)")
 	otherPKGDIR := fl.Bool("other-pkgdir", false, "mount even when MOUNTPOINT is a PKGDIR other than the one STATE serves (STATE's packages and refused files then show there, over its own files), and serve it there from now on")
+	signing := addSigningFlags(fl)
 	ops, code := parseArgs(fl, args)
 	if code >= 0 {
 		return code
+	}
+	if u := signing.usage(); u != "" {
+		return usageError(fl, "%s", u)
 	}
 	if len(ops) != 1 {
 		return usageError(fl, "need exactly one MOUNTPOINT, got %d operands", len(ops))
@@ -195,6 +199,13 @@ func cmdMount(args []string) int {
 		log.Warn("cannot count the mounts of the state; this mount's inode numbers come from the clock", "file", filepath.Join(*state, mountsFile), "err", err)
 	}
 	store.StampBuildID = *stamp
+	var what []any
+	if store.Signing, what, err = signing.signing(background()); err != nil {
+		return failReady("%v", err)
+	}
+	if len(what) > 0 {
+		log.Info("signatures", what...)
+	}
 	store.SetKeepPolicy(catalog.PrunePolicy{Keep: *keep, PerUse: *perUse})
 	statsStore = store
 	close(statsReady)

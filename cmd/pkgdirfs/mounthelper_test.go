@@ -17,6 +17,8 @@ func TestHelperFlags(t *testing.T) {
 		// fstab writes the list with commas; its items are no options.
 		{"layouts=multi,legacy,xattrs", []string{"--layouts=multi,legacy", "--xattrs"}, ""},
 		{"layouts=multi:flat,removed_grace=5m,stamp_build_id", []string{"--layouts=multi,flat", "--removed-grace=5m", "--stamp-build-id"}, ""},
+		{"allow_other,sign_key=0123456789ABCDEF0123456789ABCDEF01234567,gpg_home=/etc/pkgdirfs/gnupg,trust_keyring=/etc/portage/gnupg",
+			[]string{"--allow-other", "--sign-key=0123456789ABCDEF0123456789ABCDEF01234567", "--gpg-home=/etc/pkgdirfs/gnupg", "--trust-keyring=/etc/portage/gnupg"}, ""},
 		{"noauto,nofail,_netdev,x-systemd.requires=nginx.service,comment=x,defaults", nil, ""},
 		{"bogus", []string{"--bogus"}, ""}, // refused by mount's own flag parsing
 		{"f", nil, "-o f:"},

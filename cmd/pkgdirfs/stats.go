@@ -43,6 +43,10 @@ func cmdStats(args []string) int {
 	if err != nil {
 		return fail("stats: %v", err)
 	}
+	signed, unsigned, xpak, err := store.DB.SignatureCounts(background())
+	if err != nil {
+		return fail("stats: %v", err)
+	}
 	files, bytes, err := store.BlobUsage()
 	if err != nil {
 		return fail("stats: blobs: %v", err)
@@ -52,6 +56,7 @@ func cmdStats(args []string) int {
 		BlobFiles: files, BlobBytes: bytes, Refused: sum.Refused,
 		Categories: []statsCategory{}, MostBuilds: []statsCPV{},
 		Oldest: buildRef(sum.Oldest), Newest: buildRef(sum.Newest),
+		SignedGpkg: signed, UnsignedGpkg: unsigned, Xpak: xpak,
 	}
 	for _, c := range sum.Categories {
 		r.Categories = append(r.Categories, statsCategory{c.Category, c.Instances, c.Bytes})
@@ -78,13 +83,18 @@ func cmdStats(args []string) int {
 
 // statsReport is stats' output; the JSON keys are stable.
 type statsReport struct {
-	Instances    int64           `json:"instances"`
-	Placeholders int64           `json:"placeholders"`
-	CPVs         int64           `json:"cpvs"`
-	Bytes        int64           `json:"bytes"`
-	BlobFiles    int64           `json:"blob_files"`
-	BlobBytes    int64           `json:"blob_bytes"`
-	Refused      int64           `json:"refused"`
+	Instances    int64 `json:"instances"`
+	Placeholders int64 `json:"placeholders"`
+	CPVs         int64 `json:"cpvs"`
+	Bytes        int64 `json:"bytes"`
+	BlobFiles    int64 `json:"blob_files"`
+	BlobBytes    int64 `json:"blob_bytes"`
+	Refused      int64 `json:"refused"`
+	// By signature: what a client with verify-signature (Portage's
+	// default) accepts (signed gpkg), refuses, and skips (xpak).
+	SignedGpkg   int64           `json:"signed_gpkg"`
+	UnsignedGpkg int64           `json:"unsigned_gpkg"`
+	Xpak         int64           `json:"xpak"`
 	Oldest       *statsBuild     `json:"oldest"`
 	Newest       *statsBuild     `json:"newest"`
 	Categories   []statsCategory `json:"categories"`
@@ -135,6 +145,7 @@ func (r *statsReport) writeTable(w io.Writer) {
 		{"instances", fmt.Sprintf("%d (%d CPVs, %d placeholders)", r.Instances, r.CPVs, r.Placeholders)},
 		{"bytes", fmt.Sprintf("%d (%s)", r.Bytes, bytesText(r.Bytes))},
 		{"blobs", fmt.Sprintf("%d files, %d bytes (%s)", r.BlobFiles, r.BlobBytes, bytesText(r.BlobBytes))},
+		{"signatures", fmt.Sprintf("%d signed gpkg, %d unsigned gpkg, %d xpak (cannot be signed)", r.SignedGpkg, r.UnsignedGpkg, r.Xpak)},
 		{"refused", fmt.Sprintf("%d %s", r.Refused, plural(int(r.Refused), "file", "files"))},
 		{"oldest build", build(r.Oldest)},
 		{"newest build", build(r.Newest)},

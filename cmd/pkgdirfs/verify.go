@@ -7,15 +7,21 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
+
+	"pkgdirfs/catalog"
 )
 
 func cmdVerify(args []string) int {
 	fl := newFlags("verify")
 	state := stateFlag(fl)
 	deep := fl.Bool("deep", false, "also re-hash every blob (MD5, SHA1, SHA-256)")
+	sig := addTrustFlag(fl)
 	ops, code := parseArgs(fl, args)
 	if code >= 0 {
 		return code
+	}
+	if *sig.trust != "" && !*deep {
+		return usageError(fl, "--trust-keyring checks signatures, which reads every package: give --deep too")
 	}
 	if len(ops) != 0 {
 		return usageError(fl, "unexpected argument %q (verify takes no operands: the state is --state DIR)", ops[0])
@@ -28,6 +34,9 @@ func cmdVerify(args []string) int {
 		return fail("verify: %v", err)
 	}
 	defer store.Close()
+	if store.Signing, _, err = sig.signing(background()); err != nil {
+		return fail("verify: %v", err)
+	}
 	var bar *progressbar.ProgressBar
 	if *deep && term.IsTerminal(int(os.Stderr.Fd())) {
 		bar = progressbar.NewOptions(-1, progressbar.OptionSetWriter(os.Stderr),
@@ -52,6 +61,9 @@ func cmdVerify(args []string) int {
 			kind = "FAULT"
 		}
 		fmt.Printf("%s: %s\n", kind, f.Text)
+	}
+	if n := catalog.UnsignedNote(int64(res.Unsigned), int64(res.Xpak), int64(res.Instances)); n != "" {
+		fmt.Printf("note: %s\n", n)
 	}
 	for _, r := range res.Refused {
 		fmt.Printf("refused: %s: %s (%d bytes, %s)\n", r.Path, r.Reason, r.Size, time.Unix(0, r.TimeNs).UTC().Format(time.RFC3339))

@@ -36,6 +36,14 @@ _pkgdirfs()
             _filedir
             return
             ;;
+        --gpg-home | --trust-keyring)
+            _filedir -d
+            return
+            ;;
+        --sign-key)
+            COMPREPLY=($(compgen -W "$(gpg --list-secret-keys --with-colons 2>/dev/null | awk -F: '$1 == "fpr" { print $10 }')" -- "$cur"))
+            return
+            ;;
         --log-level)
             COMPREPLY=($(compgen -W "debug info warn error" -- "$cur"))
             return
@@ -48,11 +56,11 @@ _pkgdirfs()
 
     local opts
     case ${words[1]} in
-        mount) opts="--state --catalog --blobs --layouts --read-only --allow-other --xattrs --stamp-build-id --removed-grace --keep --per-use --init --hide-existing --other-pkgdir -f --foreground --log --log-level --debug -h --help" ;;
-        import) opts="--state --catalog --blobs --link --keep-invalid -q --quiet --rebuild -h --help" ;;
+        mount) opts="--state --catalog --blobs --layouts --read-only --allow-other --xattrs --stamp-build-id --removed-grace --keep --per-use --init --hide-existing --other-pkgdir --sign-key --gpg-home --trust-keyring -f --foreground --log --log-level --debug -h --help" ;;
+        import) opts="--state --catalog --blobs --link --keep-invalid -q --quiet --rebuild --sign-key --gpg-home --trust-keyring -h --help" ;;
         index) opts="--state --catalog --blobs --layouts --gz -h --help" ;;
         export) opts="--state --catalog --blobs --copy -q --quiet -h --help" ;;
-        verify) opts="--state --catalog --blobs --deep -h --help" ;;
+        verify) opts="--state --catalog --blobs --deep --trust-keyring -h --help" ;;
         status) opts="--state --catalog --blobs -h --help" ;;
         query) opts="--state --catalog --blobs --format --use --older-than --newer-than -h --help" ;;
         prune) opts="--state --catalog --blobs --keep --per-use --older-than --keep-atoms --dry-run -h --help" ;;
