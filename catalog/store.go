@@ -356,9 +356,15 @@ func (s *Store) commit(ctx context.Context, c *Candidate, inst *Instance) (_ *In
 		if pending != nil {
 			pending.Wait() // its error, if any, is err's cause or beside the point now
 			if blobPath := s.blobs.Path(inst.Blob); pending.Renamed {
-				// Put the bytes back where the client left them.
-				if rerr := os.Rename(blobPath, c.File); rerr != nil {
+				// Put the bytes back where the client left them: a link,
+				// since the blob's name may be another's too (a removed
+				// build of the same bytes in its grace). The blob goes
+				// only when nothing is known to name it; kept otherwise,
+				// it is an orphan at worst, which verify reports.
+				if rerr := os.Link(blobPath, c.File); rerr != nil {
 					s.log.Error("restoring bytes after a failed commit", "from", blobPath, "to", c.File, "err", rerr)
+				} else if used, uerr := s.DB.BlobInUse(ctx, inst.Blob); uerr == nil && !used {
+					os.Remove(blobPath)
 				}
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -168,5 +169,41 @@ func TestOtherWriterLive(t *testing.T) {
 	a.Close()
 	if b.OtherWriterLive() {
 		t.Error("a closed writer is seen as live")
+	}
+}
+
+// TestFailedCommitKeepsTombstoneBlob: a commit of a removed build's very
+// bytes that fails after its blob was placed gives the writer its bytes
+// back and leaves the blob, which the removed build's tombstone still
+// names (it used to be renamed away, so the removed build's downloads
+// broke for the rest of its grace).
+func TestFailedCommitKeepsTombstoneBlob(t *testing.T) {
+	s, err := testStore(t, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	if err := s.SetRemovedGrace(ctx, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	a := makeXpak(t, "app-misc", "hello-2.10", 100)
+	in, _, err := ingestBytes(t, s, "app-misc/hello/hello-2.10-7.xpak", a, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Remove(ctx, in.ID, "", ""); err != nil {
+		t.Fatal(err)
+	}
+	blob := filepath.Join(s.BlobDir(), in.Blob)
+	rawExec(t, s.DB, `CREATE TRIGGER refuse_all BEFORE INSERT ON instances BEGIN SELECT RAISE(ABORT, 'refused by the test'); END`)
+	if _, _, err := ingestBytes(t, s, "app-misc/hello/hello-2.10-7.xpak", a, 0); err == nil || !strings.Contains(err.Error(), "refused by the test") {
+		t.Fatalf("commit under the trap: %v", err)
+	}
+	if _, err := os.Stat(blob); err != nil {
+		t.Errorf("the removed build's blob is gone after a failed commit of its bytes: %v", err)
+	}
+	if ts, err := s.DB.Tombstones(ctx); err != nil || len(ts) != 1 {
+		t.Errorf("tombstones after the failed commit: %+v, %v", ts, err)
 	}
 }
