@@ -191,16 +191,27 @@ func (s *Store) heldBuilds(ctx context.Context, cpv string) ([]Instance, error) 
 func (s *Store) carrying(held []Instance, key string) *Instance {
 	for i := range held {
 		h := &held[i]
-		if h.Format != "gpkg" || !h.Signed || h.Placeholder || h.Blob == "" {
+		if h.Format != "gpkg" || h.Placeholder || h.Blob == "" {
 			continue
 		}
 		f, err := os.Open(s.blobs.Path(h.Blob))
 		if err != nil {
 			continue
 		}
-		k, err := sign.ContentKey(f, h.Size)
+		signed := h.Signed
+		if !signed {
+			// A removed build's tombstone does not say whether it was
+			// signed: its bytes do.
+			info, err := xpak.Inspect(f, h.Size, xpak.InspectOptions{})
+			signed = err == nil && info.Signed
+		}
+		var k string
+		if signed {
+			k, err = sign.ContentKey(f, h.Size)
+		}
 		f.Close()
-		if err == nil && k == key {
+		if signed && err == nil && k == key {
+			h.Signed = true
 			return h
 		}
 	}
