@@ -274,11 +274,17 @@ func (f *FS) poll() {
 	defer close(f.done)
 	t := time.NewTicker(f.cfg.PollInterval)
 	defer t.Stop()
-	// Other hosts' commits ring the doorbell (a shared catalog): they are
-	// applied at once instead of at the next tick.
+	// Where others write the catalog — other hosts of a shared one, the
+	// writing daemon of a follower — their commits ring the doorbell and
+	// are applied at once instead of at the next tick. A writing mount of
+	// its own state applies its own commits itself; another process's
+	// (import, prune) wait for the tick, as before.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	bell := f.cfg.Store.DB.Ring(ctx)
+	var bell <-chan struct{}
+	if f.cfg.ReadOnly || f.cfg.Store.Loc.Shared() {
+		bell = f.cfg.Store.DB.Ring(ctx)
+	}
 	for {
 		select {
 		case <-f.stop:
