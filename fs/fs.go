@@ -409,10 +409,10 @@ func (f *FS) index() (*tree.IndexView, error) {
 				// Above every one this mount served, whether or not it was
 				// recorded.
 				ts = max(ts, f.lastTS+1)
-				if f.cfg.ReadOnly {
-					// A follower records nothing: the writer's mount
-					// stores the TIMESTAMP it serves, and a later read
-					// here takes it.
+				if f.cfg.ReadOnly && !f.cfg.Store.Loc.Shared() {
+					// A follower of a state records nothing: the
+					// writer's mount stores the TIMESTAMP it serves, and a
+					// later read here takes it.
 					break
 				}
 				if f.cfg.Store.Loc.Shared() {

@@ -36,13 +36,17 @@ func hostStates(t *testing.T, n int, opts ...string) (url, blobs string, mis []*
 	return url, blobs, mis, states
 }
 
-// TestMultiHostVisible: three mounts on one PostgreSQL catalog. Packages
-// copied into one are listed by the other two within a second or so, and
-// all three serve byte-identical Packages and Packages.gz with equal
-// mtimes.
+// TestMultiHostVisible: three mounts and a read-only front-end on one
+// PostgreSQL catalog. Packages copied into one are listed by the others
+// within a second, and all four serve byte-identical Packages and
+// Packages.gz with equal mtimes.
 func TestMultiHostVisible(t *testing.T) {
 	t.Parallel()
-	_, _, mis := hosts(t, 3)
+	url, blobs, mis := hosts(t, 3)
+	// And a front-end: read-only, serving the same index. It is the first
+	// to serve the new generation below: what it serves, the others must.
+	fe := mountFSInfo(t, t.TempDir(), "--catalog", url, "--blobs", blobs, "--read-only")
+	mis = append([]*mountInfo{mis[0], fe}, mis[1:]...)
 	flat := extractFixture(t, "xpak-bzip2-flat")
 	names := []string{"app-misc/hello-2.10.tbz2", "app-text/tree-2.1.1.tbz2"}
 	for _, n := range names {

@@ -170,9 +170,15 @@ func cmdMount(args []string) int {
 	}()
 
 	var store *catalog.Store
-	if *readOnly {
+	switch {
+	case *readOnly && location(*state).Shared():
+		// A front-end of a shared catalog refuses writes, but stores the
+		// TIMESTAMP it is the first to serve, as every host does: all of
+		// them serve one generation with the same bytes.
+		store, err = catalog.OpenStoreAt(location(*state), log)
+	case *readOnly:
 		store, err = catalog.OpenStoreReadOnly(location(*state), log)
-	} else {
+	default:
 		store, err = catalog.OpenStoreLocked(location(*state), log, lk)
 	}
 	if err != nil {
