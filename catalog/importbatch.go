@@ -349,6 +349,11 @@ func (c *importCommitter) commit(ctx context.Context, batch []*importItem) error
 		case it.invalid != "":
 			c.res.Invalid = append(c.res.Invalid, Invalid{it.file.Path, it.file.Rel, it.invalid})
 		case it.existed:
+			if it.content != "" && it.placed && it.inst != nil {
+				// Signed here, and the same build was in, signed into other
+				// bytes: the bytes placed for it are nobody's.
+				c.im.s.DropBlob(ctx, it.inst.Blob)
+			}
 			c.res.Present++
 		default:
 			c.res.Imported++

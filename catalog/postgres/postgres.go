@@ -205,15 +205,15 @@ func (db *DB) Write(ctx context.Context, fn func(catalog.WriteTx) error) error {
 			tx.Rollback(context.WithoutCancel(ctx))
 		}
 	}()
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(writeLock)); err != nil {
+	// The lock and the time of this write in one round trip: a commit
+	// makes a dozen, and each costs one on a server across the network.
+	if _, err := tx.Exec(ctx, `WITH l AS (SELECT pg_advisory_xact_lock($1))
+		INSERT INTO meta (key, value) SELECT 'last_write_ns', $2 FROM l
+		ON CONFLICT (key) DO UPDATE SET value = excluded.value`, int64(writeLock), time.Now().UnixNano()); err != nil {
 		return classify(fmt.Errorf("catalog %s: %w", db.name, err))
 	}
 	w := &wtx{snap: snap{ctx: ctx, q: tx}, tx: tx}
 	if err := fn(w); err != nil {
-		return classify(err)
-	}
-	if _, err := tx.Exec(ctx, `INSERT INTO meta (key, value) VALUES ('last_write_ns', $1)
-		ON CONFLICT (key) DO UPDATE SET value = excluded.value`, time.Now().UnixNano()); err != nil {
 		return classify(err)
 	}
 	done = true

@@ -28,25 +28,26 @@ func (tx *wtx) InsertInstance(inst *catalog.Instance) (int64, error) {
 	if inst.Placeholder {
 		state = "placeholder"
 	}
+	var meta []byte // NULL: no row in instance_index
+	if len(inst.Meta) > 0 {
+		meta = catalog.EncodeMeta(inst.Meta)
+	}
+	// One statement, one round trip: the row, then its metadata.
 	var id int64
-	err := tx.q.QueryRow(tx.ctx, `INSERT INTO instances (category, pn, pf, cpv, build_id, build_time, format,
+	err := tx.q.QueryRow(tx.ctx, `WITH i AS (INSERT INTO instances (category, pn, pf, cpv, build_id, build_time, format,
 		compression, size, mtime_ns, mode, md5, sha1, sha256, blob, signed, state, created_ns)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
-		ON CONFLICT (cpv, build_id) DO NOTHING RETURNING id`,
+		ON CONFLICT (cpv, build_id) DO NOTHING RETURNING id),
+		m AS (INSERT INTO instance_index (instance_id, meta) SELECT id, $19::bytea FROM i WHERE $19::bytea IS NOT NULL)
+		SELECT id FROM i`,
 		inst.Category, inst.PN, inst.PF, inst.CPV, inst.BuildID, inst.BuildTime, inst.Format, inst.Compression,
 		inst.Size, inst.MtimeNs, int64(inst.Mode), inst.MD5, inst.SHA1, inst.SHA256, inst.Blob, inst.Signed,
-		state, inst.CreatedNs).Scan(&id)
+		state, inst.CreatedNs, meta).Scan(&id)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, fmt.Errorf("catalog: insert %s build id %d: %w", inst.CPV, inst.BuildID, catalog.ErrBuildIDTaken)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("catalog: insert %s build id %d: %w", inst.CPV, inst.BuildID, err)
-	}
-	if len(inst.Meta) > 0 {
-		if _, err := tx.q.Exec(tx.ctx, `INSERT INTO instance_index (instance_id, meta) VALUES ($1, $2)`,
-			id, catalog.EncodeMeta(inst.Meta)); err != nil {
-			return 0, fmt.Errorf("catalog: insert %s: meta: %w", inst.CPV, err)
-		}
 	}
 	return id, nil
 }
