@@ -281,21 +281,16 @@ type wtx struct {
 	stmts map[string]*sql.Stmt
 }
 
-// txBeginner is the pool, or one connection of it.
-type txBeginner interface {
-	BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error)
-}
-
 // Write runs fn once in a write transaction (BEGIN IMMEDIATE).
 func (db *DB) Write(ctx context.Context, fn func(catalog.WriteTx) error) error {
 	if db.readOnly {
 		return fmt.Errorf("catalog %s: %w", db.path, catalog.ErrReadOnly)
 	}
-	return classify(db.tryTx(ctx, db.rw, fn))
+	return classify(db.tryTx(ctx, fn))
 }
 
-func (db *DB) tryTx(ctx context.Context, b txBeginner, fn func(catalog.WriteTx) error) (err error) {
-	stx, err := b.BeginTx(ctx, nil)
+func (db *DB) tryTx(ctx context.Context, fn func(catalog.WriteTx) error) (err error) {
+	stx, err := db.rw.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("catalog: begin: %w", err)
 	}

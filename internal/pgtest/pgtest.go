@@ -100,11 +100,10 @@ func Start() (*Server, error) {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("initdb: %v: %s", err, out)
 	}
-	opts := fmt.Sprintf("-c listen_addresses='' -c unix_socket_directories=%s -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200", dir)
-	if out, err := s.run("pg_ctl", "-D", data, "-l", filepath.Join(dir, "server.log"), "-o", opts, "-w", "-t", "60", "start"); err != nil {
+	if err := s.Resume(); err != nil {
 		log, _ := os.ReadFile(filepath.Join(dir, "server.log"))
 		os.RemoveAll(dir)
-		return nil, fmt.Errorf("pg_ctl start: %v: %s\n%s", err, out, log)
+		return nil, fmt.Errorf("%v\n%s", err, log)
 	}
 	return s, nil
 }
@@ -171,7 +170,9 @@ func (s *Server) Pause() error {
 	return nil
 }
 
-// Resume starts a paused server.
+// Resume starts the server (again, after Pause) on its data: no TCP, a
+// unix socket in its directory, and no fsync (the tests' data is thrown
+// away).
 func (s *Server) Resume() error {
 	opts := fmt.Sprintf("-c listen_addresses='' -c unix_socket_directories=%s -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200", s.dir)
 	out, err := s.run("pg_ctl", "-D", filepath.Join(s.dir, "data"), "-l", filepath.Join(s.dir, "server.log"), "-o", opts, "-w", "-t", "60", "start")
