@@ -80,34 +80,27 @@ func (db *DB) StampOf(ctx context.Context, gen int64) (Stamp, error) {
 // RecordStamp stores ts as generation gen's TIMESTAMP unless the catalog
 // moved past gen or gen has one already; it returns the one stored.
 func (db *DB) RecordStamp(ctx context.Context, gen, ts int64) (int64, error) {
-	err := db.Tx(ctx, func(tx *Tx) error {
-		st, err := stampOf(tx, gen)
-		if err != nil || st.Stored != 0 {
-			ts = st.Stored
-			return err
-		}
-		ts = max(ts, st.Last+1)
-		if err := tx.SetSetting("last_timestamp", ts); err != nil {
-			return err
-		}
-		return tx.SetSetting("timestamp_generation", gen)
-	})
-	return ts, err
+	return db.storeStamp(ctx, gen, func(st Stamp) int64 { return max(ts, st.Last+1) })
 }
 
 // StampGeneration returns the TIMESTAMP of generation gen, storing it on
 // first use (Stamp.Next), in one transaction: every renderer of one
 // generation (the mount, pkgdirfs index) uses the same value.
 func (db *DB) StampGeneration(ctx context.Context, gen, now int64) (int64, error) {
+	return db.storeStamp(ctx, gen, func(st Stamp) int64 { return st.Next(now) })
+}
+
+// storeStamp stores pick(the stamp read) as gen's TIMESTAMP unless gen has
+// one already, in one transaction, and returns the one stored.
+func (db *DB) storeStamp(ctx context.Context, gen int64, pick func(Stamp) int64) (int64, error) {
 	var ts int64
 	err := db.Tx(ctx, func(tx *Tx) error {
 		st, err := stampOf(tx, gen)
-		if err != nil {
+		if err != nil || st.Stored != 0 {
+			ts = st.Stored
 			return err
 		}
-		if ts = st.Next(now); st.Stored != 0 {
-			return nil
-		}
+		ts = pick(st)
 		if err := tx.SetSetting("last_timestamp", ts); err != nil {
 			return err
 		}
