@@ -43,8 +43,16 @@ func (f *FS) scratchInode(ctx context.Context, parent *gofs.Inode, rel string, s
 	}
 	ino := st.Ino + scratchInoBase
 	out.Attr.Ino = ino
+	// A scratch file may be renamed onto a package name, where the kernel
+	// keeps its dentry (a regular file) until an invalidation sent after
+	// the rename returns: a dentry that is already stale makes the next
+	// lookup ask us, and a flat name then shows its symlink at once.
+	out.SetEntryTimeout(scratchEntryTimeout)
 	return parent.NewInode(ctx, f.newScratchNode(), gofs.StableAttr{Mode: st.Mode & syscall.S_IFMT, Ino: ino})
 }
+
+// scratchEntryTimeout: 0 would mean go-fuse's default.
+const scratchEntryTimeout = time.Nanosecond
 
 // exists tells whether rel names anything: what Lookup shows, or a
 // package file being written (hold names.Mu to act on it).
