@@ -81,6 +81,7 @@ func TestStaging(t *testing.T) {
 	if !other.OtherWriterLive() {
 		t.Error("live writers not seen")
 	}
+	deadDir := dead.Dir()
 	dead.Close() // as if it died: its lock is free, its file stays
 	var kept []string
 	if err := other.RecoverDead(false, func(p string) error {
@@ -89,10 +90,10 @@ func TestStaging(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if len(kept) != 1 || filepath.Dir(kept[0]) != dead.dir {
+	if len(kept) != 1 || filepath.Dir(kept[0]) != deadDir {
 		t.Errorf("recovered %v, want only the dead writer's file", kept)
 	}
-	if _, err := os.Lstat(dead.dir); !os.IsNotExist(err) {
+	if _, err := os.Lstat(deadDir); !os.IsNotExist(err) {
 		t.Errorf("the dead writer's directory stays: %v", err)
 	}
 	if files := other.Files(); len(files) != 1 {

@@ -23,6 +23,7 @@ type Staging struct {
 	log  *slog.Logger
 
 	mu   sync.Mutex
+	name string   // of this process's own directory ("" until chosen)
 	dir  string   // this process's own directory, once made
 	lock *os.File // holds its lock
 }
@@ -49,8 +50,10 @@ func (s *Staging) Dir() string {
 	if s.dir != "" {
 		return s.dir
 	}
-	name := strconv.Itoa(os.Getpid()) + "-" + strconv.FormatUint(rand.Uint64(), 36)
-	dir := filepath.Join(s.Base, name)
+	if s.name == "" {
+		s.name = NewStagingName()
+	}
+	dir := filepath.Join(s.Base, s.name)
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		s.log.Warn("making this process's staging directory", "err", err)
 		return s.Base
@@ -70,6 +73,22 @@ func (s *Staging) Dir() string {
 	return dir
 }
 
+// NewStagingName names a process's staging directory: unique among the
+// processes of all hosts staging below one base.
+func NewStagingName() string {
+	return strconv.Itoa(os.Getpid()) + "-" + strconv.FormatUint(rand.Uint64(), 36)
+}
+
+// Use names this process's staging directory (after its session's): the
+// directory in use, if any, is given up as by Close, and the next Dir
+// makes the new one.
+func (s *Staging) Use(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closeLocked()
+	s.name = name
+}
+
 func (s *Staging) own() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -81,13 +100,17 @@ func (s *Staging) own() string {
 func (s *Staging) Close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.closeLocked()
+}
+
+func (s *Staging) closeLocked() {
 	if s.lock == nil {
 		return
 	}
 	os.Remove(filepath.Join(s.dir, OwnerLock))
 	os.Remove(s.dir) // fails, and stays, if bytes are left
 	s.lock.Close()
-	s.lock = nil
+	s.lock, s.dir = nil, ""
 }
 
 // RecoverDead hands keep every file of the staging directories whose owner

@@ -268,3 +268,34 @@ func driver(name string) (Driver, error) {
 	}
 	return d, nil
 }
+
+// Session is a process that writes a catalog several hosts share: its
+// staging directory is BLOBS/.staging/ID, and while its heartbeat is fresh
+// (by the catalog's clock, never a file's age) nobody collects its
+// leftovers.
+type Session struct {
+	ID          string // HOST/NAME, its staging directory below .staging
+	Host        string
+	PID         int64
+	StartedNs   int64
+	HeartbeatNs int64 // the catalog's clock at the last heartbeat
+}
+
+// Sessions is what a backend several hosts share offers: the catalog is
+// the one clock they agree on. The writes run in a write transaction
+// (WriteTx implements them), so a collection never overlaps a commit.
+type Sessions interface {
+	// Sessions lists every session and the catalog's clock now.
+	Sessions() (list []Session, nowNs int64, err error)
+}
+
+// SessionWrites are the session writes of a write transaction.
+type SessionWrites interface {
+	Sessions
+	// Beat sets s's heartbeat to the catalog's clock (and s.HeartbeatNs);
+	// with create it makes the row. false: the row is gone (the session
+	// expired and was collected).
+	Beat(s *Session, create bool) (bool, error)
+	// EndSession deletes the row; false if there was none.
+	EndSession(id string) (bool, error)
+}

@@ -76,6 +76,18 @@ type importItem struct {
 	linkErr    error  // why --link did not link it
 	existed    bool   // set by the committing transaction: the same bytes were there
 	content    string // signed here: the build's sign.ContentKey
+	// unmark removes the marker of a blob placed for it (a shared
+	// catalog's session: sessions.go) once its batch is decided.
+	unmark func()
+}
+
+// mark writes the marker of the blob about to be placed from src (the
+// inode it will have), replacing an earlier one of the item.
+func (it *importItem) mark(s *Store, src string) {
+	if it.unmark != nil {
+		it.unmark()
+	}
+	it.unmark = s.markPlacing(src, it.inst.Blob)
 }
 
 // importer is the state one Import shares between its goroutines.
@@ -193,6 +205,10 @@ func (s *Store) Import(ctx context.Context, files []ImportFile, opt ImportOption
 // A blob a worker already placed stays: it may be bytes a row already
 // names, and an orphan is what verify reports anyway.
 func (im *importer) discard(it *importItem) {
+	if it != nil && it.unmark != nil {
+		it.unmark()
+		it.unmark = nil
+	}
 	if it != nil && it.staged != "" && !it.placed {
 		os.Remove(it.staged)
 		it.staged = ""
@@ -415,6 +431,7 @@ func (c *importCommitter) commitBatch(tx *Tx, batch []*importItem) error {
 			// The blob name was taken when the worker looked, by bytes no
 			// row names (left by a crash, possibly incomplete, or of an
 			// instance removed meanwhile): ours replace them.
+			it.mark(c.im.s, it.staged)
 			if err := os.Rename(it.staged, it.blobPath); err != nil {
 				return err
 			}
@@ -522,6 +539,7 @@ func (im *importer) prepare(w *importWorker, idx int, f ImportFile) (*importItem
 		im.discard(it)
 		return it, err
 	}
+	it.mark(im.s, it.staged)
 	placed, err := blobs.RenameNoReplace(it.staged, it.blobPath)
 	if err != nil {
 		im.discard(it)
@@ -583,6 +601,7 @@ func (im *importer) prepareSigning(w *importWorker, it *importItem, in *os.File,
 		im.discard(it)
 		return true, err
 	}
+	it.mark(im.s, it.staged)
 	placed, err := blobs.RenameNoReplace(it.staged, it.blobPath)
 	if err != nil {
 		im.discard(it)
@@ -606,6 +625,9 @@ func (im *importer) copySmall(w *importWorker, it *importItem, in *os.File, fi o
 	}
 	f, err := os.OpenFile(it.blobPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o444)
 	placed := err == nil
+	if placed {
+		it.mark(im.s, it.blobPath)
+	}
 	if errors.Is(err, fs.ErrExist) {
 		f, err = im.createStaging()
 		if err == nil {
@@ -663,6 +685,7 @@ func (im *importer) linkPackage(w *importWorker, it *importItem, in *os.File, fi
 	}
 	// Straight into blobs/: the link fails if the name is taken, as a
 	// RENAME_NOREPLACE would, and a crash leaves an orphan blob at worst.
+	it.mark(im.s, it.file.Path)
 	it.linkErr = linkAt(in, fi, it.file.Path, it.blobPath)
 	switch {
 	case it.linkErr == nil:

@@ -46,6 +46,7 @@ type Store struct {
 
 	blobs   blobs.Dir      // the package bytes
 	staging *blobs.Staging // this process's staging (its own directory)
+	session *session       // in a shared catalog (sessions.go), else nil
 }
 
 // OpenStore opens (creating if needed) a state directory. Staging files left
@@ -96,6 +97,18 @@ func openStore(loc Location, log *slog.Logger, lk *StateLock) (*Store, error) {
 	}
 	s := &Store{Dir: dir, Loc: loc, DB: db, log: log, blobs: blobs.Dir{Root: loc.BlobDir()},
 		staging: blobs.NewStaging(loc.StagingDir(), log)}
+	if loc.Shared() {
+		// Other hosts' writers are alive while their sessions are: dead
+		// ones are collected by session expiry, not by file locks (which a
+		// shared filesystem may not keep).
+		if err := s.startSession(context.Background()); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("starting this host's session in the catalog: %w", err)
+		}
+		if s.session != nil {
+			return s, nil
+		}
+	}
 	// Dead writers' staging directories are recovered by whoever opens the
 	// state; files staged directly in staging/ (an older pkgdirfs) only by
 	// the holder of the state's lock, when no other writer can be live.
@@ -111,6 +124,9 @@ func openStore(loc Location, log *slog.Logger, lk *StateLock) (*Store, error) {
 }
 
 func (s *Store) Close() error {
+	if s.session != nil {
+		s.session.end()
+	}
 	s.staging.Close()
 	return s.DB.Close()
 }
@@ -285,6 +301,8 @@ func (s *Store) commit(ctx context.Context, c *Candidate, inst *Instance) (_ *In
 	}
 	var pending *blobs.Pending
 	var dropped string // blob of a replaced instance
+	unmark := func() {}
+	defer func() { unmark() }()
 	err = s.DB.Tx(ctx, func(tx *Tx) error {
 		dropped = ""
 		// A package at the name ends what a refusal there recorded, in
@@ -332,10 +350,12 @@ func (s *Store) commit(ctx context.Context, c *Candidate, inst *Instance) (_ *In
 		}
 		if pending == nil {
 			// The blob is in place before the row that names it: a crash in
-			// between leaves an orphan blob that verify reports, never a row
-			// without bytes. Its syncs run while the statements below do;
-			// the commit waits for them (every attempt: a retry of fn does
-			// not move the bytes again).
+			// between leaves an orphan blob that verify reports (and, in a
+			// shared catalog, the collector of this dead session removes),
+			// never a row without bytes. Its syncs run while the statements
+			// below do; the commit waits for them (every attempt: a retry
+			// of fn does not move the bytes again).
+			unmark = s.markPlacing(c.File, inst.Blob)
 			pending = s.blobs.Commit(c.File, inst.Blob)
 		}
 		tx.beforeCommit = append(tx.beforeCommit, pending.Wait)

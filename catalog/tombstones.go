@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"pkgdirfs/layout"
@@ -104,9 +105,7 @@ func (s *Store) ExpireTombstones(ctx context.Context, now time.Time) (int, error
 		if err != nil {
 			return total, err
 		}
-		for _, b := range blobs {
-			s.DropBlob(ctx, b)
-		}
+		s.DropBlobs(ctx, blobs)
 		total += len(blobs)
 		if len(blobs) < tombstoneBatch {
 			return total, nil
@@ -148,15 +147,34 @@ func (db *DB) ExpireTombstones(ctx context.Context, now time.Time, max int) ([]s
 // DropBlob removes a blob no row names any more (no instance, no tombstone).
 // A crash before this leaves an orphan blob, which verify reports; never a
 // row without bytes.
-func (s *Store) DropBlob(ctx context.Context, blob string) {
-	if blob == "" {
+func (s *Store) DropBlob(ctx context.Context, blob string) { s.DropBlobs(ctx, []string{blob}) }
+
+// DropBlobs is DropBlob of several, in one transaction: the check and the
+// removal hold the write lock, because a commit of the same bytes (by this
+// process or another host) places the blob inside its own transaction: it
+// can't be placed, and named, between the check and the removal.
+func (s *Store) DropBlobs(ctx context.Context, names []string) {
+	names = slices.DeleteFunc(slices.Clone(names), func(b string) bool { return b == "" })
+	if len(names) == 0 {
 		return
 	}
-	used, err := s.DB.BlobInUse(ctx, blob)
-	if err != nil || used {
-		return
-	}
-	if err := s.blobs.Remove(blob); err != nil {
-		s.log.Warn("removing blob", "blob", blob, "err", err)
+	err := s.DB.Tx(ctx, func(tx *Tx) error {
+		for _, blob := range names {
+			used, err := tx.BlobInUse(blob)
+			if err != nil {
+				return err
+			}
+			if used {
+				continue
+			}
+			if err := s.blobs.Remove(blob); err != nil {
+				s.log.Warn("removing blob", "blob", blob, "err", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		// Kept: an orphan at worst, which verify reports.
+		s.log.Warn("removing blobs no build names any more", "blobs", len(names), "err", err)
 	}
 }

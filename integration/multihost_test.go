@@ -335,3 +335,81 @@ func TestMultiHostKill9(t *testing.T) {
 	a.PIDs = daemonPIDs(a.Dir)
 	check("the killed host, mounted again", a.Dir)
 }
+
+// TestMultiHostDeadSession: a host killed with an upload in flight is found
+// dead by another host when its session expires (the catalog's TTL, 2 s
+// here), never by a file's age: the other host collects its staging (the
+// half-written upload lands in that host's quarantine, visible in its
+// mount) and its session, and verify finds nothing left over.
+func TestMultiHostDeadSession(t *testing.T) {
+	t.Parallel()
+	srv := pgtest.Shared(t)
+	url := srv.NewDB(t)
+	blobs := filepath.Join(t.TempDir(), "blobs")
+	// The schema first, and a short TTL every host that joins takes up.
+	if r := run(t, "", mountTimeout, binPath, "import", "--state", t.TempDir(), "--catalog", url, "--blobs", blobs, t.TempDir()); r.Code != 0 {
+		t.Fatal(r)
+	}
+	srv.Exec(t, url, `INSERT INTO meta (key, value) VALUES ('session_ttl_s', 2)`)
+	a := mountFSInfo(t, t.TempDir(), "--catalog", url, "--blobs", blobs)
+	bState := t.TempDir()
+	b := mountFSInfo(t, bState, "--catalog", url, "--blobs", blobs)
+	a.AllowErrors = append(a.AllowErrors, "the daemon died without unmounting")
+
+	os.MkdirAll(filepath.Join(a.Dir, "app-misc"), 0o755)
+	pkg := pubXpak("app-misc", "half-1.0", 1700000000, "app-misc/half-1.0.tbz2")
+	f, err := os.Create(filepath.Join(a.Dir, "app-misc", "half-1.0.tbz2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(pkg[:len(pkg)/2]); err != nil {
+		t.Fatal(err)
+	}
+	hostDir := filepath.Join(blobs, ".staging")
+	stagedA := func() int {
+		n := 0
+		filepath.WalkDir(hostDir, func(p string, d os.DirEntry, err error) error {
+			if err == nil && !d.IsDir() && strings.HasPrefix(d.Name(), "w-") {
+				n++
+			}
+			return nil
+		})
+		return n
+	}
+	if stagedA() != 1 {
+		t.Fatalf("%d uploads staged below %s, want the one in flight", stagedA(), hostDir)
+	}
+	for _, pid := range a.PIDs {
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatalf("kill -9 %d: %v", pid, err)
+		}
+	}
+	killed := time.Now()
+	f.Close() // the mount is gone: an error, which the writer sees
+
+	kept := filepath.Join(b.Dir, ".pkgdirfs", "recovered", "app-misc", "half-1.0.tbz2")
+	if !pollFor(15*time.Second, func() bool { _, err := os.Stat(kept); return err == nil }) {
+		t.Fatalf("the killed host's upload did not reach the other host's quarantine within 15 s; staging: %d files", stagedA())
+	}
+	t.Logf("collected %.1f s after the kill (TTL 2 s)", time.Since(killed).Seconds())
+	if got, err := os.ReadFile(kept); err != nil || !bytes.Equal(got, pkg[:len(pkg)/2]) {
+		t.Errorf("the quarantined upload holds %d bytes (%v), want the %d written", len(got), err, len(pkg)/2)
+	}
+	if n := stagedA(); n != 0 {
+		t.Errorf("%d staging files left after the collection", n)
+	}
+	if !pollFor(5*time.Second, func() bool {
+		bb, _ := os.ReadFile(b.Log)
+		return bytes.Contains(bb, []byte("collected a dead session"))
+	}) {
+		t.Errorf("the collecting host's log does not say it collected a dead session")
+	}
+	if r := run(t, "", toolTimeout, binPath, "verify", "--state", bState, "--catalog", url, "--blobs", blobs); r.Code != 0 {
+		t.Errorf("verify after the collection: %s", r)
+	}
+	host, _ := os.Hostname()
+	if r := run(t, "", toolTimeout, binPath, "status", "--state", bState, "--catalog", url, "--blobs", blobs); r.Code != 0 ||
+		!strings.Contains(string(r.Stdout), "writers:      1 live on 1 hosts: "+host+" (1)\n") {
+		t.Errorf("status after the collection (want one writer, the live host):\n%s", r)
+	}
+}

@@ -25,12 +25,16 @@ import (
 	"pkgdirfs/catalog"
 )
 
-// schemaVersion is the catalog's (shared with catalog/sqlite: the same
-// rows); a database of a newer one is refused.
-const schemaVersion = 4
+// schemaVersion is the catalog's: catalog/sqlite's version 4 (the same
+// rows) and the hosts' sessions (5). A database of a newer one is refused;
+// an older one is brought up to date by the first writer that opens it.
+const schemaVersion = 5
 
 //go:embed schema.sql
 var schemaSQL string
+
+//go:embed sessions.sql
+var sessionsSQL string
 
 // writeLock is the advisory lock key every write transaction takes
 // ("pkgdirfs" in ASCII).
@@ -119,6 +123,7 @@ func (db *DB) init(ctx context.Context) error {
 	if err := db.pool.Ping(ctx); err != nil {
 		return fmt.Errorf("cannot reach the server: %w", classify(err))
 	}
+	var version int64
 	check := func(q querier) (present bool, err error) {
 		var hasMeta bool
 		if err := q.QueryRow(ctx, `SELECT to_regclass('meta') IS NOT NULL`).Scan(&hasMeta); err != nil {
@@ -142,11 +147,19 @@ func (db *DB) init(ctx context.Context) error {
 		if v > schemaVersion {
 			return false, fmt.Errorf("catalog schema version %d is newer than this pkgdirfs supports (%d)", v, schemaVersion)
 		}
+		version = v
 		return true, nil
 	}
 	present, err := check(db.pool)
-	if err != nil || present {
+	if err != nil {
 		return err
+	}
+	if present {
+		if version < schemaVersion && !db.readOnly {
+			return db.migrate(ctx)
+		}
+		// A reader needs nothing of version 5: only writers have sessions.
+		return nil
 	}
 	if db.readOnly {
 		return errors.New("no catalog in it (an empty database: `pkgdirfs mount --init` or `pkgdirfs import` with --catalog makes one)")
@@ -167,6 +180,24 @@ func (db *DB) init(ctx context.Context) error {
 	}
 	if _, err := tx.Exec(ctx, `INSERT INTO meta (key, value) VALUES ('pkgdirfs_catalog', 1), ('schema_version', $1)`, schemaVersion); err != nil {
 		return classify(err)
+	}
+	return classify(tx.Commit(ctx))
+}
+
+// migrate brings a catalog of schema version 4 to 5, under the write lock
+// (hosts of both versions may be writing it: version 4's never look at
+// sessions).
+func (db *DB) migrate(ctx context.Context) error {
+	tx, err := db.pool.Begin(ctx)
+	if err != nil {
+		return classify(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(writeLock)); err != nil {
+		return classify(err)
+	}
+	if _, err := tx.Exec(ctx, sessionsSQL); err != nil {
+		return fmt.Errorf("upgrading the catalog's schema to version %d: %w", schemaVersion, classify(err))
 	}
 	return classify(tx.Commit(ctx))
 }

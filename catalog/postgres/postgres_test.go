@@ -124,3 +124,43 @@ func TestReadOnlyAndUnavailable(t *testing.T) {
 		t.Errorf("generation read once the server is back: %d, %v", g, err)
 	}
 }
+
+// TestMigrateSessions: a catalog of schema version 4 (no sessions) is read
+// as it is, and brought to version 5 by the first writer that opens it.
+func TestMigrateSessions(t *testing.T) {
+	srv := pgtest.Shared(t)
+	u := srv.NewDB(t)
+	db, err := Open(u, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	srv.Exec(t, u, `DROP TABLE sessions; UPDATE meta SET value = 4 WHERE key = 'schema_version'`)
+	version := func(db *DB) (v int64, sessions bool) {
+		t.Helper()
+		ctx := context.Background()
+		if err := db.pool.QueryRow(ctx, `SELECT value FROM meta WHERE key = 'schema_version'`).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.pool.QueryRow(ctx, `SELECT to_regclass('sessions') IS NOT NULL`).Scan(&sessions); err != nil {
+			t.Fatal(err)
+		}
+		return v, sessions
+	}
+	ro, err := Open(u, true)
+	if err != nil {
+		t.Fatalf("read-only open of a version 4 catalog: %v", err)
+	}
+	if v, s := version(ro); v != 4 || s {
+		t.Errorf("a read-only open changed the catalog: version %d, sessions %v", v, s)
+	}
+	ro.Close()
+	rw, err := Open(u, false)
+	if err != nil {
+		t.Fatalf("writable open of a version 4 catalog: %v", err)
+	}
+	defer rw.Close()
+	if v, s := version(rw); v != schemaVersion || !s {
+		t.Errorf("after a writable open: version %d, sessions %v; want %d, true", v, s, schemaVersion)
+	}
+}

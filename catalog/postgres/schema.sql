@@ -100,5 +100,14 @@ CREATE INDEX tombstones_until ON tombstones (until_ns);
 CREATE INDEX tombstones_blob ON tombstones (blob);
 CREATE INDEX tombstones_removed_as ON tombstones (removed_as);
 
+-- Schema version 5: the hosts writing the catalog (sessions.sql).
+CREATE TABLE sessions (
+	id           TEXT   PRIMARY KEY,
+	host         TEXT   NOT NULL,
+	pid          BIGINT NOT NULL,
+	started_ns   BIGINT NOT NULL,
+	heartbeat_ns BIGINT NOT NULL
+);
+
 INSERT INTO meta (key, value) VALUES
 	('generation', 0), ('last_timestamp', 0), ('changes_floor', 0);

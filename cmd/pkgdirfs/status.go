@@ -3,8 +3,10 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -229,6 +231,11 @@ func cmdStatus(args []string) int {
 	if !cs.LastWrite.IsZero() {
 		fmt.Printf("last commit:  %s\n", cs.LastWrite.UTC().Format(time.RFC3339))
 	}
+	if ss, err := db.SessionStatus(background()); err != nil {
+		fmt.Printf("writers:      unknown (%v)\n", err)
+	} else if ss != nil {
+		fmt.Printf("writers:      %s\n", sessionsText(ss))
+	}
 	if alive {
 		if h, err := countHandles(pid, *state); err == nil {
 			fmt.Printf("open handles: %d packages being read, %d being written, %d other files (%d fds)\n", h.Reading, h.Writing, h.Other, h.FDs)
@@ -244,4 +251,25 @@ func cmdStatus(args []string) int {
 		return 3
 	}
 	return 0
+}
+
+// sessionsText says which processes of which hosts write a shared catalog,
+// and which are past the TTL (the next heartbeat of any host collects them).
+func sessionsText(ss *catalog.SessionStatus) string {
+	hosts := map[string]int{}
+	for _, x := range ss.Live {
+		hosts[x.Host]++
+	}
+	var parts []string
+	for _, h := range slices.Sorted(maps.Keys(hosts)) {
+		parts = append(parts, fmt.Sprintf("%s (%d)", h, hosts[h]))
+	}
+	text := fmt.Sprintf("%d live on %d hosts", len(ss.Live), len(hosts))
+	if len(parts) > 0 {
+		text += ": " + strings.Join(parts, ", ")
+	}
+	if len(ss.Expired) > 0 {
+		text += fmt.Sprintf("; %d expired (no heartbeat for %s: collected by the next host that looks)", len(ss.Expired), ss.TTL)
+	}
+	return text
 }
