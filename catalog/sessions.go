@@ -52,7 +52,7 @@ type session struct {
 	// beatMu: one beat at a time (the heartbeat's, or a test's); it
 	// guards ttl and warn.
 	beatMu sync.Mutex
-	warn bool // a heartbeat failed: say so once, and when it works again
+	warn   bool // a heartbeat failed: say so once, and when it works again
 }
 
 // startSession registers this process in a shared catalog whose backend
