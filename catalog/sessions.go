@@ -42,13 +42,20 @@ const placingPrefix = "placing-"
 
 // session is this process's session of a shared catalog.
 type session struct {
-	s    *Store
-	mu   sync.Mutex
-	me   Session
-	ttl  time.Duration
-	stop chan struct{}
-	done chan struct{}
-	once sync.Once // end
+	s        *Store
+	mu       sync.Mutex
+	me       Session
+	ttl      time.Duration
+	stop     chan struct{}
+	done     chan struct{}
+	once     sync.Once // end
+	stopOnce sync.Once // the heartbeat
+	// steadySince: since when this process's heartbeats have all
+	// succeeded (its start, or the end of an outage). It judges others
+	// only after a whole TTL of it: after an outage of the server longer
+	// than the TTL every session looks expired until its host beats
+	// again, which takes at most a sixth of the TTL.
+	steadySince time.Time
 	// beatMu: one beat at a time (the heartbeat's, or a test's); it
 	// guards ttl and warn.
 	beatMu sync.Mutex
@@ -57,8 +64,8 @@ type session struct {
 
 // startSession registers this process in a shared catalog whose backend
 // keeps sessions, before its staging directory exists (a directory
-// without a live session is a dead writer's), collects the dead, and
-// starts the heartbeat. A backend without sessions leaves staging to the
+// without a live session is a dead writer's), and starts the heartbeat,
+// which collects the dead. A backend without sessions leaves staging to the
 // directories' locks.
 func (s *Store) startSession(ctx context.Context) error {
 	supported := false
@@ -72,15 +79,12 @@ func (s *Store) startSession(ctx context.Context) error {
 	host, _ := os.Hostname()
 	name := blobs.NewStagingName()
 	ss := &session{s: s, me: Session{ID: host + "/" + name, Host: host, PID: int64(os.Getpid())},
-		stop: make(chan struct{}), done: make(chan struct{})}
+		stop: make(chan struct{}), done: make(chan struct{}), steadySince: time.Now()}
 	if err := ss.begin(ctx); err != nil {
 		return err
 	}
 	s.staging.Use(name)
 	s.session = ss
-	if err := ss.collect(ctx); err != nil {
-		s.log.Warn("collecting what dead hosts left", "err", err)
-	}
 	go ss.heartbeat()
 	return nil
 }
@@ -155,6 +159,7 @@ func (ss *session) beat(ctx context.Context) {
 			log.Warn("session heartbeat failed: other hosts take this one for dead if it fails for the session TTL", "session", ss.me.ID, "ttl", ss.ttl, "err", err)
 		}
 		ss.warn = true
+		ss.steadySince = time.Now()
 		return
 	}
 	if ss.warn {
@@ -179,6 +184,9 @@ func (ss *session) beat(ctx context.Context) {
 		log.Error("this host's session expired (no heartbeat for the session TTL) and another host collected its staging: uploads in flight fail; continuing as a new session",
 			"session", old, "new", ss.me.ID, "ttl", ss.ttl)
 	}
+	if time.Since(ss.steadySince) < ss.ttl {
+		return
+	}
 	if err := ss.collect(ctx); err != nil {
 		log.Warn("collecting what dead hosts left", "err", err)
 	}
@@ -188,9 +196,16 @@ func (ss *session) beat(ctx context.Context) {
 // the TTL to collect a clean exit (which leaves nothing anyway).
 func (ss *session) end() { ss.once.Do(ss.endOnce) }
 
+// stopBeating stops the heartbeat (the row stays until it expires).
+func (ss *session) stopBeating() {
+	ss.stopOnce.Do(func() {
+		close(ss.stop)
+		<-ss.done
+	})
+}
+
 func (ss *session) endOnce() {
-	close(ss.stop)
-	<-ss.done
+	ss.stopBeating()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	err := ss.s.DB.Tx(ctx, func(tx *Tx) error {

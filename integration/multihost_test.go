@@ -413,3 +413,57 @@ func TestMultiHostDeadSession(t *testing.T) {
 		t.Errorf("status after the collection (want one writer, the live host):\n%s", r)
 	}
 }
+
+// TestMultiHostOutageLongerThanTTL: when the catalog's server is down for
+// longer than the session TTL, every session looks expired once it is back,
+// until its host beats again; no host may collect another meanwhile. An
+// upload held open across the outage still commits after it.
+func TestMultiHostOutageLongerThanTTL(t *testing.T) {
+	// Not parallel: it stops the server the other tests share.
+	srv := pgtest.Shared(t)
+	url := srv.NewDB(t)
+	blobs := filepath.Join(t.TempDir(), "blobs")
+	if r := run(t, "", mountTimeout, binPath, "import", "--state", t.TempDir(), "--catalog", url, "--blobs", blobs, t.TempDir()); r.Code != 0 {
+		t.Fatal(r)
+	}
+	srv.Exec(t, url, `INSERT INTO meta (key, value) VALUES ('session_ttl_s', 1)`)
+	a := mountFSInfo(t, t.TempDir(), "--catalog", url, "--blobs", blobs)
+	b := mountFSInfo(t, t.TempDir(), "--catalog", url, "--blobs", blobs)
+	for _, mi := range []*mountInfo{a, b} {
+		mi.AllowErrors = append(mi.AllowErrors, "catalog server unavailable")
+	}
+	os.MkdirAll(filepath.Join(a.Dir, "app-misc"), 0o755)
+	name := "app-misc/across-1.0.tbz2"
+	pkg := pubXpak("app-misc", "across-1.0", 1700000000, name)
+	f, err := os.Create(filepath.Join(a.Dir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(pkg[:len(pkg)/2]); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond) // both hosts steady for a TTL
+	if err := srv.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second) // three TTLs without a heartbeat
+	if err := srv.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second) // a TTL and more of heartbeats on both
+	if _, err := f.Write(pkg[len(pkg)/2:]); err != nil {
+		t.Fatalf("writing the rest after the outage: %v", err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatalf("the upload held open across the outage failed at close: %v", err)
+	}
+	if !pollFor(5*time.Second, func() bool { _, err := os.Stat(filepath.Join(b.Dir, name)); return err == nil }) {
+		t.Errorf("the other host does not list %s", name)
+	}
+	for _, mi := range []*mountInfo{a, b} {
+		if bb, _ := os.ReadFile(mi.Log); bytes.Contains(bb, []byte("collected a dead session")) || bytes.Contains(bb, []byte("session expired")) {
+			t.Errorf("a host was taken for dead across the outage:\n%s", bb)
+		}
+	}
+}
