@@ -403,6 +403,14 @@ func (c *importCommitter) commitBatch(tx *Tx, batch []*importItem) error {
 		}
 	}
 	lateSync := false
+	// Most catalogs being imported into hold no removed build in its
+	// grace: one look saves a statement per package (a round trip each
+	// on a catalog server). Nothing else writes while this transaction
+	// holds the write lock.
+	tombstones, err := tx.AnyTombstones()
+	if err != nil {
+		return err
+	}
 	for _, it := range batch {
 		if it.inst == nil {
 			continue
@@ -445,8 +453,10 @@ func (c *importCommitter) commitBatch(tx *Tx, batch []*importItem) error {
 		if _, err := tx.InsertInstance(&inst); err != nil {
 			return err
 		}
-		if err := tx.dropTombstonesOf(inst.CPV, inst.SHA256); err != nil {
-			return err
+		if tombstones {
+			if err := tx.dropTombstonesOf(inst.CPV, inst.SHA256); err != nil {
+				return err
+			}
 		}
 	}
 	if lateSync {

@@ -85,6 +85,11 @@ func (s *Store) startSession(ctx context.Context) error {
 	}
 	s.staging.Use(name)
 	s.session = ss
+	// Directories without a session are a dead writer's whatever the
+	// clock says: those go at once; expired sessions wait (collect).
+	if err := ss.collect(ctx, false); err != nil {
+		s.log.Warn("collecting what dead writers left", "err", err)
+	}
 	go ss.heartbeat()
 	return nil
 }
@@ -184,10 +189,7 @@ func (ss *session) beat(ctx context.Context) {
 		log.Error("this host's session expired (no heartbeat for the session TTL) and another host collected its staging: uploads in flight fail; continuing as a new session",
 			"session", old, "new", ss.me.ID, "ttl", ss.ttl)
 	}
-	if time.Since(ss.steadySince) < ss.ttl {
-		return
-	}
-	if err := ss.collect(ctx); err != nil {
+	if err := ss.collect(ctx, time.Since(ss.steadySince) >= ss.ttl); err != nil {
 		log.Warn("collecting what dead hosts left", "err", err)
 	}
 }
@@ -273,10 +275,10 @@ func (s *Store) sessionDir(id string) string {
 	return ""
 }
 
-// collect finds the dead (sessions expired by the catalog's clock, and
-// staging directories no live session owns nor an older pkgdirfs holds
-// locked) and collects each in a write transaction of its own.
-func (ss *session) collect(ctx context.Context) error {
+// collect finds the dead (with expired, sessions expired by the catalog's
+// clock; and staging directories no session owns nor an older pkgdirfs
+// holds locked) and collects each in a write transaction of its own.
+func (ss *session) collect(ctx context.Context, expired bool) error {
 	var list []Session
 	var now int64
 	err := ss.s.DB.View(ctx, func(v *View) error {
@@ -290,7 +292,7 @@ func (ss *session) collect(ctx context.Context) error {
 	live := map[string]bool{}
 	var dead []string
 	for _, x := range list {
-		if now-x.HeartbeatNs > int64(ss.ttl) {
+		if now-x.HeartbeatNs > int64(ss.ttl) && expired {
 			dead = append(dead, x.ID)
 		} else {
 			live[x.ID] = true
@@ -311,7 +313,7 @@ func (ss *session) collect(ctx context.Context) error {
 	}
 	var errs []error
 	for _, id := range dead {
-		if err := ss.collectOne(ctx, id); err != nil {
+		if err := ss.collectOne(ctx, id, expired); err != nil {
 			errs = append(errs, fmt.Errorf("session %s: %w", id, err))
 		}
 	}
@@ -334,7 +336,7 @@ func lockedByOther(dir string) bool {
 // blobs its markers name go unless a row names them or other bytes took
 // their name since; its staging files are kept as a crash's are
 // (package writes in this host's quarantine).
-func (ss *session) collectOne(ctx context.Context, id string) error {
+func (ss *session) collectOne(ctx context.Context, id string, expired bool) error {
 	s := ss.s
 	dir := s.sessionDir(id)
 	var orphans, kept int
@@ -345,8 +347,8 @@ func (ss *session) collectOne(ctx context.Context, id string) error {
 			return err
 		}
 		for _, x := range list {
-			if x.ID == id && now-x.HeartbeatNs <= int64(ss.ttl) {
-				return nil // it beat meanwhile: alive
+			if x.ID == id && (now-x.HeartbeatNs <= int64(ss.ttl) || !expired) {
+				return nil // it beat meanwhile, or made its row: alive
 			}
 		}
 		if _, err := tx.WriteTx.(SessionWrites).EndSession(id); err != nil || dir == "" {
