@@ -15,6 +15,8 @@ BENCH_BROWSE ?= 10000,100000
 SOAK_MINUTES ?= 30
 # BenchmarkMultiHost: instances of the shared-catalog benchmark (PostgreSQL beside SQLite).
 BENCH_MULTIHOST ?= 100000
+# BenchmarkFollowerNoOpen: small instances (20–200 KiB) beside its one 1 GiB package.
+BENCH_NOOPEN ?= 4000
 
 # make install: PREFIX=/usr for a distribution package (mount(8) finds
 # SBINDIR/mount.pkgdirfs only in /sbin or /usr/sbin); DESTDIR stages it.
@@ -34,7 +36,7 @@ TEST_PKGS := fuse3 rsync zstd xz-utils bzip2 lz4 gzip tar coreutils util-linux c
 # Debian packages only the benchmarks drive (wrk: the HTTP load of BenchmarkBrowse's nginx rows).
 BENCH_PKGS := wrk
 
-.PHONY: all build deps bench-deps fuse-check mount install uninstall test vet unit integration fuzz bench bench-scale bench-browse bench-multihost bench-sign crash soak clean
+.PHONY: all build deps bench-deps fuse-check mount install uninstall test vet unit integration fuzz bench bench-scale bench-browse bench-multihost bench-noopen bench-sign crash soak clean
 
 all: build
 
@@ -191,6 +193,11 @@ bench-scale: deps bench-deps build
 # commit latency, change-to-visible on the other mount); BENCH_MULTIHOST=20000 for a quick run.
 bench-multihost: deps bench-deps build
 	BENCH_MULTIHOST=$(BENCH_MULTIHOST) $(GO) test -count=1 -run='^$$' -bench='^BenchmarkMultiHost$$' -benchtime=1x -timeout 60m ./integration/
+
+# Read-only followers with and without no-open (PKGDIRFS_NO_OPEN=1) beside a native copy: nginx
+# small and 1 GiB GETs, rsync -a, tar -c, open+read+close (~5 min at the default; BENCH_NOOPEN=1000 for a quick run).
+bench-noopen: deps bench-deps build
+	BENCH_NOOPEN=$(BENCH_NOOPEN) $(GO) test -count=1 -run='^$$' -bench='^BenchmarkFollowerNoOpen$$' -benchtime=1x -timeout 60m ./integration/
 
 # The browse/serve section of bench alone: ls, find, tar, rsync, sha1sum, nginx vs a native copy (BENCH_BROWSE=2000 for a quick run).
 bench-browse: deps bench-deps build

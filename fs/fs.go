@@ -50,6 +50,12 @@ type Config struct {
 	// Incarnation tells this mount from the state's previous one in every
 	// instance's inode number (tree.Model.Ino); 0: the catalog's numbers.
 	Incarnation uint16
+	// NoOpen, honoured only with ReadOnly, answers every OPEN with ENOSYS:
+	// the kernel then opens regular files without asking (no_open, for the
+	// whole connection), keeps their pages across opens, and reads come
+	// without a handle (noopen.go). It loses passthrough for large
+	// packages. A measurement knob (PKGDIRFS_NO_OPEN=1, docs/performance.md).
+	NoOpen bool
 }
 
 // FS is one mounted PKGDIR.
@@ -180,7 +186,9 @@ func (f *FS) Mount(dir string) error {
 		// The kernel answers EROFS and access(W_OK) is false, so Portage never tries.
 		opts.MountOptions.Options = append(opts.MountOptions.Options, "ro")
 	}
-	server, err := fuse.NewServer(newRawFS(gofs.NewNodeFS(f.root, opts), f.log), dir, &opts.MountOptions)
+	raw := newRawFS(gofs.NewNodeFS(f.root, opts), f.log)
+	raw.noOpen = f.noOpen()
+	server, err := fuse.NewServer(raw, dir, &opts.MountOptions)
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", dir, err)
 	}

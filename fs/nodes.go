@@ -342,12 +342,17 @@ func (h *blobHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 	if h.fd < 0 {
 		return fuse.ReadResultData(nil), 0
 	}
+	return preadFull(h.fd, dest, off)
+}
+
+// preadFull reads dest from fd at off, short only at the end of the file.
+func preadFull(fd int, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	if off < 0 {
 		return nil, syscall.EINVAL
 	}
 	n := 0
 	for n < len(dest) {
-		k, err := syscall.Pread(h.fd, dest[n:], off+int64(n))
+		k, err := syscall.Pread(fd, dest[n:], off+int64(n))
 		if err == syscall.EINTR {
 			continue
 		}
@@ -474,18 +479,23 @@ type bytesHandle struct {
 var _ gofs.FileReader = (*bytesHandle)(nil)
 
 func (h *bytesHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	return h.fs.readIndex(h.idx, h.gz, dest, off)
+}
+
+// readIndex reads Packages (Packages.gz if gz) of the generation idx.
+func (f *FS) readIndex(idx *tree.IndexView, gz bool, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	if off < 0 {
 		return nil, syscall.EINVAL
 	}
 	var n int
 	var err error
-	if h.gz {
-		n, err = h.idx.GzReadAt(dest, off)
+	if gz {
+		n, err = idx.GzReadAt(dest, off)
 	} else {
-		n, err = h.idx.ReadAt(dest, off)
+		n, err = idx.ReadAt(dest, off)
 	}
 	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, h.fs.errno("read", "Packages", err)
+		return nil, f.errno("read", "Packages", err)
 	}
 	return fuse.ReadResultData(dest[:n]), 0
 }

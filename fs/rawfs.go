@@ -32,6 +32,9 @@ type rawFS struct {
 
 	mu    sync.Mutex
 	nodes map[uint64]*nodeLock
+
+	// noOpen: OPEN and FLUSH answer ENOSYS (Config.NoOpen).
+	noOpen bool
 }
 
 type nodeLock struct {
@@ -66,6 +69,12 @@ func (r *rawFS) unlock(id uint64, l *nodeLock) {
 }
 
 func (r *rawFS) Open(_ <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	if r.noOpen {
+		// The kernel sets no_open for the connection at the first ENOSYS:
+		// no OPEN and no RELEASE of a regular file after this one, whose
+		// open succeeds with fh 0 and FOPEN_KEEP_CACHE (noopen.go).
+		return fuse.ENOSYS
+	}
 	start := time.Now()
 	for {
 		l := r.lock(in.NodeId)
@@ -179,6 +188,12 @@ func (r *rawFS) CopyFileRange(_ <-chan struct{}, in *fuse.CopyFileRangeIn) (uint
 }
 
 func (r *rawFS) Flush(_ <-chan struct{}, in *fuse.FlushIn) fuse.Status {
+	if r.noOpen {
+		// A handle-less open has no FOPEN_NOFLUSH: ENOSYS sets the
+		// connection's no_flush, so that a close costs no round trip.
+		// Nothing is written through a read-only mount.
+		return fuse.ENOSYS
+	}
 	return r.RawFileSystem.Flush(nil, in)
 }
 

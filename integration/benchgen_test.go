@@ -187,11 +187,20 @@ func benchNeed(tb testing.TB) {
 // returns stdout; stderr and the exit status fail the benchmark.
 func benchExec(tb testing.TB, dir string, timeout time.Duration, stdin io.Reader, name string, args ...string) []byte {
 	tb.Helper()
+	return benchExecEnv(tb, dir, timeout, nil, stdin, name, args...)
+}
+
+// benchExecEnv is benchExec with env (VAR=value) added to the environment.
+func benchExecEnv(tb testing.TB, dir string, timeout time.Duration, env []string, stdin io.Reader, name string, args ...string) []byte {
+	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = dir
 	cmd.Stdin = stdin
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout = &stdout
 	cmd.Stderr = &stderr
@@ -263,16 +272,23 @@ type benchMounted struct {
 // unmounts too in case the benchmark stopped early.
 func benchMount(tb testing.TB, state string, opts ...string) *benchMounted {
 	tb.Helper()
+	return benchMountEnv(tb, nil, "bench-daemon.log", state, opts...)
+}
+
+// benchMountEnv is benchMount with env (VAR=value) in the daemon's
+// environment and its log at STATE/LOGNAME (several mounts of one state).
+func benchMountEnv(tb testing.TB, env []string, logName, state string, opts ...string) *benchMounted {
+	tb.Helper()
 	benchNeed(tb)
 	mnt, err := os.MkdirTemp("", "pkgdirfs-bench-mnt-")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	m := &benchMounted{Dir: mnt, log: filepath.Join(state, "bench-daemon.log")}
+	m := &benchMounted{Dir: mnt, log: filepath.Join(state, logName)}
 	args := append([]string{"mount", "--state", state, "--log", m.log}, opts...)
 	args = append(args, mnt)
 	tb.Cleanup(func() { m.Close(tb) })
-	benchExec(tb, "", mountTimeout, nil, binPath, args...)
+	benchExecEnv(tb, "", mountTimeout, env, nil, binPath, args...)
 	if fstype, ok := mountedFSType(mnt); !ok || !strings.HasPrefix(fstype, "fuse") {
 		tb.Fatalf("`pkgdirfs mount` returned but %s is not a fuse mount (%q)\ndaemon log:\n%s", mnt, fstype, readLog(m.log))
 	}

@@ -168,10 +168,19 @@ func clip(b []byte, n int) string {
 // or when the command cannot be started.
 func run(t *testing.T, dir string, timeout time.Duration, name string, args ...string) cmdResult {
 	t.Helper()
+	return runEnv(t, dir, timeout, nil, name, args...)
+}
+
+// runEnv is run with env (VAR=value) added to the environment.
+func runEnv(t *testing.T, dir string, timeout time.Duration, env []string, name string, args ...string) cmdResult {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = dir
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout = &stdout
 	cmd.Stderr = &stderr
@@ -320,6 +329,12 @@ func mountFS(t *testing.T, state string, opts ...string) string {
 
 func mountFSInfo(t *testing.T, state string, opts ...string) *mountInfo {
 	t.Helper()
+	return mountFSInfoEnv(t, nil, state, opts...)
+}
+
+// mountFSInfoEnv is mountFSInfo with env (VAR=value) in the daemon's environment.
+func mountFSInfoEnv(t *testing.T, env []string, state string, opts ...string) *mountInfo {
+	t.Helper()
 	needBinary(t)
 	mnt, err := os.MkdirTemp("", "pkgdirfs-it-mnt-")
 	if err != nil {
@@ -333,7 +348,7 @@ func mountFSInfo(t *testing.T, state string, opts ...string) *mountInfo {
 	}
 	args = append(args, mnt)
 	start := time.Now()
-	r := run(t, "", mountTimeout, binPath, args...)
+	r := runEnv(t, "", mountTimeout, env, binPath, args...)
 	t.Cleanup(func() { unmountAndCheck(t, mi) })
 	if r.Code != 0 {
 		t.Fatalf("mount: want exit 0, got %d: %s\ndaemon log:\n%s", r.Code, r, readLog(logFile))

@@ -219,12 +219,22 @@ func cmdMount(args []string) int {
 	// mount: collecting at half the live heap instead of all of it keeps
 	// the resident size near what the tree needs (about 1.5x, not 2x).
 	rtdebug.SetGCPercent(50)
+	// A measurement knob, not an option (docs/performance.md, "No-open
+	// followers"): a follower that answers OPEN with ENOSYS.
+	noOpen := os.Getenv("PKGDIRFS_NO_OPEN") == "1"
+	switch {
+	case noOpen && !*readOnly:
+		log.Warn("PKGDIRFS_NO_OPEN=1 ignored: it applies to read-only mounts only")
+		noOpen = false
+	case noOpen:
+		log.Info("no-open mode (PKGDIRFS_NO_OPEN=1): opens skip the daemon, no passthrough")
+	}
 	fsys, err := pfs.New(background(), pfs.Config{
 		Store: store,
 		// df and findmnt tell mounts apart by their source: the state.
 		FsName:  absPath(*state),
 		Layouts: lay, ReadOnly: *readOnly, AllowOther: *allowOther, XAttrs: *xattrs, RemovedGrace: *grace, Debug: *debug, Log: log,
-		Incarnation: inc,
+		Incarnation: inc, NoOpen: noOpen,
 	})
 	if err != nil {
 		return failReady("%v", err)
