@@ -73,6 +73,9 @@ type FS struct {
 
 	idxMu sync.Mutex
 	idx   *tree.IndexView
+	// idxOwn: idx's TIMESTAMP is this mount's choice, not (yet) the one the
+	// catalog holds for its generation.
+	idxOwn bool
 	// stamps of the last two rendered generations and when the last was
 	// rendered, for settling after bursts
 	prevTS, lastTS int64
@@ -402,6 +405,9 @@ func (f *FS) index() (*tree.IndexView, error) {
 		}
 		gen := f.model.Gen()
 		if f.idx != nil && f.idx.Generation == gen {
+			if f.idxOwn {
+				f.takeRecordedStamp(ctx)
+			}
 			return f.idx, nil
 		}
 		// The TIMESTAMP is read, never written, here: a read of Packages
@@ -448,10 +454,7 @@ func (f *FS) index() (*tree.IndexView, error) {
 		if err == nil {
 			idx, ferr := f.model.FreezeIndex(gen, ts)
 			if ferr == nil {
-				if f.idx == nil || idx.Timestamp != f.idx.Timestamp {
-					f.prevTS, f.lastTS, f.lastRender = f.lastTS, idx.Timestamp, time.Now()
-				}
-				f.idx = idx
+				f.setIndex(idx, ts != st.Stored)
 				return idx, nil
 			}
 			if !errors.Is(ferr, tree.ErrStale) {
@@ -474,6 +477,44 @@ func (f *FS) index() (*tree.IndexView, error) {
 			return nil, err
 		}
 	}
+}
+
+// setIndex makes idx the index this mount serves; own: its TIMESTAMP is
+// this mount's choice, not the catalog's for its generation.
+func (f *FS) setIndex(idx *tree.IndexView, own bool) {
+	if f.idx == nil || idx.Timestamp != f.idx.Timestamp {
+		f.prevTS, f.lastTS, f.lastRender = f.lastTS, idx.Timestamp, time.Now()
+	}
+	f.idx, f.idxOwn = idx, own
+}
+
+// takeRecordedStamp serves the TIMESTAMP the catalog now holds for the
+// generation this mount serves with one of its own choosing (a follower
+// records nothing; a host may have lost the race to record): every host
+// ends up serving one generation with one TIMESTAMP, as nginx's
+// Last-Modified and ETag behind a load balancer need. The content is that
+// generation's either way. Under idxMu.
+func (f *FS) takeRecordedStamp(ctx context.Context) {
+	st, err := f.cfg.Store.DB.StampOf(ctx, f.idx.Generation)
+	if err != nil || st.Stored == 0 {
+		return // still nobody's: asked again at the next read
+	}
+	if st.Stored == f.idx.Timestamp {
+		f.idxOwn = false
+		return
+	}
+	idx, err := f.model.FreezeIndex(f.idx.Generation, st.Stored)
+	if err != nil {
+		return // the model moved on: the next read renders that
+	}
+	// Other bytes for the same generation: other inodes (IndexView.Ino),
+	// which the names point at once the kernel looks them up again. An
+	// index open, or looked up, before keeps its own bytes.
+	idx.Restamped = true
+	f.log.Info("serving the TIMESTAMP recorded for the generation", "generation", idx.Generation, "timestamp", idx.Timestamp, "instead_of", f.idx.Timestamp)
+	f.setIndex(idx, false)
+	f.notifyEntry("", "Packages")
+	f.notifyEntry("", "Packages.gz")
 }
 
 // catalogError logs a failed catalog operation of the mount's own. An

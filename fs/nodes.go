@@ -53,7 +53,7 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		n := &indexNode{fs: d.fs, gz: gz, idx: idx}
 		n.fill(idx, &out.Attr)
 		out.SetAttrTimeout(indexAttrTimeout)
-		return d.NewInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: tree.IndexIno(idx.Generation, gz)}), 0
+		return d.NewInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: idx.Ino(gz)}), 0
 	case view.Area:
 		d.fs.fillDir(a.Entry.Ino, 0, &out.Attr)
 		return d.NewInode(ctx, &dirNode{fs: d.fs, path: rel}, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: a.Entry.Ino}), 0
@@ -417,7 +417,7 @@ func (n *indexNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.Se
 }
 
 func (n *indexNode) fill(idx *tree.IndexView, a *fuse.Attr) {
-	a.Ino, a.Size = tree.IndexIno(idx.Generation, n.gz), uint64(idx.Size())
+	a.Ino, a.Size = idx.Ino(n.gz), uint64(idx.Size())
 	if n.gz {
 		a.Size = uint64(idx.GzSize())
 	}

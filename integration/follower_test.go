@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -68,5 +69,66 @@ func TestFollowerBesideWriter(t *testing.T) {
 	}
 	if r := runCLI(t, "status", "--state", state); r.Code != 0 || !strings.Contains(string(r.Stdout), "running") {
 		t.Errorf("status with a writer and two followers: %s", r)
+	}
+}
+
+// TestFollowerTakesRecordedTimestamp: a follower that serves a generation
+// nobody has recorded a TIMESTAMP for chooses its own (it may not write
+// the state); once one is recorded (by the writer's mount, or here by
+// `pkgdirfs index`, a second later), the follower serves that one, as new
+// inodes: its Packages equals what index wrote, byte for byte, with that
+// TIMESTAMP as its mtime.
+func TestFollowerTakesRecordedTimestamp(t *testing.T) {
+	t.Parallel()
+	_, state, _ := importedFixture(t, "xpak-bzip2-multi")
+	follower := mountFSInfo(t, state, "--read-only")
+	// A new generation, written by another process that serves nothing.
+	flat := extractFixture(t, "xpak-bzip2-flat")
+	before, _ := os.ReadFile(filepath.Join(follower.Dir, "Packages"))
+	if r := runCLI(t, "import", "--state", state, flat); r.Code != 0 {
+		t.Fatal(r)
+	}
+	if !pollFor(10*time.Second, func() bool {
+		idx, err := os.ReadFile(filepath.Join(follower.Dir, "Packages"))
+		return err == nil && len(idx) > len(before)
+	}) {
+		t.Fatal("the follower does not show the import")
+	}
+	stamp := func(b []byte) string {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "TIMESTAMP: ") {
+				return l
+			}
+		}
+		return ""
+	}
+	own, _ := os.ReadFile(filepath.Join(follower.Dir, "Packages"))
+	time.Sleep(2100 * time.Millisecond) // what is recorded is a later second
+	r := runCLI(t, "index", "--state", state)
+	if r.Code != 0 {
+		t.Fatal(r)
+	}
+	recorded := r.Stdout
+	if stamp(own) == stamp(recorded) || stamp(own) == "" {
+		t.Fatalf("index recorded %q, the follower chose %q: want a later second", stamp(recorded), stamp(own))
+	}
+	var got []byte
+	if !pollFor(5*time.Second, func() bool {
+		got, _ = os.ReadFile(filepath.Join(follower.Dir, "Packages"))
+		return bytes.Equal(got, recorded)
+	}) {
+		t.Fatalf("the follower serves %q after %q was recorded (it chose %q)", stamp(got), stamp(recorded), stamp(own))
+	}
+	ts, _ := strconv.ParseInt(strings.TrimPrefix(stamp(recorded), "TIMESTAMP: "), 10, 64)
+	for _, n := range []string{"Packages", "Packages.gz"} {
+		st, err := os.Stat(filepath.Join(follower.Dir, n))
+		if err != nil || st.ModTime().Unix() != ts {
+			t.Errorf("%s: mtime %v (%v), want the recorded TIMESTAMP %d", n, st.ModTime().Unix(), err, ts)
+		}
+	}
+	if r := runCLI(t, "index", "--state", state, "--gz"); r.Code != 0 {
+		t.Fatal(r)
+	} else if gz, _ := os.ReadFile(filepath.Join(follower.Dir, "Packages.gz")); !bytes.Equal(gz, r.Stdout) {
+		t.Errorf("the follower's Packages.gz differs from what index --gz writes")
 	}
 }

@@ -257,7 +257,19 @@ type IndexView struct {
 	Generation int64
 	Timestamp  int64 // TIMESTAMP, and the mtime of both files
 	Packages   int
+	// Restamped: the generation served again with another TIMESTAMP (the
+	// one the catalog recorded, after this mount had chosen its own).
+	Restamped bool
 	*pieces.View
+}
+
+// Ino is the inode number of this view's Packages (Packages.gz if gz).
+func (v *IndexView) Ino(gz bool) uint64 {
+	ino := IndexIno(v.Generation, gz)
+	if v.Restamped {
+		ino += restampedIno
+	}
+	return ino
 }
 
 // FreezeIndex returns the index of generation gen with TIMESTAMP ts; ErrStale

@@ -48,6 +48,12 @@ func IndexIno(gen int64, gz bool) uint64 {
 	return ino
 }
 
+// restampedIno marks the inode numbers of a generation served again with
+// the TIMESTAMP the catalog recorded for it (IndexView.Restamped): other
+// bytes, so another inode, whose pages the kernel never mixes with the
+// first one's.
+const restampedIno = 1 << 59
+
 // File is one instance as the tree shows it: enough for getattr and open,
 // nothing that belongs in the catalog. Immutable: a change makes a new File.
 type File struct {
