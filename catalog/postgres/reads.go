@@ -474,6 +474,7 @@ func (r snap) BlobInUse(blob string) (bool, error) {
 	var used bool
 	// Blobs are named by their SHA-256: the indexed column finds them.
 	err := r.q.QueryRow(r.ctx, `SELECT EXISTS (SELECT 1 FROM instances WHERE sha256 = $2 AND blob = $1)
-		OR EXISTS (SELECT 1 FROM tombstones WHERE blob = $1)`, blob, path.Base(blob)).Scan(&used)
+		OR EXISTS (SELECT 1 FROM tombstones WHERE blob = $1)
+		OR EXISTS (SELECT 1 FROM held_instances WHERE blob = $1)`, blob, path.Base(blob)).Scan(&used)
 	return used, err
 }

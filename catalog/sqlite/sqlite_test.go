@@ -250,3 +250,34 @@ func TestScopePlans(t *testing.T) {
 		}
 	}
 }
+
+// TestUpgradeToSnapshots: a catalog of schema version 4 (no snapshots)
+// is refused by a read-only open, saying to mount it once, and gets the
+// snapshot tables at its next writable open.
+func TestUpgradeToSnapshots(t *testing.T) {
+	ctx := context.Background()
+	db, path := openTest(t)
+	insert(t, db, pkg("dev-lang/go-1.22", 1))
+	if _, err := db.rw.ExecContext(ctx, `DROP TABLE held_instances; DROP TABLE snapshot_members; DROP TABLE snapshots;
+		UPDATE meta SET value = 4 WHERE key = 'schema_version'`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if _, err := OpenReadOnly(path); err == nil || !strings.Contains(err.Error(), "mount it") {
+		t.Errorf("read-only open of version 4: %v, want to be told to mount it once", err)
+	}
+	db2, err := openAt(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db2.Close()
+	var v, n int64
+	db2.ro.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'schema_version'`).Scan(&v)
+	db2.ro.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE name IN ('snapshots', 'snapshot_members', 'held_instances')`).Scan(&n)
+	if v != schemaVersion || n != 3 {
+		t.Errorf("after a writable open: version %d, %d snapshot tables", v, n)
+	}
+	if _, err := db2.CreateSnapshot(ctx, "s", "", nil); err != nil {
+		t.Error(err)
+	}
+}
