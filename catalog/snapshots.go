@@ -54,9 +54,13 @@ func CheckSnapshotName(name string) error {
 	return nil
 }
 
-func noSnapshot(name string) error {
-	return fmt.Errorf("no snapshot named %q: %w", name, ErrNotFound)
-}
+// noSnapshotError says which snapshot is unknown; it is ErrNotFound.
+type noSnapshotError struct{ name string }
+
+func (e noSnapshotError) Error() string { return fmt.Sprintf("no snapshot named %q", e.name) }
+func (e noSnapshotError) Unwrap() error { return ErrNotFound }
+
+func noSnapshot(name string) error { return noSnapshotError{name} }
 
 // snapshotByName is s's snapshot of that name, or an error naming it.
 func snapshotByName(s Snapshot, name string) (*SnapshotInfo, error) {
