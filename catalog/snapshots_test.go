@@ -141,6 +141,12 @@ func TestSnapshots(t *testing.T) {
 	s.SetKeepPolicy(PrunePolicy{Keep: 1})
 	d := ing("app-misc/foo-1.0.tbz2", "app-misc", "foo-1.0", 300)
 	s.SetKeepPolicy(PrunePolicy{})
+	// Instance ids are never reused: a held copy's id names one build.
+	for _, old := range []*Instance{a, b, c, moved} {
+		if d.ID <= old.ID {
+			t.Errorf("a new instance got id %d, not above the removed %d", d.ID, old.ID)
+		}
+	}
 	live, _ := s.DB.Instances(ctx)
 	if len(live) != 2 || live[0].ID != d.ID || !live[1].Placeholder {
 		t.Fatalf("live after prune and keep policy: %+v, want only the newest foo and the placeholder", live)

@@ -22,7 +22,7 @@ const qHold = `INSERT OR IGNORE INTO held_instances (held_gen, meta, ` + instRow
 	SELECT (SELECT value FROM meta WHERE key = 'generation'),
 		(SELECT x.meta FROM instance_index x WHERE x.instance_id = i.id), ` + instRowCols + `
 	FROM instances i WHERE i.id = ?1 AND EXISTS (
-		SELECT 1 FROM snapshot_members m JOIN snapshots s ON s.id = m.snapshot_id
+		SELECT 1 FROM snapshot_members m CROSS JOIN snapshots s ON s.id = m.snapshot_id
 		WHERE m.instance_id = ?1
 		AND s.generation > coalesce((SELECT max(h.held_gen) FROM held_instances h WHERE h.id = ?1), -1))`
 
@@ -35,21 +35,22 @@ func (tx *wtx) hold(id int64) error {
 }
 
 // qMembers is the packages of snapshot ?1 (of generation ?2), each from
-// its held copy of the least held_gen >= ?2, else from its live row.
+// its held copy of the least held_gen >= ?2, else from its live row. CROSS
+// JOIN: SQLite walks the members, not the catalog, whatever it estimates.
 const qMembers = `SELECT ` + instCols + `, meta FROM (
 	SELECT h.held_gen AS hg, h.meta AS meta, h.id AS id, h.category AS category, h.pn AS pn, h.pf AS pf,
 		h.cpv AS cpv, h.build_id AS build_id, h.build_time AS build_time, h.format AS format,
 		h.compression AS compression, h.size AS size, h.mtime_ns AS mtime_ns, h.mode AS mode, h.md5 AS md5,
 		h.sha1 AS sha1, h.sha256 AS sha256, h.blob AS blob, h.signed AS signed, h.state AS state,
 		h.created_ns AS created_ns
-	FROM snapshot_members m JOIN held_instances h ON h.id = m.instance_id
+	FROM snapshot_members m CROSS JOIN held_instances h ON h.id = m.instance_id
 	WHERE m.snapshot_id = ?1 AND h.held_gen = (
 		SELECT min(h2.held_gen) FROM held_instances h2 WHERE h2.id = m.instance_id AND h2.held_gen >= ?2)
 	UNION ALL
 	SELECT 0, (SELECT x.meta FROM instance_index x WHERE x.instance_id = i.id), i.id, i.category, i.pn, i.pf,
 		i.cpv, i.build_id, i.build_time, i.format, i.compression, i.size, i.mtime_ns, i.mode, i.md5,
 		i.sha1, i.sha256, i.blob, i.signed, i.state, i.created_ns
-	FROM snapshot_members m JOIN instances i ON i.id = m.instance_id
+	FROM snapshot_members m CROSS JOIN instances i ON i.id = m.instance_id
 	WHERE m.snapshot_id = ?1 AND NOT EXISTS (
 		SELECT 1 FROM held_instances h WHERE h.id = m.instance_id AND h.held_gen >= ?2)
 ) ORDER BY cpv, build_id`
@@ -131,8 +132,7 @@ func (r snap) SnapshotsHolding(ids []int64) (map[int64][]string, error) {
 		for i, id := range chunk {
 			args[i] = id
 		}
-		rows, err := r.q.QueryContext(r.ctx, `SELECT m.instance_id, s.name FROM snapshot_members m
-			JOIN snapshots s ON s.id = m.snapshot_id
+		rows, err := r.q.QueryContext(r.ctx, `SELECT m.instance_id, s.name FROM snapshot_members m CROSS JOIN snapshots s ON s.id = m.snapshot_id
 			WHERE m.instance_id IN (?`+strings.Repeat(", ?", len(chunk)-1)+`) ORDER BY m.instance_id, s.name`, args...)
 		if err != nil {
 			return nil, fmt.Errorf("catalog: snapshots holding builds: %w", err)
@@ -208,7 +208,7 @@ func (tx *wtx) SetSnapshotPackages(id, n int64) error {
 const qReleaseHeld = `DELETE FROM held_instances AS c
 	WHERE c.id IN (SELECT instance_id FROM snapshot_members WHERE snapshot_id = ?1)
 	AND NOT EXISTS (
-		SELECT 1 FROM snapshot_members m JOIN snapshots s ON s.id = m.snapshot_id
+		SELECT 1 FROM snapshot_members m CROSS JOIN snapshots s ON s.id = m.snapshot_id
 		WHERE m.instance_id = c.id AND m.snapshot_id <> ?1 AND s.generation <= c.held_gen
 		AND NOT EXISTS (SELECT 1 FROM held_instances h
 			WHERE h.id = c.id AND h.held_gen >= s.generation AND h.held_gen < c.held_gen))

@@ -281,3 +281,52 @@ func TestUpgradeToSnapshots(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestSnapshotPlans: holding a copy costs every removal and chmod an
+// indexed look-up, never a scan; a snapshot's reads and its deletion walk
+// its members, not the catalog.
+func TestSnapshotPlans(t *testing.T) {
+	db, _ := openTest(t)
+	for i := range 20 {
+		insert(t, db, pkg(fmt.Sprintf("a/b-%d", i+1), 1))
+	}
+	for i := range 10 {
+		if _, err := db.CreateSnapshot(context.Background(), fmt.Sprint("s", i), "", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.rw.Exec(`ANALYZE`); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, query string
+		args        []any
+		sortOK      bool // the members come sorted by (cpv, build id)
+	}{
+		{"Hold", qHold, []any{1}, false},
+		{"Members", qMembers, []any{1, 1}, true},
+		{"ReleaseHeld", qReleaseHeld, []any{1}, false},
+	} {
+		rows, err := db.ro.Query("EXPLAIN QUERY PLAN "+c.query, c.args...)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		var plan []string
+		for rows.Next() {
+			var id, parent, notused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, detail)
+		}
+		rows.Close()
+		for _, line := range plan {
+			if strings.Contains(line, "TEMP B-TREE") && !c.sortOK ||
+				strings.HasPrefix(line, "SCAN") && !strings.Contains(line, "INDEX") && !strings.HasPrefix(line, "SCAN (subquery") {
+				t.Errorf("%s: plan %q has %q", c.name, strings.Join(plan, "; "), line)
+			}
+		}
+		t.Logf("%s: %s", c.name, strings.Join(plan, "; "))
+	}
+}
