@@ -166,6 +166,17 @@ func TestSnapshots(t *testing.T) {
 		}
 	}
 
+	// verify: the blobs only snapshots hold are held, not orphans.
+	if res, err := s.Verify(ctx, false, nil); err != nil || res.Faults != 0 {
+		t.Errorf("verify: %+v, %v", res, err)
+	} else {
+		for _, f := range res.Findings {
+			if strings.Contains(f.Text, "orphan") {
+				t.Errorf("verify: %s", f.Text)
+			}
+		}
+	}
+
 	// Diff: per CPV, what only one side holds.
 	diff, err := s.DB.DiffSnapshots(ctx, "s1", "s2")
 	if err != nil || len(diff.CPVs) != 1 || diff.CPVs[0].CPV != "app-misc/foo-1.0" ||

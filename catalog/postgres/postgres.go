@@ -91,6 +91,10 @@ type DB struct {
 	pool     *pgxpool.Pool
 	name     string // the URL without its password
 	readOnly bool
+	// preSnapshots: a reader of a catalog older than version 6, which has
+	// no snapshot tables and so no snapshots (until a writer of this
+	// version opens it).
+	preSnapshots bool
 }
 
 var _ catalog.Backend = (*DB)(nil)
@@ -175,6 +179,7 @@ func (db *DB) init(ctx context.Context) error {
 		}
 		// A reader of an older catalog reads what it has; snapshots are
 		// there once a writer of this version opened it.
+		db.preSnapshots = version < 6
 		return nil
 	}
 	if db.readOnly {
@@ -245,7 +250,7 @@ func (db *DB) Read(ctx context.Context, fn func(catalog.Snapshot) error) error {
 		return classify(fmt.Errorf("catalog %s: begin read: %w", db.name, err))
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	return classify(fn(snap{ctx: ctx, q: tx}))
+	return classify(fn(snap{ctx: ctx, q: tx, preSnapshots: db.preSnapshots}))
 }
 
 // Write runs fn once in a write transaction that holds the write lock.

@@ -155,6 +155,14 @@ func TestMigrateSessions(t *testing.T) {
 	if v, s := version(ro); v != 4 || s {
 		t.Errorf("a read-only open changed the catalog: version %d, sessions %v", v, s)
 	}
+	// It has no snapshots, and says so without failing.
+	roDB := catalog.New(ro)
+	if list, err := roDB.Snapshots(context.Background()); err != nil || len(list) != 0 {
+		t.Errorf("snapshots of a version 4 catalog: %v, %v", list, err)
+	}
+	if used, err := roDB.BlobInUse(context.Background(), "ab/abc"); err != nil || used {
+		t.Errorf("BlobInUse on a version 4 catalog: %v, %v", used, err)
+	}
 	ro.Close()
 	rw, err := Open(u, false)
 	if err != nil {

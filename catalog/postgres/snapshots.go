@@ -14,6 +14,10 @@ import (
 const instRowCols = `id, category, pn, pf, cpv, build_id, build_time, format, compression, size,
 	mtime_ns, mode, md5, sha1, sha256, blob, signed, state, created_ns`
 
+// A reader of a catalog older than version 6 (snap.preSnapshots) sees no
+// snapshots: the catalog has none before a writer of this version opens it.
+// (ForEachSnapshotMember needs a snapshot, which it then cannot have.)
+
 // qHold copies live row $1 and its metadata to held_instances, as it was
 // up to the current generation, when a snapshot of a later generation than
 // its newest copy (if any) holds it: only such a snapshot still reads the
@@ -62,6 +66,9 @@ func scanSnapshot(row pgx.Row) (catalog.SnapshotInfo, error) {
 }
 
 func (r snap) Snapshots() ([]catalog.SnapshotInfo, error) {
+	if r.preSnapshots {
+		return nil, nil
+	}
 	rows, err := r.q.Query(r.ctx, `SELECT `+snapCols+` FROM snapshots ORDER BY name`)
 	if err != nil {
 		return nil, fmt.Errorf("catalog: snapshots: %w", err)
@@ -82,6 +89,9 @@ func (r snap) Snapshots() ([]catalog.SnapshotInfo, error) {
 }
 
 func (r snap) SnapshotByName(name string) (*catalog.SnapshotInfo, error) {
+	if r.preSnapshots {
+		return nil, catalog.ErrNotFound
+	}
 	s, err := scanSnapshot(r.q.QueryRow(r.ctx, `SELECT `+snapCols+` FROM snapshots WHERE name = $1`, name))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, catalog.ErrNotFound
@@ -120,6 +130,9 @@ func (r snap) ForEachSnapshotMember(s *catalog.SnapshotInfo, fn func(inst *catal
 }
 
 func (r snap) SnapshotsHolding(ids []int64) (map[int64][]string, error) {
+	if r.preSnapshots {
+		return map[int64][]string{}, nil
+	}
 	out := map[int64][]string{}
 	if len(ids) == 0 {
 		return out, nil
@@ -146,6 +159,9 @@ func (r snap) SnapshotsHolding(ids []int64) (map[int64][]string, error) {
 }
 
 func (r snap) HeldBlobs() ([]string, error) {
+	if r.preSnapshots {
+		return nil, nil
+	}
 	rows, err := r.q.Query(r.ctx, `SELECT DISTINCT blob FROM held_instances WHERE blob <> '' ORDER BY blob`)
 	if err != nil {
 		return nil, fmt.Errorf("catalog: held blobs: %w", err)
