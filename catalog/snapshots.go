@@ -134,12 +134,6 @@ func (db *DB) Snapshots(ctx context.Context) ([]SnapshotInfo, error) {
 	return read(ctx, db, func(v *View) ([]SnapshotInfo, error) { return v.Snapshots() })
 }
 
-// Snapshot is the snapshot of that name; unknown, an error wrapping
-// ErrNotFound that names it.
-func (db *DB) Snapshot(ctx context.Context, name string) (*SnapshotInfo, error) {
-	return read(ctx, db, func(v *View) (*SnapshotInfo, error) { return snapshotByName(v, name) })
-}
-
 // SnapshotMembers streams the packages of snapshot name as it froze them,
 // with Meta, in (cpv, build id) order, from one read snapshot of the
 // catalog; info is the snapshot's row.
