@@ -81,8 +81,29 @@ type Snapshot interface {
 	TombstoneRemovedAs(name string) (*Tombstone, error)
 	// TombstonesDue tells whether any grace ended by nowNs.
 	TombstonesDue(nowNs int64) (bool, error)
-	// BlobInUse tells whether an instance or a tombstone names blob.
+	// BlobInUse tells whether an instance, a tombstone or a copy a
+	// snapshot holds names blob.
 	BlobInUse(blob string) (bool, error)
+	SnapshotReads
+}
+
+// SnapshotReads are the reads of the catalog's snapshots (frozen sets of
+// instances; see snapshots.go).
+type SnapshotReads interface {
+	// Snapshots lists every snapshot, by name.
+	Snapshots() ([]SnapshotInfo, error)
+	// SnapshotByName is one snapshot, or ErrNotFound.
+	SnapshotByName(name string) (*SnapshotInfo, error)
+	// ForEachSnapshotMember streams the packages snapshot s froze, with
+	// Meta, in (cpv, build id) order: each as it was when s was made (the
+	// copy held when its live row was removed or changed since, else the
+	// live row). fn may keep inst.
+	ForEachSnapshotMember(s *SnapshotInfo, fn func(inst *Instance) error) error
+	// SnapshotsHolding names, for each of ids that snapshots hold, the
+	// snapshots holding it (by name, sorted).
+	SnapshotsHolding(ids []int64) (map[int64][]string, error)
+	// HeldBlobs lists the blobs of the held copies, each once.
+	HeldBlobs() ([]string, error)
 }
 
 // WriteTx is one write transaction of a backend: the reads see its own
@@ -94,6 +115,9 @@ type WriteTx interface {
 	// after which the transaction stays usable.
 	InsertInstance(inst *Instance) (int64, error)
 	// DeleteInstance deletes an instance and its Meta; ErrNotFound if none.
+	// It, and SetInstanceAttrs, first copy the row and its Meta to the held
+	// copies if a snapshot holds the instance and needs that copy: the
+	// snapshot keeps what it froze, whoever changes the live row.
 	DeleteInstance(id int64) (cpv string, err error)
 	SetInstanceAttrs(id int64, mode uint32, mtimeNs int64) (cpv string, err error)
 	BuildIDTaken(cpv string, id int64) (bool, error)
@@ -125,6 +149,25 @@ type WriteTx interface {
 	IDSpent(cpv string, id int64, sha256 string) (bool, error)
 	// SpentIDOf is the newest build id these bytes of cpv had, 0 if none.
 	SpentIDOf(cpv, sha256 string) (int64, error)
+	SnapshotWrites
+}
+
+// SnapshotWrites are the row operations of snapshots.
+type SnapshotWrites interface {
+	// InsertSnapshot stores s (no members yet) under a new id, never
+	// reused, and returns it; a taken name is ErrConflict.
+	InsertSnapshot(s *SnapshotInfo) (int64, error)
+	// AddSnapshotMembers adds instances to snapshot id.
+	AddSnapshotMembers(id int64, instances []int64) error
+	// AddAllPackages adds every package (no placeholder) to snapshot id
+	// and returns how many.
+	AddAllPackages(id int64) (int64, error)
+	// SetSnapshotPackages records how many packages snapshot id holds.
+	SetSnapshotPackages(id, n int64) error
+	// DeleteSnapshot deletes snapshot id, its members and the held copies
+	// no other snapshot needs, and returns the blobs those named (the
+	// caller drops those nothing else names).
+	DeleteSnapshot(id int64) (blobs []string, err error)
 }
 
 // Backend is an open catalog store. It is safe for concurrent use.

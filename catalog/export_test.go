@@ -58,3 +58,8 @@ func testStore(t testing.TB, dir string) (*Store, error) {
 }
 
 func testState(t testing.TB, dir string) (*DB, error) { return Open(testLocation(t, dir)) }
+
+// heldBlobs lists the blobs of held copies.
+func (db *DB) heldBlobs(ctx context.Context) ([]string, error) {
+	return read(ctx, db, func(v *View) ([]string, error) { return v.HeldBlobs() })
+}

@@ -128,6 +128,23 @@ func (s *Store) Verify(ctx context.Context, deep bool, progress func(done, total
 		}
 	}
 	res.Held = len(held)
+	// Blobs of builds snapshots hold after the live catalog let them go:
+	// held too, and a snapshot's missing bytes are a fault.
+	snapBlobs, err := read(ctx, s.DB, func(v *View) ([]string, error) { return v.HeldBlobs() })
+	if err != nil {
+		return nil, err
+	}
+	nSnap := 0
+	for _, b := range snapBlobs {
+		if known[b] || held[b] {
+			continue
+		}
+		held[b] = true
+		nSnap++
+		if _, err := os.Stat(s.blobs.Path(b)); err != nil {
+			fault("blob %s of a build a snapshot holds: %v", b, err)
+		}
+	}
 	orphans := 0
 	err = s.blobs.Walk(func(name string, _ int64) error {
 		if !known[name] && !held[name] {
@@ -139,8 +156,11 @@ func (s *Store) Verify(ctx context.Context, deep bool, progress func(done, total
 	if err != nil {
 		return nil, err
 	}
-	if len(held) > 0 {
-		note("%d blob(s) held for removed builds in their removal grace (%d removed build(s))", len(held), len(tombs))
+	if res.Held > 0 {
+		note("%d blob(s) held for removed builds in their removal grace (%d removed build(s))", res.Held, len(tombs))
+	}
+	if nSnap > 0 {
+		note("%d blob(s) held only by snapshots (builds removed from the live catalog)", nSnap)
 	}
 	if orphans > 0 && res.Instances == 0 && !s.OtherWriterLive() {
 		// Not an interrupted commit, nor one in progress (a first import

@@ -129,6 +129,8 @@ func benchScaleBlobs(b *testing.B, n int) *benchScaleChangeResult {
 		// Kept until the end, as the native copy is.
 	})
 
+	b.Run("snapshot", func(b *testing.B) { benchScaleSnapshot(b, state, n) })
+
 	// 2. mount start, then 5. RSS before anything else touches the mount.
 	m := benchScaleMountTimed(b, state, n)
 	nativeIndex := filepath.Join(tmp, "Packages.native")
@@ -593,6 +595,8 @@ func benchScaleCatalogOnly(b *testing.B, nc, nBlobs int, blobs *benchScaleChange
 	benchPrint(b, "bench scale-catalog-fill-%d: %d instances (%d CPVs) in %s = %.0f instances/s; catalog %.0f MiB",
 		rows, rows, rows/2, benchDur(d), float64(rows)/d.Seconds(), float64(dbSize)/(1<<20))
 
+	b.Run("snapshot", func(b *testing.B) { benchScaleSnapshot(b, state, rows) })
+
 	m := benchScaleMountTimed(b, state, rows)
 	nativeIndex := filepath.Join(tmp, "Packages.native")
 	benchScaleIndexRSS(b, m, rows, rows, nativeIndex)
@@ -625,6 +629,39 @@ func benchScaleCatalogOnly(b *testing.B, nc, nBlobs int, blobs *benchScaleChange
 		rows, nBlobs, ratio(res.CommitFirst, blobs.CommitFirst), ratio(res.Commit, blobs.Commit), ratio(res.First, blobs.First),
 		ratio(res.FirstGz, blobs.FirstGz), ratio(res.Full, blobs.Full), ratio(res.FullGz, blobs.FullGz), rows, nBlobs, float64(rows)/float64(nBlobs))
 	b.ReportMetric(mb.Seconds()/ms.Seconds(), "change-ratio")
+}
+
+// benchScaleSnapshot times `pkgdirfs snapshot create` of every instance
+// (one INSERT … SELECT) and of a query that selects every instance too
+// (every package read with its metadata and matched), then deletes both,
+// so that what runs next sees the catalog as it was.
+func benchScaleSnapshot(b *testing.B, state string, n int) {
+	for _, c := range []struct{ name, what string }{
+		{"all", "every instance"},
+		{"query", "--query '*/*' (each package read and matched)"},
+	} {
+		args := []string{"snapshot", "--state", state, "create", "bench-" + c.name}
+		if c.name == "query" {
+			args = append(args, "--query", "'*/*'")
+		}
+		benchScaleSay("pkgdirfs snapshot create of %s", c.what)
+		var out []byte
+		var err error
+		d := benchTimed(func() { out, err = exec.Command(binPath, args...).CombinedOutput() })
+		if err != nil || !strings.Contains(string(out), fmt.Sprintf(": %d builds", n)) {
+			b.Fatalf("pkgdirfs %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+		benchPrint(b, "bench scale-snapshot-create-%s-%d: pkgdirfs snapshot create of %s: %d builds in %s = %.0f builds/s",
+			c.name, n, c.what, n, benchDur(d), float64(n)/d.Seconds())
+	}
+	d := benchTimed(func() {
+		for _, name := range []string{"bench-all", "bench-query"} {
+			if out, err := exec.Command(binPath, "snapshot", "--state", state, "delete", name).CombinedOutput(); err != nil {
+				b.Fatalf("pkgdirfs snapshot delete %s: %v: %s", name, err, out)
+			}
+		}
+	})
+	benchPrint(b, "bench scale-snapshot-delete-%d: 2 snapshots of %d builds deleted in %s", n, n, benchDur(d))
 }
 
 // benchScaleFillCatalog writes benchScaleSet(n) into a new state's catalog,

@@ -26,15 +26,30 @@ import (
 )
 
 // schemaVersion is the catalog's: catalog/sqlite's version 4 (the same
-// rows) and the hosts' sessions (5). A database of a newer one is refused;
-// an older one is brought up to date by the first writer that opens it.
-const schemaVersion = 5
+// rows), the hosts' sessions (5) and snapshots (6, catalog/sqlite's 5). A
+// database of a newer one is refused; an older one is brought up to date
+// by the first writer that opens it (migrations).
+const schemaVersion = 6
 
 //go:embed schema.sql
 var schemaSQL string
 
 //go:embed sessions.sql
 var sessionsSQL string
+
+//go:embed snapshots.sql
+var snapshotsSQL string
+
+// migrations bring a catalog of an older version up to date: each one
+// whose version is above the catalog's runs, in order, in one transaction.
+// Each is idempotent; a new catalog gets schema.sql and then every one.
+var migrations = []struct {
+	version int64
+	sql     string
+}{
+	{5, sessionsSQL},
+	{6, snapshotsSQL},
+}
 
 // writeLock is the advisory lock key every write transaction takes
 // ("pkgdirfs" in ASCII).
@@ -76,6 +91,10 @@ type DB struct {
 	pool     *pgxpool.Pool
 	name     string // the URL without its password
 	readOnly bool
+	// preSnapshots: a reader of a catalog older than version 6, which has
+	// no snapshot tables and so no snapshots (until a writer of this
+	// version opens it).
+	preSnapshots bool
 }
 
 var _ catalog.Backend = (*DB)(nil)
@@ -156,9 +175,11 @@ func (db *DB) init(ctx context.Context) error {
 	}
 	if present {
 		if version < schemaVersion && !db.readOnly {
-			return db.migrate(ctx)
+			return db.migrate(ctx, version)
 		}
-		// A reader needs nothing of version 5: only writers have sessions.
+		// A reader of an older catalog reads what it has; snapshots are
+		// there once a writer of this version opened it.
+		db.preSnapshots = version < 6
 		return nil
 	}
 	if db.readOnly {
@@ -178,16 +199,22 @@ func (db *DB) init(ctx context.Context) error {
 	if _, err := tx.Exec(ctx, schemaSQL); err != nil {
 		return fmt.Errorf("making the catalog's schema: %w", classify(err))
 	}
+	for _, m := range migrations {
+		if _, err := tx.Exec(ctx, m.sql); err != nil {
+			return fmt.Errorf("making the catalog's schema (version %d): %w", m.version, classify(err))
+		}
+	}
 	if _, err := tx.Exec(ctx, `INSERT INTO meta (key, value) VALUES ('pkgdirfs_catalog', 1), ('schema_version', $1)`, schemaVersion); err != nil {
 		return classify(err)
 	}
 	return classify(tx.Commit(ctx))
 }
 
-// migrate brings a catalog of schema version 4 to 5, under the write lock
-// (hosts of both versions may be writing it: version 4's never look at
-// sessions).
-func (db *DB) migrate(ctx context.Context) error {
+// migrate brings a catalog of schema version from up to date, under the
+// write lock (hosts of both versions may be writing it: version 4's never
+// look at sessions; version 5's make no held copies, so run one version on
+// all hosts that write a catalog with snapshots).
+func (db *DB) migrate(ctx context.Context, from int64) error {
 	tx, err := db.pool.Begin(ctx)
 	if err != nil {
 		return classify(err)
@@ -196,8 +223,13 @@ func (db *DB) migrate(ctx context.Context) error {
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(writeLock)); err != nil {
 		return classify(err)
 	}
-	if _, err := tx.Exec(ctx, sessionsSQL); err != nil {
-		return fmt.Errorf("upgrading the catalog's schema to version %d: %w", schemaVersion, classify(err))
+	for _, m := range migrations {
+		if m.version <= from {
+			continue
+		}
+		if _, err := tx.Exec(ctx, m.sql); err != nil {
+			return fmt.Errorf("upgrading the catalog's schema to version %d: %w", m.version, classify(err))
+		}
 	}
 	return classify(tx.Commit(ctx))
 }
@@ -218,7 +250,7 @@ func (db *DB) Read(ctx context.Context, fn func(catalog.Snapshot) error) error {
 		return classify(fmt.Errorf("catalog %s: begin read: %w", db.name, err))
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	return classify(fn(snap{ctx: ctx, q: tx}))
+	return classify(fn(snap{ctx: ctx, q: tx, preSnapshots: db.preSnapshots}))
 }
 
 // Write runs fn once in a write transaction that holds the write lock.

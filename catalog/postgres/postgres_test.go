@@ -125,8 +125,9 @@ func TestReadOnlyAndUnavailable(t *testing.T) {
 	}
 }
 
-// TestMigrateSessions: a catalog of schema version 4 (no sessions) is read
-// as it is, and brought to version 5 by the first writer that opens it.
+// TestMigrateSessions: a catalog of schema version 4 (no sessions, no
+// snapshots) is read as it is, and brought to the current version by the
+// first writer that opens it, every migration in order.
 func TestMigrateSessions(t *testing.T) {
 	srv := pgtest.Shared(t)
 	u := srv.NewDB(t)
@@ -135,14 +136,14 @@ func TestMigrateSessions(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.Close()
-	srv.Exec(t, u, `DROP TABLE sessions; UPDATE meta SET value = 4 WHERE key = 'schema_version'`)
+	srv.Exec(t, u, `DROP TABLE sessions, snapshot_members, snapshots, held_instances; UPDATE meta SET value = 4 WHERE key = 'schema_version'`)
 	version := func(db *DB) (v int64, sessions bool) {
 		t.Helper()
 		ctx := context.Background()
 		if err := db.pool.QueryRow(ctx, `SELECT value FROM meta WHERE key = 'schema_version'`).Scan(&v); err != nil {
 			t.Fatal(err)
 		}
-		if err := db.pool.QueryRow(ctx, `SELECT to_regclass('sessions') IS NOT NULL`).Scan(&sessions); err != nil {
+		if err := db.pool.QueryRow(ctx, `SELECT to_regclass('sessions') IS NOT NULL AND to_regclass('held_instances') IS NOT NULL`).Scan(&sessions); err != nil {
 			t.Fatal(err)
 		}
 		return v, sessions
@@ -153,6 +154,14 @@ func TestMigrateSessions(t *testing.T) {
 	}
 	if v, s := version(ro); v != 4 || s {
 		t.Errorf("a read-only open changed the catalog: version %d, sessions %v", v, s)
+	}
+	// It has no snapshots, and says so without failing.
+	roDB := catalog.New(ro)
+	if list, err := roDB.Snapshots(context.Background()); err != nil || len(list) != 0 {
+		t.Errorf("snapshots of a version 4 catalog: %v, %v", list, err)
+	}
+	if used, err := roDB.BlobInUse(context.Background(), "ab/abc"); err != nil || used {
+		t.Errorf("BlobInUse on a version 4 catalog: %v, %v", used, err)
 	}
 	ro.Close()
 	rw, err := Open(u, false)

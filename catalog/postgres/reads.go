@@ -24,6 +24,8 @@ type querier interface {
 type snap struct {
 	ctx context.Context
 	q   querier
+	// preSnapshots: the catalog has no snapshot tables (DB.preSnapshots).
+	preSnapshots bool
 }
 
 var _ catalog.Snapshot = snap{}
@@ -472,8 +474,14 @@ func (r snap) TombstonesDue(nowNs int64) (bool, error) {
 
 func (r snap) BlobInUse(blob string) (bool, error) {
 	var used bool
+	if r.preSnapshots {
+		err := r.q.QueryRow(r.ctx, `SELECT EXISTS (SELECT 1 FROM instances WHERE sha256 = $2 AND blob = $1)
+			OR EXISTS (SELECT 1 FROM tombstones WHERE blob = $1)`, blob, path.Base(blob)).Scan(&used)
+		return used, err
+	}
 	// Blobs are named by their SHA-256: the indexed column finds them.
 	err := r.q.QueryRow(r.ctx, `SELECT EXISTS (SELECT 1 FROM instances WHERE sha256 = $2 AND blob = $1)
-		OR EXISTS (SELECT 1 FROM tombstones WHERE blob = $1)`, blob, path.Base(blob)).Scan(&used)
+		OR EXISTS (SELECT 1 FROM tombstones WHERE blob = $1)
+		OR EXISTS (SELECT 1 FROM held_instances WHERE blob = $1)`, blob, path.Base(blob)).Scan(&used)
 	return used, err
 }

@@ -62,6 +62,9 @@ func (tx *wtx) RaiseBuildIDHigh(cpv string, id int64) error {
 }
 
 func (tx *wtx) DeleteInstance(id int64) (string, error) {
+	if err := tx.hold(id); err != nil {
+		return "", err
+	}
 	var cpv string
 	err := tx.q.QueryRow(tx.ctx, `DELETE FROM instances WHERE id = $1 RETURNING cpv`, id).Scan(&cpv)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -74,6 +77,9 @@ func (tx *wtx) DeleteInstance(id int64) (string, error) {
 }
 
 func (tx *wtx) SetInstanceAttrs(id int64, mode uint32, mtimeNs int64) (string, error) {
+	if err := tx.hold(id); err != nil {
+		return "", err
+	}
 	var cpv string
 	err := tx.q.QueryRow(tx.ctx, `UPDATE instances SET mode = $1, mtime_ns = $2 WHERE id = $3 RETURNING cpv`,
 		int64(mode), mtimeNs, id).Scan(&cpv)

@@ -66,10 +66,19 @@ type instScanner struct {
 	gpkg                bool
 }
 
-func (s *instScanner) scan(rows *sql.Rows, inst *catalog.Instance) error {
-	if err := rows.Scan(&inst.ID, &inst.CPV, &s.catLen, &s.pnLen,
-		&inst.BuildID, &inst.BuildTime, &s.gpkg, &s.comp, &inst.Size, &inst.MtimeNs, &s.mode,
-		&inst.MD5, &inst.SHA1, &inst.SHA256, &inst.Blob, &inst.Signed, &inst.Placeholder, &inst.CreatedNs); err != nil {
+func (s *instScanner) scan(rows *sql.Rows, inst *catalog.Instance, extra ...any) error {
+	var err error
+	if len(extra) == 0 {
+		err = rows.Scan(&inst.ID, &inst.CPV, &s.catLen, &s.pnLen,
+			&inst.BuildID, &inst.BuildTime, &s.gpkg, &s.comp, &inst.Size, &inst.MtimeNs, &s.mode,
+			&inst.MD5, &inst.SHA1, &inst.SHA256, &inst.Blob, &inst.Signed, &inst.Placeholder, &inst.CreatedNs)
+	} else {
+		// Columns after instCols (a snapshot member's meta).
+		err = rows.Scan(append([]any{&inst.ID, &inst.CPV, &s.catLen, &s.pnLen,
+			&inst.BuildID, &inst.BuildTime, &s.gpkg, &s.comp, &inst.Size, &inst.MtimeNs, &s.mode,
+			&inst.MD5, &inst.SHA1, &inst.SHA256, &inst.Blob, &inst.Signed, &inst.Placeholder, &inst.CreatedNs}, extra...)...)
+	}
+	if err != nil {
 		return err
 	}
 	inst.Mode = uint32(s.mode)

@@ -248,12 +248,13 @@ func (r snap) TombstonesDue(nowNs int64) (bool, error) {
 	return due, nil
 }
 
-// BlobInUse tells whether any instance or tombstone names blob.
+// BlobInUse tells whether any instance, tombstone or held copy names blob.
 func (r snap) BlobInUse(blob string) (bool, error) {
 	var used bool
 	// Blobs are named by their SHA-256: the indexed column finds them.
 	err := r.q.QueryRowContext(r.ctx, `SELECT EXISTS (SELECT 1 FROM instances WHERE sha256 = ? AND blob = ?)
-		OR EXISTS (SELECT 1 FROM tombstones WHERE blob = ?)`, filepath.Base(blob), blob, blob).Scan(&used)
+		OR EXISTS (SELECT 1 FROM tombstones WHERE blob = ?)
+		OR EXISTS (SELECT 1 FROM held_instances WHERE blob = ?)`, filepath.Base(blob), blob, blob, blob).Scan(&used)
 	return used, err
 }
 

@@ -161,3 +161,52 @@ CREATE INDEX IF NOT EXISTS tombstones_cpv ON tombstones (cpv, sha256);
 CREATE INDEX IF NOT EXISTS tombstones_until ON tombstones (until_ns);
 CREATE INDEX IF NOT EXISTS tombstones_blob ON tombstones (blob);
 CREATE INDEX IF NOT EXISTS tombstones_removed_as ON tombstones (removed_as);
+
+-- Schema version 5: snapshots. A snapshot is a frozen set of instance ids
+-- (no bytes copied): its members are tiny rows, made in one transaction.
+-- AUTOINCREMENT: a snapshot id, like an instance id, is never reused.
+CREATE TABLE IF NOT EXISTS snapshots (
+	id         INTEGER PRIMARY KEY AUTOINCREMENT,
+	name       TEXT    NOT NULL UNIQUE,
+	created_ns INTEGER NOT NULL,
+	query      TEXT    NOT NULL DEFAULT '',
+	generation INTEGER NOT NULL,
+	packages   INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS snapshot_members (
+	snapshot_id INTEGER NOT NULL REFERENCES snapshots (id) ON DELETE CASCADE,
+	instance_id INTEGER NOT NULL,
+	PRIMARY KEY (snapshot_id, instance_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS snapshot_members_instance ON snapshot_members (instance_id);
+-- Held copies: an instance's row and metadata as they were up to
+-- generation held_gen, copied by the transaction that deleted or changed
+-- the live row (DeleteInstance, SetInstanceAttrs) when a snapshot made at
+-- or before held_gen holds it. A snapshot of generation g reads a member
+-- from its copy of the least held_gen >= g, else from the live row. The
+-- copy names its blob: the blob stays while a snapshot needs the copy.
+CREATE TABLE IF NOT EXISTS held_instances (
+	id          INTEGER NOT NULL,
+	held_gen    INTEGER NOT NULL,
+	category    TEXT    NOT NULL,
+	pn          TEXT    NOT NULL,
+	pf          TEXT    NOT NULL,
+	cpv         TEXT    NOT NULL COLLATE BINARY,
+	build_id    INTEGER NOT NULL,
+	build_time  INTEGER NOT NULL,
+	format      TEXT    NOT NULL,
+	compression TEXT    NOT NULL,
+	size        INTEGER NOT NULL,
+	mtime_ns    INTEGER NOT NULL,
+	mode        INTEGER NOT NULL,
+	md5         TEXT    NOT NULL,
+	sha1        TEXT    NOT NULL,
+	sha256      TEXT    NOT NULL,
+	blob        TEXT    NOT NULL,
+	signed      INTEGER NOT NULL,
+	state       TEXT    NOT NULL,
+	created_ns  INTEGER NOT NULL,
+	meta        BLOB,
+	PRIMARY KEY (id, held_gen)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS held_instances_blob ON held_instances (blob);

@@ -250,3 +250,83 @@ func TestScopePlans(t *testing.T) {
 		}
 	}
 }
+
+// TestUpgradeToSnapshots: a catalog of schema version 4 (no snapshots)
+// is refused by a read-only open, saying to mount it once, and gets the
+// snapshot tables at its next writable open.
+func TestUpgradeToSnapshots(t *testing.T) {
+	ctx := context.Background()
+	db, path := openTest(t)
+	insert(t, db, pkg("dev-lang/go-1.22", 1))
+	if _, err := db.rw.ExecContext(ctx, `DROP TABLE held_instances; DROP TABLE snapshot_members; DROP TABLE snapshots;
+		UPDATE meta SET value = 4 WHERE key = 'schema_version'`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if _, err := OpenReadOnly(path); err == nil || !strings.Contains(err.Error(), "mount it") {
+		t.Errorf("read-only open of version 4: %v, want to be told to mount it once", err)
+	}
+	db2, err := openAt(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db2.Close()
+	var v, n int64
+	db2.ro.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'schema_version'`).Scan(&v)
+	db2.ro.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE name IN ('snapshots', 'snapshot_members', 'held_instances')`).Scan(&n)
+	if v != schemaVersion || n != 3 {
+		t.Errorf("after a writable open: version %d, %d snapshot tables", v, n)
+	}
+	if _, err := db2.CreateSnapshot(ctx, "s", "", nil); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestSnapshotPlans: holding a copy costs every removal and chmod an
+// indexed look-up, never a scan; a snapshot's reads and its deletion walk
+// its members, not the catalog.
+func TestSnapshotPlans(t *testing.T) {
+	db, _ := openTest(t)
+	for i := range 20 {
+		insert(t, db, pkg(fmt.Sprintf("a/b-%d", i+1), 1))
+	}
+	for i := range 10 {
+		if _, err := db.CreateSnapshot(context.Background(), fmt.Sprint("s", i), "", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.rw.Exec(`ANALYZE`); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, query string
+		args        []any
+		sortOK      bool // the members come sorted by (cpv, build id)
+	}{
+		{"Hold", qHold, []any{1}, false},
+		{"Members", qMembers, []any{1, 1}, true},
+		{"ReleaseHeld", qReleaseHeld, []any{1}, false},
+	} {
+		rows, err := db.ro.Query("EXPLAIN QUERY PLAN "+c.query, c.args...)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		var plan []string
+		for rows.Next() {
+			var id, parent, notused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, detail)
+		}
+		rows.Close()
+		for _, line := range plan {
+			if strings.Contains(line, "TEMP B-TREE") && !c.sortOK ||
+				strings.HasPrefix(line, "SCAN") && !strings.Contains(line, "INDEX") && !strings.HasPrefix(line, "SCAN (subquery") {
+				t.Errorf("%s: plan %q has %q", c.name, strings.Join(plan, "; "), line)
+			}
+		}
+		t.Logf("%s: %s", c.name, strings.Join(plan, "; "))
+	}
+}

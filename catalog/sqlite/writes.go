@@ -67,6 +67,9 @@ func (tx *wtx) RaiseBuildIDHigh(cpv string, id int64) error {
 
 // DeleteInstance deletes an instance and (by cascade) its Meta.
 func (tx *wtx) DeleteInstance(id int64) (string, error) {
+	if err := tx.hold(id); err != nil {
+		return "", err
+	}
 	var cpv string
 	err := tx.tx.QueryRowContext(tx.ctx, `DELETE FROM instances WHERE id = ? RETURNING cpv`, id).Scan(&cpv)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -80,6 +83,9 @@ func (tx *wtx) DeleteInstance(id int64) (string, error) {
 
 // SetInstanceAttrs sets an instance's mode and mtime.
 func (tx *wtx) SetInstanceAttrs(id int64, mode uint32, mtimeNs int64) (string, error) {
+	if err := tx.hold(id); err != nil {
+		return "", err
+	}
 	var cpv string
 	err := tx.tx.QueryRowContext(tx.ctx, `UPDATE instances SET mode = ?, mtime_ns = ? WHERE id = ? RETURNING cpv`, mode, mtimeNs, id).Scan(&cpv)
 	if errors.Is(err, sql.ErrNoRows) {

@@ -39,6 +39,8 @@ func init() {
 			"list the builds matching Portage atoms (cat/pkg, >=cat/pkg-1.0, cat/pkg:SLOT, cat/*), USE flags and build times", cmdQuery},
 		{"prune", "[--state DIR] [--catalog URL] [--blobs DIR] [--keep N] [--per-use] [--older-than DUR] [--keep-atoms FILE] [--dry-run]",
 			"remove old builds by policy: all but the N newest of each CPV (or USE set), older than DUR, never those FILE's atoms match", cmdPrune},
+		{"snapshot", "[--state DIR] [--catalog URL] [--blobs DIR] create NAME [--query QUERY] | list [--format table|json] | show NAME [--format table|json|paths] | diff A B [--format table|json] | delete NAME",
+			"freeze the builds (all, or those QUERY selects) under NAME, no bytes copied; list, show, compare and delete snapshots. A snapshot never changes: rm, prune and the keep policy leave its builds and their bytes in it", cmdSnapshot},
 		{"stats", "[--state DIR] [--catalog URL] [--blobs DIR] [--format table|json]", "instances, CPVs, bytes by category, CPVs with the most builds, refused files, oldest and newest build", cmdStats},
 		{"status", "[--state DIR] [--catalog URL] [--blobs DIR] [PATH]", "show the daemon serving the state (pid, mountpoint, open handles, memory) and the catalog (generation, instances, last commit); the state is that of the pkgdirfs mount holding PATH or, without PATH and --state, the working directory; exit 3 if not mounted", cmdStatus},
 		{"version", "", "print the version", func([]string) int { fmt.Println("pkgdirfs", version); return 0 }},

@@ -96,11 +96,24 @@ func cmdPrune(args []string) int {
 	if err != nil {
 		return fail("prune: %v", err)
 	}
+	// A build a snapshot holds stays in the live tree too: prune is a
+	// policy, and the snapshot says this build is wanted. (rm through the
+	// mount and mount --keep do remove it; the snapshot keeps its copy.)
+	doomed, heldKept, err := spareSnapshotted(store, doomed)
+	if err != nil {
+		return fail("prune: %v", err)
+	}
+	kept += len(heldKept)
 	// What each blob holds on disk before it goes: what its removal can
 	// release is known only now.
 	before := statBlobs(store, doomed)
 	w := bufio.NewWriter(os.Stdout)
 	defer w.Flush()
+	for _, h := range heldKept {
+		fmt.Fprintf(w, "%s %s build %d (built %s, %d bytes): %s: held by %s %s\n", map[bool]string{true: "would keep", false: "kept"}[*dry],
+			h.CPV, h.BuildID, builtText(h.BuildTime), h.Size, instPath(&h.Instance),
+			plural(len(h.by), "snapshot", "snapshots"), strings.Join(h.by, ", "))
+	}
 	var (
 		removed   []catalog.Instance
 		removeErr error
@@ -157,6 +170,35 @@ func cmdPrune(args []string) int {
 		return fail("prune: %v", removeErr)
 	}
 	return 0
+}
+
+// snapshotted is a build prune keeps because snapshots hold it.
+type snapshotted struct {
+	catalog.Instance
+	by []string // the snapshots holding it
+}
+
+// spareSnapshotted takes the builds snapshots hold out of doomed.
+func spareSnapshotted(store *catalog.Store, doomed []catalog.Instance) (rest []catalog.Instance, held []snapshotted, err error) {
+	if len(doomed) == 0 {
+		return doomed, nil, nil
+	}
+	ids := make([]int64, len(doomed))
+	for i := range doomed {
+		ids[i] = doomed[i].ID
+	}
+	by, err := store.DB.SnapshotsHolding(background(), ids)
+	if err != nil || len(by) == 0 {
+		return doomed, nil, err
+	}
+	for _, in := range doomed {
+		if names := by[in.ID]; len(names) > 0 {
+			held = append(held, snapshotted{in, names})
+		} else {
+			rest = append(rest, in)
+		}
+	}
+	return rest, held, nil
 }
 
 // claimState takes the state for a prune: its lock when no daemon holds it

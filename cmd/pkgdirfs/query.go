@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"pkgdirfs/catalog"
+	"pkgdirfs/catalog/query"
 	"pkgdirfs/layout"
 )
 
@@ -79,141 +80,24 @@ func cmdQuery(args []string) int {
 }
 
 // selection is what query (and prune's --keep-atoms) select builds by:
-// any of the atoms (all builds without one), and every other condition.
-type selection struct {
-	atoms  []*layout.Atom
-	use    []layout.UseReq
-	before int64 // BUILD_TIME < before (0: no bound)
-	after  int64 // BUILD_TIME >= after (0: no bound)
-}
+// catalog/query's, under the names this command's code and tests use.
+type selection struct{ *query.Selection }
 
 func parseSelection(atoms []string, use, older, newer string, now time.Time) (*selection, error) {
-	s := &selection{}
-	for _, a := range atoms {
-		atom, err := parseAtom(a)
-		if err != nil {
-			return nil, err
-		}
-		s.atoms = append(s.atoms, atom)
+	s, err := query.New(query.Terms{Atoms: atoms, Use: use, Older: older, Newer: newer}, now)
+	if err != nil {
+		return nil, err
 	}
-	if use != "" {
-		reqs, err := layout.ParseUseReqs(use)
-		if err != nil {
-			return nil, fmt.Errorf("--use: %v", err)
-		}
-		s.use = reqs
-	}
-	if older != "" {
-		d, err := parseAge(older)
-		if err != nil {
-			return nil, fmt.Errorf("--older-than: %v", err)
-		}
-		s.before = now.Add(-d).Unix()
-	}
-	if newer != "" {
-		d, err := parseAge(newer)
-		if err != nil {
-			return nil, fmt.Errorf("--newer-than: %v", err)
-		}
-		s.after = now.Add(-d).Unix()
-	}
-	return s, nil
+	return &selection{s}, nil
 }
 
-// parseAtom is layout.ParseAtom, with a hint for a package name written
-// without its category (hello): Gentoo's tools take one, our atoms a
-// wildcard (*/hello).
-func parseAtom(s string) (*layout.Atom, error) {
-	atom, err := layout.ParseAtom(s)
-	if err != nil && !strings.Contains(s, "/") {
-		if _, werr := layout.ParseAtom("*/" + s); werr == nil {
-			return nil, fmt.Errorf("%v; a package name without its category is written '*/%s'", err, s)
-		}
-	}
-	return atom, err
-}
+func parseAtom(s string) (*layout.Atom, error)         { return query.ParseAtom(s) }
+func parseAge(s string) (time.Duration, error)         { return query.ParseAge(s) }
+func (s *selection) scopes() []catalog.Scope           { return s.Scopes() }
+func (s *selection) match(inst *catalog.Instance) bool { return s.Match(inst) }
 
-// parseAge reads a Go duration ("36h", "90m") or days, alone or before
-// one ("30d", "1.5d", "2d12h"): ages of builds are counted in days.
-func parseAge(s string) (time.Duration, error) {
-	bad := fmt.Errorf("%q is not a duration (e.g. 30d, 2d12h, 36h, 90m)", s)
-	var d time.Duration
-	rest := s
-	if i := strings.IndexByte(s, 'd'); i >= 0 {
-		days, err := strconv.ParseFloat(s[:i], 64)
-		if err != nil || days < 0 || days > 1e5 {
-			return 0, bad
-		}
-		d = time.Duration(days * float64(24*time.Hour))
-		rest = s[i+1:]
-	}
-	if rest != "" {
-		x, err := time.ParseDuration(rest)
-		if err != nil || x < 0 {
-			return 0, bad
-		}
-		d += x
-	}
-	if s == "" {
-		return 0, bad
-	}
-	return d, nil
-}
-
-// scopes narrows the catalog read to the packages the atoms name.
-func (s *selection) scopes() []catalog.Scope {
-	var out []catalog.Scope
-	for _, a := range s.atoms {
-		if a.Category == "*" {
-			return nil
-		}
-		sc := catalog.Scope{Category: a.Category}
-		if a.PN != "*" {
-			sc.PN = a.PN
-		}
-		out = append(out, sc)
-	}
-	return out
-}
-
-func buildOf(inst *catalog.Instance) *layout.Build {
-	return &layout.Build{
-		Category: inst.Category, PN: inst.PN, PF: inst.PF, BuildID: inst.BuildID,
-		Slot: inst.Meta["SLOT"], Repo: inst.Meta["repository"], Use: inst.Meta["USE"], IUse: inst.Meta["IUSE"],
-	}
-}
-
-// matchAtoms tells whether any atom names inst (false without atoms).
 func matchAtoms(atoms []*layout.Atom, inst *catalog.Instance) bool {
-	var b *layout.Build
-	for _, a := range atoms {
-		if !a.Names(inst.Category, inst.PN) {
-			continue
-		}
-		if b == nil {
-			b = buildOf(inst)
-		}
-		if a.Match(b) {
-			return true
-		}
-	}
-	return false
-}
-
-func (s *selection) match(inst *catalog.Instance) bool {
-	if len(s.atoms) > 0 && !matchAtoms(s.atoms, inst) {
-		return false
-	}
-	if !layout.MatchUse(s.use, inst.Meta["USE"], inst.Meta["IUSE"]) {
-		return false
-	}
-	if s.before != 0 && inst.BuildTime >= s.before {
-		return false
-	}
-	if s.after != 0 && inst.BuildTime < s.after {
-		return false
-	}
-	return true
+	return query.MatchAtoms(atoms, inst)
 }
 
 // queryRow is one build as query prints it; the JSON keys are stable.

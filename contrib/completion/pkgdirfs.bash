@@ -5,9 +5,14 @@ _pkgdirfs()
     local cur prev words cword
     _init_completion || return
 
-    local commands="mount import index export verify query prune stats status version"
+    local commands="mount import index export verify query prune snapshot stats status version"
     if ((cword == 1)); then
         COMPREPLY=($(compgen -W "$commands --help --version" -- "$cur"))
+        return
+    fi
+
+    if [[ ${words[1]} == snapshot ]] && ((cword == 2)) && [[ $cur != -* ]]; then
+        COMPREPLY=($(compgen -W "create list show diff delete" -- "$cur"))
         return
     fi
 
@@ -25,7 +30,7 @@ _pkgdirfs()
             return
             ;;
         --format)
-            if [[ ${words[1]} == query ]]; then
+            if [[ ${words[1]} == query || ${words[1]} == snapshot ]]; then
                 COMPREPLY=($(compgen -W "table json paths" -- "$cur"))
             else
                 COMPREPLY=($(compgen -W "table json" -- "$cur"))
@@ -64,6 +69,7 @@ _pkgdirfs()
         status) opts="--state --catalog --blobs -h --help" ;;
         query) opts="--state --catalog --blobs --format --use --older-than --newer-than -h --help" ;;
         prune) opts="--state --catalog --blobs --keep --per-use --older-than --keep-atoms --dry-run -h --help" ;;
+        snapshot) opts="--state --catalog --blobs --query --format -h --help" ;;
         stats) opts="--state --catalog --blobs --format -h --help" ;;
         *) return ;;
     esac
