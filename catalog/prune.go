@@ -82,13 +82,21 @@ func SelectPrune(insts []Instance, p PrunePolicy, useOf func(*Instance) string, 
 
 // RemoveBatch removes the instances with these ids in one transaction (a
 // mount shows the whole batch at once) and returns those it removed; ids
-// no longer present are skipped. Their blobs are the caller's to drop
-// (DropBlob) once nothing may read them.
-func (s *Store) RemoveBatch(ctx context.Context, ids []int64) ([]Instance, error) {
-	var removed []Instance
-	err := s.DB.Tx(ctx, func(tx *Tx) error {
+// no longer present are skipped, and so are those a snapshot holds (held
+// names their snapshots): prune is a policy, and a snapshot says the build
+// is wanted, also one made since the caller chose. Their blobs are the
+// caller's to drop (DropBlob) once nothing may read them.
+func (s *Store) RemoveBatch(ctx context.Context, ids []int64) (removed []Instance, held map[int64][]string, err error) {
+	err = s.DB.Tx(ctx, func(tx *Tx) error {
 		removed = removed[:0]
+		var err error
+		if held, err = tx.SnapshotsHolding(ids); err != nil {
+			return err
+		}
 		for _, id := range ids {
+			if len(held[id]) > 0 {
+				continue
+			}
 			old, err := tx.RemoveInstance(id)
 			if err != nil {
 				if errors.Is(err, ErrNotFound) {
@@ -104,9 +112,9 @@ func (s *Store) RemoveBatch(ctx context.Context, ids []int64) ([]Instance, error
 		return commitChange(tx)
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return removed, nil
+	return removed, held, nil
 }
 
 // keepHook is the policy mount --keep sets, with what to do with the

@@ -98,7 +98,7 @@ func TestPruneRemoveBatch(t *testing.T) {
 		ids = append(ids, in.ID)
 	}
 	gen0, _ := s.DB.Generation(ctx)
-	removed, err := s.RemoveBatch(ctx, []int64{ids[0], ids[2], 99999})
+	removed, _, err := s.RemoveBatch(ctx, []int64{ids[0], ids[2], 99999})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +124,7 @@ func TestPruneRemoveBatch(t *testing.T) {
 		t.Errorf("spent_ids: %d, %v", id, err)
 	}
 	// Nothing left to remove: no transaction, no generation.
-	if removed, err := s.RemoveBatch(ctx, []int64{ids[0]}); err != nil || len(removed) != 0 {
+	if removed, _, err := s.RemoveBatch(ctx, []int64{ids[0]}); err != nil || len(removed) != 0 {
 		t.Errorf("removing again: %v, %v", removed, err)
 	}
 	if g, _ := s.DB.Generation(ctx); g != gen1 {
@@ -364,5 +364,30 @@ func TestStatsSummary(t *testing.T) {
 	os.WriteFile(filepath.Join(s.BlobDir(), "ab", "abc"), make([]byte, 77), 0o644)
 	if files, bytes, err := s.BlobUsage(); err != nil || files != 1 || bytes != 77 {
 		t.Errorf("BlobUsage = %d, %d, %v", files, bytes, err)
+	}
+}
+
+// TestRemoveBatchSparesHeld: a prune batch leaves the builds a snapshot
+// holds, also one made after the builds were chosen, and names the
+// snapshots.
+func TestRemoveBatchSparesHeld(t *testing.T) {
+	ctx := context.Background()
+	s, err := testStore(t, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	a, b := pkg("app-misc/foo-1", 1), pkg("app-misc/foo-1", 2)
+	insert(t, s.DB, a)
+	if _, err := s.DB.CreateSnapshot(ctx, "s1", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	insert(t, s.DB, b)
+	removed, held, err := s.RemoveBatch(ctx, []int64{a.ID, b.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(removed) != 1 || removed[0].ID != b.ID || fmt.Sprint(held[a.ID]) != "[s1]" || len(held[b.ID]) != 0 {
+		t.Errorf("removed %v, held %v; want b removed, a held by s1", removed, held)
 	}
 }

@@ -135,7 +135,7 @@ func TestSnapshots(t *testing.T) {
 	}
 
 	// A prune batch, and the keep policy.
-	if _, err := s.RemoveBatch(ctx, []int64{moved.ID}); err != nil {
+	if _, _, err := s.RemoveBatch(ctx, []int64{moved.ID}); err != nil {
 		t.Fatal(err)
 	}
 	s.SetKeepPolicy(PrunePolicy{Keep: 1})

@@ -94,7 +94,7 @@ func TestListingMadeBeforeChange(t *testing.T) {
 			if path != "app-misc" || !armed.CompareAndSwap(true, false) {
 				return
 			}
-			if _, err := store.RemoveBatch(context.Background(), []int64{ids[pf]}); err != nil {
+			if _, _, err := store.RemoveBatch(context.Background(), []int64{ids[pf]}); err != nil {
 				t.Error(err)
 			}
 			st, err := store.Stage(bytes.NewReader(testXpak(t, "app-misc", fmt.Sprintf("late%d-1.0", round), 4)))

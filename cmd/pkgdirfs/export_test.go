@@ -147,7 +147,7 @@ func TestExportUpdate(t *testing.T) {
 	}
 	insts, _ := store.DB.Instances(background())
 	gone := insts[0]
-	if _, err := store.RemoveBatch(background(), []int64{gone.ID}); err != nil {
+	if _, _, err := store.RemoveBatch(background(), []int64{gone.ID}); err != nil {
 		t.Fatal(err)
 	}
 	store.DropBlob(background(), gone.Blob)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -110,9 +111,7 @@ func cmdPrune(args []string) int {
 	w := bufio.NewWriter(os.Stdout)
 	defer w.Flush()
 	for _, h := range heldKept {
-		fmt.Fprintf(w, "%s %s build %d (built %s, %d bytes): %s: held by %s %s\n", map[bool]string{true: "would keep", false: "kept"}[*dry],
-			h.CPV, h.BuildID, builtText(h.BuildTime), h.Size, instPath(&h.Instance),
-			plural(len(h.by), "snapshot", "snapshots"), strings.Join(h.by, ", "))
+		printHeld(w, map[bool]string{true: "would keep", false: "kept"}[*dry], &h.Instance, h.by)
 	}
 	var (
 		removed   []catalog.Instance
@@ -138,7 +137,8 @@ func cmdPrune(args []string) int {
 				shown = p
 			}
 		}
-		removed, removeErr = removeInBatches(store, doomed, func(in *catalog.Instance) { printRemoval(w, verb, in) })
+		removed, removeErr = removeInBatches(store, doomed, func(in *catalog.Instance) { printRemoval(w, verb, in) },
+			func(in *catalog.Instance, by []string) { printHeld(w, "kept", in, by) })
 		// Removed builds whose grace ended (earlier ones') are collected by
 		// whoever finds them; what that releases is released now.
 		expired, err := expireTombstones(store)
@@ -170,6 +170,13 @@ func cmdPrune(args []string) int {
 		return fail("prune: %v", removeErr)
 	}
 	return 0
+}
+
+// printHeld says a build is kept because snapshots hold it.
+func printHeld(w io.Writer, verb string, in *catalog.Instance, by []string) {
+	fmt.Fprintf(w, "%s %s build %d (built %s, %d bytes): %s: held by %s %s\n", verb,
+		in.CPV, in.BuildID, builtText(in.BuildTime), in.Size, instPath(in),
+		plural(len(by), "snapshot", "snapshots"), strings.Join(by, ", "))
 }
 
 // snapshotted is a build prune keeps because snapshots hold it.
@@ -320,7 +327,7 @@ func printRemoval(w *bufio.Writer, verb string, in *catalog.Instance) {
 // them: a mount serving the state shows each batch at once and keeps its
 // builds downloadable for its --removed-grace, as after rm, then drops
 // their blobs itself; with no grace nothing else would drop them.
-func removeInBatches(store *catalog.Store, doomed []catalog.Instance, done func(*catalog.Instance)) ([]catalog.Instance, error) {
+func removeInBatches(store *catalog.Store, doomed []catalog.Instance, done func(*catalog.Instance), kept func(*catalog.Instance, []string)) ([]catalog.Instance, error) {
 	var removed []catalog.Instance
 	for len(doomed) > 0 {
 		n := min(pruneBatch, len(doomed))
@@ -328,11 +335,17 @@ func removeInBatches(store *catalog.Store, doomed []catalog.Instance, done func(
 		for i := range ids {
 			ids[i] = doomed[i].ID
 		}
-		doomed = doomed[n:]
-		batch, err := store.RemoveBatch(background(), ids)
+		batch, held, err := store.RemoveBatch(background(), ids)
 		if err != nil {
 			return removed, err
 		}
+		// Snapshots made since the builds were chosen hold these.
+		for i := range doomed[:n] {
+			if by := held[doomed[i].ID]; len(by) > 0 {
+				kept(&doomed[i], by)
+			}
+		}
+		doomed = doomed[n:]
 		for i := range batch {
 			store.DropBlob(background(), batch[i].Blob)
 			done(&batch[i])

@@ -65,7 +65,7 @@ func TestPruneSpaceLinked(t *testing.T) {
 		before := statBlobs(store, doomed)
 		b := before[doomed[0].Blob]
 		dry := dryRunSpace(before, shared)
-		removed, err := removeInBatches(store, doomed, func(*catalog.Instance) {})
+		removed, err := removeInBatches(store, doomed, func(*catalog.Instance) {}, func(*catalog.Instance, []string) {})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -102,7 +102,7 @@ func TestPruneSpaceGrace(t *testing.T) {
 	}
 	doomed, _, _, _ := selectPrune(store, catalog.PrunePolicy{Keep: 1}, nil)
 	before := statBlobs(store, doomed)
-	removed, err := removeInBatches(store, doomed, func(*catalog.Instance) {})
+	removed, err := removeInBatches(store, doomed, func(*catalog.Instance) {}, func(*catalog.Instance, []string) {})
 	if err != nil || len(removed) != 1 {
 		t.Fatal(removed, err)
 	}
