@@ -185,14 +185,11 @@ func (db *DB) init(ctx context.Context) error {
 	if db.readOnly {
 		return errors.New("no catalog in it (an empty database: `pkgdirfs mount --init` or `pkgdirfs import` with --catalog makes one)")
 	}
-	tx, err := db.pool.Begin(ctx)
+	tx, err := db.lockedTx(ctx)
 	if err != nil {
-		return classify(err)
+		return err
 	}
 	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(writeLock)); err != nil {
-		return classify(err)
-	}
 	if present, err := check(tx); err != nil || present {
 		return err
 	}
@@ -210,19 +207,30 @@ func (db *DB) init(ctx context.Context) error {
 	return classify(tx.Commit(ctx))
 }
 
+// lockedTx begins a transaction holding the write lock, for the schema's
+// changes (Write's transactions take it with the time of the write).
+func (db *DB) lockedTx(ctx context.Context) (pgx.Tx, error) {
+	tx, err := db.pool.Begin(ctx)
+	if err != nil {
+		return nil, classify(err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(writeLock)); err != nil {
+		tx.Rollback(ctx)
+		return nil, classify(err)
+	}
+	return tx, nil
+}
+
 // migrate brings a catalog of schema version from up to date, under the
 // write lock (hosts of both versions may be writing it: version 4's never
 // look at sessions; version 5's make no held copies, so run one version on
 // all hosts that write a catalog with snapshots).
 func (db *DB) migrate(ctx context.Context, from int64) error {
-	tx, err := db.pool.Begin(ctx)
+	tx, err := db.lockedTx(ctx)
 	if err != nil {
-		return classify(err)
+		return err
 	}
 	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(writeLock)); err != nil {
-		return classify(err)
-	}
 	for _, m := range migrations {
 		if m.version <= from {
 			continue
