@@ -96,6 +96,11 @@ func openStore(loc Location, log *slog.Logger, lk *StateLock) (*Store, error) {
 	}
 	s := &Store{Dir: dir, Loc: loc, DB: db, log: log, blobs: blobs.Dir{Root: loc.BlobDir()},
 		staging: blobs.NewStaging(loc.StagingDir(), log)}
+	// Caches of the catalog (the rendered index) name it by this identity.
+	// Without one they are not used, which costs time, never correctness.
+	if _, err := db.EnsureID(context.Background()); err != nil {
+		log.Warn("giving the catalog its identity; index caches stay unused", "err", err)
+	}
 	// Dead writers' staging directories are recovered by whoever opens the
 	// state; files staged directly in staging/ (an older pkgdirfs) only by
 	// the holder of the state's lock, when no other writer can be live.
