@@ -1,0 +1,409 @@
+package tree
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"pkgdirfs/catalog"
+	"pkgdirfs/tree/pieces"
+)
+
+// The index cache: the rendered pieces of a model's index, written to a
+// file so that the next mount (this host's, another host's of a shared
+// catalog, a follower's) serves Packages at once instead of rendering every
+// entry again. A cache is used only for the catalog it was rendered from
+// (catalog_id), the same PATHs (layout), the same renderer (build) and a
+// generation the change log still reaches: the changes since are applied to
+// it exactly as to a model behind the catalog, so what is served is what a
+// fresh render serves.
+
+// entryFormat changes whenever the bytes of an entry change for the same
+// catalog row (entryOf, layout.RenderPackage): caches of another format are
+// not used. Builds from version control are told apart anyway (buildKey).
+const entryFormat = 1
+
+// cacheInfo is what a cache file says it holds.
+type cacheInfo struct {
+	CatalogID  int64             `json:"catalog_id"`
+	Layout     string            `json:"layout"`
+	Build      string            `json:"build"`
+	GzipLevel  int               `json:"gzip_level"`
+	Generation int64             `json:"generation"`
+	Entries    int               `json:"entries"`
+	Header     map[string]string `json:"header"`
+}
+
+// indexLayout is what an entry's PATH is under lay: hosts showing other
+// layouts with the same PATHs share a cache.
+func indexLayout(lay Layouts) string {
+	switch {
+	case lay.Multi:
+		return "multi"
+	case lay.Flat:
+		return "flat"
+	case lay.Legacy:
+		return "legacy"
+	}
+	return "none"
+}
+
+// buildKey names the renderer: the entry format, the Go release (its
+// compress/flate makes the gzip members) and the revision built.
+var buildKey = sync.OnceValue(func() string {
+	k := fmt.Sprintf("entry%d %s", entryFormat, runtime.Version())
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return k
+	}
+	k += " " + bi.Main.Version
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			k += " " + s.Value
+		case "vcs.modified":
+			if s.Value != "true" {
+				continue
+			}
+			// A build of changed sources: its executable tells it apart.
+			k += " modified"
+			if exe, err := os.Executable(); err == nil {
+				if st, err := os.Stat(exe); err == nil {
+					k += fmt.Sprintf(" %d.%d", st.Size(), st.ModTime().UnixNano())
+				}
+			}
+		}
+	}
+	return k
+})
+
+// cacheState is the model's index cache configuration and bookkeeping.
+type cacheState struct {
+	dir string
+	log *slog.Logger
+	// id is the catalog's identity as read at the last BuildIndex (0: none,
+	// no cache is written).
+	id int64
+}
+
+// SetIndexCache makes BuildIndex try a cache in dir first, and
+// WriteIndexCache write one there; log hears why a cache is not used.
+func (m *Model) SetIndexCache(dir string, log *slog.Logger) {
+	if log == nil {
+		log = slog.Default()
+	}
+	m.mu.Lock()
+	m.cache = cacheState{dir: dir, log: log}
+	m.mu.Unlock()
+}
+
+func cachePath(dir string, id int64, lay Layouts) string {
+	return filepath.Join(dir, fmt.Sprintf("index-%016x-%s.cache", id, indexLayout(lay)))
+}
+
+func gzipLevel(opts pieces.Options) int {
+	if opts.GzipLevel == 0 {
+		return pieces.DefaultGzipLevel
+	}
+	return opts.GzipLevel
+}
+
+// errNoCache is why a cache is not used: logged, and the index is rendered.
+type errNoCache struct {
+	level slog.Level
+	why   string
+	err   error
+}
+
+func (e *errNoCache) Error() string { return e.why }
+
+func noCache(level slog.Level, why string, err error) error {
+	return &errNoCache{level: level, why: why, err: err}
+}
+
+// cacheTooFar: from this many changed CPVs since the cache (and a quarter
+// of its entries) on, rendering is cheaper than a query per changed CPV.
+const cacheTooFar = 1000
+
+// indexFromCache installs the index of the cache file, if one is valid for
+// this catalog, and applies the changes since. used is false (and the
+// reason logged) when there was no cache to use; err is an error of the
+// catchup once it was installed.
+func (m *Model) indexFromCache(ctx context.Context, db catalog.Source, opts pieces.Options) (used bool, err error) {
+	start := time.Now()
+	m.mu.RLock()
+	cs := m.cache
+	m.mu.RUnlock()
+	x, info, path, err := m.loadCache(ctx, db, opts)
+	if err != nil {
+		var nc *errNoCache
+		if !errors.As(err, &nc) {
+			nc = &errNoCache{level: slog.LevelWarn, why: "reading the index cache failed", err: err}
+		}
+		args := []any{"reason", nc.why}
+		if path != "" {
+			args = append(args, "path", path)
+		}
+		if nc.err != nil {
+			args = append(args, "err", nc.err)
+		}
+		cs.log.Log(ctx, nc.level, "index cache not used; rendering the index", args...)
+		return false, nil
+	}
+	m.catchMu.Lock()
+	defer m.catchMu.Unlock()
+	m.mu.Lock()
+	if m.idx != nil {
+		m.idx.p.Close()
+	}
+	m.idx = x
+	since := min(m.gen, info.Generation)
+	m.mu.Unlock()
+	loaded := time.Since(start)
+	_, err = m.catchup(ctx, db, since, true)
+	if err != nil {
+		return true, err
+	}
+	m.mu.RLock()
+	var changed int
+	if m.idx != nil {
+		changed = m.idx.changed
+	}
+	gen := m.gen
+	m.mu.RUnlock()
+	cs.log.Info("index loaded from its cache", "path", path, "cache_generation", info.Generation, "generation", gen,
+		"entries", info.Entries, "changed_since", changed, "load_ms", loaded.Milliseconds(), "ms", time.Since(start).Milliseconds())
+	return true, nil
+}
+
+// loadCache loads and checks the cache file of this catalog and layout.
+func (m *Model) loadCache(ctx context.Context, db catalog.Source, opts pieces.Options) (*indexState, *cacheInfo, string, error) {
+	var id int64
+	if err := db.Read(ctx, func(v catalog.Reader) (err error) {
+		id, err = v.CatalogID()
+		return err
+	}); err != nil {
+		return nil, nil, "", err
+	}
+	m.mu.Lock()
+	m.cache.id = id
+	dir := m.cache.dir
+	m.mu.Unlock()
+	if id == 0 {
+		return nil, nil, "", noCache(slog.LevelInfo, "the catalog has no catalog_id yet (a writable open gives it one)", nil)
+	}
+	path := cachePath(dir, id, m.lay)
+	p, raw, err := pieces.LoadCache(path, opts)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil, nil, path, noCache(slog.LevelInfo, "no index cache yet", nil)
+	case errors.Is(err, pieces.ErrCacheInvalid):
+		return nil, nil, path, noCache(slog.LevelWarn, "the index cache is damaged or not one", err)
+	case err != nil:
+		return nil, nil, path, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			p.Close()
+		}
+	}()
+	var info cacheInfo
+	if err := json.Unmarshal(raw, &info); err != nil {
+		return nil, nil, path, noCache(slog.LevelWarn, "the index cache's description is unreadable", err)
+	}
+	switch {
+	case info.CatalogID != id:
+		return nil, nil, path, noCache(slog.LevelWarn, fmt.Sprintf("the index cache is of another catalog (%016x)", info.CatalogID), nil)
+	case info.Layout != indexLayout(m.lay):
+		return nil, nil, path, noCache(slog.LevelWarn, "the index cache is of another layout ("+info.Layout+")", nil)
+	case info.Build != buildKey():
+		return nil, nil, path, noCache(slog.LevelInfo, "the index cache was written by another build ("+info.Build+")", nil)
+	case info.GzipLevel != gzipLevel(opts):
+		return nil, nil, path, noCache(slog.LevelInfo, fmt.Sprintf("the index cache was compressed at level %d", info.GzipLevel), nil)
+	case info.Entries != p.Len() || info.Header == nil:
+		return nil, nil, path, noCache(slog.LevelWarn, "the index cache does not hold what it says", nil)
+	}
+	err = db.Read(ctx, func(v catalog.Reader) error {
+		gen, err := v.Generation()
+		if err != nil {
+			return err
+		}
+		if info.Generation > gen {
+			return noCache(slog.LevelWarn, fmt.Sprintf("the index cache is of generation %d, the catalog at %d (restored from a backup?)", info.Generation, gen), nil)
+		}
+		names, err := v.Changes(info.Generation)
+		if errors.Is(err, catalog.ErrChangesPruned) {
+			return noCache(slog.LevelInfo, fmt.Sprintf("the change log no longer reaches the index cache's generation %d", info.Generation), nil)
+		}
+		if err != nil {
+			return err
+		}
+		if slices.Contains(names, catalog.HeaderChange) {
+			// Every entry depends on the header: all would be rendered again.
+			return noCache(slog.LevelInfo, "the index header changed since the index cache was written", nil)
+		}
+		header, err := v.Header()
+		if err != nil {
+			return err
+		}
+		if !maps.Equal(header, info.Header) {
+			return noCache(slog.LevelWarn, "the index cache's header is not the catalog's, though the change log names no header change", nil)
+		}
+		if len(names) > max(cacheTooFar, info.Entries/4) {
+			return noCache(slog.LevelInfo, fmt.Sprintf("%d packages changed since the index cache was written", len(names)), nil)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, path, err
+	}
+	ok = true
+	return &indexState{p: p, header: info.Header}, &info, path, nil
+}
+
+// IndexCacheLag is how many packages the index re-rendered since it was
+// last written to (or loaded from) the cache, and how many entries it has.
+// After a full render every entry counts as changed.
+func (m *Model) IndexCacheLag() (changed, entries int) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.idx == nil || m.cache.dir == "" {
+		return 0, 0
+	}
+	return m.idx.changed - m.idx.cachedMark, m.idx.p.Len()
+}
+
+// WriteIndexCache writes the index as the model shows it now to the cache,
+// unless a valid cache there is as new. It returns the generation written
+// (-1: none). The index is frozen under the model's lock; the file is
+// written outside it, streaming the chunks (the heap does not grow by the
+// index). ctx cancels it.
+func (m *Model) WriteIndexCache(ctx context.Context, opts pieces.Options) (int64, error) {
+	m.mu.Lock()
+	cs := m.cache
+	x := m.idx
+	if x == nil || cs.dir == "" || cs.id == 0 || x.p.Len() == 0 {
+		m.mu.Unlock()
+		return -1, nil
+	}
+	info := cacheInfo{CatalogID: cs.id, Layout: indexLayout(m.lay), Build: buildKey(), GzipLevel: gzipLevel(opts),
+		Generation: m.gen, Entries: x.p.Len(), Header: maps.Clone(x.header)}
+	mark := x.changed
+	v, err := x.p.Freeze(nil, 0)
+	m.mu.Unlock()
+	if err != nil {
+		return -1, err
+	}
+	defer v.Release()
+	done := func() {
+		m.mu.Lock()
+		if m.idx == x {
+			x.cachedMark = mark
+		}
+		m.mu.Unlock()
+	}
+	path := cachePath(cs.dir, cs.id, m.lay)
+	if raw, err := pieces.ReadCacheInfo(path); err == nil {
+		var old cacheInfo
+		if json.Unmarshal(raw, &old) == nil && old.Build == info.Build && old.GzipLevel == info.GzipLevel &&
+			old.CatalogID == info.CatalogID && old.Generation >= info.Generation {
+			// Another host (or this one) wrote as new a cache: keep it.
+			done()
+			return -1, nil
+		}
+	}
+	raw, err := json.Marshal(&info)
+	if err != nil {
+		return -1, err
+	}
+	if err := writeAtomic(ctx, cs.dir, path, func(w *bufio.Writer) error { return v.WriteCache(ctx, w, raw) }); err != nil {
+		return -1, fmt.Errorf("writing the index cache %s: %w", path, err)
+	}
+	done()
+	return info.Generation, nil
+}
+
+// cacheTempPrefix names files being written; a writer killed midway
+// leaves one, removed by a later writer once it is clearly abandoned.
+const cacheTempPrefix = ".tmp-"
+
+// writeAtomic writes path through a temporary file in dir: synced, renamed,
+// the directory synced. Readers see the old file or the new, never a part.
+func writeAtomic(ctx context.Context, dir, path string, fill func(w *bufio.Writer) error) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	removeAbandoned(dir)
+	f, err := os.CreateTemp(dir, cacheTempPrefix+"*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	w := bufio.NewWriterSize(f, 1<<20)
+	if err := fill(w); err != nil {
+		return err
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	// Other hosts and followers (maybe other users) read it.
+	if err := f.Chmod(0o644); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	ok = true
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// removeAbandoned removes temporary files no writer has touched for an
+// hour (a writer killed midway; a live one writes every second).
+func removeAbandoned(dir string) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), cacheTempPrefix) {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > time.Hour {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+}
