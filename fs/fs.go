@@ -112,6 +112,17 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 	model.SetIncarnation(cfg.Incarnation)
 	model.OnConflict(func(msg string) { f.log.Warn("legacy name conflict", "detail", msg) })
 	model.OnIndexError(func(err error) { f.log.Error("keeping the index; it is rendered again when next read", "err", err) })
+	// The rendered index is kept beside the blobs, where the next mount of
+	// this catalog finds it, whichever host or follower it is; it is read
+	// while the tree loads.
+	model.SetIndexCache(filepath.Join(cfg.Store.BlobDir(), blobs.IndexCacheDir), f.log)
+	model.PreloadIndexCache(cfg.Store.DB, f.pieceOptions())
+	ok := false
+	defer func() {
+		if !ok {
+			model.Close() // the preloaded index, if any
+		}
+	}()
 	// The load allocates mostly what it keeps: collecting while the heap
 	// grows would mark it again and again (seconds at 1,000,000 instances).
 	gc := debug.SetGCPercent(-1)
@@ -123,9 +134,6 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 	// What the load allocated and dropped goes back to the system; not on
 	// the way to mounting (a full collection takes a while at 1,000,000).
 	go debug.FreeOSMemory()
-	// The rendered index is kept beside the blobs, where the next mount of
-	// this catalog finds it, whichever host or follower it is.
-	model.SetIndexCache(filepath.Join(cfg.Store.BlobDir(), blobs.IndexCacheDir), f.log)
 	f.model = model
 	f.names = view.New(model, cfg.Store.ScratchDir())
 	f.commit = &ingest.Committer{Store: cfg.Store, Scratch: f.names.ScratchPath, Log: f.log}
@@ -145,6 +153,7 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 		return nil, err
 	}
 	f.loop = &gofs.LoopbackRoot{Path: cfg.Store.ScratchDir(), Dev: uint64(st.Dev), RootNode: f.root}
+	ok = true
 	return f, nil
 }
 
@@ -305,7 +314,11 @@ func (f *FS) renderIndex(ctx context.Context) error {
 	}
 	// Rendering leaves a heap's worth of garbage behind; give it back, but
 	// not on the way to serving (a collection takes a while at 1,000,000).
-	go debug.FreeOSMemory()
+	// An index from the cache left none: a collection would only slow the
+	// first reads.
+	if changed, entries := f.model.IndexCacheLag(); changed >= entries {
+		go debug.FreeOSMemory()
+	}
 	return err
 }
 

@@ -96,6 +96,63 @@ type cacheState struct {
 	// id is the catalog's identity as read at the last BuildIndex (0: none,
 	// no cache is written).
 	id int64
+	// pre: a load begun by PreloadIndexCache, for the next BuildIndex.
+	pre *preload
+}
+
+// preload is a cache load running beside the tree's load.
+type preload struct {
+	done chan struct{}
+	opts pieces.Options
+	res  cacheLoad
+}
+
+// cacheLoad is what loadCache found.
+type cacheLoad struct {
+	x    *indexState
+	info *cacheInfo
+	path string
+	id   int64
+	err  error
+}
+
+// PreloadIndexCache starts loading the index cache now, for the next
+// BuildIndex with the same opts: call it before Load, and the cache is read
+// while the tree loads (the mount is not ready before that), so that the
+// first read of Packages after the mount waits for neither.
+func (m *Model) PreloadIndexCache(db catalog.Source, opts pieces.Options) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cache.dir == "" || m.cache.pre != nil {
+		return
+	}
+	pl := &preload{done: make(chan struct{}), opts: opts}
+	m.cache.pre = pl
+	dir, lay := m.cache.dir, m.lay
+	go func() {
+		defer close(pl.done)
+		pl.res = loadCache(context.Background(), db, dir, lay, opts)
+	}()
+}
+
+// takePreload returns the result of a preload begun with opts, if any; one
+// begun with other options is dropped.
+func (m *Model) takePreload(opts pieces.Options) *cacheLoad {
+	m.mu.Lock()
+	pl := m.cache.pre
+	m.cache.pre = nil
+	m.mu.Unlock()
+	if pl == nil {
+		return nil
+	}
+	<-pl.done
+	if pl.opts != opts {
+		if pl.res.x != nil {
+			pl.res.x.p.Close()
+		}
+		return nil
+	}
+	return &pl.res
 }
 
 // SetIndexCache makes BuildIndex try a cache in dir first, and
@@ -146,7 +203,17 @@ func (m *Model) indexFromCache(ctx context.Context, db catalog.Source, opts piec
 	m.mu.RLock()
 	cs := m.cache
 	m.mu.RUnlock()
-	x, info, path, err := m.loadCache(ctx, db, opts)
+	r := m.takePreload(opts)
+	if r == nil {
+		l := loadCache(ctx, db, cs.dir, m.lay, opts)
+		r = &l
+	}
+	x, info, path, err := r.x, r.info, r.path, r.err
+	if r.id != 0 || err == nil {
+		m.mu.Lock()
+		m.cache.id = r.id
+		m.mu.Unlock()
+	}
 	if err != nil {
 		var nc *errNoCache
 		if !errors.As(err, &nc) {
@@ -189,22 +256,23 @@ func (m *Model) indexFromCache(ctx context.Context, db catalog.Source, opts piec
 }
 
 // loadCache loads and checks the cache file of this catalog and layout.
-func (m *Model) loadCache(ctx context.Context, db catalog.Source, opts pieces.Options) (*indexState, *cacheInfo, string, error) {
+func loadCache(ctx context.Context, db catalog.Source, dir string, lay Layouts, opts pieces.Options) cacheLoad {
 	var id int64
 	if err := db.Read(ctx, func(v catalog.Reader) (err error) {
 		id, err = v.CatalogID()
 		return err
 	}); err != nil {
-		return nil, nil, "", err
+		return cacheLoad{err: err}
 	}
-	m.mu.Lock()
-	m.cache.id = id
-	dir := m.cache.dir
-	m.mu.Unlock()
+	x, info, path, err := loadCacheOf(ctx, db, dir, id, lay, opts)
+	return cacheLoad{x: x, info: info, path: path, id: id, err: err}
+}
+
+func loadCacheOf(ctx context.Context, db catalog.Source, dir string, id int64, lay Layouts, opts pieces.Options) (*indexState, *cacheInfo, string, error) {
 	if id == 0 {
 		return nil, nil, "", noCache(slog.LevelInfo, "the catalog has no catalog_id yet (a writable open gives it one)", nil)
 	}
-	path := cachePath(dir, id, m.lay)
+	path := cachePath(dir, id, lay)
 	p, raw, err := pieces.LoadCache(path, opts)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -227,7 +295,7 @@ func (m *Model) loadCache(ctx context.Context, db catalog.Source, opts pieces.Op
 	switch {
 	case info.CatalogID != id:
 		return nil, nil, path, noCache(slog.LevelWarn, fmt.Sprintf("the index cache is of another catalog (%016x)", info.CatalogID), nil)
-	case info.Layout != indexLayout(m.lay):
+	case info.Layout != indexLayout(lay):
 		return nil, nil, path, noCache(slog.LevelWarn, "the index cache is of another layout ("+info.Layout+")", nil)
 	case info.Build != buildKey():
 		return nil, nil, path, noCache(slog.LevelInfo, "the index cache was written by another build ("+info.Build+")", nil)

@@ -56,11 +56,19 @@ func freshIndex(t *testing.T, db catalog.Source, lay Layouts) []byte {
 func cachedModel(t *testing.T, w *world, lay Layouts, dir string, log *slog.Logger, behind int) *Model {
 	t.Helper()
 	ctx := context.Background()
-	m, err := Load(ctx, w.db, lay)
-	if err != nil {
+	m := NewModel(lay)
+	m.SetIndexCache(dir, log)
+	// Half the time the cache is read while the tree loads (as a mount
+	// does), and changes may land in between.
+	if w.rng.IntN(2) == 0 {
+		m.PreloadIndexCache(w.db, pieces.Options{ChunkEntries: 4})
+		for range w.rng.IntN(2) {
+			w.step()
+		}
+	}
+	if err := m.Load(ctx, w.db); err != nil {
 		t.Fatal(err)
 	}
-	m.SetIndexCache(dir, log)
 	for range behind {
 		w.step()
 	}
@@ -226,4 +234,46 @@ func readID(t *testing.T, db catalog.Source) int64 {
 		t.Fatal(err)
 	}
 	return id
+}
+
+// TestIndexCachePreload: a preload for other options is not used (the cache
+// is read again for the options BuildIndex gets), and a preload never built
+// is released by Close.
+func TestIndexCachePreload(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t, 9, 9, 20)
+	if _, err := w.db.EnsureID(ctx); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	var log logBuf
+	m := cachedModel(t, w, AllLayouts, dir, log.logger(), 0)
+	if _, err := m.WriteIndexCache(ctx, pieces.Options{ChunkEntries: 4}); err != nil {
+		t.Fatal(err)
+	}
+	m.Close()
+	m = NewModel(AllLayouts)
+	m.SetIndexCache(dir, log.logger())
+	m.PreloadIndexCache(w.db, pieces.Options{Dir: t.TempDir()})
+	if err := m.Load(ctx, w.db); err != nil {
+		t.Fatal(err)
+	}
+	before := strings.Count(log.String(), "index loaded from its cache")
+	if err := m.BuildIndex(ctx, w.db, pieces.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Count(log.String(), "index loaded from its cache") != before+1 {
+		t.Fatalf("the cache was not used; log:\n%s", log.String())
+	}
+	if got, want := indexOf(t, m), freshIndex(t, w.db, AllLayouts); !bytes.Equal(got, want) {
+		t.Fatalf("index\n%s\nwant\n%s", got, want)
+	}
+	m.Close()
+	m = NewModel(AllLayouts)
+	m.SetIndexCache(dir, log.logger())
+	m.PreloadIndexCache(w.db, pieces.Options{})
+	m.Close()
+	if m.cache.pre != nil {
+		t.Fatal("Close left the preload")
+	}
 }

@@ -313,6 +313,9 @@ func (m *Model) IndexReady() bool {
 
 // Close releases the index's resources.
 func (m *Model) Close() error {
+	if r := m.takePreload(pieces.Options{}); r != nil && r.x != nil {
+		r.x.p.Close() // never built: a mount that failed
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.idx == nil {
