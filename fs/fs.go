@@ -132,8 +132,10 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 		return nil, err
 	}
 	// What the load allocated and dropped goes back to the system; not on
-	// the way to mounting (a full collection takes a while at 1,000,000).
-	go debug.FreeOSMemory()
+	// the way to mounting (a full collection takes a while at 1,000,000),
+	// nor to the first reads of an index from the cache, ready at once:
+	// returning the heap holds the allocator (15-20 ms at 100,000).
+	time.AfterFunc(freeAfterLoad, debug.FreeOSMemory)
 	f.model = model
 	f.names = view.New(model, cfg.Store.ScratchDir())
 	f.commit = &ingest.Committer{Store: cfg.Store, Scratch: f.names.ScratchPath, Log: f.log}
@@ -238,6 +240,10 @@ func (f *FS) buildIndex() {
 		f.cacheIndexInBackground("rendered at mount")
 	}
 }
+
+// freeAfterLoad: how long after the tree's load its garbage is returned
+// to the system (see New).
+const freeAfterLoad = 2 * time.Second
 
 // Index cache writes: when the index moved on by cacheEvery of its entries
 // and cacheMinGap passed since the last write, so that a host killed with

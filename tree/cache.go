@@ -107,7 +107,7 @@ type preload struct {
 	res  cacheLoad
 }
 
-// cacheLoad is what loadCache found.
+// cacheLoad is what loadCacheFile found.
 type cacheLoad struct {
 	x    *indexState
 	info *cacheInfo
@@ -120,6 +120,10 @@ type cacheLoad struct {
 // BuildIndex with the same opts: call it before Load, and the cache is read
 // while the tree loads (the mount is not ready before that), so that the
 // first read of Packages after the mount waits for neither.
+//
+// The catalog's identity is read now: the load's own reads may take every
+// connection the catalog has, and the file is what takes time. What the
+// catalog says of the cache's generation is asked by BuildIndex.
 func (m *Model) PreloadIndexCache(db catalog.Source, opts pieces.Options) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -129,10 +133,24 @@ func (m *Model) PreloadIndexCache(db catalog.Source, opts pieces.Options) {
 	pl := &preload{done: make(chan struct{}), opts: opts}
 	m.cache.pre = pl
 	dir, lay := m.cache.dir, m.lay
+	id, err := catalogID(context.Background(), db)
+	if err != nil {
+		pl.res.err = err
+		close(pl.done)
+		return
+	}
 	go func() {
 		defer close(pl.done)
-		pl.res = loadCache(context.Background(), db, dir, lay, opts)
+		pl.res = loadCacheFile(dir, id, lay, opts)
 	}()
+}
+
+func catalogID(ctx context.Context, db catalog.Source) (id int64, err error) {
+	err = db.Read(ctx, func(v catalog.Reader) error {
+		id, err = v.CatalogID()
+		return err
+	})
+	return id, err
 }
 
 // takePreload returns the result of a preload begun with opts, if any; one
@@ -205,16 +223,28 @@ func (m *Model) indexFromCache(ctx context.Context, db catalog.Source, opts piec
 	m.mu.RUnlock()
 	r := m.takePreload(opts)
 	if r == nil {
-		l := loadCache(ctx, db, cs.dir, m.lay, opts)
+		id, err := catalogID(ctx, db)
+		l := cacheLoad{err: err}
+		if err == nil {
+			l = loadCacheFile(cs.dir, id, m.lay, opts)
+		}
 		r = &l
 	}
 	x, info, path, err := r.x, r.info, r.path, r.err
+	if err == nil {
+		if err = checkCache(ctx, db, info); err != nil {
+			x.p.Close()
+		}
+	}
 	if r.id != 0 || err == nil {
 		m.mu.Lock()
 		m.cache.id = r.id
 		m.mu.Unlock()
 	}
 	if err != nil {
+		if ctx.Err() != nil {
+			return false, ctx.Err()
+		}
 		var nc *errNoCache
 		if !errors.As(err, &nc) {
 			nc = &errNoCache{level: slog.LevelWarn, why: "reading the index cache failed", err: err}
@@ -239,8 +269,15 @@ func (m *Model) indexFromCache(ctx context.Context, db catalog.Source, opts piec
 	since := min(m.gen, info.Generation)
 	m.mu.Unlock()
 	loaded := time.Since(start)
-	_, err = m.catchup(ctx, db, since, true)
-	if err != nil {
+	if _, err = m.catchup(ctx, db, since, true); err != nil {
+		// The index is still the cache's generation, maybe far behind the
+		// tree's: it must not be served as the tree's.
+		m.mu.Lock()
+		if m.idx == x {
+			x.p.Close()
+			m.idx = nil
+		}
+		m.mu.Unlock()
 		return true, err
 	}
 	m.mu.RLock()
@@ -250,61 +287,58 @@ func (m *Model) indexFromCache(ctx context.Context, db catalog.Source, opts piec
 	}
 	gen := m.gen
 	m.mu.RUnlock()
+	// load_ms: until the cache was in (mostly waiting for a preload).
 	cs.log.Info("index loaded from its cache", "path", path, "cache_generation", info.Generation, "generation", gen,
 		"entries", info.Entries, "changed_since", changed, "load_ms", loaded.Milliseconds(), "ms", time.Since(start).Milliseconds())
 	return true, nil
 }
 
-// loadCache loads and checks the cache file of this catalog and layout.
-func loadCache(ctx context.Context, db catalog.Source, dir string, lay Layouts, opts pieces.Options) cacheLoad {
-	var id int64
-	if err := db.Read(ctx, func(v catalog.Reader) (err error) {
-		id, err = v.CatalogID()
-		return err
-	}); err != nil {
-		return cacheLoad{err: err}
-	}
-	x, info, path, err := loadCacheOf(ctx, db, dir, id, lay, opts)
-	return cacheLoad{x: x, info: info, path: path, id: id, err: err}
-}
-
-func loadCacheOf(ctx context.Context, db catalog.Source, dir string, id int64, lay Layouts, opts pieces.Options) (*indexState, *cacheInfo, string, error) {
+// loadCacheFile loads the cache file of this catalog and layout, and checks
+// what it says of itself.
+func loadCacheFile(dir string, id int64, lay Layouts, opts pieces.Options) cacheLoad {
+	fail := func(path string, err error) cacheLoad { return cacheLoad{path: path, id: id, err: err} }
 	if id == 0 {
-		return nil, nil, "", noCache(slog.LevelInfo, "the catalog has no catalog_id yet (a writable open gives it one)", nil)
+		return fail("", noCache(slog.LevelInfo, "the catalog has no catalog_id yet (a writable open gives it one)", nil))
 	}
 	path := cachePath(dir, id, lay)
 	p, raw, err := pieces.LoadCache(path, opts)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		return nil, nil, path, noCache(slog.LevelInfo, "no index cache yet", nil)
+		return fail(path, noCache(slog.LevelInfo, "no index cache yet", nil))
 	case errors.Is(err, pieces.ErrCacheInvalid):
-		return nil, nil, path, noCache(slog.LevelWarn, "the index cache is damaged or not one", err)
+		return fail(path, noCache(slog.LevelWarn, "the index cache is damaged or not one", err))
 	case err != nil:
-		return nil, nil, path, err
+		return fail(path, err)
 	}
-	ok := false
-	defer func() {
-		if !ok {
-			p.Close()
-		}
-	}()
 	var info cacheInfo
-	if err := json.Unmarshal(raw, &info); err != nil {
-		return nil, nil, path, noCache(slog.LevelWarn, "the index cache's description is unreadable", err)
+	if err = json.Unmarshal(raw, &info); err != nil {
+		err = noCache(slog.LevelWarn, "the index cache's description is unreadable", err)
+	} else {
+		switch {
+		case info.CatalogID != id:
+			err = noCache(slog.LevelWarn, fmt.Sprintf("the index cache is of another catalog (%016x)", info.CatalogID), nil)
+		case info.Layout != indexLayout(lay):
+			err = noCache(slog.LevelWarn, "the index cache is of another layout ("+info.Layout+")", nil)
+		case info.Build != buildKey():
+			err = noCache(slog.LevelInfo, "the index cache was written by another build ("+info.Build+")", nil)
+		case info.GzipLevel != gzipLevel(opts):
+			err = noCache(slog.LevelInfo, fmt.Sprintf("the index cache was compressed at level %d", info.GzipLevel), nil)
+		case info.Entries != p.Len() || info.Header == nil:
+			err = noCache(slog.LevelWarn, "the index cache does not hold what it says", nil)
+		}
 	}
-	switch {
-	case info.CatalogID != id:
-		return nil, nil, path, noCache(slog.LevelWarn, fmt.Sprintf("the index cache is of another catalog (%016x)", info.CatalogID), nil)
-	case info.Layout != indexLayout(lay):
-		return nil, nil, path, noCache(slog.LevelWarn, "the index cache is of another layout ("+info.Layout+")", nil)
-	case info.Build != buildKey():
-		return nil, nil, path, noCache(slog.LevelInfo, "the index cache was written by another build ("+info.Build+")", nil)
-	case info.GzipLevel != gzipLevel(opts):
-		return nil, nil, path, noCache(slog.LevelInfo, fmt.Sprintf("the index cache was compressed at level %d", info.GzipLevel), nil)
-	case info.Entries != p.Len() || info.Header == nil:
-		return nil, nil, path, noCache(slog.LevelWarn, "the index cache does not hold what it says", nil)
+	if err != nil {
+		p.Close()
+		return fail(path, err)
 	}
-	err = db.Read(ctx, func(v catalog.Reader) error {
+	return cacheLoad{x: &indexState{p: p, header: info.Header}, info: &info, path: path, id: id}
+}
+
+// checkCache tells whether the catalog can bring a cache of info's
+// generation to its present: the generation is not beyond the catalog's,
+// the change log still reaches it, and the header did not change since.
+func checkCache(ctx context.Context, db catalog.Source, info *cacheInfo) error {
+	return db.Read(ctx, func(v catalog.Reader) error {
 		gen, err := v.Generation()
 		if err != nil {
 			return err
@@ -335,11 +369,6 @@ func loadCacheOf(ctx context.Context, db catalog.Source, dir string, id int64, l
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, nil, path, err
-	}
-	ok = true
-	return &indexState{p: p, header: info.Header}, &info, path, nil
 }
 
 // IndexCacheLag is how many packages the index re-rendered since it was
