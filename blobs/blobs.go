@@ -35,9 +35,22 @@ func (d Dir) Remove(name string) error {
 	return nil
 }
 
+// NotBlobs tells a directory under a blob directory that holds no blobs: a
+// name starting with a dot (.staging of a shared one, .index-cache). Blob
+// names never do (hh/<sha256>); whoever walks the blob directory skips these.
+func NotBlobs(name string) bool { return len(name) > 1 && name[0] == '.' }
+
+// IndexCacheDir is where mounts keep their rendered index between runs, in
+// the blob directory: every host of a shared catalog and every follower of
+// a state finds it there.
+const IndexCacheDir = ".index-cache"
+
 // Walk calls fn with the name and size of every blob.
 func (d Dir) Walk(fn func(name string, size int64) error) error {
 	return filepath.WalkDir(d.Root, func(p string, e fs.DirEntry, err error) error {
+		if err == nil && e.IsDir() && p != d.Root && NotBlobs(e.Name()) {
+			return filepath.SkipDir
+		}
 		if err != nil || e.IsDir() {
 			return err
 		}

@@ -915,3 +915,43 @@ func TestVerifyDeepJudgesByTodaysRules(t *testing.T) {
 		t.Errorf("verify changed the catalog: %d instances", len(insts))
 	}
 }
+
+// TestVerifySkipsNonBlobDirs: the index cache and a shared blob directory's
+// staging live under the blob directory; verify reports no orphan for
+// them, stats do not count them and a rebuild does not take them.
+func TestVerifySkipsNonBlobDirs(t *testing.T) {
+	tr := newImportTree(t)
+	files := tr.write(t, t.TempDir())
+	s := openImportStore(t, t.TempDir(), tr)
+	ctx := context.Background()
+	var res ImportResult
+	if err := s.Import(ctx, files, ImportOptions{}, &res); err != nil || res.Imported == 0 {
+		t.Fatalf("import: %v %+v", err, res)
+	}
+	nfiles, nbytes, err := s.BlobUsage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{blobs.IndexCacheDir, ".staging/host-1"} {
+		if err := os.MkdirAll(filepath.Join(s.BlobDir(), d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(s.BlobDir(), d, "index-1-multi.cache"), []byte("not a blob"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	vr, err := s.Verify(ctx, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range vr.Findings {
+		t.Errorf("verify: %s", f.Text)
+	}
+	if f, b, err := s.BlobUsage(); err != nil || f != nfiles || b != nbytes {
+		t.Errorf("blob usage %d files %d bytes (%v), want %d %d", f, b, err, nfiles, nbytes)
+	}
+	found, unknown, err := s.RebuildFiles()
+	if err != nil || len(unknown) != 0 || int64(len(found)) != nfiles {
+		t.Errorf("rebuild lists %d files, unknown %v (%v); want %d, none", len(found), unknown, err, nfiles)
+	}
+}

@@ -2,6 +2,8 @@ package catalog
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"fmt"
 	"slices"
 )
@@ -14,6 +16,9 @@ type Reader interface {
 	LastTimestamp() (int64, error)
 	// GroupWithMeta is every instance of cpv with its index values.
 	GroupWithMeta(cpv string) ([]Instance, error)
+	// CatalogID tells this catalog from every other (0: none given yet,
+	// see EnsureID).
+	CatalogID() (int64, error)
 }
 
 // Source opens snapshots of a catalog: Read runs fn on one.
@@ -51,6 +56,16 @@ func changes(s Snapshot, since int64) ([]string, error) {
 		return nil, ErrChangesPruned
 	}
 	return s.Changes(since)
+}
+
+// catalogIDSetting names the catalog's random identity: what a mount's
+// index cache is valid for (a cache found in a shared or copied blob
+// directory may be another catalog's).
+const catalogIDSetting = "catalog_id"
+
+func catalogID(s Snapshot) (int64, error) {
+	v, _, err := s.Setting(catalogIDSetting)
+	return v, err
 }
 
 func groupWithMeta(s Snapshot, cpv string) ([]Instance, error) {
@@ -112,6 +127,9 @@ func (v *View) Changes(since int64) ([]string, error) { return changes(v.Snapsho
 // with their Meta, by build_id: what a mount needs to re-render that CPV.
 func (v *View) GroupWithMeta(cpv string) ([]Instance, error) { return groupWithMeta(v.Snapshot, cpv) }
 
+// CatalogID is the catalog's identity, 0 if it has none yet.
+func (v *View) CatalogID() (int64, error) { return catalogID(v.Snapshot) }
+
 // ForEachInScopes: see forEachInScopes.
 func (v *View) ForEachInScopes(scopes []Scope, fn func(inst *Instance) error) error {
 	return forEachInScopes(v.Snapshot, scopes, fn)
@@ -128,3 +146,33 @@ func (tx *Tx) Changes(since int64) ([]string, error) { return changes(tx.WriteTx
 
 // GroupWithMeta: see View.GroupWithMeta.
 func (tx *Tx) GroupWithMeta(cpv string) ([]Instance, error) { return groupWithMeta(tx.WriteTx, cpv) }
+
+// CatalogID is the catalog's identity, 0 if it has none yet.
+func (tx *Tx) CatalogID() (int64, error) { return catalogID(tx.WriteTx) }
+
+// EnsureID gives the catalog a random identity if it has none, and returns
+// it. Set once, by the first writer that opens the catalog; a copy of the
+// catalog keeps it (its caches stay valid for it).
+func (db *DB) EnsureID(ctx context.Context) (int64, error) {
+	// A read first: opening a catalog must not wait for its writer.
+	id, err := read(ctx, db, func(v *View) (int64, error) { return v.CatalogID() })
+	if err != nil || id != 0 {
+		return id, err
+	}
+	err = db.Tx(ctx, func(tx *Tx) error {
+		var err error
+		if id, err = tx.CatalogID(); err != nil || id != 0 {
+			return err
+		}
+		var b [8]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return err
+		}
+		id = int64(binary.LittleEndian.Uint64(b[:]) >> 1) // positive
+		if id == 0 {
+			id = 1
+		}
+		return tx.SetSetting(catalogIDSetting, id)
+	})
+	return id, err
+}

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"pkgdirfs/blobs"
 	"pkgdirfs/layout"
 	"pkgdirfs/xpak"
 )
@@ -22,6 +23,9 @@ func (s *Store) RebuildFiles() (files []ImportFile, unknown []Invalid, err error
 	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
+		}
+		if d.IsDir() && p != root && blobs.NotBlobs(d.Name()) {
+			return filepath.SkipDir
 		}
 		if !d.Type().IsRegular() {
 			return nil

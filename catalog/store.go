@@ -97,6 +97,11 @@ func openStore(loc Location, log *slog.Logger, lk *StateLock) (*Store, error) {
 	}
 	s := &Store{Dir: dir, Loc: loc, DB: db, log: log, blobs: blobs.Dir{Root: loc.BlobDir()},
 		staging: blobs.NewStaging(loc.StagingDir(), log)}
+	// Caches of the catalog (the rendered index) name it by this identity.
+	// Without one they are not used, which costs time, never correctness.
+	if _, err := db.EnsureID(context.Background()); err != nil {
+		log.Warn("giving the catalog its identity; index caches stay unused", "err", err)
+	}
 	if loc.Shared() {
 		// Other hosts' writers are alive while their sessions are: dead
 		// ones are collected by session expiry, not by file locks (which a

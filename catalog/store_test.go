@@ -172,3 +172,37 @@ func TestStampBuildID(t *testing.T) {
 		t.Errorf("verify after stamping: %+v %v", res, err)
 	}
 }
+
+// TestCatalogID: a writable open gives the catalog an identity once; it
+// stays across opens, and another catalog gets another.
+func TestCatalogID(t *testing.T) {
+	ctx := context.Background()
+	id := func(dir string) int64 {
+		t.Helper()
+		s, err := OpenStore(dir, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		var id int64
+		if err := s.DB.Read(ctx, func(r Reader) error {
+			var err error
+			id, err = r.CatalogID()
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	a := t.TempDir()
+	first := id(a)
+	if first == 0 {
+		t.Fatal("no catalog id after a writable open")
+	}
+	if again := id(a); again != first {
+		t.Fatalf("catalog id changed from %d to %d", first, again)
+	}
+	if other := id(t.TempDir()); other == first || other == 0 {
+		t.Fatalf("another catalog's id %d (first %d)", other, first)
+	}
+}

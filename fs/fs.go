@@ -19,6 +19,7 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"pkgdirfs/blobs"
 	"pkgdirfs/catalog"
 	"pkgdirfs/ingest"
 	"pkgdirfs/tree"
@@ -71,6 +72,12 @@ type FS struct {
 	buildCtx  context.Context
 	stopBuild context.CancelFunc
 
+	// cacheMu: one index cache write at a time; cacheBusy: one queued by
+	// the poll loop; cacheNext: no periodic write before then.
+	cacheMu   sync.Mutex
+	cacheBusy atomic.Bool
+	cacheNext atomic.Int64
+
 	idxMu sync.Mutex
 	idx   *tree.IndexView
 	// idxOwn: idx's TIMESTAMP is this mount's choice, not (yet) the one the
@@ -114,6 +121,17 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 	model.SetIncarnation(cfg.Incarnation)
 	model.OnConflict(func(msg string) { f.log.Warn("legacy name conflict", "detail", msg) })
 	model.OnIndexError(func(err error) { f.log.Error("keeping the index; it is rendered again when next read", "err", err) })
+	// The rendered index is kept beside the blobs, where the next mount of
+	// this catalog finds it, whichever host or follower it is; it is read
+	// while the tree loads.
+	model.SetIndexCache(filepath.Join(cfg.Store.BlobDir(), blobs.IndexCacheDir), f.log)
+	model.PreloadIndexCache(cfg.Store.DB, f.pieceOptions())
+	ok := false
+	defer func() {
+		if !ok {
+			model.Close() // the preloaded index, if any
+		}
+	}()
 	// The load allocates mostly what it keeps: collecting while the heap
 	// grows would mark it again and again (seconds at 1,000,000 instances).
 	gc := debug.SetGCPercent(-1)
@@ -123,8 +141,10 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 		return nil, err
 	}
 	// What the load allocated and dropped goes back to the system; not on
-	// the way to mounting (a full collection takes a while at 1,000,000).
-	go debug.FreeOSMemory()
+	// the way to mounting (a full collection takes a while at 1,000,000),
+	// nor to the first reads of an index from the cache, ready at once:
+	// returning the heap holds the allocator (15-20 ms at 100,000).
+	time.AfterFunc(freeAfterLoad, debug.FreeOSMemory)
 	f.model = model
 	f.names = view.New(model, cfg.Store.ScratchDir())
 	f.commit = &ingest.Committer{Store: cfg.Store, Scratch: f.names.ScratchPath, Log: f.log}
@@ -144,6 +164,7 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 		return nil, err
 	}
 	f.loop = &gofs.LoopbackRoot{Path: cfg.Store.ScratchDir(), Dev: uint64(st.Dev), RootNode: f.root}
+	ok = true
 	return f, nil
 }
 
@@ -222,8 +243,71 @@ func (f *FS) buildIndex() {
 	// loop (settle) must not wait for a render.
 	if err := f.renderIndex(f.buildCtx); err != nil && f.buildCtx.Err() == nil {
 		f.log.Error("rendering the index", "err", err)
+		return
+	}
+	// A full render is kept for the next mount at once; an index from the
+	// cache when it has moved on far enough (maybeCacheIndex).
+	if changed, entries := f.model.IndexCacheLag(); changed > 0 && changed >= entries {
+		f.cacheIndexInBackground("rendered at mount")
 	}
 }
+
+// freeAfterLoad: how long after the tree's load its garbage is returned
+// to the system (see New).
+const freeAfterLoad = 2 * time.Second
+
+// Index cache writes: when the index moved on by cacheEvery of its entries
+// and cacheMinGap passed since the last write, so that a host killed with
+// -9 still finds a recent cache; a failed write waits cacheRetryGap.
+const (
+	cacheEvery    = 100 // 1%
+	cacheMinGap   = time.Minute
+	cacheRetryGap = 10 * time.Minute
+	// cacheUnmountWait bounds the write at unmount (more than a second at
+	// 1,000,000 entries): an unmount must not hang on it.
+	cacheUnmountWait = 15 * time.Second
+)
+
+// maybeCacheIndex writes the index cache in the background when it is due.
+func (f *FS) maybeCacheIndex(now time.Time) {
+	changed, entries := f.model.IndexCacheLag()
+	if changed == 0 || changed*cacheEvery < entries || now.UnixNano() < f.cacheNext.Load() {
+		return
+	}
+	f.cacheIndexInBackground("the index moved on")
+}
+
+func (f *FS) cacheIndexInBackground(why string) {
+	if !f.cacheBusy.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer f.cacheBusy.Store(false)
+		f.cacheIndex(f.buildCtx, why)
+	}()
+}
+
+// cacheIndex writes the index cache now. A failure is a warning: the next
+// mount renders the index, as without a cache.
+func (f *FS) cacheIndex(ctx context.Context, why string) {
+	f.cacheMu.Lock()
+	defer f.cacheMu.Unlock()
+	start := time.Now()
+	gen, err := f.model.WriteIndexCache(ctx, f.pieceOptions())
+	switch {
+	case err != nil && ctx.Err() != nil:
+		f.log.Info("index cache not written: stopped", "why", why)
+	case err != nil:
+		f.cacheNext.Store(start.Add(cacheRetryGap).UnixNano())
+		f.log.Warn("could not write the index cache; the next mount renders the index", "err", err)
+	case gen >= 0:
+		f.cacheNext.Store(start.Add(cacheMinGap).UnixNano())
+		f.log.Info("index cache written", "generation", gen, "why", why, "seconds", time.Since(start).Seconds())
+	}
+}
+
+// pieceOptions are the index pieces' options of this mount's store.
+func (f *FS) pieceOptions() pieces.Options { return pieces.Options{Dir: f.cfg.Store.Dir} }
 
 // renderIndex builds the index: at mount (buildIndex), and again, under
 // idxMu, after its store failed. If the store's file cannot be written (a full disk), the
@@ -234,7 +318,7 @@ func (f *FS) renderIndex(ctx context.Context) error {
 	// generation (tree.BuildIndex): those need invalidations too.
 	seq := f.model.Seq()
 	defer f.noteSince(seq, false)
-	err := f.model.BuildIndex(ctx, f.cfg.Store.DB, pieces.Options{Dir: f.cfg.Store.Dir})
+	err := f.model.BuildIndex(ctx, f.cfg.Store.DB, f.pieceOptions())
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -243,11 +327,15 @@ func (f *FS) renderIndex(ctx context.Context) error {
 		err = f.model.BuildIndex(ctx, f.cfg.Store.DB, pieces.Options{})
 	}
 	if err == nil {
-		f.log.Info("index rendered", "seconds", time.Since(start).Seconds())
+		f.log.Info("index ready", "seconds", time.Since(start).Seconds())
 	}
-	// Rendering leaves a heap's worth of garbage behind; give it back now
-	// rather than whenever the scavenger gets to it.
-	debug.FreeOSMemory()
+	// Rendering leaves a heap's worth of garbage behind; give it back, but
+	// not on the way to serving (a collection takes a while at 1,000,000).
+	// An index from the cache left none: a collection would only slow the
+	// first reads.
+	if changed, entries := f.model.IndexCacheLag(); changed >= entries {
+		go debug.FreeOSMemory()
+	}
 	return err
 }
 
@@ -264,6 +352,13 @@ func (f *FS) Wait() {
 	<-f.done
 	<-f.stampsDone
 	<-f.idxReady
+	// The next mount starts from what this one served last. A background
+	// write was stopped with the build (stopBuild) and ends first.
+	if changed, _ := f.model.IndexCacheLag(); changed > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), cacheUnmountWait)
+		f.cacheIndex(ctx, "unmount")
+		cancel()
+	}
 	f.model.Close()
 }
 
@@ -312,6 +407,7 @@ func (f *FS) poll() {
 			}
 			f.expireRemoved(now)
 			f.settle(now)
+			f.maybeCacheIndex(now)
 		}
 	}
 }

@@ -159,7 +159,60 @@ func benchScaleBlobs(b *testing.B, n int) *benchScaleChangeResult {
 	benchScaleSay("unmounting")
 	m.Close(b)
 	benchScaleCheckLog(b, m.log)
+	b.Run("remount", func(b *testing.B) { benchScaleRemount(b, state, n) })
 	return res
+}
+
+// benchScaleRemount mounts state again, first with the index cache the
+// last unmount left, then with it deleted (the mount renders every entry),
+// and prints for each the first reads after `pkgdirfs mount` returned: open
+// and read 4 KiB of Packages, the same of Packages.gz, then Packages.gz in
+// full. The cache file is warm in the page cache (it was just written).
+func benchScaleRemount(b *testing.B, state string, n int) {
+	cacheDir := filepath.Join(state, "blobs", ".index-cache")
+	for _, cached := range []bool{true, false} {
+		what := "cache"
+		if !cached {
+			what = "no-cache"
+			if err := os.RemoveAll(cacheDir); err != nil {
+				b.Fatal(err)
+			}
+		} else if files, _ := filepath.Glob(filepath.Join(cacheDir, "index-*.cache")); len(files) == 0 {
+			benchPrint(b, "bench scale-remount-cache-%d: n/a (the unmount left no index cache in %s)", n, cacheDir)
+			continue
+		}
+		before, _ := os.ReadFile(filepath.Join(state, "bench-daemon.log"))
+		benchScaleSay("remounting %d instances (%s)", n, what)
+		m, d := benchScaleMount(b, state)
+		r := benchIndexFirstReads(b, m.Dir)
+		after, _ := os.ReadFile(filepath.Join(state, "bench-daemon.log"))
+		used := bytes.Contains(after[min(len(before), len(after)):], []byte("index loaded from its cache"))
+		if used != cached {
+			b.Errorf("remount (%s): the daemon log says the cache was used: %v", what, used)
+		}
+		benchPrint(b, "bench scale-remount-%s-%d: mount %s; then Packages first 4 KiB %s, Packages.gz first 4 KiB %s, Packages.gz in full %s (%.1f MiB); %s from the mount's return to the whole Packages.gz",
+			what, n, benchDur(d), benchDur(r.First), benchDur(r.FirstGz), benchDur(r.FullGz), float64(r.GzSize)/(1<<20), benchDur(r.First+r.FirstGz+r.FullGz))
+		m.Close(b)
+		benchScaleCheckLog(b, m.log)
+	}
+}
+
+// benchIndexReads is what benchIndexFirstReads measured.
+type benchIndexReads struct {
+	First, FirstGz, FullGz time.Duration
+	GzSize                 int64
+}
+
+// benchIndexFirstReads times, on a mount just made, open+read 4 KiB of
+// Packages (the first byte a client gets: it waits for the index), the same
+// of Packages.gz, then a full read of Packages.gz.
+func benchIndexFirstReads(b *testing.B, mnt string) benchIndexReads {
+	b.Helper()
+	var r benchIndexReads
+	r.First = benchTimed(func() { benchScaleFirst4K(b, filepath.Join(mnt, "Packages")) })
+	r.FirstGz = benchTimed(func() { benchScaleFirst4K(b, filepath.Join(mnt, "Packages.gz")) })
+	r.FullGz = benchTimed(func() { r.GzSize, _ = benchScaleReadAll(b, filepath.Join(mnt, "Packages.gz")) })
+	return r
 }
 
 // benchScaleImportLine prints an import rate and the native copy's.
@@ -611,6 +664,7 @@ func benchScaleCatalogOnly(b *testing.B, nc, nBlobs int, blobs *benchScaleChange
 	benchScaleSay("unmounting")
 	m.Close(b)
 	benchScaleCheckLog(b, m.log)
+	b.Run("remount", func(b *testing.B) { benchScaleRemount(b, state, rows) })
 	if !ok {
 		return
 	}

@@ -23,6 +23,9 @@ import (
 type indexState struct {
 	p      *pieces.Index
 	header map[string]string
+	// changed counts the packages rendered since the index was built;
+	// cachedMark is what it was when the index cache last caught up.
+	changed, cachedMark int
 }
 
 // entryKey orders like the catalog's ORDER BY cpv, build_id: NUL sorts
@@ -65,27 +68,22 @@ func (x *indexState) putGroup(m *Model, g *group, insts []catalog.Instance) erro
 	return nil
 }
 
-func (x *indexState) deleteGroup(g *group) {
-	for _, f := range g.files {
-		x.p.Delete(entryKey(g.cpv, f.BuildID))
-	}
-}
-
 // reindex follows the setGroup calls of one catchup: the entries of every
-// CPV in render go (those of its group before the catchup, olds, too) and
+// CPV in render go (whatever build ids the index held) and
 // are rendered again from the group the model now shows. loaded has the rows
 // of the CPVs the catchup read; others are read from v, which shows the
 // generation the model now shows.
-func (x *indexState) reindex(m *Model, render map[string]bool, olds map[string]*group, loaded map[string][]catalog.Instance, v catalog.Reader) error {
+func (x *indexState) reindex(m *Model, render map[string]bool, loaded map[string][]catalog.Instance, v catalog.Reader) error {
 	for _, cpv := range slices.Sorted(maps.Keys(render)) {
-		if old := olds[cpv]; old != nil {
-			x.deleteGroup(old)
-		}
+		// Every entry of the CPV, not only those of its groups: an index
+		// of another generation (rendered while the tree loaded, or read
+		// from the cache) may hold builds neither group has.
+		x.p.DeleteRange(cpv+"\x00", cpv+"\x01")
+		x.changed++
 		g := m.groups[cpv]
 		if g == nil {
 			continue
 		}
-		x.deleteGroup(g)
 		insts, ok := loaded[cpv]
 		if !ok {
 			var err error
@@ -111,13 +109,15 @@ func (x *indexState) rebuild(m *Model, v catalog.Reader) error {
 	}
 	x.header = header
 	x.p.Reset()
-	return renderAll(v, header, x.p, func(in *catalog.Instance) (string, error) {
+	err = renderAll(v, header, x.p, func(in *catalog.Instance) (string, error) {
 		f := m.fileLocked(in.CPV, in.ID)
 		if f == nil {
 			return "", fmt.Errorf("index: instance %d of %s is not in the tree", in.ID, in.CPV)
 		}
 		return m.indexPath(f), nil
 	})
+	x.changed += x.p.Len()
+	return err
 }
 
 // renderAll renders every indexed instance of v into p. Rendering runs on
@@ -184,7 +184,19 @@ func renderAll(v catalog.Reader, header map[string]string, p *pieces.Index, path
 
 // BuildIndex renders the index of the catalog once (the slow part runs
 // without blocking lookups or changes), then keeps it with every change.
+//
+// With an index cache (SetIndexCache) it first tries the cache: valid for
+// this catalog and layout, and at a generation the change log still reaches,
+// it is loaded in O(metadata) and the changes since are applied to it.
 func (m *Model) BuildIndex(ctx context.Context, db catalog.Source, opts pieces.Options) error {
+	m.mu.RLock()
+	cached := m.cache.dir != ""
+	m.mu.RUnlock()
+	if cached {
+		if used, err := m.indexFromCache(ctx, db, opts); used || err != nil {
+			return err
+		}
+	}
 	p, err := pieces.New(opts)
 	if err != nil {
 		return err
@@ -239,13 +251,14 @@ func (m *Model) BuildIndex(ctx context.Context, db catalog.Source, opts pieces.O
 	if m.idx != nil {
 		m.idx.p.Close()
 	}
+	x.changed = p.Len()
 	m.idx = x
 	since := min(m.gen, gen)
 	m.mu.Unlock()
 	// The tree may be ahead of the rendered generation, or behind it:
 	// applying every change since the older one brings both to the
 	// catalog's present (applying a CPV again is harmless).
-	_, err = m.catchup(ctx, db, since)
+	_, err = m.catchup(ctx, db, since, true)
 	return err
 }
 
@@ -312,6 +325,9 @@ func (m *Model) IndexReady() bool {
 
 // Close releases the index's resources.
 func (m *Model) Close() error {
+	if r := m.takePreload(pieces.Options{}); r != nil && r.x != nil {
+		r.x.p.Close() // never built: a mount that failed
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.idx == nil {

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"maps"
 	"slices"
+	"strings"
 
 	"pkgdirfs/catalog"
+	"pkgdirfs/layout"
 )
 
 // Load builds the model of the catalog's current generation: the tree now,
@@ -233,10 +235,14 @@ func (m *Model) finishLoad() {
 func (m *Model) Catchup(ctx context.Context, db catalog.Source) (bool, error) {
 	m.catchMu.Lock()
 	defer m.catchMu.Unlock()
-	return m.catchup(ctx, db, m.Gen())
+	return m.catchup(ctx, db, m.Gen(), false)
 }
 
-func (m *Model) catchup(ctx context.Context, db catalog.Source, since int64) (changed bool, err error) {
+// catchup applies the changes since generation since. wide: the index may
+// be of another generation than the tree (BuildIndex), so entries whose
+// PATH depends on other CPVs (an All/ name changing hands between the
+// index's generation and the tree's) are rendered again too.
+func (m *Model) catchup(ctx context.Context, db catalog.Source, since int64, wide bool) (changed bool, err error) {
 	err = db.Read(ctx, func(v catalog.Reader) error {
 		gen, err := v.Generation()
 		if err != nil {
@@ -284,15 +290,25 @@ func (m *Model) catchup(ctx context.Context, db catalog.Source, since int64) (ch
 		}
 		m.mu.Lock()
 		defer m.mu.Unlock()
-		olds := map[string]*group{}
 		render := map[string]bool{}
 		for _, cpv := range slices.Sorted(maps.Keys(loaded)) {
 			m.setRemoved(cpv, tombs[cpv])
-			old, reindex := m.setGroup(cpv, loaded[cpv])
-			olds[cpv] = old
+			_, reindex := m.setGroup(cpv, loaded[cpv])
 			render[cpv] = true
 			for _, g := range reindex {
 				render[g.cpv] = true
+			}
+		}
+		if wide && !m.lay.Multi && !m.lay.Flat && m.lay.Legacy {
+			// Every claimant of an All/ name a changed CPV may have held
+			// then or holds now (its PF's, either format).
+			for cpv := range loaded {
+				_, pf, _ := strings.Cut(cpv, "/")
+				for _, f := range []layout.Format{layout.FormatXpak, layout.FormatGpkg} {
+					for _, g := range m.legacy[layout.LegacyPath(pf, f)].ownersOrNil() {
+						render[g.cpv] = true
+					}
+				}
 			}
 		}
 		// Entries render once every group is applied: an entry's PATH may
@@ -302,7 +318,7 @@ func (m *Model) catchup(ctx context.Context, db catalog.Source, since int64) (ch
 			if header {
 				err = m.idx.rebuild(m, v)
 			} else {
-				err = m.idx.reindex(m, render, olds, loaded, v)
+				err = m.idx.reindex(m, render, loaded, v)
 			}
 			if err != nil {
 				// The tree goes on: names must keep working when the

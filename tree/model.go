@@ -212,6 +212,13 @@ type dir struct {
 // the first CPV in byte order shows there.
 type claim struct{ owners []*group }
 
+func (c *claim) ownersOrNil() []*group {
+	if c == nil {
+		return nil
+	}
+	return c.owners
+}
+
 func (c *claim) owner() *group {
 	if c == nil || len(c.owners) == 0 {
 		return nil
@@ -246,7 +253,8 @@ type Model struct {
 	removed removedSet
 
 	// index: nil until built (BuildIndex); then kept with the tree.
-	idx *indexState
+	idx   *indexState
+	cache cacheState
 }
 
 // NewModel returns an empty model showing lay.

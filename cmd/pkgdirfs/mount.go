@@ -21,6 +21,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"pkgdirfs/blobs"
 	"pkgdirfs/catalog"
 	pfs "pkgdirfs/fs"
 	"pkgdirfs/tree"
@@ -369,15 +370,18 @@ func lostCatalog(store *catalog.Store) string {
 		// A first import places blobs before its first batch commits.
 		return ""
 	}
-	blobs := 0
+	found := 0
 	filepath.WalkDir(store.BlobDir(), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() && p != store.BlobDir() && blobs.NotBlobs(d.Name()) {
+			return filepath.SkipDir // an index cache is no package
+		}
 		if err == nil && d.Type().IsRegular() {
-			blobs++
+			found++
 			return filepath.SkipAll
 		}
 		return nil
 	})
-	if blobs == 0 {
+	if found == 0 {
 		return ""
 	}
 	return fmt.Sprintf("the catalog of %s lists no packages, but %s holds package files: the catalog was lost or replaced; rebuild it with `pkgdirfs import --rebuild --state %s` (mounting it would show an empty PKGDIR)",

@@ -16,6 +16,11 @@
 // instead of the Go heap; reads are preads, so the page cache holds them. The
 // heap keeps only keys and lengths (about 8 bytes per entry plus the key).
 //
+// An Index can be written to a cache file (View.WriteCache) and loaded back
+// (LoadCache) in O(metadata): the loaded chunks are read from that file, which
+// the Index treats as an old store segment, so a process that starts serves
+// Packages without rendering or compressing anything.
+//
 // Errors: a failing write (ENOSPC, EIO) leaves the affected chunks unsealed
 // and Freeze returns the error; the Index stays consistent and the next
 // Freeze retries. Put and Delete have no error result: if one cannot apply
@@ -274,6 +279,28 @@ func (x *Index) Delete(key string) {
 	}
 }
 
+// DeleteRange removes every key k with lo <= k < hi (a package's entries,
+// whatever their build ids).
+func (x *Index) DeleteRange(lo, hi string) {
+	for x.err == nil && !x.closed && len(x.chunks) > 0 {
+		i := x.find(lo)
+		c := x.chunks[i]
+		j, _ := c.search(lo)
+		if j == c.len() {
+			// The first key from lo on, if any, starts the next chunk.
+			if i+1 == len(x.chunks) {
+				return
+			}
+			c, j = x.chunks[i+1], 0
+		}
+		k := c.key(j)
+		if k >= hi {
+			return
+		}
+		x.Delete(k)
+	}
+}
+
 // edit makes chunks[i] editable and returns it. A sealed chunk is replaced by
 // a new draft (copy-on-write): Views keep the old one.
 func (x *Index) edit(i int) (*chunk, error) {
@@ -452,8 +479,9 @@ func (x *Index) Freeze(header []byte, mtime int64) (*View, error) {
 		g += c.glen
 		v.pend[i], v.gend[i] = p, g
 	}
-	if x.dir != "" {
-		// Every chunk of the index lives in cur or old.
+	if x.cur != nil || x.old != nil {
+		// Every chunk of the index lives in memory, cur or old (also in
+		// memory mode: a loaded cache file).
 		r := &viewRefs{}
 		for _, s := range []*seg{x.cur, x.old} {
 			if s != nil {
@@ -648,6 +676,13 @@ func (x *Index) seal(c *chunk, zw *gzip.Writer, scratch *[]byte) sealed {
 // than live bytes. Moved chunks are new objects: Views keep the old ones and,
 // through their references, the old file.
 func (x *Index) compact(written int64) error {
+	if x.dir == "" && x.old != nil && x.old.nchunks == 0 {
+		// A loaded cache file no chunk lives in any more. In memory
+		// mode its chunks stay there until they change: moving them
+		// would grow the heap by the index.
+		x.old.release()
+		x.old = nil
+	}
 	if x.dir == "" || x.cur == nil {
 		return nil
 	}
