@@ -3,7 +3,8 @@
 // re-render and re-gzip of the whole catalog.
 //
 // Entries (one rendered package block each) are grouped into chunks of
-// consecutive keys. Each chunk caches its plain bytes and its own gzip member;
+// consecutive keys, cut where the keys say (boundary), so that the same
+// entries make the same chunks and bytes whatever the history of changes. Each chunk caches its plain bytes and its own gzip member;
 // Packages.gz is a header member followed by the chunk members (RFC 1952
 // allows concatenated members; zcat, Python's gzip and Go's compress/gzip read
 // them as one stream). A change re-renders and recompresses only its chunk.
@@ -61,9 +62,9 @@ const (
 
 // Options configure an Index. The zero value is valid.
 type Options struct {
-	// ChunkEntries is the target number of entries per chunk; 0 means
-	// DefaultChunkEntries. Chunks hold between about ChunkEntries/4 and
-	// 2*ChunkEntries entries.
+	// ChunkEntries is the mean number of entries per chunk; 0 means
+	// DefaultChunkEntries. Chunks are cut by content (boundary), so their
+	// sizes spread around it (about 1 in 60 is over 4 times the mean).
 	ChunkEntries int
 	// Dir, if not empty, is a directory where chunk bytes (plain and gzip)
 	// are kept in an unlinked file instead of the Go heap.
@@ -223,6 +224,14 @@ func (x *Index) Put(key string, block []byte) {
 		x.chunks = append(x.chunks, &chunk{d: &draft{}})
 	}
 	i := x.find(key)
+	if c := x.chunks[i]; c.len() > 0 && c.key(c.len()-1) < key && x.boundary(c.key(c.len()-1)) {
+		// After the boundary that ends chunks[i]: the key starts the next
+		// run (boundary).
+		if i+1 == len(x.chunks) {
+			x.chunks = append(x.chunks, &chunk{d: &draft{}})
+		}
+		i++
+	}
 	c, err := x.edit(i)
 	if err != nil {
 		x.err = fmt.Errorf("pieces: put %q: %w", key, err)
@@ -242,9 +251,7 @@ func (x *Index) Put(key string, block []byte) {
 		d.size += int64(len(b))
 		x.draftBytes += int64(len(b))
 		x.n++
-		if len(d.keys) > 2*x.chunkN {
-			x.split(i)
-		}
+		x.afterInsert(i, j)
 	}
 	x.maybeFlush()
 }
@@ -273,9 +280,12 @@ func (x *Index) Delete(key string) {
 	x.n--
 	switch {
 	case len(d.keys) == 0:
+		// It held a run's boundary alone: the chunk before ends at one too.
 		x.chunks = slices.Delete(x.chunks, i, i+1)
-	case len(d.keys) < max(1, x.chunkN/4) && len(x.chunks) > 1:
-		x.merge(i)
+	case j == len(d.keys) && i+1 < len(x.chunks):
+		// The boundary that ended the chunk went: its run goes on into
+		// the next chunk's.
+		x.join(i)
 	}
 }
 
@@ -342,47 +352,60 @@ func (x *Index) retire(c *chunk) {
 	}
 }
 
-// split halves the draft chunks[i]. Halves, not a cut at chunkN, so that
-// random inserts leave chunks between chunkN and 2*chunkN, and appends in key
-// order (a bulk load) leave them at chunkN.
-func (x *Index) split(i int) {
+// Chunks are cut by content, not by history: a chunk ends right after a
+// boundary key (one whose hash is 0 modulo chunkN: chunkN entries a chunk on
+// average) or at the end of the index, and holds no other boundary key. The
+// chunks, so each gzip member and Packages.gz as a whole, are then a function
+// of the entries alone: every host of a shared catalog serves byte-identical
+// files for a generation, whatever order its puts and deletes came in, and
+// an index loaded from a cache is the one a fresh render makes.
+func (x *Index) boundary(key string) bool {
+	// FNV-1a, 64 bits: no allocation, well spread over package keys.
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(key); i++ {
+		h ^= uint64(key[i])
+		h *= 1099511628211
+	}
+	return h%uint64(x.chunkN) == 0
+}
+
+// afterInsert restores the rule after a key was inserted at position j of
+// the draft chunks[i] (Put chose the chunk of its run): a boundary key
+// inside a chunk ends it.
+func (x *Index) afterInsert(i, j int) {
 	d := x.chunks[i].d
-	h := len(d.keys) / 2
-	r := &draft{keys: slices.Clone(d.keys[h:]), blocks: slices.Clone(d.blocks[h:])}
+	if j < len(d.keys)-1 && x.boundary(d.keys[j]) {
+		x.cutAfter(i, j)
+	}
+}
+
+// cutAfter splits the draft chunks[i] after its entry j.
+func (x *Index) cutAfter(i, j int) {
+	d := x.chunks[i].d
+	r := &draft{keys: slices.Clone(d.keys[j+1:]), blocks: slices.Clone(d.blocks[j+1:])}
 	for _, b := range r.blocks {
 		r.size += int64(len(b))
 	}
-	clear(d.keys[h:])
-	clear(d.blocks[h:])
-	d.keys, d.blocks = d.keys[:h], d.blocks[:h]
+	clear(d.keys[j+1:])
+	clear(d.blocks[j+1:])
+	d.keys, d.blocks = d.keys[:j+1], d.blocks[:j+1]
 	d.size -= r.size
 	x.chunks = slices.Insert(x.chunks, i+1, &chunk{d: r})
 }
 
-// merge joins the small chunks[i] with its smaller neighbour. A failure to
-// read the neighbour loses nothing (chunk i stays small but valid), so it is
-// not an error of the change.
-func (x *Index) merge(i int) {
-	j := i + 1
-	if i == len(x.chunks)-1 || (i > 0 && x.chunks[i-1].len() < x.chunks[i+1].len()) {
-		j = i - 1
-	}
-	l := min(i, j)
-	a, err := x.edit(l)
+// join appends chunks[i+1] to the draft chunks[i]. A failure to read it
+// is sticky (Err): the chunks would otherwise depend on history.
+func (x *Index) join(i int) {
+	b, err := x.edit(i + 1)
 	if err != nil {
+		x.err = fmt.Errorf("pieces: joining chunks: %w", err)
 		return
 	}
-	b, err := x.edit(l + 1)
-	if err != nil {
-		return
-	}
+	a := x.chunks[i]
 	a.d.keys = append(a.d.keys, b.d.keys...)
 	a.d.blocks = append(a.d.blocks, b.d.blocks...)
 	a.d.size += b.d.size
-	x.chunks = slices.Delete(x.chunks, l+1, l+2)
-	if len(a.d.keys) > 2*x.chunkN {
-		x.split(l)
-	}
+	x.chunks = slices.Delete(x.chunks, i+1, i+2)
 }
 
 // Reset drops every entry, e.g. before a full reload. It also clears the

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -207,8 +208,13 @@ func checkInvariants(t testing.TB, x *Index) {
 		if c.len() == 0 {
 			t.Fatalf("chunk %d empty", ci)
 		}
-		if c.len() > 2*x.chunkN {
-			t.Fatalf("chunk %d has %d entries > 2*%d", ci, c.len(), x.chunkN)
+		// Cut by content (boundary): the last key of every chunk but the
+		// index's last is a boundary key, and no other key is.
+		for i := range c.len() {
+			last := i == c.len()-1
+			if b := x.boundary(c.key(i)); b != last && (b || ci < len(x.chunks)-1) {
+				t.Fatalf("chunk %d of %d, entry %d of %d (%q): boundary %v", ci, len(x.chunks), i, c.len(), c.key(i), b)
+			}
 		}
 		for i := range c.len() {
 			if (ci > 0 || i > 0) && c.key(i) <= prev {
@@ -536,13 +542,24 @@ func TestRecompressOnlyChanged(t *testing.T) {
 					t.Fatalf("%s: compressed %d chunk and %d header members, want %d and 1", name, c, h, want)
 				}
 			}
+			// A key after keys[7] (and before keys[8]) that is, or is not,
+			// a chunk boundary.
+			after7 := func(boundary bool) string {
+				for c := byte(1); ; c++ {
+					if k := keys[7] + string([]byte{c}); x.boundary(k) == boundary {
+						return k
+					}
+				}
+			}
 			step("replace", 1, func() { _, b := entry(5, 42, 1); x.Put(keys[42], b) })
-			step("insert", 1, func() { x.Put(keys[7]+"\x01", []byte("X: y\n\n")) })
+			step("insert", 1, func() { x.Put(after7(false), []byte("X: y\n\n")) })
+			// A boundary key cuts its chunk in two (boundary).
+			step("insert a boundary", 2, func() { x.Put(after7(true), []byte("X: y\n\n")) })
 			step("delete", 1, func() { x.Delete(keys[99]) })
 			step("nothing", 0, func() {})
 			step("two in one chunk", 1, func() {
-				x.Put(keys[7]+"\x01", []byte("X: z\n\n"))
-				x.Put(keys[7]+"\x02", []byte("X: z\n\n"))
+				x.Put(keys[100]+"\x01", []byte("X: z\n\n"))
+				x.Put(keys[100]+"\x02", []byte("X: z\n\n"))
 			})
 		})
 	}
@@ -785,5 +802,74 @@ func TestEmptyAndOptions(t *testing.T) {
 	}
 	if !strings.Contains(fmt.Sprint(ErrReleased), "released") {
 		t.Fatal(ErrReleased)
+	}
+}
+
+// TestSameEntriesSameBytes: two indexes that reach the same entries by
+// different histories (a bulk load in order; random puts, deletes of keys
+// that come and go, in another order and store) serve byte-identical
+// Packages and Packages.gz: what hosts of one catalog serve for a
+// generation must not depend on when each mounted.
+func TestSameEntriesSameBytes(t *testing.T) {
+	r := rand.New(rand.NewSource(7))
+	final := map[string][]byte{}
+	var keys []string
+	for i := range 3000 {
+		k, b := entry(3, i, 0)
+		final[k] = b
+		keys = append(keys, k)
+	}
+	a := newIndex(t, Options{ChunkEntries: 16, GzipLevel: 1}, false, nil)
+	for _, k := range keys {
+		a.Put(k, final[k])
+	}
+	b := newIndex(t, Options{ChunkEntries: 16, GzipLevel: 1}, true, nil)
+	extra := map[string]bool{}
+	for round := range 3 {
+		for _, i := range r.Perm(len(keys)) {
+			k := keys[i]
+			switch r.Intn(4) {
+			case 0:
+				b.Delete(k)
+			case 1:
+				e := k + "\x01" + strconv.Itoa(round)
+				b.Put(e, []byte("X: gone\n\n"))
+				extra[e] = true
+			default:
+				b.Put(k, []byte("X: other\n\n"))
+			}
+		}
+		if _, err := b.Freeze(header(round, b.Len()), 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for e := range extra {
+		b.Delete(e)
+	}
+	for _, i := range r.Perm(len(keys)) {
+		b.Put(keys[i], final[keys[i]])
+	}
+	checkInvariants(t, a)
+	checkInvariants(t, b)
+	va, err := a.Freeze(header(9, a.Len()), 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer va.Release()
+	vb, err := b.Freeze(header(9, b.Len()), 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vb.Release()
+	pa, _ := va.Bytes()
+	pb, _ := vb.Bytes()
+	ga, _ := va.GzBytes()
+	gb, _ := vb.GzBytes()
+	if !bytes.Equal(pa, pb) {
+		t.Fatalf("Packages differ (first difference at %d)", firstDiff(pa, pb))
+	}
+	if !bytes.Equal(ga, gb) {
+		t.Fatalf("Packages.gz differs (%d and %d bytes, first difference at %d) though Packages is the same: %d and %d chunks",
+			len(ga), len(gb), firstDiff(ga, gb), len(a.chunks), len(b.chunks))
 	}
 }
