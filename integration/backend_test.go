@@ -1,6 +1,9 @@
 package integration
 
-import "pkgdirfs/catalog/sqlite" // the backend the tests open states with
+import (
+	_ "pkgdirfs/catalog/postgres" // the benchmark fills shared catalogs too
+	"pkgdirfs/catalog/sqlite"     // the backend the tests open states with
+)
 
 // catalogFiles are the files of a state's catalog, the database first.
 func catalogFiles(state string) []string { return sqlite.Files(state) }

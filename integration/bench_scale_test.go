@@ -723,8 +723,14 @@ func benchScaleSnapshot(b *testing.B, state string, n int) {
 // same packages would store, then bumps the generation once. It returns the
 // number of instances.
 func benchScaleFillCatalog(b testing.TB, state string, n int) int {
+	return benchScaleFillCatalogAt(b, catalog.Location{State: state}, n)
+}
+
+// benchScaleFillCatalogAt is benchScaleFillCatalog of a catalog anywhere
+// (a PostgreSQL one too).
+func benchScaleFillCatalogAt(b testing.TB, loc catalog.Location, n int) int {
 	b.Helper()
-	store, err := catalog.OpenStore(state, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	store, err := catalog.OpenStoreAt(loc, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		b.Fatal(err)
 	}
