@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"pkgdirfs/integration/binhost"
 	"pkgdirfs/internal/pgtest"
 )
 
@@ -464,6 +466,75 @@ func TestMultiHostOutageLongerThanTTL(t *testing.T) {
 	for _, mi := range []*mountInfo{a, b} {
 		if bb, _ := os.ReadFile(mi.Log); bytes.Contains(bb, []byte("collected a dead session")) || bytes.Contains(bb, []byte("session expired")) {
 			t.Errorf("a host was taken for dead across the outage:\n%s", bb)
+		}
+	}
+}
+
+// TestMultiHostNginx: nginx in front of each of two writing hosts and a
+// read-only front-end of one PostgreSQL catalog. Packages copied into one
+// host are fetched through every nginx by a client that behaves as
+// Portage's (Packages.gz, then each package, its SIZE, MD5 and SHA1
+// checked); every nginx answers the index with the same Last-Modified,
+// ETag and bytes, as a load balancer in front of them needs.
+func TestMultiHostNginx(t *testing.T) {
+	t.Parallel()
+	url, blobs, mis, _ := hostStates(t, 2, "--allow-other")
+	fe := mountFSInfo(t, t.TempDir(), "--catalog", url, "--blobs", blobs, "--read-only", "--allow-other")
+	mis = append(mis, fe)
+	// Flat names: each host gives every build an id of its own, from the
+	// one catalog, though the two PKGDIRs hold the same CPVs.
+	flat := extractFixture(t, "xpak-bzip2-flat")
+	gpkg := extractFixture(t, "gpkg-xz-flat")
+	if r := run(t, "", toolTimeout, "cp", "-a", flat+"/.", mis[0].Dir); r.Code != 0 {
+		t.Fatal(r)
+	}
+	if r := run(t, "", toolTimeout, "cp", "-a", gpkg+"/.", mis[1].Dir); r.Code != 0 {
+		t.Fatal(r)
+	}
+	want := 0
+	for _, dir := range []string{flat, gpkg} {
+		filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+			if err == nil && (strings.HasSuffix(p, ".tbz2") || strings.HasSuffix(p, ".gpkg.tar")) {
+				want++
+			}
+			return nil
+		})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var indexes [][]byte
+	var heads []map[string]string
+	for i, mi := range mis {
+		ng := startNginx(t, mi.Dir)
+		c := binhost.NewClient(true)
+		var ix *binhost.Index
+		if !pollFor(10*time.Second, func() bool {
+			var err error
+			ix, _, err = c.Fetch(ctx, ng.URL+"/", &binhost.Cache{})
+			return err == nil && len(ix.Packages) == want
+		}) {
+			n := -1
+			if ix != nil {
+				n = len(ix.Packages)
+			}
+			t.Fatalf("mount %d: nginx serves an index of %d packages, want %d\n%s", i, n, want, exchangesString(c.Exchanges()))
+		}
+		got, err := c.Sync(ctx, &binhost.Cache{}, ix.Packages)
+		if err != nil || len(got) != want {
+			t.Errorf("mount %d: the client downloaded and verified %d of %d packages through nginx: %v", i, len(got), want, err)
+		}
+		indexes = append(indexes, ix.Raw)
+		_, h := curlHead(t, ng.URL+"/Packages.gz")
+		heads = append(heads, h)
+	}
+	for i := 1; i < len(mis); i++ {
+		if !bytes.Equal(indexes[i], indexes[0]) {
+			t.Errorf("mount %d serves another index than mount 0: %s", i, bhFirstDiff(string(indexes[0]), string(indexes[i])))
+		}
+		for _, k := range []string{"last-modified", "etag", "content-length"} {
+			if heads[i][k] != heads[0][k] || heads[0][k] == "" {
+				t.Errorf("Packages.gz through nginx: %s %q on mount %d, %q on mount 0", k, heads[i][k], i, heads[0][k])
+			}
 		}
 	}
 }
