@@ -145,6 +145,20 @@ func (m *Model) PreloadIndexCache(db catalog.Source, opts pieces.Options) {
 	}()
 }
 
+// IndexCacheFound waits for PreloadIndexCache and tells whether it found
+// a cache file it could load (BuildIndex may still refuse it, e.g. when
+// the change log no longer reaches its generation).
+func (m *Model) IndexCacheFound() bool {
+	m.mu.Lock()
+	pl := m.cache.pre
+	m.mu.Unlock()
+	if pl == nil {
+		return false
+	}
+	<-pl.done
+	return pl.res.err == nil && pl.res.x != nil
+}
+
 func catalogID(ctx context.Context, db catalog.Source) (id int64, err error) {
 	err = db.Read(ctx, func(v catalog.Reader) error {
 		id, err = v.CatalogID()
