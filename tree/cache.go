@@ -286,12 +286,7 @@ func (m *Model) indexFromCache(ctx context.Context, db catalog.Source, opts piec
 	if _, err = m.catchup(ctx, db, since, true); err != nil {
 		// The index is still the cache's generation, maybe far behind the
 		// tree's: it must not be served as the tree's.
-		m.mu.Lock()
-		if m.idx == x {
-			x.p.Close()
-			m.idx = nil
-		}
-		m.mu.Unlock()
+		m.dropIndex(x)
 		return true, err
 	}
 	m.mu.RLock()

@@ -258,8 +258,23 @@ func (m *Model) BuildIndex(ctx context.Context, db catalog.Source, opts pieces.O
 	// The tree may be ahead of the rendered generation, or behind it:
 	// applying every change since the older one brings both to the
 	// catalog's present (applying a CPV again is harmless).
-	_, err = m.catchup(ctx, db, since, true)
+	if _, err = m.catchup(ctx, db, since, true); err != nil {
+		// The index is still the render's generation: it must not be
+		// served as the tree's.
+		m.dropIndex(x)
+	}
 	return err
+}
+
+// dropIndex drops x if it is the model's index: IndexReady is then false,
+// and the next read of Packages builds the index again.
+func (m *Model) dropIndex(x *indexState) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.idx == x {
+		x.p.Close()
+		m.idx = nil
+	}
 }
 
 // ErrStale says the model moved past the generation asked for.

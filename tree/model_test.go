@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -918,5 +919,42 @@ func TestFileBlob(t *testing.T) {
 		if compact := f.blobName == ""; compact != (name == "9f/"+sum) && name != "" {
 			t.Errorf("%q kept compact: %v", name, compact)
 		}
+	}
+}
+
+// failingSource is a catalog whose reads fail from the n-th on.
+type failingSource struct {
+	catalog.Source
+	reads, failFrom int
+}
+
+func (f *failingSource) Read(ctx context.Context, fn func(r catalog.Reader) error) error {
+	f.reads++
+	if f.reads >= f.failFrom {
+		return errors.New("the catalog went away")
+	}
+	return f.Source.Read(ctx, fn)
+}
+
+// TestBuildIndexCatchupFails: an index rendered at one generation whose
+// catchup to the catalog's present fails is dropped, never served as the
+// tree's; the next build serves the right one.
+func TestBuildIndexCatchupFails(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t, 3, 3, 10)
+	m, err := Load(ctx, w.db, AllLayouts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	// The render reads once; the catchup after it fails.
+	if err := m.BuildIndex(ctx, &failingSource{Source: w.db, failFrom: 2}, pieces.Options{ChunkEntries: 4}); err == nil {
+		t.Fatal("BuildIndex succeeded though its catchup failed")
+	}
+	if m.IndexReady() {
+		t.Fatal("an index whose catchup failed is installed")
+	}
+	if err := m.BuildIndex(ctx, w.db, pieces.Options{ChunkEntries: 4}); err != nil || !m.IndexReady() {
+		t.Fatalf("building again: %v, ready %v", err, m.IndexReady())
 	}
 }
