@@ -83,6 +83,9 @@ type FS struct {
 	// idxOwn: idx's TIMESTAMP is this mount's choice, not (yet) the one the
 	// catalog holds for its generation.
 	idxOwn bool
+	// storeFailed: freezing the index failed (its store's file could not
+	// be written): it is built in memory from then on.
+	storeFailed atomic.Bool
 	// stamps of the last two rendered generations and when the last was
 	// rendered, for settling after bursts
 	prevTS, lastTS int64
@@ -330,7 +333,13 @@ func (f *FS) renderIndex(ctx context.Context) error {
 	// generation (tree.BuildIndex): those need invalidations too.
 	seq := f.model.Seq()
 	defer f.noteSince(seq, false)
-	err := f.model.BuildIndex(ctx, f.cfg.Store.DB, f.pieceOptions())
+	opts := f.pieceOptions()
+	if f.storeFailed.Load() {
+		// The store's file could not be written: an index loaded from the
+		// cache would fail the same way at its first freeze.
+		opts = pieces.Options{}
+	}
+	err := f.model.BuildIndex(ctx, f.cfg.Store.DB, opts)
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -571,7 +580,8 @@ func (f *FS) index() (*tree.IndexView, error) {
 				}
 				// Recovered below (a full disk under the state ends in an
 				// index kept in memory), so not an error of the daemon.
-				f.log.Warn("freezing the index failed; rendering it again", "err", ferr)
+				f.log.Warn("freezing the index failed; rendering it again, in memory", "err", ferr)
+				f.storeFailed.Store(true)
 				if err := f.renderIndex(ctx); err != nil {
 					return nil, err
 				}
