@@ -313,12 +313,22 @@ func TestNginxHTTP(t *testing.T) {
 	mnt, ng := sv.Mnt, sv.NG
 	// The workers run as the configured user, reading the mount through --allow-other.
 	if want, err := user.Lookup(ng.User); err == nil {
+		// A worker just forked runs as root until it drops to the user:
+		// each must have dropped within a few seconds.
+		var wrong []procInfo
 		workers := 0
-		for _, w := range nginxWorkers(ng.cmd.Process.Pid) {
-			workers++
-			if w.uid != want.Uid {
-				t.Errorf("nginx worker pid %d runs as uid %s, want %s (%s)", w.pid, w.uid, want.Uid, ng.User)
+		pollFor(5*time.Second, func() bool {
+			ws := nginxWorkers(ng.cmd.Process.Pid)
+			workers, wrong = len(ws), nil
+			for _, w := range ws {
+				if w.uid != want.Uid {
+					wrong = append(wrong, w)
+				}
 			}
+			return workers > 0 && len(wrong) == 0
+		})
+		for _, w := range wrong {
+			t.Errorf("nginx worker pid %d runs as uid %s, want %s (%s)", w.pid, w.uid, want.Uid, ng.User)
 		}
 		if workers == 0 {
 			t.Errorf("found no worker process of nginx master pid %d", ng.cmd.Process.Pid)
