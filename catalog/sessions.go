@@ -107,16 +107,24 @@ func (ss *session) begin(ctx context.Context) error {
 
 // readTTL takes up the catalog's TTL (at every beat: an operator may
 // change it while hosts run).
-func (ss *session) readTTL(tx *Tx) error {
-	ttl, ok, err := tx.Setting(SessionTTLSetting)
-	if err != nil {
-		return err
+func (ss *session) readTTL(tx *Tx) (err error) {
+	ss.ttl, err = sessionTTL(tx)
+	return err
+}
+
+// sessionTTL is the catalog's session TTL: its setting, else the default.
+func sessionTTL(s Snapshot) (time.Duration, error) {
+	ttl, ok, err := s.Setting(SessionTTLSetting)
+	if err != nil || !ok || ttl <= 0 {
+		return DefaultSessionTTL, err
 	}
-	ss.ttl = DefaultSessionTTL
-	if ok && ttl > 0 {
-		ss.ttl = time.Duration(ttl) * time.Second
-	}
-	return nil
+	return time.Duration(ttl) * time.Second, nil
+}
+
+// expiredAt tells whether x's heartbeat is older than ttl at nowNs (the
+// catalog's clock).
+func (x *Session) expiredAt(nowNs int64, ttl time.Duration) bool {
+	return nowNs-x.HeartbeatNs > int64(ttl)
 }
 
 // heartbeat refreshes the row several times per TTL, and on each beat
@@ -292,7 +300,7 @@ func (ss *session) collect(ctx context.Context, expired bool) error {
 	live := map[string]bool{}
 	var dead []string
 	for _, x := range list {
-		if now-x.HeartbeatNs > int64(ss.ttl) && expired {
+		if expired && x.expiredAt(now, ss.ttl) {
 			dead = append(dead, x.ID)
 		} else {
 			live[x.ID] = true
@@ -347,7 +355,7 @@ func (ss *session) collectOne(ctx context.Context, id string, expired bool) erro
 			return err
 		}
 		for _, x := range list {
-			if x.ID == id && (now-x.HeartbeatNs <= int64(ss.ttl) || !expired) {
+			if x.ID == id && (!expired || !x.expiredAt(now, ss.ttl)) {
 				return nil // it beat meanwhile, or made its row: alive
 			}
 		}
@@ -461,14 +469,13 @@ func (db *DB) SessionStatus(ctx context.Context) (*SessionStatus, error) {
 		if err != nil {
 			return err
 		}
-		out = &SessionStatus{TTL: DefaultSessionTTL}
-		if ttl, ok, err := v.Setting(SessionTTLSetting); err != nil {
+		ttl, err := sessionTTL(v)
+		if err != nil {
 			return err
-		} else if ok && ttl > 0 {
-			out.TTL = time.Duration(ttl) * time.Second
 		}
+		out = &SessionStatus{TTL: ttl}
 		for _, x := range list {
-			if now-x.HeartbeatNs > int64(out.TTL) {
+			if x.expiredAt(now, ttl) {
 				out.Expired = append(out.Expired, x)
 			} else {
 				out.Live = append(out.Live, x)
