@@ -124,8 +124,21 @@ func crashPool(t *testing.T, pkgdir string) []crashBase {
 
 // crashDaemon is a foreground daemon we started, so we have its pid.
 type crashDaemon struct {
-	cmd  *exec.Cmd
-	done chan struct{}
+	cmd    *exec.Cmd
+	done   chan struct{}
+	marker string // the log line written before it started
+}
+
+// logSince is the log at path from the last line marker on (at most 64 KiB).
+func logSince(path, marker string) string {
+	b, _ := os.ReadFile(path)
+	if i := bytes.LastIndex(b, []byte(marker)); i >= 0 {
+		b = b[i:]
+	}
+	if len(b) > 64<<10 {
+		b = b[len(b)-64<<10:]
+	}
+	return string(b)
 }
 
 func startCrashDaemon(t *testing.T, state, mnt, logPath, marker string, extra ...string) *crashDaemon {
@@ -141,7 +154,7 @@ func startCrashDaemon(t *testing.T, state, mnt, logPath, marker string, extra ..
 		lf.Close()
 		t.Fatalf("start daemon: %v", err)
 	}
-	d := &crashDaemon{cmd: cmd, done: make(chan struct{})}
+	d := &crashDaemon{cmd: cmd, done: make(chan struct{}), marker: "===== " + marker}
 	go func() {
 		_ = cmd.Wait()
 		lf.Close()
@@ -551,7 +564,10 @@ func TestCrashKill9(t *testing.T) {
 		pid := cur.cmd.Process.Pid
 		conn := fuseConnID(mnt)
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-			t.Errorf("%s: kill -9 %d: %v", label, pid, err)
+			// The daemon exited by itself: say how, and what it logged.
+			<-cur.done
+			t.Errorf("%s: kill -9 %d: %v: the daemon had exited by itself (%v); its log since it started:\n%s",
+				label, pid, err, cur.cmd.ProcessState, logSince(logPath, cur.marker))
 		}
 		stop.Store(true)
 		old := cur
@@ -629,6 +645,7 @@ func TestCrashKill9(t *testing.T) {
 		}
 	}
 	logb, _ := os.ReadFile(logPath)
+	checkDaemonLog(t, &mountInfo{Log: logPath, AllowErrors: []string{"the daemon died without unmounting"}})
 	aborted := bytes.Count(logb, []byte("the daemon died without unmounting; its FUSE connection is aborted"))
 	t.Logf("%d kill -9 trials in %v: %d operations acknowledged, %d present at the end, %d acknowledged-package checks, %d operations failed (mostly cut by the kill), %d killed daemons did not exit within 3 s, %d connections aborted by the watchdog before the restart; ops %v",
 		trials, time.Since(start).Round(time.Second), totalAcked, present, totalChecked, totalFailedOps, hung, aborted, opCounts)
