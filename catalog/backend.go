@@ -104,6 +104,13 @@ type SnapshotReads interface {
 	SnapshotsHolding(ids []int64) (map[int64][]string, error)
 	// HeldBlobs lists the blobs of the held copies, each once.
 	HeldBlobs() ([]string, error)
+	ChannelReads
+}
+
+// ChannelReads are the reads of the catalog's channels (channels.go).
+type ChannelReads interface {
+	// Channels lists every channel, by name, with its snapshot's name.
+	Channels() ([]ChannelInfo, error)
 }
 
 // WriteTx is one write transaction of a backend: the reads see its own
@@ -168,6 +175,19 @@ type SnapshotWrites interface {
 	// no other snapshot needs, and returns the blobs those named (the
 	// caller drops those nothing else names).
 	DeleteSnapshot(id int64) (blobs []string, err error)
+	ChannelWrites
+}
+
+// ChannelWrites are the row operations of channels.
+type ChannelWrites interface {
+	// PutChannel stores c under its name, replacing the row of that name
+	// (c.SnapshotID 0: a live channel).
+	PutChannel(c *ChannelInfo) error
+	// DeleteChannel deletes the channel of that name; ErrNotFound if none.
+	DeleteChannel(name string) error
+	// RaiseChannelServed records that a mount served channel name with
+	// TIMESTAMP ts (kept if higher than the one recorded).
+	RaiseChannelServed(name string, ts int64) error
 }
 
 // Backend is an open catalog store. It is safe for concurrent use.

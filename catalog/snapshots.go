@@ -253,8 +253,14 @@ func (s *Store) DeleteSnapshot(ctx context.Context, name string) error {
 		if err != nil {
 			return err
 		}
-		// A channel pointing at the snapshot refuses its deletion here
-		// (channels come with issue 24's item 2).
+		// Clients follow a channel: its snapshot goes only after it moves.
+		chans, err := channelsOn(tx, info.ID)
+		if err != nil {
+			return err
+		}
+		if len(chans) > 0 {
+			return fmt.Errorf("snapshot %q: %w: %s (move or delete the channel first)", name, ErrSnapshotInUse, strings.Join(chans, ", "))
+		}
 		blobs, err = tx.DeleteSnapshot(info.ID)
 		return err
 	})

@@ -57,6 +57,13 @@ type Config struct {
 	// without a handle (noopen.go). It loses passthrough for large
 	// packages. A measurement knob (PKGDIRFS_NO_OPEN=1, docs/performance.md).
 	NoOpen bool
+	// Channel, if set, makes the whole mount that channel's tree (a
+	// front-end serving one fleet); else channels are served at
+	// view.ChannelsDir.
+	Channel string
+	// CompileChannel gives a live channel's filter from its query (the
+	// query language is not the fs layer's); nil: every build.
+	CompileChannel func(c *catalog.ChannelInfo) (tree.GroupFilter, error)
 }
 
 // FS is one mounted PKGDIR.
@@ -96,6 +103,14 @@ type FS struct {
 	catalogDown atomic.Bool
 	lastRender  time.Time
 	settledTS   int64
+
+	// channels: every channel of the catalog, as this mount serves it;
+	// chanKick wakes the worker that applies changes to the live ones,
+	// chanSync also has it read their definitions.
+	channels *view.Channels
+	treeRoot *gofs.Inode // the mount's root: f.root, or a channel's
+	chanKick chan struct{}
+	chanSync chan struct{}
 
 	loop   *gofs.LoopbackRoot // serves scratch files from the scratch tree
 	names  *view.Names        // the one resolver of names
@@ -160,6 +175,12 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 		// Graces that ended while nothing served the state.
 		f.expireRemoved(time.Now())
 	}
+	f.channels = &view.Channels{DB: cfg.Store.DB, Layouts: cfg.Layouts, Pieces: f.pieceOptions(),
+		Incarnation: cfg.Incarnation, Log: f.log, Compile: cfg.CompileChannel}
+	if !cfg.ReadOnly {
+		f.channels.Record = f.recordChannelStamp
+	}
+	f.chanKick, f.chanSync = make(chan struct{}, 1), make(chan struct{}, 1)
 	f.buildCtx, f.stopBuild = context.WithCancel(context.Background())
 	f.root = &dirNode{fs: f, path: ""}
 	var st syscall.Stat_t
@@ -213,7 +234,28 @@ func (f *FS) Mount(dir string) error {
 		// The kernel answers EROFS and access(W_OK) is false, so Portage never tries.
 		opts.MountOptions.Options = append(opts.MountOptions.Options, "ro")
 	}
-	raw := newRawFS(gofs.NewNodeFS(f.root, opts), f.log)
+	var root gofs.InodeEmbedder = f.root
+	if f.cfg.Channel != "" {
+		// The channel must exist before it is mounted: a front-end that
+		// serves nothing should not start.
+		ctx := context.Background()
+		if _, err := f.cfg.Store.DB.Channel(ctx, f.cfg.Channel); err != nil {
+			return err
+		}
+		if _, err := f.channels.Sync(ctx); err != nil {
+			return err
+		}
+		ch := f.channels.Get(f.cfg.Channel)
+		if ch == nil {
+			return fmt.Errorf("channel %s cannot be served (see the log)", f.cfg.Channel)
+		}
+		root = &chanDirNode{fs: f, name: f.cfg.Channel}
+		opts.RootStableAttr = &gofs.StableAttr{Ino: ch.Model.RootIno()}
+		zero := time.Duration(0)
+		opts.EntryTimeout, opts.AttrTimeout = &zero, &zero
+	}
+	raw := newRawFS(gofs.NewNodeFS(root, opts), f.log)
+	f.treeRoot = root.EmbeddedInode()
 	raw.noOpen = f.noOpen()
 	server, err := fuse.NewServer(raw, dir, &opts.MountOptions)
 	if err != nil {
@@ -242,6 +284,10 @@ func (f *FS) Mount(dir string) error {
 	go f.poll()
 	go f.recordStamps()
 	go f.notifier()
+	go f.channelWorker()
+	if f.cfg.Channel == "" {
+		f.syncChannels()
+	}
 	return nil
 }
 
@@ -426,6 +472,7 @@ func (f *FS) poll() {
 			} else if f.catalogDown.CompareAndSwap(true, false) {
 				f.log.Info("catalog server reachable again")
 			}
+			f.syncChannels()
 			f.expireRemoved(now)
 			f.settle(now)
 			f.maybeCacheIndex(now)
@@ -443,6 +490,9 @@ func (f *FS) Refresh(ctx context.Context) error {
 		return err
 	}
 	f.noteSince(seq, changed)
+	if changed {
+		f.kickChannels()
+	}
 	return nil
 }
 

@@ -40,6 +40,11 @@ func (d *dirNode) child(name string) string {
 // Lookup adapts what the resolver answers for the name to a kernel inode.
 func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	rel := d.child(name)
+	if rel == view.ChannelsDir {
+		d.fs.fillDir(d.fs.model.DirIno(rel), 0, &out.Attr)
+		out.Mode = syscall.S_IFDIR | 0o555
+		return d.NewInode(ctx, &chanAreaNode{fs: d.fs}, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: d.fs.model.DirIno(rel)}), 0
+	}
 	a := d.fs.names.Resolve(rel)
 	switch a.Kind {
 	case view.Index:
@@ -83,13 +88,23 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 // made on the first request of a read from the start and kept (listings)
 // for the requests that continue it.
 func (d *dirNode) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	return &dirHandle{d: d}, 0, 0
+	return &dirHandle{d: d, fs: d.fs}, 0, 0
 }
+
+// lister is a directory a dirHandle reads: key names its listings (a path
+// of the tree it shows), entries lists it.
+type lister interface {
+	listingKey() string
+	entries() ([]fuse.DirEntry, syscall.Errno)
+}
+
+func (d *dirNode) listingKey() string { return d.path }
 
 // dirHandle reads one listing. An entry's offset names its listing and its
 // place in it (listingID<<32 | index+1).
 type dirHandle struct {
-	d    *dirNode
+	d    lister
+	fs   *FS
 	l    *listing
 	pos  int
 	sent int // entries this handle gave out
@@ -110,7 +125,7 @@ func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 		// The request that finds nothing left is the read's last (a
 		// request that reaches the end with entries is followed by one).
 		if h.sent == 0 {
-			h.d.fs.listings.done(h.l)
+			h.fs.listings.done(h.l)
 		}
 		return nil, 0
 	}
@@ -125,7 +140,7 @@ func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 // starts a new one at the same place.
 func (h *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 	if off != 0 {
-		h.l = h.d.fs.listings.get(uint32(off>>32), h.d.path)
+		h.l = h.fs.listings.get(uint32(off>>32), h.d.listingKey())
 	}
 	if h.l == nil {
 		if errno := h.start(); errno != 0 {
@@ -142,9 +157,9 @@ func (h *dirHandle) start() syscall.Errno {
 		return errno
 	}
 	if hook := listingMade.Load(); hook != nil {
-		(*hook)(h.d.path)
+		(*hook)(h.d.listingKey())
 	}
-	h.l = h.d.fs.listings.add(h.d.path, list)
+	h.l = h.fs.listings.add(h.d.listingKey(), list)
 	return 0
 }
 

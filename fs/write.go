@@ -983,7 +983,7 @@ func (f *FS) notifier() {
 }
 
 func (f *FS) notifyWorker() {
-	root := f.root.EmbeddedInode()
+	root := f.treeRoot
 	for {
 		k, waiters, ok := f.notes.pop()
 		if !ok {

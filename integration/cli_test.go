@@ -12,7 +12,7 @@ import (
 // The command line as a Gentoo admin meets it: GNU-style options, --help on
 // stdout, usage errors in one line, and docs that list what --help lists.
 
-var cliCommands = []string{"mount", "import", "index", "verify", "query", "prune", "snapshot", "stats", "status"}
+var cliCommands = []string{"mount", "import", "index", "verify", "query", "prune", "snapshot", "channel", "stats", "status"}
 
 // cliOption is one option of a command's --help.
 type cliOption struct{ long, short string }

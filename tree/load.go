@@ -73,6 +73,7 @@ func (m *Model) Load(ctx context.Context, db catalog.Source) error {
 		}
 		m.journal = journal{seq: m.journal.seq} // nothing was cached before the load
 		m.gen, m.mtimeNs = gen, max(m.mtimeNs, ts*1e9)
+		m.contentGen = gen
 		return nil
 	})
 }
@@ -291,7 +292,11 @@ func (m *Model) catchup(ctx context.Context, db catalog.Source, since int64, wid
 		m.mu.Lock()
 		defer m.mu.Unlock()
 		render := map[string]bool{}
+		content := header
 		for _, cpv := range slices.Sorted(maps.Keys(loaded)) {
+			if !content && !m.sameGroupLocked(cpv, loaded[cpv]) {
+				content = true
+			}
 			m.setRemoved(cpv, tombs[cpv])
 			_, reindex := m.setGroup(cpv, loaded[cpv])
 			render[cpv] = true
@@ -332,6 +337,9 @@ func (m *Model) catchup(ctx context.Context, db catalog.Source, since int64, wid
 			}
 		}
 		m.gen = gen
+		if content {
+			m.contentGen = gen
+		}
 		if ts*1e9 > m.mtimeNs {
 			m.mtimeNs = ts * 1e9
 		}

@@ -252,6 +252,10 @@ type Model struct {
 	// under the removed area (see removed.go).
 	removed removedSet
 
+	// contentGen: the generation at which what the model shows (builds,
+	// their mtime and mode, the header) last changed; a catchup that only
+	// moves the generation leaves it (ContentGen).
+	contentGen int64
 	// index: nil until built (BuildIndex); then kept with the tree.
 	idx   *indexState
 	cache cacheState
@@ -267,6 +271,74 @@ func NewModel(lay Layouts) *Model {
 
 // Layouts is what the model shows.
 func (m *Model) Layouts() Layouts { return m.lay }
+
+// SetInoSpace numbers this model's directories, its root included, apart
+// from those of every model of another space (a channel's tree beside the
+// mount's, space 0): tools that walk the mount (find, du, tar) tell
+// directories by st_ino. Call it before Load; space < 1<<16.
+func (m *Model) SetInoSpace(space uint16) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if space == 0 {
+		return
+	}
+	base := uint64(DirInoBase) + uint64(space)<<40
+	m.dirIno[""], m.nextIno, m.dirs[""].ino = base, base, base
+}
+
+// ContentGen is the generation at which the builds the model shows, or
+// the header, last changed (Load: the loaded generation). A view of the
+// catalog (a channel) publishes a new index only when it moves.
+func (m *Model) ContentGen() int64 {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.contentGen
+}
+
+// Packages counts the packages the model shows (no placeholders).
+func (m *Model) Packages() int {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	n := 0
+	for _, g := range m.groups {
+		for _, f := range g.files {
+			if !f.Placeholder {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// RootIno is the inode number of the model's root directory.
+func (m *Model) RootIno() uint64 { return m.DirIno("") }
+
+// SameGroup tells whether the model shows exactly insts for cpv: the same
+// builds, with the same mtime and mode (what an index entry and a stat
+// show). A view uses it to tell a change that reaches it from one that
+// does not.
+func (m *Model) SameGroup(cpv string, insts []catalog.Instance) bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.sameGroupLocked(cpv, insts)
+}
+
+func (m *Model) sameGroupLocked(cpv string, insts []catalog.Instance) bool {
+	g := m.groups[cpv]
+	if g == nil {
+		return len(insts) == 0
+	}
+	if len(g.files) != len(insts) {
+		return false
+	}
+	for i, f := range g.files {
+		in := &insts[i]
+		if f.ID != in.ID || f.MtimeNs != in.MtimeNs || f.Mode != in.Mode || f.Placeholder != in.Placeholder {
+			return false
+		}
+	}
+	return true
+}
 
 // OnConflict sets where legacy-name conflicts are reported.
 func (m *Model) OnConflict(fn func(msg string)) {

@@ -155,6 +155,10 @@ func (n *Names) Resolve(rel string) Answer {
 		}
 		return Answer{Kind: Index, Entry: tree.Entry{Name: name, Ino: tree.IndexIno(n.Model.Gen(), name == "Packages.gz")}}
 	}
+	if rel == ChannelsDir {
+		// The channels, served by the fs layer's own nodes.
+		return Answer{Kind: Area, Entry: tree.Entry{Name: name, Ino: n.Model.DirIno(rel)}}
+	}
 	if rest, ok := InRemoved(rel); ok {
 		f, isDir := n.Model.LookupRemoved(rest)
 		switch {
@@ -281,7 +285,8 @@ type Listed struct {
 func (n *Names) List(dir string) (list []Listed, ok bool) {
 	if rest, in := InRemoved(dir); in {
 		if dir == AreaDir {
-			list = append(list, Listed{Name: "removed", Mode: syscall.S_IFDIR, Ino: n.Model.DirIno(RemovedDir)})
+			list = append(list, Listed{Name: "removed", Mode: syscall.S_IFDIR, Ino: n.Model.DirIno(RemovedDir)},
+				Listed{Name: "channels", Mode: syscall.S_IFDIR, Ino: n.Model.DirIno(ChannelsDir)})
 			// The quarantine areas, once something was kept there.
 			for _, a := range []string{RecoveredDir, RefusedDir} {
 				if st, err := os.Stat(n.ScratchPath(a)); err == nil && st.IsDir() {

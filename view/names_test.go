@@ -228,7 +228,7 @@ func TestList(t *testing.T) {
 		"app-misc":                     {".lock", "hello-2.10.tbz2@", "hello/"},
 		"app-misc/hello":               {"hello-2.10-2.xpak", "hello-2.10-3.xpak"},
 		"All":                          {"curl-8.9.1.gpkg.tar@", "hello-2.10.tbz2"}, // a scratch file shadows the alias
-		".pkgdirfs":                    {"refused/", "removed/"},
+		".pkgdirfs":                    {"channels/", "refused/", "removed/"},
 		RemovedDir:                     {"app-misc/"},
 		RemovedDir + "/app-misc/hello": {"hello-2.10-1.xpak"},
 		RefusedDir + "/app-misc":       {"x-1.tbz2"},

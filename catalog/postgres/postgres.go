@@ -29,7 +29,7 @@ import (
 // rows), the hosts' sessions (5) and snapshots (6, catalog/sqlite's 5). A
 // database of a newer one is refused; an older one is brought up to date
 // by the first writer that opens it (migrations).
-const schemaVersion = 6
+const schemaVersion = 7
 
 //go:embed schema.sql
 var schemaSQL string
@@ -40,6 +40,9 @@ var sessionsSQL string
 //go:embed snapshots.sql
 var snapshotsSQL string
 
+//go:embed channels.sql
+var channelsSQL string
+
 // migrations bring a catalog of an older version up to date: each one
 // whose version is above the catalog's runs, in order, in one transaction.
 // Each is idempotent; a new catalog gets schema.sql and then every one.
@@ -49,6 +52,7 @@ var migrations = []struct {
 }{
 	{5, sessionsSQL},
 	{6, snapshotsSQL},
+	{7, channelsSQL},
 }
 
 // writeLock is the advisory lock key every write transaction takes
@@ -95,6 +99,8 @@ type DB struct {
 	// no snapshot tables and so no snapshots (until a writer of this
 	// version opens it).
 	preSnapshots bool
+	// preChannels: likewise, older than version 7 (no channels).
+	preChannels bool
 }
 
 var _ catalog.Backend = (*DB)(nil)
@@ -180,6 +186,7 @@ func (db *DB) init(ctx context.Context) error {
 		// A reader of an older catalog reads what it has; snapshots are
 		// there once a writer of this version opened it.
 		db.preSnapshots = version < 6
+		db.preChannels = version < 7
 		return nil
 	}
 	if db.readOnly {
@@ -258,7 +265,7 @@ func (db *DB) Read(ctx context.Context, fn func(catalog.Snapshot) error) error {
 		return classify(fmt.Errorf("catalog %s: begin read: %w", db.name, err))
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	return classify(fn(snap{ctx: ctx, q: tx, preSnapshots: db.preSnapshots}))
+	return classify(fn(snap{ctx: ctx, q: tx, preSnapshots: db.preSnapshots, preChannels: db.preChannels}))
 }
 
 // Write runs fn once in a write transaction that holds the write lock.

@@ -26,6 +26,7 @@ type snap struct {
 	q   querier
 	// preSnapshots: the catalog has no snapshot tables (DB.preSnapshots).
 	preSnapshots bool
+	preChannels  bool // no channel table (DB.preChannels)
 }
 
 var _ catalog.Snapshot = snap{}

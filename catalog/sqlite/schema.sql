@@ -210,3 +210,19 @@ CREATE TABLE IF NOT EXISTS held_instances (
 	PRIMARY KEY (id, held_gen)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS held_instances_blob ON held_instances (blob);
+
+-- Schema version 6: channels. A channel points at a snapshot (snapshot_id)
+-- or, with snapshot_id NULL, at a live query; each mount serves it as a
+-- binhost of its own. stamp: a floor for its index's TIMESTAMP since its
+-- last move; served: the highest TIMESTAMP a mount recorded serving it.
+CREATE TABLE IF NOT EXISTS channels (
+	name        TEXT    PRIMARY KEY NOT NULL,
+	snapshot_id INTEGER REFERENCES snapshots (id),
+	query       TEXT    NOT NULL DEFAULT '',
+	ttl         INTEGER NOT NULL DEFAULT 0,
+	uri         TEXT    NOT NULL DEFAULT '',
+	stamp       INTEGER NOT NULL,
+	served      INTEGER NOT NULL DEFAULT 0,
+	version     INTEGER NOT NULL,
+	updated_ns  INTEGER NOT NULL
+) WITHOUT ROWID;

@@ -24,7 +24,7 @@ import (
 
 // schemaVersion is the version schema.sql describes. A catalog with a
 // higher version was written by a newer pkgdirfs and is refused.
-const schemaVersion = 5
+const schemaVersion = 6
 
 //go:embed schema.sql
 var schemaSQL string

@@ -29,7 +29,7 @@ var commands []command
 
 func init() {
 	commands = []command{
-		{"mount", "[--state DIR] [--catalog URL] [--blobs DIR] [--layouts all|multi,flat,legacy] [--read-only] [--allow-other] [--xattrs] [--stamp-build-id] [--removed-grace DURATION] [--keep N [--per-use]] [--init] [--hide-existing] [--other-pkgdir] [--sign-key KEYID [--gpg-home DIR]] [--trust-keyring DIR] [-f] [--log FILE] [--log-level debug|info|warn|error] [--debug] MOUNTPOINT",
+		{"mount", "[--state DIR] [--catalog URL] [--blobs DIR] [--layouts all|multi,flat,legacy] [--read-only [--channel NAME]] [--allow-other] [--xattrs] [--stamp-build-id] [--removed-grace DURATION] [--keep N [--per-use]] [--init] [--hide-existing] [--other-pkgdir] [--sign-key KEYID [--gpg-home DIR]] [--trust-keyring DIR] [-f] [--log FILE] [--log-level debug|info|warn|error] [--debug] MOUNTPOINT",
 			"serve the catalog as a PKGDIR at MOUNTPOINT (returns once it is mounted, unless -f); also mount -t fuse.pkgdirfs STATE MOUNTPOINT -o OPTIONS", cmdMount},
 		{"import", "[--state DIR] [--catalog URL] [--blobs DIR] [--link] [--keep-invalid] [-q] [--sign-key KEYID [--gpg-home DIR]] [--trust-keyring DIR] SRC... | --rebuild [--state DIR]", "import the packages of existing PKGDIRs (any layout) into the catalog", cmdImport},
 		{"index", "[--state DIR] [--catalog URL] [--blobs DIR] [--layouts ...] [--gz]", "write the Packages index the mount serves to stdout", cmdIndex},
@@ -41,6 +41,8 @@ func init() {
 			"remove old builds by policy: all but the N newest of each CPV (or USE set), older than DUR, never those FILE's atoms match", cmdPrune},
 		{"snapshot", "[--state DIR] [--catalog URL] [--blobs DIR] create NAME [--query QUERY] | list [--format table|json] | show NAME [--format table|json|paths] | diff A B [--format table|json] | delete NAME",
 			"freeze the builds (all, or those QUERY selects) under NAME, no bytes copied; list, show, compare and delete snapshots. A snapshot never changes: rm, prune and the keep policy leave its builds and their bytes in it", cmdSnapshot},
+		{"channel", "[--state DIR] [--catalog URL] [--blobs DIR] set NAME (--snapshot SNAP | --live [--query QUERY]) [--ttl DURATION] [--uri URL] | list [--format table|json] | delete NAME",
+			"point channel NAME at a snapshot or at a live query; every mount serves it as a binhost of its own at .pkgdirfs/channels/NAME (or as the whole mount: mount --channel NAME). Moving it publishes an index newer than any it served", cmdChannel},
 		{"stats", "[--state DIR] [--catalog URL] [--blobs DIR] [--format table|json]", "instances, CPVs, bytes by category, CPVs with the most builds, refused files, oldest and newest build", cmdStats},
 		{"status", "[--state DIR] [--catalog URL] [--blobs DIR] [PATH]", "show the daemon serving the state (pid, mountpoint, open handles, memory) and the catalog (generation, instances, last commit); the state is that of the pkgdirfs mount holding PATH or, without PATH and --state, the working directory; exit 3 if not mounted", cmdStatus},
 		{"version", "", "print the version", func([]string) int { fmt.Println("pkgdirfs", version); return 0 }},

@@ -49,6 +49,7 @@ func cmdMount(args []string) int {
 	perUse := fl.Bool("per-use", false, "with --keep: the N newest of each distinct USE set of the CPV")
 	hideExisting := fl.Bool("hide-existing", false, "mount even when the catalog is empty and MOUNTPOINT holds package files, which the mount then hides (without it such a mount is refused: import them first)")
 	otherPKGDIR := fl.Bool("other-pkgdir", false, "mount even when MOUNTPOINT is a PKGDIR other than the one STATE serves (STATE's packages and refused files then show there, over its own files), and serve it there from now on")
+	channel := fl.String("channel", "", "serve channel `NAME` as the whole mount (a front-end for one fleet; needs --read-only)")
 	signing := addSigningFlags(fl)
 	ops, code := parseArgs(fl, args)
 	if code >= 0 {
@@ -59,6 +60,9 @@ func cmdMount(args []string) int {
 	}
 	if len(ops) != 1 {
 		return usageError(fl, "need exactly one MOUNTPOINT, got %d operands", len(ops))
+	}
+	if *channel != "" && !*readOnly {
+		return usageError(fl, "--channel serves a channel, which only `pkgdirfs channel` changes: add --read-only")
 	}
 	if *keep < 0 || (*perUse && *keep == 0) {
 		return fail("mount: --keep %d --per-use=%v: want --keep N >= 1 (--per-use needs it)", *keep, *perUse)
@@ -235,7 +239,7 @@ func cmdMount(args []string) int {
 		// df and findmnt tell mounts apart by their source: the state.
 		FsName:  absPath(*state),
 		Layouts: lay, ReadOnly: *readOnly, AllowOther: *allowOther, XAttrs: *xattrs, RemovedGrace: *grace, Debug: *debug, Log: log,
-		Incarnation: inc, NoOpen: noOpen,
+		Incarnation: inc, NoOpen: noOpen, Channel: *channel, CompileChannel: compileChannel,
 	})
 	if err != nil {
 		return failReady("%v", err)

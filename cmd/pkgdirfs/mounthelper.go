@@ -97,7 +97,7 @@ OPTIONS are the flags of 'pkgdirfs mount' without dashes and with _ for -:
   ro (--read-only), allow_other, layouts=multi+flat, xattrs, stamp_build_id,
   removed_grace=15m, log=FILE, log_level=debug|info|warn|error, debug, init,
   hide_existing, other_pkgdir, catalog=URL, blobs=DIR, sign_key=KEYID, gpg_home=DIR,
-  trust_keyring=DIR.
+  trust_keyring=DIR, channel=NAME.
 mount(8)'s generic options (rw, noauto, nofail, _netdev, nodev, nosuid, x-*) are accepted and ignored.
 `, prog)
 }

@@ -5,7 +5,7 @@ _pkgdirfs()
     local cur prev words cword
     _init_completion || return
 
-    local commands="mount import index export verify query prune snapshot stats status version"
+    local commands="mount import index export verify query prune snapshot channel stats status version"
     if ((cword == 1)); then
         COMPREPLY=($(compgen -W "$commands --help --version" -- "$cur"))
         return
@@ -13,6 +13,10 @@ _pkgdirfs()
 
     if [[ ${words[1]} == snapshot ]] && ((cword == 2)) && [[ $cur != -* ]]; then
         COMPREPLY=($(compgen -W "create list show diff delete" -- "$cur"))
+        return
+    fi
+    if [[ ${words[1]} == channel ]] && ((cword == 2)) && [[ $cur != -* ]]; then
+        COMPREPLY=($(compgen -W "set list delete" -- "$cur"))
         return
     fi
 
@@ -61,7 +65,7 @@ _pkgdirfs()
 
     local opts
     case ${words[1]} in
-        mount) opts="--state --catalog --blobs --layouts --read-only --allow-other --xattrs --stamp-build-id --removed-grace --keep --per-use --init --hide-existing --other-pkgdir --sign-key --gpg-home --trust-keyring -f --foreground --log --log-level --debug -h --help" ;;
+        mount) opts="--state --catalog --blobs --layouts --read-only --channel --allow-other --xattrs --stamp-build-id --removed-grace --keep --per-use --init --hide-existing --other-pkgdir --sign-key --gpg-home --trust-keyring -f --foreground --log --log-level --debug -h --help" ;;
         import) opts="--state --catalog --blobs --link --keep-invalid -q --quiet --rebuild --sign-key --gpg-home --trust-keyring -h --help" ;;
         index) opts="--state --catalog --blobs --layouts --gz -h --help" ;;
         export) opts="--state --catalog --blobs --copy -q --quiet -h --help" ;;
@@ -70,6 +74,7 @@ _pkgdirfs()
         query) opts="--state --catalog --blobs --format --use --older-than --newer-than -h --help" ;;
         prune) opts="--state --catalog --blobs --keep --per-use --older-than --keep-atoms --dry-run -h --help" ;;
         snapshot) opts="--state --catalog --blobs --query --format -h --help" ;;
+        channel) opts="--state --catalog --blobs --snapshot --live --query --ttl --uri --format -h --help" ;;
         stats) opts="--state --catalog --blobs --format -h --help" ;;
         *) return ;;
     esac
