@@ -126,7 +126,7 @@ func TestReadOnlyAndUnavailable(t *testing.T) {
 }
 
 // TestMigrateSessions: a catalog of schema version 4 (no sessions, no
-// snapshots) is read as it is, and brought to the current version by the
+// snapshots, no channels) is read as it is, and brought to the current version by the
 // first writer that opens it, every migration in order.
 func TestMigrateSessions(t *testing.T) {
 	srv := pgtest.Shared(t)
@@ -136,14 +136,14 @@ func TestMigrateSessions(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.Close()
-	srv.Exec(t, u, `DROP TABLE sessions, snapshot_members, snapshots, held_instances; UPDATE meta SET value = 4 WHERE key = 'schema_version'`)
+	srv.Exec(t, u, `DROP TABLE channels, sessions, snapshot_members, snapshots, held_instances; UPDATE meta SET value = 4 WHERE key = 'schema_version'`)
 	version := func(db *DB) (v int64, sessions bool) {
 		t.Helper()
 		ctx := context.Background()
 		if err := db.pool.QueryRow(ctx, `SELECT value FROM meta WHERE key = 'schema_version'`).Scan(&v); err != nil {
 			t.Fatal(err)
 		}
-		if err := db.pool.QueryRow(ctx, `SELECT to_regclass('sessions') IS NOT NULL AND to_regclass('held_instances') IS NOT NULL`).Scan(&sessions); err != nil {
+		if err := db.pool.QueryRow(ctx, `SELECT to_regclass('sessions') IS NOT NULL AND to_regclass('held_instances') IS NOT NULL AND to_regclass('channels') IS NOT NULL`).Scan(&sessions); err != nil {
 			t.Fatal(err)
 		}
 		return v, sessions
@@ -159,6 +159,9 @@ func TestMigrateSessions(t *testing.T) {
 	roDB := catalog.New(ro)
 	if list, err := roDB.Snapshots(context.Background()); err != nil || len(list) != 0 {
 		t.Errorf("snapshots of a version 4 catalog: %v, %v", list, err)
+	}
+	if list, err := roDB.Channels(context.Background()); err != nil || len(list) != 0 {
+		t.Errorf("channels of a version 4 catalog: %v, %v", list, err)
 	}
 	if used, err := roDB.BlobInUse(context.Background(), "ab/abc"); err != nil || used {
 		t.Errorf("BlobInUse on a version 4 catalog: %v, %v", used, err)
