@@ -17,6 +17,7 @@ SOAK_MINUTES ?= 30
 BENCH_MULTIHOST ?= 100000
 # BenchmarkFollowerNoOpen: small instances (20–200 KiB) beside its one 1 GiB package.
 BENCH_NOOPEN ?= 4000
+BENCH_CHANNELS ?= 100000
 
 # make install: PREFIX=/usr for a distribution package (mount(8) finds
 # SBINDIR/mount.pkgdirfs only in /sbin or /usr/sbin); DESTDIR stages it.
@@ -36,7 +37,7 @@ TEST_PKGS := fuse3 rsync zstd xz-utils bzip2 lz4 gzip tar coreutils util-linux c
 # Debian packages only the benchmarks drive (wrk: the HTTP load of BenchmarkBrowse's nginx rows).
 BENCH_PKGS := wrk
 
-.PHONY: all build deps bench-deps fuse-check mount install uninstall test vet unit integration fuzz bench bench-scale bench-browse bench-multihost bench-noopen bench-sign crash soak clean
+.PHONY: all build deps bench-deps fuse-check mount install uninstall test vet unit integration fuzz bench bench-scale bench-browse bench-multihost bench-noopen bench-sign bench-channels crash soak clean
 
 all: build
 
@@ -171,6 +172,11 @@ test: deps vet build unit integration fuzz
 # gpkg with and without mount --sign-key, import throughput with and without --sign-key.
 bench-sign: deps build
 	$(GO) test -count=1 -run='^$$' -bench='^BenchmarkSign$$' -benchtime=1x -timeout 30m ./integration/
+
+# Live channels at scale (BenchmarkChannels): channel load, memory per channel, commit and first
+# byte of a channel's new Packages with 10 live channels, snapshot create (BENCH_CHANNELS=20000 quick).
+bench-channels: deps bench-deps build
+	BENCH_CHANNELS=$(BENCH_CHANNELS) $(GO) test -count=1 -run='^$$' -bench='^BenchmarkChannels$$' -benchtime=1x -timeout 60m ./integration/
 
 # kill -9 trials of a mixed write workload (see integration/crash_test.go).
 crash: deps build

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -291,6 +292,11 @@ func (f *FS) refreshChannels(ctx context.Context, sync bool) {
 		moved, err := f.channels.Sync(ctx)
 		if err != nil {
 			f.catalogError("reading the channels", err)
+		}
+		if len(moved) > 0 {
+			// A load reads every build of the catalog with its metadata
+			// (garbage once filtered): hand it back.
+			debug.FreeOSMemory()
 		}
 		for _, name := range moved {
 			if f.cfg.Channel == name {

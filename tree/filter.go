@@ -68,6 +68,10 @@ func (r *filteredReader) Header() (map[string]string, error) {
 // CategoryNear gives no split point: one stream, grouped by CPV.
 func (r *filteredReader) CategoryNear(int64) (string, error) { return "", nil }
 
+// InstanceIDHigh gives no size hint: the model sizes its maps by it, and a
+// view may show a small part of the catalog.
+func (r *filteredReader) InstanceIDHigh() (int64, error) { return 0, nil }
+
 func (r *filteredReader) Instances() ([]catalog.Instance, error) {
 	var out []catalog.Instance
 	err := r.ForEachIndexed(func(inst *catalog.Instance) error {

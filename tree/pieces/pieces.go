@@ -88,7 +88,6 @@ type Index struct {
 	chunkN int
 	level  int
 	dir    string
-	zw     []*gzip.Writer // one per sealing worker, reused across Freezes
 
 	// Dir store.
 	open        func(string) (file, error)
@@ -181,11 +180,11 @@ func New(opts Options) (*Index, error) {
 	if x.level == 0 {
 		x.level = DefaultGzipLevel
 	}
-	zw, err := gzip.NewWriterLevel(nil, x.level)
+	zw, err := getZW(x.level)
 	if err != nil {
 		return nil, fmt.Errorf("pieces: %w", err)
 	}
-	x.zw = []*gzip.Writer{zw}
+	putZW(x.level, zw)
 	if x.dir != "" {
 		// Fail early on an unusable directory rather than at the first Freeze.
 		if x.cur, err = newSeg(x.open, x.dir); err != nil {
@@ -449,7 +448,6 @@ func (x *Index) Load(seq iter.Seq2[string, []byte]) error {
 func (x *Index) Close() error {
 	x.Reset()
 	x.closed = true
-	x.zw = nil
 	x.scratch = nil
 	return nil
 }
@@ -522,7 +520,11 @@ func (x *Index) Freeze(header []byte, mtime int64) (*View, error) {
 func (x *Index) gzipHeader(header []byte, mtime int64) ([]byte, error) {
 	x.headerGz++
 	var w appendWriter
-	zw := x.zw[0]
+	zw, err := getZW(x.level)
+	if err != nil {
+		return nil, err
+	}
+	defer putZW(x.level, zw)
 	zw.Reset(&w)
 	zw.ModTime = time.Time{}
 	if mtime > 0 {
@@ -575,20 +577,26 @@ func (x *Index) sealAll() (int64, error) {
 		x.cur = s
 	}
 	workers := min(runtime.GOMAXPROCS(0), len(todo))
-	for len(x.zw) < workers {
-		zw, err := gzip.NewWriterLevel(nil, x.level)
+	zws := make([]*gzip.Writer, workers)
+	for w := range zws {
+		zw, err := getZW(x.level)
 		if err != nil {
 			return 0, err
 		}
-		x.zw = append(x.zw, zw)
+		zws[w] = zw
 	}
+	defer func() {
+		for _, zw := range zws {
+			putZW(x.level, zw)
+		}
+	}()
 	for len(x.scratch) < workers {
 		x.scratch = append(x.scratch, nil)
 	}
 	res := make([]sealed, len(todo))
 	if workers == 1 {
 		for k, c := range todo {
-			res[k] = x.seal(c, x.zw[0], &x.scratch[0])
+			res[k] = x.seal(c, zws[0], &x.scratch[0])
 		}
 	} else {
 		var next atomic.Int64
@@ -602,7 +610,7 @@ func (x *Index) sealAll() (int64, error) {
 					if k >= len(todo) {
 						return
 					}
-					res[k] = x.seal(todo[k], x.zw[w], &x.scratch[w])
+					res[k] = x.seal(todo[k], zws[w], &x.scratch[w])
 				}
 			}()
 		}
@@ -775,4 +783,22 @@ func keepScratch(buf []byte) []byte {
 		return nil
 	}
 	return buf
+}
+
+// zwPools keeps gzip writers by level for every Index of the process: a
+// writer holds about 800 KiB, and a mount keeps an index per channel.
+var zwPools sync.Map // int → *sync.Pool
+
+func getZW(level int) (*gzip.Writer, error) {
+	if p, ok := zwPools.Load(level); ok {
+		if zw, ok := p.(*sync.Pool).Get().(*gzip.Writer); ok {
+			return zw, nil
+		}
+	}
+	return gzip.NewWriterLevel(nil, level)
+}
+
+func putZW(level int, zw *gzip.Writer) {
+	p, _ := zwPools.LoadOrStore(level, new(sync.Pool))
+	p.(*sync.Pool).Put(zw)
 }
