@@ -112,6 +112,27 @@ func forEachInScopes(s Snapshot, scopes []Scope, fn func(inst *Instance) error) 
 	return nil
 }
 
+// EachCPV cuts stream, which gives the builds of each CPV together in
+// build id order (as ForEachInScopes does), into the builds of each CPV
+// and calls fn with them; fn must not keep group.
+func EachCPV(stream func(each func(inst *Instance) error) error, fn func(group []Instance) error) error {
+	var group []Instance
+	err := stream(func(inst *Instance) error {
+		if len(group) > 0 && group[0].CPV != inst.CPV {
+			if err := fn(group); err != nil {
+				return err
+			}
+			group = group[:0]
+		}
+		group = append(group, *inst)
+		return nil
+	})
+	if err == nil && len(group) > 0 {
+		err = fn(group)
+	}
+	return err
+}
+
 // Generation returns the generation counter.
 func (v *View) Generation() (int64, error) { return settingOf(v, "generation") }
 

@@ -39,6 +39,15 @@ type Matcher interface {
 	Match(inst *Instance) bool
 }
 
+// GroupMatcher is a Matcher that may choose among the builds of a CPV (a
+// query's --keep N): when Grouped, Filter gets every build of one CPV, in
+// build id order with Meta, and returns those taken; Match is not asked.
+type GroupMatcher interface {
+	Matcher
+	Grouped() bool
+	Filter(group []Instance) []Instance
+}
+
 // CheckSnapshotName refuses a name that could not be a file name or a
 // word on a command line: letters, digits, '.', '_' and '-', not starting
 // with '.', at most 128 bytes.
@@ -72,7 +81,7 @@ func snapshotByName(s Snapshot, name string) (*SnapshotInfo, error) {
 }
 
 // CreateSnapshot freezes the packages m selects (every package when m is
-// nil) under name, in one write transaction, and records query, the text
+// nil; a Grouped GroupMatcher chooses among each CPV's builds) under name, in one write transaction, and records query, the text
 // m was read from. A taken name is ErrSnapshotExists, and changes nothing;
 // of two commands making one name at once, one wins and the other hears
 // ErrSnapshotExists (the name is UNIQUE in the catalog).
@@ -107,12 +116,23 @@ func (db *DB) CreateSnapshot(ctx context.Context, name, query string, m Matcher)
 			// Collected, then written: a server connection runs one
 			// statement at a time. 8 bytes a package.
 			var ids []int64
-			err := forEachInScopes(tx, m.Scopes(), func(inst *Instance) error {
-				if m.Match(inst) {
-					ids = append(ids, inst.ID)
-				}
-				return nil
-			})
+			stream := func(each func(*Instance) error) error { return forEachInScopes(tx, m.Scopes(), each) }
+			var err error
+			if gm, ok := m.(GroupMatcher); ok && gm.Grouped() {
+				err = EachCPV(stream, func(group []Instance) error {
+					for _, in := range gm.Filter(group) {
+						ids = append(ids, in.ID)
+					}
+					return nil
+				})
+			} else {
+				err = stream(func(inst *Instance) error {
+					if m.Match(inst) {
+						ids = append(ids, inst.ID)
+					}
+					return nil
+				})
+			}
 			if err != nil {
 				return err
 			}

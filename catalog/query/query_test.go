@@ -81,7 +81,7 @@ func TestParse(t *testing.T) {
 		"--newer-than":        "needs a value",
 		"--use=":              "needs a value",
 		"--use 's!sl'":        "--use",
-		"--keep 3":            "unknown option",
+		"--keep-atoms x":      "unknown option",
 		"'app-misc/*":         "unterminated",
 	} {
 		_, err := Parse(q, now)

@@ -45,16 +45,18 @@ func TestSnapshotQuery(t *testing.T) {
 		cat, pf string
 		age     int64 // days
 		use     string
+		kw      string
 	}{
-		{"app-misc", "hello-2.10", 40, "ssl nls"},
-		{"app-misc", "hello-2.10", 10, "ssl X"},
-		{"app-misc", "hello-2.9", 2, ""},
-		{"dev-lang", "python-3.12.4", 5, "ssl"},
-		{"dev-lang", "python-3.10.14", 50, "ssl X"},
-		{"dev-libs", "glib-2.80.5", 1, "X"},
+		{"app-misc", "hello-2.10", 40, "ssl nls", "amd64 arm64 ~ppc64 ~riscv x86"},
+		{"app-misc", "hello-2.10", 10, "ssl X", "amd64 arm64 ~ppc64 ~riscv x86"},
+		{"app-misc", "hello-2.9", 2, "", "~amd64 ~arm64 ~x86"},
+		{"dev-lang", "python-3.12.4", 5, "ssl", "~amd64 ~arm64 ~x86"},
+		{"dev-lang", "python-3.10.14", 50, "ssl X", "amd64 arm64 ~ppc64 ~riscv x86"},
+		{"dev-libs", "glib-2.80.5", 1, "X", "amd64 arm64 ~ppc64 ~riscv x86"},
 	} {
 		b := pkgtest.Xpak(t, p.cat, p.pf, now.Unix()-p.age*day-int64(i),
-			xpak.Entry{Key: "USE", Value: []byte(p.use + "\n")}, xpak.Entry{Key: "IUSE", Value: []byte("ssl X nls\n")})
+			xpak.Entry{Key: "USE", Value: []byte(p.use + "\n")}, xpak.Entry{Key: "IUSE", Value: []byte("ssl X nls\n")},
+			xpak.Entry{Key: "KEYWORDS", Value: []byte(p.kw + "\n")}, xpak.Entry{Key: "CHOST", Value: []byte("x86_64-pc-linux-gnu\n")})
 		staged, err := s.Stage(bytes.NewReader(b))
 		if err != nil {
 			t.Fatal(err)
@@ -72,19 +74,37 @@ func TestSnapshotQuery(t *testing.T) {
 		{"dev-lang/python --older-than \"30d\"", "dev-lang/python-3.10.14-1"},
 		{"=app-misc/hello-2.10-2", "app-misc/hello-2.10-2"},
 		{"sys-apps/*", ""},
+		{"--keywords ~amd64", "app-misc/hello-2.9-1 dev-lang/python-3.12.4-1"},
+		{"--arch ppc64 --chost 'x86_64-*-linux-gnu'", "app-misc/hello-2.10-1 app-misc/hello-2.10-2 dev-lang/python-3.10.14-1 dev-libs/glib-2.80.5-1"},
+		{"--meta 'CHOST=*-musl'", ""},
+		{"--keep 1", "app-misc/hello-2.10-2 app-misc/hello-2.9-1 dev-lang/python-3.10.14-1 dev-lang/python-3.12.4-1 dev-libs/glib-2.80.5-1"},
+		{"'app-misc/*' --keep 1 --per-use", "app-misc/hello-2.10-1 app-misc/hello-2.10-2 app-misc/hello-2.9-1"},
+		{"--keep 1 --use ssl,-X", "app-misc/hello-2.10-1 dev-lang/python-3.12.4-1"},
 	} {
 		sel, err := query.Parse(c.q, time.Now())
 		if err != nil {
 			t.Fatalf("%q: %v", c.q, err)
 		}
-		// What query selects in the live catalog, independently.
+		// What query selects in the live catalog, independently: per
+		// build, or per CPV with --keep.
 		var live []string
-		if err := s.DB.ForEachInScopes(ctx, nil, func(in *catalog.Instance) error {
-			if sel.Match(in) {
-				live = append(live, key(in))
+		err = catalog.EachCPV(func(each func(*catalog.Instance) error) error {
+			return s.DB.ForEachInScopes(ctx, nil, each)
+		}, func(g []catalog.Instance) error {
+			if sel.Grouped() {
+				for _, in := range sel.Filter(g) {
+					live = append(live, key(&in))
+				}
+				return nil
+			}
+			for i := range g {
+				if sel.Match(&g[i]) {
+					live = append(live, key(&g[i]))
+				}
 			}
 			return nil
-		}); err != nil {
+		})
+		if err != nil {
 			t.Fatal(err)
 		}
 		slices.Sort(live)

@@ -35,8 +35,8 @@ func init() {
 		{"index", "[--state DIR] [--catalog URL] [--blobs DIR] [--layouts ...] [--gz]", "write the Packages index the mount serves to stdout", cmdIndex},
 		{"export", "[--state DIR] [--catalog URL] [--blobs DIR] [--copy] [-q] DIR", "write every package into DIR as a plain PKGDIR (multi-instance layout, the Packages the mount serves; hard links where the filesystem allows): the way back from pkgdirfs, and a backup; an earlier export in DIR is updated", cmdExport},
 		{"verify", "[--state DIR] [--catalog URL] [--blobs DIR] [--deep [--trust-keyring DIR]]", "check the catalog against the blobs (--deep: digests too); list refused files; exit 1 on any fault", cmdVerify},
-		{"query", "[--state DIR] [--catalog URL] [--blobs DIR] [--format table|json|paths] [--use FLAGS] [--older-than DUR] [--newer-than DUR] [ATOM...]",
-			"list the builds matching Portage atoms (cat/pkg, >=cat/pkg-1.0, cat/pkg:SLOT, cat/*), USE flags and build times", cmdQuery},
+		{"query", "[--state DIR] [--catalog URL] [--blobs DIR] [--format table|json|paths] [--use FLAGS] [--older-than DUR] [--newer-than DUR] [--chost GLOB] [--keywords KW,...] [--arch ARCH] [--cflags GLOB] [--meta KEY=GLOB]... [--keep N [--per-use]] [ATOM...]",
+			"list the builds matching Portage atoms (cat/pkg, >=cat/pkg-1.0, cat/pkg:SLOT, cat/*), USE flags, build times, CHOST, keywords and other metadata; with --keep, only the N newest of each CPV", cmdQuery},
 		{"prune", "[--state DIR] [--catalog URL] [--blobs DIR] [--keep N] [--per-use] [--older-than DUR] [--keep-atoms FILE] [--dry-run]",
 			"remove old builds by policy: all but the N newest of each CPV (or USE set), older than DUR, never those FILE's atoms match", cmdPrune},
 		{"snapshot", "[--state DIR] [--catalog URL] [--blobs DIR] create NAME [--query QUERY] | list [--format table|json] | show NAME [--format table|json|paths] | diff A B [--format table|json] | delete NAME",
@@ -135,7 +135,7 @@ func flagUsages(fs *pflag.FlagSet) string {
 			left += " " + name
 		}
 		switch f.DefValue {
-		case "", "0", "0s", "false":
+		case "", "0", "0s", "false", "[]":
 		default:
 			if f.Value.Type() == "string" {
 				text += fmt.Sprintf(" (default %q)", f.DefValue)

@@ -23,6 +23,13 @@ func cmdQuery(args []string) int {
 	use := fl.String("use", "", "only builds with these USE `FLAGS` enabled and the -FLAGs disabled, e.g. ssl,-X")
 	older := fl.String("older-than", "", "only builds whose BUILD_TIME is older than `DUR` (Go duration like 36h, or days: 30d)")
 	newer := fl.String("newer-than", "", "only builds whose BUILD_TIME is within the last `DUR`")
+	chost := fl.String("chost", "", "only builds whose CHOST matches `GLOB` (* matches any run of characters, / and blanks too), e.g. 'x86_64-*-linux-gnu'")
+	keywords := fl.String("keywords", "", "only builds whose KEYWORDS hold every one of `KW,...` (exact words: ~amd64 is not amd64)")
+	arch := fl.String("arch", "", "only builds keyworded for `ARCH`, stable or testing (ARCH or ~ARCH in KEYWORDS: a build carries no ARCH of its own)")
+	cflags := fl.String("cflags", "", "only builds whose CFLAGS, the whole value, match `GLOB`, e.g. '*-march=x86-64-v3*' (the catalog does not keep CFLAGS yet: see pkgdirfs(8))")
+	meta := fl.StringArray("meta", nil, "only builds where `KEY=GLOB` holds: the build's KEY, or the catalog's Packages header's when the build has none, matches GLOB; repeatable, all must hold; e.g. PROFILE='default/linux/amd64/23.0*'")
+	keep := fl.String("keep", "", "of the builds selected, only the `N` newest of each CPV (newest as prune decides: BUILD_TIME, then BUILD_ID)")
+	perUse := fl.Bool("per-use", false, "with --keep: the N newest of each distinct USE set of each CPV")
 	atoms, code := parseArgs(fl, args)
 	if code >= 0 {
 		return code
@@ -34,7 +41,15 @@ func cmdQuery(args []string) int {
 	if *format != "table" && *format != "json" && *format != "paths" {
 		return usage("--format %q: want table, json or paths", *format)
 	}
-	sel, err := parseSelection(atoms, *use, *older, *newer, time.Now())
+	for _, name := range []string{"chost", "keywords", "arch", "cflags", "keep"} {
+		// As in a query string: given empty, these would read as not
+		// given at all.
+		if f := fl.Lookup(name); f.Changed && f.Value.String() == "" {
+			return usage("--%s needs a value", name)
+		}
+	}
+	sel, err := newSelection(query.Terms{Atoms: atoms, Use: *use, Older: *older, Newer: *newer,
+		Chost: *chost, Keywords: *keywords, Arch: *arch, Cflags: *cflags, Meta: *meta, Keep: *keep, PerUse: *perUse}, time.Now())
 	if err != nil {
 		return usage("%v", err)
 	}
@@ -46,15 +61,32 @@ func cmdQuery(args []string) int {
 		return fail("query: %v", err)
 	}
 	defer store.Close()
+	// A key a build lacks (PROFILE, an inherited CHOST) is the header's.
+	if sel.Header, err = store.DB.Header(background()); err != nil {
+		return fail("query: %v", err)
+	}
 	var rows []queryRow
 	// A snapshot of the catalog, read-only: a mounted state goes on as if
 	// nobody asked.
-	err = store.DB.ForEachInScopes(background(), sel.scopes(), func(inst *catalog.Instance) error {
-		if sel.match(inst) {
-			rows = append(rows, rowOf(inst))
-		}
-		return nil
-	})
+	stream := func(each func(*catalog.Instance) error) error {
+		return store.DB.ForEachInScopes(background(), sel.scopes(), each)
+	}
+	if sel.Grouped() {
+		// --keep chooses among the builds of each CPV.
+		err = catalog.EachCPV(stream, func(group []catalog.Instance) error {
+			for _, in := range sel.Filter(group) {
+				rows = append(rows, rowOf(&in))
+			}
+			return nil
+		})
+	} else {
+		err = stream(func(inst *catalog.Instance) error {
+			if sel.match(inst) {
+				rows = append(rows, rowOf(inst))
+			}
+			return nil
+		})
+	}
 	if err != nil {
 		return fail("query: %v", err)
 	}
@@ -84,7 +116,11 @@ func cmdQuery(args []string) int {
 type selection struct{ *query.Selection }
 
 func parseSelection(atoms []string, use, older, newer string, now time.Time) (*selection, error) {
-	s, err := query.New(query.Terms{Atoms: atoms, Use: use, Older: older, Newer: newer}, now)
+	return newSelection(query.Terms{Atoms: atoms, Use: use, Older: older, Newer: newer}, now)
+}
+
+func newSelection(t query.Terms, now time.Time) (*selection, error) {
+	s, err := query.New(t, now)
 	if err != nil {
 		return nil, err
 	}

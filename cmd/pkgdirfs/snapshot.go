@@ -61,7 +61,7 @@ func cmdSnapshot(args []string) int {
 			return usageError(fl, "%v", err)
 		}
 	}
-	var sel catalog.Matcher
+	var sel *query.Selection
 	if sub == "create" && *q != "" {
 		s, err := query.Parse(*q, time.Now())
 		if err != nil {
@@ -91,11 +91,21 @@ func cmdSnapshot(args []string) int {
 	w := bufio.NewWriter(os.Stdout)
 	switch sub {
 	case "create":
-		var info *catalog.SnapshotInfo
+		var (
+			info *catalog.SnapshotInfo
+			m    catalog.Matcher // a nil interface, not a nil *Selection: every build
+		)
 		start := time.Now()
-		if info, err = store.DB.CreateSnapshot(background(), ops[0], *q, sel); err == nil {
-			fmt.Fprintf(w, "created snapshot %s: %d %s of generation %d (%s)\n", info.Name, info.Packages,
-				plural(int(info.Packages), "build", "builds"), info.Generation, time.Since(start).Round(time.Millisecond))
+		if sel != nil {
+			m = sel
+			// --meta falls back to the header, as pkgdirfs query does.
+			sel.Header, err = store.DB.Header(background())
+		}
+		if err == nil {
+			if info, err = store.DB.CreateSnapshot(background(), ops[0], *q, m); err == nil {
+				fmt.Fprintf(w, "created snapshot %s: %d %s of generation %d (%s)\n", info.Name, info.Packages,
+					plural(int(info.Packages), "build", "builds"), info.Generation, time.Since(start).Round(time.Millisecond))
+			}
 		}
 	case "list":
 		err = snapshotList(w, store, *format)

@@ -61,6 +61,18 @@ _pkgdirfs()
             COMPREPLY=($(compgen -W "0 5m 15m 1h" -- "$cur"))
             return
             ;;
+        --arch)
+            COMPREPLY=($(compgen -W "alpha amd64 arm arm64 hppa loong m68k mips ppc ppc64 riscv s390 sparc x86" -- "$cur"))
+            return
+            ;;
+        --meta)
+            compopt -o nospace 2>/dev/null
+            COMPREPLY=($(compgen -W "CHOST= CBUILD= PROFILE= KEYWORDS= SLOT= EAPI= LICENSE= REPO= USE= IUSE=" -- "$cur"))
+            return
+            ;;
+        --chost | --keywords | --cflags | --keep)
+            return
+            ;;
     esac
 
     local opts
@@ -71,7 +83,7 @@ _pkgdirfs()
         export) opts="--state --catalog --blobs --copy -q --quiet -h --help" ;;
         verify) opts="--state --catalog --blobs --deep --trust-keyring -h --help" ;;
         status) opts="--state --catalog --blobs -h --help" ;;
-        query) opts="--state --catalog --blobs --format --use --older-than --newer-than -h --help" ;;
+        query) opts="--state --catalog --blobs --format --use --older-than --newer-than --chost --keywords --arch --cflags --meta --keep --per-use -h --help" ;;
         prune) opts="--state --catalog --blobs --keep --per-use --older-than --keep-atoms --dry-run -h --help" ;;
         snapshot) opts="--state --catalog --blobs --query --format -h --help" ;;
         channel) opts="--state --catalog --blobs --snapshot --live --query --ttl --uri --format -h --help" ;;
