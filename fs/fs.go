@@ -63,7 +63,7 @@ type Config struct {
 	Channel string
 	// CompileChannel gives a live channel's filter from its query (the
 	// query language is not the fs layer's); nil: every build.
-	CompileChannel func(c *catalog.ChannelInfo) (tree.GroupFilter, error)
+	CompileChannel func(c *catalog.ChannelInfo) (tree.GroupFilter, []catalog.Scope, error)
 }
 
 // FS is one mounted PKGDIR.

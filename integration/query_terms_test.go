@@ -116,8 +116,12 @@ func TestQueryTerms(t *testing.T) {
 		{[]string{"--chost", header["CHOST"]}, func(q termInst) bool { return q.Chost == header["CHOST"] }},
 		{[]string{"--chost", "*-musl"}, func(q termInst) bool { return strings.HasSuffix(q.Chost, "-musl") }},
 		{[]string{"--chost", "x86_64"}, func(q termInst) bool { return false }}, // the whole value
-		// The catalog keeps what Packages lists: no CFLAGS (premise above).
-		{[]string{"--cflags", "*"}, func(q termInst) bool { _, ok := q.Block["CFLAGS"]; return ok }},
+		// The catalog keeps each build's own CFLAGS (every fixture build
+		// was made with -O2 -pipe -march=x86-64-v2), which Packages does
+		// not list (premise above).
+		{[]string{"--cflags", "*-march=x86-64-v2*"}, func(q termInst) bool { return true }},
+		{[]string{"--cflags", "*-march=x86-64-v3*"}, func(q termInst) bool { return false }},
+		{[]string{"--meta", "CFLAGS=-O2 -pipe *", "--keywords", "~amd64"}, func(q termInst) bool { return q.hasKeyword("~amd64") }},
 		{[]string{"--meta", "PROFILE=default/linux/amd64/*"}, func(q termInst) bool { return true }}, // the header's
 		{[]string{"--meta", "PROFILE=*/musl"}, func(q termInst) bool { return false }},
 		{[]string{"--meta", "SLOT=0/1"}, func(q termInst) bool { return q.Slot == "0/1" }},

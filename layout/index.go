@@ -67,14 +67,29 @@ func normalizeSpace(v string) string {
 	return strings.Join(pySplit(v), " ")
 }
 
+// BuildFlagKeys are the compiler flags a build was made with, from its own
+// metadata. Portage's index does not list them, but fleets are split on
+// them (a channel of -march=x86-64-v3 builds): the catalog keeps them
+// under BuildFlagPrefix+KEY, and RenderPackage leaves them out.
+var BuildFlagKeys = []string{"CFLAGS", "CXXFLAGS", "FCFLAGS", "FFLAGS", "LDFLAGS"}
+
+// BuildFlagPrefix marks a kept key that is not an index key.
+const BuildFlagPrefix = "build:"
+
 // IndexEntry turns raw package metadata into the values Portage puts in
 // the index: only IndexMetadataKeys, whitespace-normalised, dependency keys
-// USE-reduced with the package's USE. Missing keys stay missing.
+// USE-reduced with the package's USE. Missing keys stay missing. The
+// build's flags (BuildFlagKeys) come along under BuildFlagPrefix.
 func IndexEntry(meta map[string]string) (map[string]string, error) {
-	out := make(map[string]string, len(IndexMetadataKeys))
+	out := make(map[string]string, len(IndexMetadataKeys)+2)
 	for _, k := range IndexMetadataKeys {
 		if v, ok := meta[k]; ok {
 			out[k] = normalizeSpace(v)
+		}
+	}
+	for _, k := range BuildFlagKeys {
+		if v, ok := meta[k]; ok {
+			out[BuildFlagPrefix+k] = normalizeSpace(v)
 		}
 	}
 	use := map[string]bool{}
@@ -133,7 +148,9 @@ func RenderHeader(header map[string]string) []byte {
 func RenderPackage(pkg, header map[string]string) []byte {
 	m := make(map[string]string, len(pkg))
 	for k, v := range pkg {
-		m[k] = v
+		if !strings.HasPrefix(k, BuildFlagPrefix) {
+			m[k] = v
+		}
 	}
 	for _, k := range inheritedKeys {
 		if hv := header[k]; hv != "" {

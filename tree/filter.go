@@ -1,7 +1,10 @@
 package tree
 
 import (
+	"cmp"
 	"context"
+	"slices"
+	"strings"
 
 	"pkgdirfs/catalog"
 )
@@ -12,25 +15,34 @@ import (
 // main tree, CPV by CPV (O(change)).
 
 // GroupFilter decides which builds of one CPV a view shows: group is every
-// package of the CPV (no placeholders) with Meta, in build-id order; it
-// returns those shown, in that order.
-type GroupFilter func(group []catalog.Instance) []catalog.Instance
+// package of the CPV (no placeholders) with Meta, in build-id order, and
+// header the catalog's Packages header (a query may fall back to its
+// keys); it returns those shown, in that order.
+type GroupFilter func(group []catalog.Instance, header map[string]string) []catalog.Instance
 
 // HeaderFilter gives the view's Packages header from the catalog's.
 type HeaderFilter func(h map[string]string) map[string]string
 
-// Filtered is src as a view shows it: only the builds filter keeps, no
-// placeholders, no removed builds in their grace, and the header hf gives.
-// A CPV is loaded whole before filter decides (a keep-N view needs its
+// ViewSpec is what a view of the catalog shows.
+type ViewSpec struct {
+	Filter GroupFilter  // nil: every package
+	Header HeaderFilter // nil: the catalog's header
+	// Scopes, if not nil, are the only categories or packages the view
+	// can show: a load reads them, not the whole catalog.
+	Scopes []catalog.Scope
+}
+
+// Filtered is src as a view shows it: only the builds spec keeps, no
+// placeholders, no removed builds in their grace, and spec's header. A
+// CPV is loaded whole before the filter decides (a keep-N view needs its
 // group), and the tree loads in one stream.
-func Filtered(src catalog.Source, filter GroupFilter, hf HeaderFilter) catalog.Source {
-	return &filteredSource{src: src, filter: filter, header: hf}
+func Filtered(src catalog.Source, spec ViewSpec) catalog.Source {
+	return &filteredSource{src: src, spec: spec}
 }
 
 type filteredSource struct {
-	src    catalog.Source
-	filter GroupFilter
-	header HeaderFilter
+	src  catalog.Source
+	spec ViewSpec
 }
 
 func (s *filteredSource) Read(ctx context.Context, fn func(r catalog.Reader) error) error {
@@ -42,27 +54,37 @@ func (s *filteredSource) Read(ctx context.Context, fn func(r catalog.Reader) err
 type filteredReader struct {
 	catalog.Reader
 	s *filteredSource
+	// header: the catalog's, read once per snapshot for the filter.
+	header  map[string]string
+	hdrDone bool
 }
 
-func (r *filteredReader) keep(group []catalog.Instance) []catalog.Instance {
+func (r *filteredReader) keep(group []catalog.Instance) ([]catalog.Instance, error) {
 	pkgs := group[:0:0]
 	for i := range group {
 		if !group[i].Placeholder {
 			pkgs = append(pkgs, group[i])
 		}
 	}
-	if len(pkgs) == 0 || r.s.filter == nil {
-		return pkgs
+	if len(pkgs) == 0 || r.s.spec.Filter == nil {
+		return pkgs, nil
 	}
-	return r.s.filter(pkgs)
+	if !r.hdrDone {
+		h, err := r.Reader.Header()
+		if err != nil {
+			return nil, err
+		}
+		r.header, r.hdrDone = h, true
+	}
+	return r.s.spec.Filter(pkgs, r.header), nil
 }
 
 func (r *filteredReader) Header() (map[string]string, error) {
 	h, err := r.Reader.Header()
-	if err != nil || r.s.header == nil {
+	if err != nil || r.s.spec.Header == nil {
 		return h, err
 	}
-	return r.s.header(h), nil
+	return r.s.spec.Header(h), nil
 }
 
 // CategoryNear gives no split point: one stream, grouped by CPV.
@@ -107,15 +129,19 @@ func (r *filteredReader) ForEachInstanceFrom(cpv string, fn func(inst *catalog.I
 func (r *filteredReader) ForEachIndexed(fn func(inst *catalog.Instance) error) error {
 	var group []catalog.Instance
 	flush := func() error {
-		for _, in := range r.keep(group) {
-			if err := fn(&in); err != nil {
+		kept, err := r.keep(group)
+		if err != nil {
+			return err
+		}
+		for i := range kept {
+			if err := fn(&kept[i]); err != nil {
 				return err
 			}
 		}
 		group = group[:0]
 		return nil
 	}
-	err := r.Reader.ForEachIndexed(func(inst *catalog.Instance) error {
+	err := r.scan(func(inst *catalog.Instance) error {
 		if len(group) > 0 && group[0].CPV != inst.CPV {
 			if err := flush(); err != nil {
 				return err
@@ -130,12 +156,54 @@ func (r *filteredReader) ForEachIndexed(fn func(inst *catalog.Instance) error) e
 	return flush()
 }
 
+// scan streams every package the view may show, in (cpv, build id) order:
+// the catalog's, or its scopes' (collected and sorted: scopes of one
+// category and of packages in others interleave in cpv order).
+func (r *filteredReader) scan(fn func(inst *catalog.Instance) error) error {
+	scoped, ok := r.Reader.(interface {
+		ForEachInScope(s catalog.Scope, fn func(inst *catalog.Instance) error) error
+	})
+	if r.s.spec.Scopes == nil || !ok {
+		return r.Reader.ForEachIndexed(fn)
+	}
+	cats := map[string]bool{}
+	for _, sc := range r.s.spec.Scopes {
+		if sc.PN == "" {
+			cats[sc.Category] = true
+		}
+	}
+	seen := map[catalog.Scope]bool{}
+	var all []catalog.Instance
+	for _, sc := range r.s.spec.Scopes {
+		if seen[sc] || (sc.PN != "" && cats[sc.Category]) {
+			continue
+		}
+		seen[sc] = true
+		err := scoped.ForEachInScope(sc, func(inst *catalog.Instance) error {
+			all = append(all, *inst)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	slices.SortFunc(all, func(a, b catalog.Instance) int {
+		return cmp.Or(strings.Compare(a.CPV, b.CPV), cmp.Compare(a.BuildID, b.BuildID))
+	})
+	for i := range all {
+		if err := fn(&all[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (r *filteredReader) GroupWithMeta(cpv string) ([]catalog.Instance, error) {
 	g, err := r.Reader.GroupWithMeta(cpv)
 	if err != nil {
 		return nil, err
 	}
-	return r.keep(g), nil
+	return r.keep(g)
 }
 
 // A view serves no removal grace: a build it drops is gone from it.

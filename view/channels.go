@@ -132,9 +132,10 @@ type Channels struct {
 	Pieces      pieces.Options
 	Incarnation uint16
 	Log         *slog.Logger
-	// Compile gives a live channel's filter from its definition (the
-	// catalog knows no query language); nil: every build.
-	Compile func(c *catalog.ChannelInfo) (tree.GroupFilter, error)
+	// Compile gives a live channel's filter and the scopes it may show
+	// from its definition (the catalog knows no query language); nil:
+	// every build.
+	Compile func(c *catalog.ChannelInfo) (tree.GroupFilter, []catalog.Scope, error)
 	// Record, if set, stores a TIMESTAMP served (a writing mount's).
 	Record func(name string, ts int64)
 
@@ -268,15 +269,14 @@ func (cs *Channels) load(ctx context.Context, d *catalog.ChannelInfo) (*Channel,
 	hf := headerOf(d)
 	var src catalog.Source
 	if d.Live() {
-		var filter tree.GroupFilter
+		spec := tree.ViewSpec{Header: hf}
 		if cs.Compile != nil {
-			f, err := cs.Compile(d)
-			if err != nil {
+			var err error
+			if spec.Filter, spec.Scopes, err = cs.Compile(d); err != nil {
 				return nil, fmt.Errorf("its query %q: %w", d.Query, err)
 			}
-			filter = f
 		}
-		src = tree.Filtered(cs.DB, filter, hf)
+		src = tree.Filtered(cs.DB, spec)
 	} else {
 		snaps, err := cs.DB.Snapshots(ctx)
 		if err != nil {

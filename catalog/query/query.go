@@ -536,6 +536,10 @@ func lookup(m map[string]string, key string) (string, bool) {
 		v, ok := m["repository"]
 		return v, ok
 	}
+	// The build's compiler flags, kept beside the index keys.
+	if v, ok := m[layout.BuildFlagPrefix+key]; ok {
+		return v, true
+	}
 	return "", false
 }
 

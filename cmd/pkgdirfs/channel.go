@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"sync"
 	"time"
 
 	"pkgdirfs/catalog"
@@ -193,22 +194,23 @@ func orDash(s string) string {
 
 // compileChannel is a live channel's filter: its query, with durations
 // counted from the moment the channel was set (every host, every restart
-// serves the same builds).
-func compileChannel(c *catalog.ChannelInfo) (tree.GroupFilter, error) {
+// serves the same builds), and the categories or packages its atoms name.
+func compileChannel(c *catalog.ChannelInfo) (tree.GroupFilter, []catalog.Scope, error) {
 	if c.Query == "" {
-		return nil, nil
+		return nil, nil, nil
 	}
 	sel, err := query.Parse(c.Query, time.Unix(0, c.UpdatedNs))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return func(group []catalog.Instance) []catalog.Instance {
-		out := group[:0:0]
-		for i := range group {
-			if sel.Match(&group[i]) {
-				out = append(out, group[i])
-			}
-		}
-		return out
-	}, nil
+	if sel.All() {
+		return nil, nil, nil
+	}
+	var mu sync.Mutex // Filter reads Header; one model loads at a time, but be safe
+	return func(group []catalog.Instance, header map[string]string) []catalog.Instance {
+		mu.Lock()
+		defer mu.Unlock()
+		sel.Header = header
+		return sel.Filter(group)
+	}, sel.Scopes(), nil
 }

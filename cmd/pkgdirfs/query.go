@@ -26,7 +26,7 @@ func cmdQuery(args []string) int {
 	chost := fl.String("chost", "", "only builds whose CHOST matches `GLOB` (* matches any run of characters, / and blanks too), e.g. 'x86_64-*-linux-gnu'")
 	keywords := fl.String("keywords", "", "only builds whose KEYWORDS hold every one of `KW,...` (exact words: ~amd64 is not amd64)")
 	arch := fl.String("arch", "", "only builds keyworded for `ARCH`, stable or testing (ARCH or ~ARCH in KEYWORDS: a build carries no ARCH of its own)")
-	cflags := fl.String("cflags", "", "only builds whose CFLAGS, the whole value, match `GLOB`, e.g. '*-march=x86-64-v3*' (the catalog does not keep CFLAGS yet: see pkgdirfs(8))")
+	cflags := fl.String("cflags", "", "only builds whose CFLAGS, the whole value, match `GLOB`, e.g. '*-march=x86-64-v3*'")
 	meta := fl.StringArray("meta", nil, "only builds where `KEY=GLOB` holds: the build's KEY, or the catalog's Packages header's when the build has none, matches GLOB; repeatable, all must hold; e.g. PROFILE='default/linux/amd64/23.0*'")
 	keep := fl.String("keep", "", "of the builds selected, only the `N` newest of each CPV (newest as prune decides: BUILD_TIME, then BUILD_ID)")
 	perUse := fl.Bool("per-use", false, "with --keep: the N newest of each distinct USE set of each CPV")
