@@ -152,4 +152,53 @@ func BenchmarkChannels(b *testing.B) {
 	benchScaleSay("unmounting")
 	m.Close(b)
 	benchScaleCheckLog(b, m.log)
+
+	if nc := benchScaleEnv(b, "BENCH_CHANNELS_CATALOG", 1000000); nc > 0 {
+		b.Run(fmt.Sprintf("catalog-%d", nc), func(b *testing.B) { benchChannelsCatalog(b, nc) })
+	}
+}
+
+// benchChannelsCatalog: snapshot create and a snapshot channel on a
+// catalog of nc instances (catalog only).
+func benchChannelsCatalog(b *testing.B, nc int) {
+	state := filepath.Join(b.TempDir(), "state")
+	benchScaleSay("writing %d instances into a catalog (no blobs)", nc)
+	rows := benchScaleFillCatalog(b, state, nc)
+	cli := func(args ...string) string {
+		b.Helper()
+		out, err := exec.Command(binPath, append(args[:2:2], append([]string{"--state", state}, args[2:]...)...)...).CombinedOutput()
+		if err != nil {
+			b.Fatalf("pkgdirfs %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	var out string
+	d := benchTimed(func() { out = cli("snapshot", "create", "all") })
+	benchPrint(b, "bench channels-snapshot-create-%d: %s; %s in all", rows, out, benchDur(d))
+	q := benchScaleCats[0] + "/*"
+	d = benchTimed(func() { out = cli("snapshot", "create", "one-category", "--query", "'"+q+"'") })
+	benchPrint(b, "bench channels-snapshot-create-query-%d: --query '%s': %s; %s in all", rows, q, out, benchDur(d))
+	m := benchScaleMountTimed(b, state, rows)
+	start := time.Now()
+	cli("channel", "set", "frozen", "--snapshot", "all")
+	p := filepath.Join(m.Dir, ".pkgdirfs", "channels", "frozen", "Packages")
+	benchScaleWithin(b, m, "loading channel frozen", func() {
+		for {
+			if _, err := exec.Command("test", "-e", p).Output(); err == nil {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+	loaded := time.Since(start)
+	var ts, count int64
+	first := benchScaleWithin(b, m, "first byte of frozen/Packages", func() { ts, count = benchScaleHead(b, p) })
+	if count != int64(rows) || ts == 0 {
+		b.Fatalf("channel frozen: PACKAGES %d, TIMESTAMP %d; want %d packages", count, ts, rows)
+	}
+	rss, _ := benchScaleRSS(b, m)
+	benchPrint(b, "bench channels-snapshot-channel-%d: channel set --snapshot of %d builds served after %s, its Packages' first 4 KiB then %s; daemon RSS %s with it",
+		rows, count, benchDur(loaded), benchDur(first), benchScaleMiB(rss))
+	m.Close(b)
+	benchScaleCheckLog(b, m.log)
 }
