@@ -95,6 +95,13 @@ func (d *chanDirNode) channel() *view.Channel { return d.fs.channels.Get(d.name)
 func (d *chanDirNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	ch := d.channel()
 	if ch == nil {
+		if d.path == "" && d.fs.cfg.Channel == d.name {
+			// The mount's root, its channel deleted: an empty directory.
+			d.fs.fillDir(d.StableAttr().Ino, 0, &out.Attr)
+			out.Mode = syscall.S_IFDIR | 0o555
+			out.SetTimeout(0)
+			return 0
+		}
 		return syscall.ENOENT
 	}
 	e, ok := ch.Model.Dir(d.path)
@@ -164,6 +171,9 @@ func (d *chanDirNode) listingKey() string {
 func (d *chanDirNode) entries() ([]fuse.DirEntry, syscall.Errno) {
 	ch := d.channel()
 	if ch == nil {
+		if d.path == "" && d.fs.cfg.Channel == d.name {
+			return nil, 0 // the mount's root, its channel deleted
+		}
 		return nil, syscall.ENOENT
 	}
 	ents, ok := ch.Model.ReadDir(d.path)
@@ -290,7 +300,7 @@ func (n *chanIndexNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle
 func (f *FS) refreshChannels(ctx context.Context, sync bool) {
 	if sync {
 		moved, err := f.channels.Sync(ctx)
-		if err != nil {
+		if err != nil && ctx.Err() == nil {
 			f.catalogError("reading the channels", err)
 		}
 		if len(moved) > 0 {
@@ -336,14 +346,17 @@ func (f *FS) refreshChannels(ctx context.Context, sync bool) {
 // channelWorker applies catalog changes to the live channels after the
 // main tree (Refresh kicks it), so a commit does not wait for them.
 func (f *FS) channelWorker() {
+	defer close(f.chanDone)
+	// buildCtx ends at unmount: a channel being loaded is not waited for.
+	ctx := f.buildCtx
 	for {
 		select {
 		case <-f.stop:
 			return
 		case <-f.chanKick:
-			f.refreshChannels(context.Background(), false)
+			f.refreshChannels(ctx, false)
 		case <-f.chanSync:
-			f.refreshChannels(context.Background(), true)
+			f.refreshChannels(ctx, true)
 		}
 	}
 }

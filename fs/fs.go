@@ -111,6 +111,7 @@ type FS struct {
 	treeRoot *gofs.Inode // the mount's root: f.root, or a channel's
 	chanKick chan struct{}
 	chanSync chan struct{}
+	chanDone chan struct{} // closed when the channel worker returns
 
 	loop   *gofs.LoopbackRoot // serves scratch files from the scratch tree
 	names  *view.Names        // the one resolver of names
@@ -180,7 +181,7 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 	if !cfg.ReadOnly {
 		f.channels.Record = f.recordChannelStamp
 	}
-	f.chanKick, f.chanSync = make(chan struct{}, 1), make(chan struct{}, 1)
+	f.chanKick, f.chanSync, f.chanDone = make(chan struct{}, 1), make(chan struct{}, 1), make(chan struct{})
 	f.buildCtx, f.stopBuild = context.WithCancel(context.Background())
 	f.root = &dirNode{fs: f, path: ""}
 	var st syscall.Stat_t
@@ -426,6 +427,8 @@ func (f *FS) Wait() {
 		f.cacheIndex(ctx, "unmount")
 		cancel()
 	}
+	<-f.chanDone
+	f.channels.Close()
 	f.model.Close()
 }
 
