@@ -231,6 +231,20 @@ func cmdStatus(args []string) int {
 	if !cs.LastWrite.IsZero() {
 		fmt.Printf("last commit:  %s\n", cs.LastWrite.UTC().Format(time.RFC3339))
 	}
+	if snaps, err := db.Snapshots(background()); err == nil && len(snaps) > 0 {
+		fmt.Printf("snapshots:    %d\n", len(snaps))
+	}
+	if chans, err := db.Channels(background()); err == nil && len(chans) > 0 {
+		var parts []string
+		for _, c := range chans {
+			what := "live"
+			if !c.Live() {
+				what = "snapshot " + c.Snapshot
+			}
+			parts = append(parts, c.Name+" ("+what+")")
+		}
+		fmt.Printf("channels:     %s\n", strings.Join(parts, ", "))
+	}
 	if ss, err := db.SessionStatus(background()); err != nil {
 		fmt.Printf("writers:      unknown (%v)\n", err)
 	} else if ss != nil {
