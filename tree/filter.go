@@ -87,16 +87,40 @@ func (r *filteredReader) Header() (map[string]string, error) {
 	return r.s.spec.Header(h), nil
 }
 
-// CategoryNear gives no split point: one stream, grouped by CPV.
-func (r *filteredReader) CategoryNear(int64) (string, error) { return "", nil }
+// all tells a view of every package: the catalog's own reads serve it (a
+// load without metadata, in two halves), placeholders left out.
+func (r *filteredReader) all() bool { return r.s.spec.Filter == nil && r.s.spec.Scopes == nil }
 
-// InstanceIDHigh gives no size hint: the model sizes its maps by it, and a
-// view may show a small part of the catalog.
-func (r *filteredReader) InstanceIDHigh() (int64, error) { return 0, nil }
+func packagesOnly(fn func(inst *catalog.Instance) error) func(inst *catalog.Instance) error {
+	return func(inst *catalog.Instance) error {
+		if inst.Placeholder {
+			return nil
+		}
+		return fn(inst)
+	}
+}
+
+// CategoryNear gives no split point but for a view of every package: a
+// filtered load is one stream, grouped by CPV.
+func (r *filteredReader) CategoryNear(n int64) (string, error) {
+	if r.all() {
+		return r.Reader.CategoryNear(n)
+	}
+	return "", nil
+}
+
+// InstanceIDHigh gives no size hint but for a view of every package: the
+// model sizes its maps by it, and a view may show a small part.
+func (r *filteredReader) InstanceIDHigh() (int64, error) {
+	if r.all() {
+		return r.Reader.InstanceIDHigh()
+	}
+	return 0, nil
+}
 
 func (r *filteredReader) Instances() ([]catalog.Instance, error) {
 	var out []catalog.Instance
-	err := r.ForEachIndexed(func(inst *catalog.Instance) error {
+	err := r.ForEachInstance(func(inst *catalog.Instance) error {
 		out = append(out, *inst)
 		return nil
 	})
@@ -104,10 +128,16 @@ func (r *filteredReader) Instances() ([]catalog.Instance, error) {
 }
 
 func (r *filteredReader) ForEachInstance(fn func(inst *catalog.Instance) error) error {
+	if r.all() {
+		return r.Reader.ForEachInstance(packagesOnly(fn))
+	}
 	return r.ForEachIndexed(fn)
 }
 
 func (r *filteredReader) ForEachInstanceBelow(cpv string, fn func(inst *catalog.Instance) error) error {
+	if r.all() {
+		return r.Reader.ForEachInstanceBelow(cpv, packagesOnly(fn))
+	}
 	return r.ForEachIndexed(func(inst *catalog.Instance) error {
 		if inst.CPV >= cpv {
 			return nil
@@ -117,6 +147,9 @@ func (r *filteredReader) ForEachInstanceBelow(cpv string, fn func(inst *catalog.
 }
 
 func (r *filteredReader) ForEachInstanceFrom(cpv string, fn func(inst *catalog.Instance) error) error {
+	if r.all() {
+		return r.Reader.ForEachInstanceFrom(cpv, packagesOnly(fn))
+	}
 	return r.ForEachIndexed(func(inst *catalog.Instance) error {
 		if inst.CPV < cpv {
 			return nil
@@ -127,6 +160,9 @@ func (r *filteredReader) ForEachInstanceFrom(cpv string, fn func(inst *catalog.I
 
 // ForEachIndexed streams the kept builds, a CPV's group at a time.
 func (r *filteredReader) ForEachIndexed(fn func(inst *catalog.Instance) error) error {
+	if r.all() {
+		return r.Reader.ForEachIndexed(fn) // packages only, with Meta
+	}
 	var group []catalog.Instance
 	flush := func() error {
 		kept, err := r.keep(group)
