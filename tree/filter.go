@@ -28,7 +28,8 @@ type ViewSpec struct {
 	Filter GroupFilter  // nil: every package
 	Header HeaderFilter // nil: the catalog's header
 	// Scopes, if not nil, are the only categories or packages the view
-	// can show: a load reads them, not the whole catalog.
+	// shows (PN "": the whole category): a load reads them, not the whole
+	// catalog.
 	Scopes []catalog.Scope
 }
 
@@ -236,10 +237,23 @@ func (r *filteredReader) scan(fn func(inst *catalog.Instance) error) error {
 
 func (r *filteredReader) GroupWithMeta(cpv string) ([]catalog.Instance, error) {
 	g, err := r.Reader.GroupWithMeta(cpv)
-	if err != nil {
+	if err != nil || len(g) == 0 || !r.inScope(&g[0]) {
 		return nil, err
 	}
 	return r.keep(g)
+}
+
+// inScope tells whether the view may show inst's CPV (its Scopes).
+func (r *filteredReader) inScope(inst *catalog.Instance) bool {
+	if r.s.spec.Scopes == nil {
+		return true
+	}
+	for _, sc := range r.s.spec.Scopes {
+		if sc.Category == inst.Category && (sc.PN == "" || sc.PN == inst.PN) {
+			return true
+		}
+	}
+	return false
 }
 
 // A view serves no removal grace: a build it drops is gone from it.

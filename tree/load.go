@@ -292,7 +292,15 @@ func (m *Model) catchup(ctx context.Context, db catalog.Source, since int64, wid
 		m.mu.Lock()
 		defer m.mu.Unlock()
 		render := map[string]bool{}
-		content := header
+		// A header written again with the same keys changes nothing shown.
+		content := false
+		if header {
+			h, err := v.Header()
+			if err != nil {
+				return err
+			}
+			content = m.idx == nil || !maps.Equal(h, m.idx.header)
+		}
 		for _, cpv := range slices.Sorted(maps.Keys(loaded)) {
 			if !content && !m.sameGroupLocked(cpv, loaded[cpv]) {
 				content = true
