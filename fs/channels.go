@@ -148,7 +148,7 @@ func (d *chanDirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOu
 	case e.IsDir():
 		return d.fs.chanDirInode(ctx, &d.Inode, ch, rel, out), 0
 	case e.IsLink():
-		n := &chanLinkNode{target: e.Link, f: e.File}
+		n := &linkNode{fs: d.fs, target: e.Link, f: e.File}
 		n.fill(e.Ino, &out.Attr)
 		out.SetEntryTimeout(0)
 		return d.NewInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFLNK, Ino: e.Ino, Gen: gen}), 0
@@ -187,14 +187,7 @@ func (d *chanDirNode) entries() ([]fuse.DirEntry, syscall.Errno) {
 		}
 	}
 	for _, e := range ents {
-		de := fuse.DirEntry{Name: e.Name, Mode: syscall.S_IFREG, Ino: e.Ino}
-		switch {
-		case e.IsDir():
-			de.Mode = syscall.S_IFDIR
-		case e.IsLink():
-			de.Mode = syscall.S_IFLNK
-		}
-		list = append(list, de)
+		list = append(list, fuse.DirEntry{Name: e.Name, Mode: e.Type(), Ino: e.Ino})
 	}
 	return list, 0
 }
@@ -223,35 +216,6 @@ func (n *chanFileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle,
 		return nil, 0, syscall.EROFS
 	}
 	return n.fs.openInstance(ctx, n.f, flags, &n.io)
-}
-
-// chanLinkNode is a flat or All/ name in a channel.
-type chanLinkNode struct {
-	gofs.Inode
-	target string
-	f      *tree.File
-}
-
-var (
-	_ gofs.NodeGetattrer  = (*chanLinkNode)(nil)
-	_ gofs.NodeReadlinker = (*chanLinkNode)(nil)
-)
-
-func (n *chanLinkNode) fill(ino uint64, a *fuse.Attr) {
-	a.Mode = syscall.S_IFLNK | 0o777
-	a.Ino = ino
-	a.Nlink = 1
-	a.Size = uint64(len(n.target))
-	fillTime(a, n.f.MtimeNs)
-}
-
-func (n *chanLinkNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	n.fill(n.StableAttr().Ino, &out.Attr)
-	return 0
-}
-
-func (n *chanLinkNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
-	return []byte(n.target), 0
 }
 
 // chanIndexNode is a channel's Packages or Packages.gz of one TIMESTAMP.

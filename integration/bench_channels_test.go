@@ -26,14 +26,7 @@ func BenchmarkChannels(b *testing.B) {
 	state := filepath.Join(tmp, "state")
 	benchScaleSay("writing %d instances into a catalog (no blobs)", n)
 	rows := benchScaleFillCatalog(b, state, n)
-	cli := func(args ...string) string {
-		b.Helper()
-		out, err := exec.Command(binPath, append(args[:1:1], append([]string{"--state", state}, args[1:]...)...)...).CombinedOutput()
-		if err != nil {
-			b.Fatalf("pkgdirfs %s: %v: %s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
+	cli := func(args ...string) string { return benchChannelsCLI(b, state, args...) }
 
 	m := benchScaleMountTimed(b, state, rows)
 	pk := filepath.Join(m.Dir, "Packages")
@@ -164,14 +157,7 @@ func benchChannelsCatalog(b *testing.B, nc int) {
 	state := filepath.Join(b.TempDir(), "state")
 	benchScaleSay("writing %d instances into a catalog (no blobs)", nc)
 	rows := benchScaleFillCatalog(b, state, nc)
-	cli := func(args ...string) string {
-		b.Helper()
-		out, err := exec.Command(binPath, append(args[:2:2], append([]string{"--state", state}, args[2:]...)...)...).CombinedOutput()
-		if err != nil {
-			b.Fatalf("pkgdirfs %s: %v: %s", strings.Join(args, " "), err, out)
-		}
-		return strings.TrimSpace(string(out))
-	}
+	cli := func(args ...string) string { return benchChannelsCLI(b, state, args...) }
 	var out string
 	d := benchTimed(func() { out = cli("snapshot", "create", "all") })
 	benchPrint(b, "bench channels-snapshot-create-%d: %s; %s in all", rows, out, benchDur(d))
@@ -201,4 +187,15 @@ func benchChannelsCatalog(b *testing.B, nc int) {
 		rows, count, benchDur(loaded), benchDur(first), benchScaleMiB(rss))
 	m.Close(b)
 	benchScaleCheckLog(b, m.log)
+}
+
+// benchChannelsCLI runs `pkgdirfs COMMAND --state STATE ARGS...` and
+// returns its output, trimmed; a failure fails the benchmark.
+func benchChannelsCLI(b *testing.B, state string, args ...string) string {
+	b.Helper()
+	out, err := exec.Command(binPath, append(args[:1:1], append([]string{"--state", state}, args[1:]...)...)...).CombinedOutput()
+	if err != nil {
+		b.Fatalf("pkgdirfs %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return strings.TrimSpace(string(out))
 }

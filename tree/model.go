@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 
 	"pkgdirfs/catalog"
 	"pkgdirfs/layout"
@@ -392,6 +393,17 @@ type Entry struct {
 
 // IsDir tells a directory from a file.
 func (e Entry) IsDir() bool { return e.File == nil }
+
+// Type is the entry's file type bits (S_IFDIR, S_IFLNK or S_IFREG).
+func (e Entry) Type() uint32 {
+	switch {
+	case e.IsDir():
+		return syscall.S_IFDIR
+	case e.IsLink():
+		return syscall.S_IFLNK
+	}
+	return syscall.S_IFREG
+}
 
 // IsLink tells a symlink to an instance from its file.
 func (e Entry) IsLink() bool { return e.Link != "" }

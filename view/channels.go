@@ -158,14 +158,19 @@ func (cs *Channels) init() {
 // Get is the channel of that name as last synced (nil if none). It waits
 // for the first Sync, at most a few seconds.
 func (cs *Channels) Get(name string) *Channel {
+	cs.waitReady()
+	cs.mu.RLock()
+	defer cs.mu.RUnlock()
+	return cs.byName[name]
+}
+
+// waitReady waits for the first Sync, at most channelReadyWait.
+func (cs *Channels) waitReady() {
 	cs.init()
 	select {
 	case <-cs.ready:
 	case <-time.After(channelReadyWait):
 	}
-	cs.mu.RLock()
-	defer cs.mu.RUnlock()
-	return cs.byName[name]
 }
 
 // channelReadyWait bounds how long a lookup waits for the channels to load
@@ -174,11 +179,7 @@ const channelReadyWait = 10 * time.Second
 
 // Names lists the channels served, sorted.
 func (cs *Channels) Names() []string {
-	cs.init()
-	select {
-	case <-cs.ready:
-	case <-time.After(channelReadyWait):
-	}
+	cs.waitReady()
 	cs.mu.RLock()
 	defer cs.mu.RUnlock()
 	out := make([]string, 0, len(cs.byName))

@@ -346,14 +346,7 @@ func (n *Names) List(dir string) (list []Listed, ok bool) {
 		if shadow[e.Name] || e.File != nil && n.Hidden(join(dir, e.Name)) {
 			continue
 		}
-		l := Listed{Name: e.Name, Mode: syscall.S_IFREG, Ino: e.Ino}
-		switch {
-		case e.IsDir():
-			l.Mode = syscall.S_IFDIR
-		case e.IsLink():
-			l.Mode = syscall.S_IFLNK
-		}
-		list = append(list, l)
+		list = append(list, Listed{Name: e.Name, Mode: e.Type(), Ino: e.Ino})
 	}
 	return list, true
 }
