@@ -14,11 +14,17 @@ import (
 
 // The mount serves each channel (view.Channels) read-only at
 // .pkgdirfs/channels/NAME, or as its whole tree (Config.Channel). Names
-// in a channel are looked up again at every use (entry timeout 0): a
-// channel moves in one catalog transaction, and a name there means what
-// the catalog now says, whatever the kernel saw before. Every node of a
+// in a channel are looked up again at every use (chanTimeout): a channel
+// moves in one catalog transaction, and a name there means what the
+// catalog now says, whatever the kernel saw before. Every node of a
 // channel's version carries its Serial as go-fuse's Gen, so no node of
 // one version, or of the main tree, stands for another's.
+
+// chanTimeout is how long the kernel keeps a channel's names and its
+// directories' attributes: no time (0 would mean go-fuse's default, the
+// mount's hour, and a live channel's Packages or a removed build would
+// stay as first looked up).
+const chanTimeout = time.Nanosecond
 
 // chanAreaNode is .pkgdirfs/channels: one directory per channel.
 type chanAreaNode struct {
@@ -35,6 +41,7 @@ var (
 func (n *chanAreaNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	n.fs.fillDir(n.StableAttr().Ino, len(n.fs.channels.Names()), &out.Attr)
 	out.Mode = syscall.S_IFDIR | 0o555
+	out.SetTimeout(chanTimeout) // its link count follows the channels
 	return 0
 }
 
@@ -83,8 +90,8 @@ func (f *FS) chanDirInode(ctx context.Context, parent *gofs.Inode, ch *view.Chan
 	e, _ := ch.Model.Dir(path)
 	f.fillDir(e.Ino, e.Subdirs, &out.Attr)
 	out.Mode = syscall.S_IFDIR | 0o555
-	out.SetEntryTimeout(0)
-	out.SetAttrTimeout(0)
+	out.SetEntryTimeout(chanTimeout)
+	out.SetAttrTimeout(chanTimeout)
 	return parent.NewInode(ctx, &chanDirNode{fs: f, name: ch.Info.Name, path: path},
 		gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: e.Ino, Gen: uint64(ch.Serial)})
 }
@@ -102,7 +109,7 @@ func (d *chanDirNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse
 	}
 	d.fs.fillDir(e.Ino, e.Subdirs, &out.Attr)
 	out.Mode = syscall.S_IFDIR | 0o555
-	out.SetTimeout(0)
+	out.SetTimeout(chanTimeout)
 	return 0
 }
 
@@ -124,7 +131,7 @@ func (d *chanDirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOu
 		gz := name == "Packages.gz"
 		n := &chanIndexNode{fs: d.fs, ch: ch, gz: gz, idx: idx}
 		n.fill(&out.Attr)
-		out.SetEntryTimeout(0)
+		out.SetEntryTimeout(chanTimeout)
 		out.SetAttrTimeout(indexAttrTimeout)
 		return d.NewInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: ch.IndexIno(idx.Timestamp, gz), Gen: gen}), 0
 	}
@@ -142,13 +149,13 @@ func (d *chanDirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOu
 	case e.IsLink():
 		n := &chanLinkNode{target: e.Link, f: e.File}
 		n.fill(e.Ino, &out.Attr)
-		out.SetEntryTimeout(0)
+		out.SetEntryTimeout(chanTimeout)
 		return d.NewInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFLNK, Ino: e.Ino, Gen: gen}), 0
 	}
 	n := &chanFileNode{fs: d.fs, f: e.File}
 	d.fs.fillFile(e.File, &out.Attr)
 	out.Mode = syscall.S_IFREG | e.File.Mode&0o555
-	out.SetEntryTimeout(0)
+	out.SetEntryTimeout(chanTimeout)
 	return d.NewInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: e.Ino, Gen: gen}), 0
 }
 
