@@ -98,8 +98,19 @@ func (f *FS) chanDirInode(ctx context.Context, parent *gofs.Inode, ch *view.Chan
 
 func (d *chanDirNode) channel() *view.Channel { return d.fs.channels.Get(d.name) }
 
+// isMountRoot tells the root of a --channel mount, which stays an (empty)
+// directory when its channel is deleted: a mountpoint that stat cannot
+// stat breaks every tool, and the channel may come back.
+func (d *chanDirNode) isMountRoot() bool { return d.path == "" && d.fs.cfg.Channel == d.name }
+
 func (d *chanDirNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	ch := d.channel()
+	if ch == nil && d.isMountRoot() {
+		d.fs.fillDir(d.StableAttr().Ino, 0, &out.Attr)
+		out.Mode = syscall.S_IFDIR | 0o555
+		out.SetTimeout(chanTimeout)
+		return 0
+	}
 	if ch == nil {
 		return syscall.ENOENT
 	}
@@ -169,6 +180,9 @@ func (d *chanDirNode) listingKey() string {
 
 func (d *chanDirNode) entries() ([]fuse.DirEntry, syscall.Errno) {
 	ch := d.channel()
+	if ch == nil && d.isMountRoot() {
+		return nil, 0
+	}
 	if ch == nil {
 		return nil, syscall.ENOENT
 	}
