@@ -66,7 +66,8 @@ func (c *Channel) Live() bool { return c.Info.Live() }
 // Index is the channel's Packages and Packages.gz: rendered again only
 // when what the channel shows changed, each time with a TIMESTAMP above
 // every one this channel served (and, after a move, above the channel's
-// floor), so that Portage clients refetch it.
+// floor), so that Portage clients refetch it; a snapshot's TIMESTAMP is
+// its floor.
 func (c *Channel) Index(ctx context.Context) (*tree.IndexView, error) {
 	if c.Live() {
 		// What a client committed before reading the index is in it.
@@ -81,11 +82,17 @@ func (c *Channel) Index(ctx context.Context) (*tree.IndexView, error) {
 		if c.idx != nil && c.idxContent == content {
 			return c.idx, nil
 		}
-		ts := max(c.Info.Stamp, c.lastTS+1, time.Now().Unix())
-		if c.idx == nil {
-			// Above what any mount served under this name before.
-			ts = max(ts, c.Info.Served+1)
+		ts := c.Info.Stamp
+		if c.Live() {
+			ts = max(ts, c.lastTS+1, time.Now().Unix())
+			if c.idx == nil {
+				// Above what any mount served under this name before.
+				ts = max(ts, c.Info.Served+1)
+			}
 		}
+		// A snapshot's version never changes: its floor is its TIMESTAMP,
+		// so every mount, on every host and after a restart, serves the
+		// same bytes (channel set put the floor above all served before).
 		v, err := c.Model.FreezeIndex(c.Model.Gen(), ts)
 		if errors.Is(err, tree.ErrStale) {
 			continue // a catchup moved it meanwhile
