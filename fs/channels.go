@@ -345,6 +345,11 @@ func (f *FS) refreshChannels(ctx context.Context, sync bool) {
 			}
 			f.notifyEntry(dir, "")
 		}
+		if ok, err := ch.Settle(time.Now()); err != nil {
+			f.log.Warn("could not re-publish a channel's index", "channel", ch.Info.Name, "err", err)
+		} else if ok {
+			f.log.Info("channel index re-published after a burst of changes", "channel", ch.Info.Name)
+		}
 	}
 }
 
