@@ -45,6 +45,11 @@ type ChannelSpec struct {
 	URI      string
 }
 
+// clientSlack is what Portage adds to the TIMESTAMP of its copy of an
+// index for the If-Modified-Since of its next fetch (seconds): an index
+// not more than this newer is answered 304 by a server that honours it.
+const clientSlack = 5
+
 // ErrSnapshotInUse: a channel points at the snapshot.
 var ErrSnapshotInUse = errors.New("a channel points at the snapshot")
 
@@ -117,7 +122,9 @@ func (db *DB) SetChannel(ctx context.Context, spec ChannelSpec, check func(query
 		case err == nil:
 			c.Version = prev.Version + 1
 			c.Served = prev.Served
-			c.Stamp = max(c.Stamp, prev.Stamp+1, prev.Served+1)
+			// A client asks with If-Modified-Since = its TIMESTAMP + 5 s:
+			// an index less than that above its copy is never fetched.
+			c.Stamp = max(c.Stamp, max(prev.Stamp, prev.Served)+clientSlack+1)
 		case errors.Is(err, ErrNotFound):
 			c.Version = 1
 		default:

@@ -15,11 +15,17 @@ import (
 
 // The mount serves each channel (view.Channels) read-only at
 // .pkgdirfs/channels/NAME, or as its whole tree (Config.Channel). Names
-// in a channel are looked up again at every use (entry timeout 0): a
-// channel moves in one catalog transaction, and a name there means what
-// the catalog now says, whatever the kernel saw before. Every node of a
+// in a channel are looked up again at every use (chanTimeout): a channel
+// moves in one catalog transaction, and a name there means what the
+// catalog now says, whatever the kernel saw before. Every node of a
 // channel's version carries its Serial as go-fuse's Gen, so no node of
 // one version, or of the main tree, stands for another's.
+
+// chanTimeout is how long the kernel keeps a channel's names and its
+// directories' attributes: no time (0 would mean go-fuse's default, the
+// mount's hour, and a live channel's Packages or a removed build would
+// stay as first looked up).
+const chanTimeout = time.Nanosecond
 
 // chanAreaNode is .pkgdirfs/channels: one directory per channel.
 type chanAreaNode struct {
@@ -36,6 +42,7 @@ var (
 func (n *chanAreaNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	n.fs.fillDir(n.StableAttr().Ino, len(n.fs.channels.Names()), &out.Attr)
 	out.Mode = syscall.S_IFDIR | 0o555
+	out.SetTimeout(chanTimeout) // its link count follows the channels
 	return 0
 }
 
@@ -84,16 +91,27 @@ func (f *FS) chanDirInode(ctx context.Context, parent *gofs.Inode, ch *view.Chan
 	e, _ := ch.Model.Dir(path)
 	f.fillDir(e.Ino, e.Subdirs, &out.Attr)
 	out.Mode = syscall.S_IFDIR | 0o555
-	out.SetEntryTimeout(0)
-	out.SetAttrTimeout(0)
+	out.SetEntryTimeout(chanTimeout)
+	out.SetAttrTimeout(chanTimeout)
 	return parent.NewInode(ctx, &chanDirNode{fs: f, name: ch.Info.Name, path: path},
 		gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: e.Ino, Gen: uint64(ch.Serial)})
 }
 
 func (d *chanDirNode) channel() *view.Channel { return d.fs.channels.Get(d.name) }
 
+// isMountRoot tells the root of a --channel mount, which stays an (empty)
+// directory when its channel is deleted: a mountpoint that stat cannot
+// stat breaks every tool, and the channel may come back.
+func (d *chanDirNode) isMountRoot() bool { return d.path == "" && d.fs.cfg.Channel == d.name }
+
 func (d *chanDirNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	ch := d.channel()
+	if ch == nil && d.isMountRoot() {
+		d.fs.fillDir(d.StableAttr().Ino, 0, &out.Attr)
+		out.Mode = syscall.S_IFDIR | 0o555
+		out.SetTimeout(chanTimeout)
+		return 0
+	}
 	if ch == nil {
 		if d.path == "" && d.fs.cfg.Channel == d.name {
 			// The mount's root, its channel deleted: an empty directory.
@@ -110,7 +128,7 @@ func (d *chanDirNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse
 	}
 	d.fs.fillDir(e.Ino, e.Subdirs, &out.Attr)
 	out.Mode = syscall.S_IFDIR | 0o555
-	out.SetTimeout(0)
+	out.SetTimeout(chanTimeout)
 	return 0
 }
 
@@ -132,7 +150,7 @@ func (d *chanDirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOu
 		gz := name == "Packages.gz"
 		n := &chanIndexNode{fs: d.fs, ch: ch, gz: gz, idx: idx}
 		n.fill(&out.Attr)
-		out.SetEntryTimeout(0)
+		out.SetEntryTimeout(chanTimeout)
 		out.SetAttrTimeout(indexAttrTimeout)
 		return d.NewInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: ch.IndexIno(idx.Timestamp, gz), Gen: gen}), 0
 	}
@@ -150,13 +168,13 @@ func (d *chanDirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOu
 	case e.IsLink():
 		n := &linkNode{fs: d.fs, target: e.Link, f: e.File}
 		n.fill(e.Ino, &out.Attr)
-		out.SetEntryTimeout(0)
+		out.SetEntryTimeout(chanTimeout)
 		return d.NewInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFLNK, Ino: e.Ino, Gen: gen}), 0
 	}
 	n := &chanFileNode{fs: d.fs, f: e.File}
 	d.fs.fillFile(e.File, &out.Attr)
 	out.Mode = syscall.S_IFREG | e.File.Mode&0o555
-	out.SetEntryTimeout(0)
+	out.SetEntryTimeout(chanTimeout)
 	return d.NewInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: e.Ino, Gen: gen}), 0
 }
 
@@ -170,6 +188,9 @@ func (d *chanDirNode) listingKey() string {
 
 func (d *chanDirNode) entries() ([]fuse.DirEntry, syscall.Errno) {
 	ch := d.channel()
+	if ch == nil && d.isMountRoot() {
+		return nil, 0
+	}
 	if ch == nil {
 		if d.path == "" && d.fs.cfg.Channel == d.name {
 			return nil, 0 // the mount's root, its channel deleted
@@ -304,6 +325,11 @@ func (f *FS) refreshChannels(ctx context.Context, sync bool) {
 			}
 			f.notifyEntry(dir, "")
 		}
+		if ok, err := ch.Settle(time.Now()); err != nil {
+			f.log.Warn("could not re-publish a channel's index", "channel", ch.Info.Name, "err", err)
+		} else if ok {
+			f.log.Info("channel index re-published after a burst of changes", "channel", ch.Info.Name)
+		}
 	}
 }
 
@@ -392,4 +418,41 @@ func (n *chanAreaNode) Create(ctx context.Context, name string, flags uint32, mo
 
 func (n *chanAreaNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	return nil, syscall.EROFS
+}
+
+// go-fuse answers success for an unlink or rmdir a node does not
+// implement, and ENOTSUP for the rest: a channel answers EROFS to each.
+func (n *chanAreaNode) Unlink(ctx context.Context, name string) syscall.Errno { return syscall.EROFS }
+func (n *chanAreaNode) Rmdir(ctx context.Context, name string) syscall.Errno  { return syscall.EROFS }
+
+func (n *chanAreaNode) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	return syscall.EROFS
+}
+
+func (n *chanAreaNode) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return nil, syscall.EROFS
+}
+
+func (n *chanAreaNode) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return nil, syscall.EROFS
+}
+
+func (n *chanAreaNode) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return nil, syscall.EROFS
+}
+
+func (n *chanAreaNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	return syscall.EROFS
+}
+
+func (d *chanDirNode) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return nil, syscall.EROFS
+}
+
+func (d *chanDirNode) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return nil, syscall.EROFS
+}
+
+func (n *chanLinkNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	return syscall.EROFS
 }

@@ -54,11 +54,20 @@ type Channel struct {
 	record func(name string, ts int64)
 
 	mu sync.Mutex
-	// idx is the index served, rendered at content generation idxContent.
+	// idx is the index served, rendered at content generation idxContent,
+	// with TIMESTAMP lastTS at renderedAt; prevTS is the TIMESTAMP served
+	// before it (Settle).
 	idx        *tree.IndexView
 	idxContent int64
 	lastTS     int64
+	prevTS     int64
+	renderedAt time.Time
 }
+
+// settleSeconds: Portage asks for an index with If-Modified-Since = the
+// TIMESTAMP of its copy + 5 s, so a client holding an index less than this
+// older than the one served keeps its copy (Settle).
+const settleSeconds = 6
 
 // Live tells whether the channel follows the catalog.
 func (c *Channel) Live() bool { return c.Info.Live() }
@@ -66,7 +75,8 @@ func (c *Channel) Live() bool { return c.Info.Live() }
 // Index is the channel's Packages and Packages.gz: rendered again only
 // when what the channel shows changed, each time with a TIMESTAMP above
 // every one this channel served (and, after a move, above the channel's
-// floor), so that Portage clients refetch it.
+// floor), so that Portage clients refetch it; a snapshot's TIMESTAMP is
+// its floor.
 func (c *Channel) Index(ctx context.Context) (*tree.IndexView, error) {
 	if c.Live() {
 		// What a client committed before reading the index is in it.
@@ -81,11 +91,17 @@ func (c *Channel) Index(ctx context.Context) (*tree.IndexView, error) {
 		if c.idx != nil && c.idxContent == content {
 			return c.idx, nil
 		}
-		ts := max(c.Info.Stamp, c.lastTS+1, time.Now().Unix())
-		if c.idx == nil {
-			// Above what any mount served under this name before.
-			ts = max(ts, c.Info.Served+1)
+		ts := c.Info.Stamp
+		if c.Live() {
+			ts = max(ts, c.lastTS+1, time.Now().Unix())
+			if c.idx == nil {
+				// Above what any mount served under this name before.
+				ts = max(ts, c.Info.Served+1)
+			}
 		}
+		// A snapshot's version never changes: its floor is its TIMESTAMP,
+		// so every mount, on every host and after a restart, serves the
+		// same bytes (channel set put the floor above all served before).
 		v, err := c.Model.FreezeIndex(c.Model.Gen(), ts)
 		if errors.Is(err, tree.ErrStale) {
 			continue // a catchup moved it meanwhile
@@ -95,13 +111,47 @@ func (c *Channel) Index(ctx context.Context) (*tree.IndexView, error) {
 		}
 		// The previous view is not released: handles opened on it read
 		// on (the store's chunks are dropped when unreferenced).
-		c.idx, c.idxContent, c.lastTS = v, content, ts
+		if c.idx == nil {
+			// What a client may hold from before this version.
+			c.lastTS = c.Info.Served
+		}
+		c.idx, c.idxContent, c.prevTS, c.lastTS, c.renderedAt = v, content, c.lastTS, ts, time.Now()
 		if c.record != nil {
 			c.record(c.Info.Name, ts)
 		}
 		return v, nil
 	}
 	return nil, errors.New("channel: the catalog keeps changing while its index is rendered")
+}
+
+// Settle re-publishes a live channel's index with a TIMESTAMP settleSeconds
+// above the last once nothing changed for settleSeconds after two indexes
+// less than that apart: a client holding the older one would keep it until
+// the next change (the main tree settles likewise). It tells whether it
+// did.
+func (c *Channel) Settle(now time.Time) (bool, error) {
+	if !c.Live() {
+		return false, nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.idx == nil || c.lastTS-c.prevTS >= settleSeconds || now.Sub(c.renderedAt) < settleSeconds*time.Second ||
+		c.Model.ContentGen() != c.idxContent {
+		return false, nil // a pending change renders with a new TIMESTAMP anyway
+	}
+	ts := max(c.lastTS+settleSeconds, now.Unix())
+	v, err := c.Model.FreezeIndex(c.Model.Gen(), ts)
+	if errors.Is(err, tree.ErrStale) {
+		return false, nil // a catchup moved it: the next tick
+	}
+	if err != nil {
+		return false, err
+	}
+	c.idx, c.prevTS, c.lastTS, c.renderedAt = v, c.lastTS, ts, now
+	if c.record != nil {
+		c.record(c.Info.Name, ts)
+	}
+	return true, nil
 }
 
 // close releases what the version holds; open index views stay readable.

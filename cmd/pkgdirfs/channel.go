@@ -66,6 +66,13 @@ func cmdChannel(args []string) int {
 			return usageError(fl, "%v", err)
 		}
 	}
+	if sub == "set" && fl.Changed("query") {
+		// A query that does not parse is a usage error, as for snapshot
+		// create (exit 2), found before the catalog is opened.
+		if _, err := query.Parse(*q, time.Now()); err != nil {
+			return usageError(fl, "--query: %v", err)
+		}
+	}
 	var ttlSec int64
 	if *ttl != "" {
 		d, err := parseSeconds(*ttl)
