@@ -113,13 +113,6 @@ func (d *chanDirNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse
 		return 0
 	}
 	if ch == nil {
-		if d.path == "" && d.fs.cfg.Channel == d.name {
-			// The mount's root, its channel deleted: an empty directory.
-			d.fs.fillDir(d.StableAttr().Ino, 0, &out.Attr)
-			out.Mode = syscall.S_IFDIR | 0o555
-			out.SetTimeout(0)
-			return 0
-		}
 		return syscall.ENOENT
 	}
 	e, ok := ch.Model.Dir(d.path)
@@ -166,7 +159,7 @@ func (d *chanDirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOu
 	case e.IsDir():
 		return d.fs.chanDirInode(ctx, &d.Inode, ch, rel, out), 0
 	case e.IsLink():
-		n := &linkNode{fs: d.fs, target: e.Link, f: e.File}
+		n := &linkNode{fs: d.fs, target: e.Link, f: e.File, readOnly: true}
 		n.fill(e.Ino, &out.Attr)
 		out.SetEntryTimeout(chanTimeout)
 		return d.NewInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFLNK, Ino: e.Ino, Gen: gen}), 0
@@ -192,9 +185,6 @@ func (d *chanDirNode) entries() ([]fuse.DirEntry, syscall.Errno) {
 		return nil, 0
 	}
 	if ch == nil {
-		if d.path == "" && d.fs.cfg.Channel == d.name {
-			return nil, 0 // the mount's root, its channel deleted
-		}
 		return nil, syscall.ENOENT
 	}
 	ents, ok := ch.Model.ReadDir(d.path)
@@ -451,8 +441,4 @@ func (d *chanDirNode) Link(ctx context.Context, target gofs.InodeEmbedder, name 
 
 func (d *chanDirNode) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	return nil, syscall.EROFS
-}
-
-func (n *chanLinkNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	return syscall.EROFS
 }

@@ -295,6 +295,8 @@ type linkNode struct {
 	fs     *FS
 	target string
 	f      *instFile
+	// readOnly: a channel's, which nothing changes but pkgdirfs channel.
+	readOnly bool
 }
 
 var (
@@ -324,7 +326,7 @@ func (n *linkNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 // AT_SYMLINK_NOFOLLOW) succeeds and changes nothing: what it shows follows
 // the catalog.
 func (n *linkNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	if n.fs.cfg.ReadOnly {
+	if n.fs.cfg.ReadOnly || n.readOnly {
 		return syscall.EROFS
 	}
 	return n.Getattr(ctx, fh, out)
