@@ -34,26 +34,23 @@ func (tx *wtx) hold(id int64) error {
 	return nil
 }
 
-// qMembers is the packages of snapshot ?1 (of generation ?2), each from
-// its held copy of the least held_gen >= ?2, else from its live row. CROSS
-// JOIN: SQLite walks the members, not the catalog, whatever it estimates.
-const qMembers = `SELECT ` + instCols + `, meta FROM (
-	SELECT h.held_gen AS hg, h.meta AS meta, h.id AS id, h.category AS category, h.pn AS pn, h.pf AS pf,
-		h.cpv AS cpv, h.build_id AS build_id, h.build_time AS build_time, h.format AS format,
-		h.compression AS compression, h.size AS size, h.mtime_ns AS mtime_ns, h.mode AS mode, h.md5 AS md5,
-		h.sha1 AS sha1, h.sha256 AS sha256, h.blob AS blob, h.signed AS signed, h.state AS state,
-		h.created_ns AS created_ns
+// The packages of snapshot ?1 (of generation ?2) come from two queries,
+// each in (cpv, build id) order, merged: the live rows it holds that no
+// held copy of its generation or later replaces (the instances walked in
+// index order, no sort of a million rows with their metadata), and the
+// held copies of the least held_gen >= ?2 of the others (few).
+const (
+	qMembersLive = `SELECT ` + instCols + `, (SELECT x.meta FROM instance_index x WHERE x.instance_id = i.id)
+	FROM instances i INDEXED BY instances_cpv_build
+	WHERE EXISTS (SELECT 1 FROM snapshot_members m WHERE m.snapshot_id = ?1 AND m.instance_id = i.id)
+	AND NOT EXISTS (SELECT 1 FROM held_instances h WHERE h.id = i.id AND h.held_gen >= ?2)
+	ORDER BY i.cpv, i.build_id`
+	qMembersHeld = `SELECT ` + instCols + `, h.meta
 	FROM snapshot_members m CROSS JOIN held_instances h ON h.id = m.instance_id
 	WHERE m.snapshot_id = ?1 AND h.held_gen = (
 		SELECT min(h2.held_gen) FROM held_instances h2 WHERE h2.id = m.instance_id AND h2.held_gen >= ?2)
-	UNION ALL
-	SELECT 0, (SELECT x.meta FROM instance_index x WHERE x.instance_id = i.id), i.id, i.category, i.pn, i.pf,
-		i.cpv, i.build_id, i.build_time, i.format, i.compression, i.size, i.mtime_ns, i.mode, i.md5,
-		i.sha1, i.sha256, i.blob, i.signed, i.state, i.created_ns
-	FROM snapshot_members m CROSS JOIN instances i ON i.id = m.instance_id
-	WHERE m.snapshot_id = ?1 AND NOT EXISTS (
-		SELECT 1 FROM held_instances h WHERE h.id = m.instance_id AND h.held_gen >= ?2)
-) ORDER BY cpv, build_id`
+	ORDER BY h.cpv, h.build_id`
+)
 
 const snapCols = `id, name, created_ns, query, generation, packages`
 
@@ -98,21 +95,56 @@ func (r snap) SnapshotByName(name string) (*catalog.SnapshotInfo, error) {
 
 // ForEachSnapshotMember streams the packages s froze, as it froze them.
 func (r snap) ForEachSnapshotMember(s *catalog.SnapshotInfo, fn func(inst *catalog.Instance) error) error {
-	rows, err := r.q.QueryContext(r.ctx, qMembers, s.ID, s.Generation)
+	var sc instScanner
+	keys := map[string]string{}
+	read := func(rows *sql.Rows) (*catalog.Instance, error) {
+		inst := new(catalog.Instance)
+		var meta []byte
+		if err := sc.scan(rows, inst, &meta); err != nil {
+			return nil, err
+		}
+		var err error
+		if inst.Meta, err = catalog.DecodeMeta(meta, keys); err != nil {
+			return nil, fmt.Errorf("instance %d: %w", inst.ID, err)
+		}
+		return inst, nil
+	}
+	var held []*catalog.Instance
+	rows, err := r.q.QueryContext(r.ctx, qMembersHeld, s.ID, s.Generation)
+	if err != nil {
+		return fmt.Errorf("catalog: snapshot %s: %w", s.Name, err)
+	}
+	for rows.Next() {
+		inst, err := read(rows)
+		if err != nil {
+			rows.Close()
+			return fmt.Errorf("catalog: snapshot %s: %w", s.Name, err)
+		}
+		held = append(held, inst)
+	}
+	err = rows.Err()
+	rows.Close()
+	if err != nil {
+		return fmt.Errorf("catalog: snapshot %s: %w", s.Name, err)
+	}
+	before := func(a, b *catalog.Instance) bool {
+		return a.CPV < b.CPV || a.CPV == b.CPV && a.BuildID < b.BuildID
+	}
+	rows, err = r.q.QueryContext(r.ctx, qMembersLive, s.ID, s.Generation)
 	if err != nil {
 		return fmt.Errorf("catalog: snapshot %s: %w", s.Name, err)
 	}
 	defer rows.Close()
-	var sc instScanner
-	keys := map[string]string{}
 	for rows.Next() {
-		inst := new(catalog.Instance)
-		var meta []byte
-		if err := sc.scan(rows, inst, &meta); err != nil {
+		inst, err := read(rows)
+		if err != nil {
 			return fmt.Errorf("catalog: snapshot %s: %w", s.Name, err)
 		}
-		if inst.Meta, err = catalog.DecodeMeta(meta, keys); err != nil {
-			return fmt.Errorf("catalog: snapshot %s: instance %d: %w", s.Name, inst.ID, err)
+		for len(held) > 0 && before(held[0], inst) {
+			if err := fn(held[0]); err != nil {
+				return err
+			}
+			held = held[1:]
 		}
 		if err := fn(inst); err != nil {
 			return err
@@ -120,6 +152,11 @@ func (r snap) ForEachSnapshotMember(s *catalog.SnapshotInfo, fn func(inst *catal
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("catalog: snapshot %s: %w", s.Name, err)
+	}
+	for _, inst := range held {
+		if err := fn(inst); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -304,7 +304,8 @@ func TestSnapshotPlans(t *testing.T) {
 		sortOK      bool // the members come sorted by (cpv, build id)
 	}{
 		{"Hold", qHold, []any{1}, false},
-		{"Members", qMembers, []any{1, 1}, true},
+		{"MembersLive", qMembersLive, []any{1, 1}, false},
+		{"MembersHeld", qMembersHeld, []any{1, 1}, true},
 		{"ReleaseHeld", qReleaseHeld, []any{1}, false},
 	} {
 		rows, err := db.ro.Query("EXPLAIN QUERY PLAN "+c.query, c.args...)
