@@ -116,7 +116,13 @@ func (db *DB) SetChannel(ctx context.Context, spec ChannelSpec, check func(query
 		if err != nil {
 			return err
 		}
-		c.Stamp = max(time.Now().Unix(), last+1)
+		// Above what a deleted channel served, whose clients a new one of
+		// its name may have.
+		gone, _, err := tx.Setting(deletedStampSetting)
+		if err != nil {
+			return err
+		}
+		c.Stamp = max(time.Now().Unix(), last+1, gone+clientSlack+1)
 		prev, err := channelByName(tx, spec.Name)
 		switch {
 		case err == nil:
@@ -139,6 +145,10 @@ func (db *DB) SetChannel(ctx context.Context, spec ChannelSpec, check func(query
 	return out, nil
 }
 
+// deletedStampSetting is the highest TIMESTAMP a deleted channel served or
+// was floored at.
+const deletedStampSetting = "channel_deleted_stamp"
+
 // Channels lists every channel by name.
 func (db *DB) Channels(ctx context.Context) ([]ChannelInfo, error) {
 	return read(ctx, db, func(v *View) ([]ChannelInfo, error) { return v.Channels() })
@@ -154,8 +164,18 @@ func (db *DB) Channel(ctx context.Context, name string) (*ChannelInfo, error) {
 // ErrNotFound. Its snapshot stays.
 func (db *DB) DeleteChannel(ctx context.Context, name string) error {
 	return db.Tx(ctx, func(tx *Tx) error {
-		if _, err := channelByName(tx, name); err != nil {
+		c, err := channelByName(tx, name)
+		if err != nil {
 			return err
+		}
+		gone, _, err := tx.Setting(deletedStampSetting)
+		if err != nil {
+			return err
+		}
+		if high := max(c.Stamp, c.Served); high > gone {
+			if err := tx.SetSetting(deletedStampSetting, high); err != nil {
+				return err
+			}
 		}
 		return tx.DeleteChannel(name)
 	})

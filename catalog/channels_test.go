@@ -150,10 +150,20 @@ func TestChannels(t *testing.T) {
 	if err := s.DB.DeleteChannel(ctx, "race"); err != nil {
 		t.Fatal(err)
 	}
+	high := time.Now().Unix() + 1000
+	if err := s.DB.RaiseChannelServed(ctx, "apps", high); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.DB.DeleteChannel(ctx, "apps"); err != nil {
 		t.Fatal(err)
 	}
 	if got := list(); got != "prod=s2|" {
 		t.Errorf("after deletes: channels %q", got)
+	}
+	// Its clients hold TIMESTAMP high: a new channel of the name starts
+	// above it and Portage's 5 s slack.
+	again2, err := s.DB.SetChannel(ctx, ChannelSpec{Name: "apps", Query: "app-misc/*"}, nil)
+	if err != nil || again2.Version != 1 || again2.Stamp <= high+5 {
+		t.Errorf("apps set again after its delete: %+v, %v; want version 1, a stamp above %d", again2, err, high+5)
 	}
 }
