@@ -455,7 +455,7 @@ func TestChannelLiveFollows(t *testing.T) {
 	apps := filepath.Join(mnt, chArea, "apps")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	client, cache, base := binhost.NewClient(true), &binhost.Cache{}, ng.URL+"/"+chArea+"/apps"
+	client, cache, base := binhost.NewClient(true), &binhost.Cache{}, ng.URL+"/channels/apps"
 	flat := extractFixture(t, "xpak-bzip2-flat")
 	idx0, _ := chReadIndex(t, filepath.Join(apps, "Packages"))
 	ts0 := getInt(idx0.Header, "TIMESTAMP")
@@ -664,7 +664,7 @@ func TestChannelRollbackThroughNginx(t *testing.T) {
 		t.Fatalf("s1 holds %d builds, s2 %d: want one more", len(s1), len(s2))
 	}
 	chOK(t, state, "channel", "set", "prod", "--snapshot", "s2")
-	base := ng.URL + "/" + chArea + "/prod"
+	base := ng.URL + "/channels/prod" // the nginx site's name for .pkgdirfs/channels/prod
 	if !pollFor(10*time.Second, func() bool { return curlStatus(t, base+"/Packages.gz") == 200 }) {
 		t.Fatalf("%s/Packages.gz is not served 10 s after channel set", base)
 	}
