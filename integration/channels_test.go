@@ -1002,3 +1002,83 @@ func TestChannelBadInput(t *testing.T) {
 		t.Errorf("after channel delete race the channels are not what they were:\nbefore %s\nafter %s", list0, l)
 	}
 }
+
+// TestChannelLiveKeepAndFlags: live channels of the views fleets use —
+// `--keep 1` (the newest build of each CPV) and `--cflags` (the flags the
+// builds were made with, which Packages does not list) — show exactly what
+// `pkgdirfs query` with the same terms selects, before and after a newer
+// build arrives: the keep-1 channel then serves the new build and no longer
+// the one it replaced.
+func TestChannelLiveKeepAndFlags(t *testing.T) {
+	t.Parallel()
+	_, state, _ := importedFixture(t, "xpak-bzip2-multi")
+	chOK(t, state, "channel", "set", "newest", "--live", "--query", "--keep 1")
+	chOK(t, state, "channel", "set", "v2", "--live", "--query", "--cflags '*-march=x86-64-v2*'")
+	chOK(t, state, "channel", "set", "v3", "--live", "--query", "--cflags '*-march=x86-64-v3*'")
+	mnt := mountFS(t, state)
+	chWaitDirs(t, mnt, "newest", "v2", "v3")
+	// What pkgdirfs query selects with the same terms, as "cpv build N".
+	oracle := func(args ...string) []string {
+		t.Helper()
+		r := chOK(t, state, "query", append([]string{"--format", "json"}, args...)...)
+		var rows []struct {
+			CPV     string `json:"cpv"`
+			BuildID int64  `json:"build_id"`
+		}
+		if err := json.Unmarshal(r.Stdout, &rows); err != nil {
+			t.Fatalf("query %v: %v: %s", args, err, r.Stdout)
+		}
+		var out []string
+		for _, row := range rows {
+			out = append(out, chBuild(row.CPV, row.BuildID))
+		}
+		slices.Sort(out)
+		return out
+	}
+	served := func(name string) []string {
+		idx, _ := chReadIndex(t, filepath.Join(mnt, chArea, name, "Packages"))
+		b := chBuilds(idx)
+		slices.Sort(b)
+		return b
+	}
+	all := oracle()
+	check := func(when string) {
+		t.Helper()
+		keep := oracle("--keep", "1")
+		if len(keep) == 0 || len(keep) >= len(oracle()) {
+			t.Fatalf("%s: premise: query --keep 1 selects %d of %d builds", when, len(keep), len(oracle()))
+		}
+		if got := served("newest"); !slices.Equal(got, keep) {
+			t.Errorf("%s: channel newest serves\n%v\nwant (query --keep 1)\n%v", when, got, keep)
+		}
+		if got, want := served("v2"), oracle("--cflags", "*-march=x86-64-v2*"); !slices.Equal(got, want) || len(want) == 0 {
+			t.Errorf("%s: channel v2 serves %v, want %v (not empty)", when, got, want)
+		}
+		if got := served("v3"); len(got) != 0 {
+			t.Errorf("%s: channel v3 serves %v; no build was made with -march=x86-64-v3", when, got)
+		}
+	}
+	check("after the import")
+
+	// A newer build of hello: another fixture's bytes, at a new build id.
+	other := extractFixture(t, "xpak-zstd-multi")
+	before := served("newest")
+	dst := filepath.Join(mnt, "app-misc/hello/hello-2.10-7.xpak")
+	if r := run(t, "", toolTimeout, "cp", filepath.Join(other, "app-misc/hello/hello-2.10-3.xpak"), dst); r.Code != 0 {
+		t.Fatal(r)
+	}
+	if len(oracle()) != len(all)+1 {
+		t.Fatalf("premise: the cp added no build (%d builds, before %d)", len(oracle()), len(all))
+	}
+	check("after a new build of hello")
+	after := served("newest")
+	var hello []string
+	for _, b := range after {
+		if strings.HasPrefix(b, "app-misc/hello-2.10 ") {
+			hello = append(hello, b)
+		}
+	}
+	if len(hello) != 1 || slices.Equal(before, after) {
+		t.Errorf("channel newest after a new build of hello: hello builds %v; before %v, after %v", hello, before, after)
+	}
+}
