@@ -98,7 +98,8 @@ type SnapshotReads interface {
 	// Meta, in (cpv, build id) order: each as it was when s was made (the
 	// copy held when its live row was removed or changed since, else the
 	// live row). fn may keep inst.
-	ForEachSnapshotMember(s *SnapshotInfo, fn func(inst *Instance) error) error
+	// Without meta, Meta is nil and not read (a tree's load).
+	ForEachSnapshotMember(s *SnapshotInfo, meta bool, fn func(inst *Instance) error) error
 	// SnapshotsHolding names, for each of ids that snapshots hold, the
 	// snapshots holding it (by name, sorted).
 	SnapshotsHolding(ids []int64) (map[int64][]string, error)

@@ -163,7 +163,7 @@ func (db *DB) SnapshotMembers(ctx context.Context, name string, fn func(info *Sn
 		if err != nil {
 			return err
 		}
-		return v.ForEachSnapshotMember(info, func(inst *Instance) error { return fn(info, inst) })
+		return v.ForEachSnapshotMember(info, true, func(inst *Instance) error { return fn(info, inst) })
 	})
 }
 
@@ -208,7 +208,7 @@ func (db *DB) DiffSnapshots(ctx context.Context, a, b string) (*SnapshotDiff, er
 		d = &SnapshotDiff{A: *ia, B: *ib}
 		inA := map[key]Instance{}
 		var order []key // A's, in (cpv, build id) order
-		err = v.ForEachSnapshotMember(ia, func(inst *Instance) error {
+		err = v.ForEachSnapshotMember(ia, true, func(inst *Instance) error {
 			inst.Meta = nil
 			k := key{inst.CPV, inst.BuildID}
 			inA[k] = *inst
@@ -228,7 +228,7 @@ func (db *DB) DiffSnapshots(ctx context.Context, a, b string) (*SnapshotDiff, er
 			return c
 		}
 		seen := map[key]bool{}
-		err = v.ForEachSnapshotMember(ib, func(inst *Instance) error {
+		err = v.ForEachSnapshotMember(ib, true, func(inst *Instance) error {
 			inst.Meta = nil
 			k := key{inst.CPV, inst.BuildID}
 			old, ok := inA[k]

@@ -297,15 +297,16 @@ func (r *snapshotReader) Changes(since int64) ([]string, error) { return nil, ni
 func (r *snapshotReader) CategoryNear(int64) (string, error)    { return "", nil }
 
 func (r *snapshotReader) ForEachIndexed(fn func(inst *catalog.Instance) error) error {
-	return r.View.ForEachSnapshotMember(&r.s.info, fn)
+	return r.View.ForEachSnapshotMember(&r.s.info, true, fn)
 }
 
+// ForEachInstance is a tree's load: no metadata read.
 func (r *snapshotReader) ForEachInstance(fn func(inst *catalog.Instance) error) error {
-	return r.ForEachIndexed(fn)
+	return r.View.ForEachSnapshotMember(&r.s.info, false, fn)
 }
 
 func (r *snapshotReader) ForEachInstanceBelow(cpv string, fn func(inst *catalog.Instance) error) error {
-	return r.ForEachIndexed(func(inst *catalog.Instance) error {
+	return r.ForEachInstance(func(inst *catalog.Instance) error {
 		if inst.CPV >= cpv {
 			return nil
 		}
@@ -314,7 +315,7 @@ func (r *snapshotReader) ForEachInstanceBelow(cpv string, fn func(inst *catalog.
 }
 
 func (r *snapshotReader) ForEachInstanceFrom(cpv string, fn func(inst *catalog.Instance) error) error {
-	return r.ForEachIndexed(func(inst *catalog.Instance) error {
+	return r.ForEachInstance(func(inst *catalog.Instance) error {
 		if inst.CPV < cpv {
 			return nil
 		}

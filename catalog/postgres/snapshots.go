@@ -102,7 +102,7 @@ func (r snap) SnapshotByName(name string) (*catalog.SnapshotInfo, error) {
 	return &s, nil
 }
 
-func (r snap) ForEachSnapshotMember(s *catalog.SnapshotInfo, fn func(inst *catalog.Instance) error) error {
+func (r snap) ForEachSnapshotMember(s *catalog.SnapshotInfo, withMeta bool, fn func(inst *catalog.Instance) error) error {
 	rows, err := r.q.Query(r.ctx, qMembers, s.ID, s.Generation)
 	if err != nil {
 		return fmt.Errorf("catalog: snapshot %s: %w", s.Name, err)
@@ -116,8 +116,10 @@ func (r snap) ForEachSnapshotMember(s *catalog.SnapshotInfo, fn func(inst *catal
 		if err := sc.scan(rows, inst, &meta); err != nil {
 			return fmt.Errorf("catalog: snapshot %s: %w", s.Name, err)
 		}
-		if inst.Meta, err = catalog.DecodeMeta(meta, keys); err != nil {
-			return fmt.Errorf("catalog: snapshot %s: instance %d: %w", s.Name, inst.ID, err)
+		if withMeta {
+			if inst.Meta, err = catalog.DecodeMeta(meta, keys); err != nil {
+				return fmt.Errorf("catalog: snapshot %s: instance %d: %w", s.Name, inst.ID, err)
+			}
 		}
 		if err := fn(inst); err != nil {
 			return err

@@ -41,7 +41,10 @@ func (tx *wtx) hold(id int64) error {
 // held copies of the least held_gen >= ?2 of the others (few).
 const (
 	qMembersLive = `SELECT ` + instCols + `, (SELECT x.meta FROM instance_index x WHERE x.instance_id = i.id)
-	FROM instances i INDEXED BY instances_cpv_build
+	` + qMembersLiveFrom
+	// qMembersLiveBare is qMembersLive without the metadata.
+	qMembersLiveBare = `SELECT ` + instCols + `, NULL ` + qMembersLiveFrom
+	qMembersLiveFrom = `FROM instances i INDEXED BY instances_cpv_build
 	WHERE EXISTS (SELECT 1 FROM snapshot_members m WHERE m.snapshot_id = ?1 AND m.instance_id = i.id)
 	AND NOT EXISTS (SELECT 1 FROM held_instances h WHERE h.id = i.id AND h.held_gen >= ?2)
 	ORDER BY i.cpv, i.build_id`
@@ -94,7 +97,7 @@ func (r snap) SnapshotByName(name string) (*catalog.SnapshotInfo, error) {
 }
 
 // ForEachSnapshotMember streams the packages s froze, as it froze them.
-func (r snap) ForEachSnapshotMember(s *catalog.SnapshotInfo, fn func(inst *catalog.Instance) error) error {
+func (r snap) ForEachSnapshotMember(s *catalog.SnapshotInfo, withMeta bool, fn func(inst *catalog.Instance) error) error {
 	var sc instScanner
 	keys := map[string]string{}
 	read := func(rows *sql.Rows) (*catalog.Instance, error) {
@@ -103,9 +106,11 @@ func (r snap) ForEachSnapshotMember(s *catalog.SnapshotInfo, fn func(inst *catal
 		if err := sc.scan(rows, inst, &meta); err != nil {
 			return nil, err
 		}
-		var err error
-		if inst.Meta, err = catalog.DecodeMeta(meta, keys); err != nil {
-			return nil, fmt.Errorf("instance %d: %w", inst.ID, err)
+		if withMeta {
+			var err error
+			if inst.Meta, err = catalog.DecodeMeta(meta, keys); err != nil {
+				return nil, fmt.Errorf("instance %d: %w", inst.ID, err)
+			}
 		}
 		return inst, nil
 	}
@@ -130,7 +135,11 @@ func (r snap) ForEachSnapshotMember(s *catalog.SnapshotInfo, fn func(inst *catal
 	before := func(a, b *catalog.Instance) bool {
 		return a.CPV < b.CPV || a.CPV == b.CPV && a.BuildID < b.BuildID
 	}
-	rows, err = r.q.QueryContext(r.ctx, qMembersLive, s.ID, s.Generation)
+	live := qMembersLive
+	if !withMeta {
+		live = qMembersLiveBare
+	}
+	rows, err = r.q.QueryContext(r.ctx, live, s.ID, s.Generation)
 	if err != nil {
 		return fmt.Errorf("catalog: snapshot %s: %w", s.Name, err)
 	}
