@@ -141,7 +141,7 @@ func (d *chanDirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOu
 			return nil, d.fs.errno("lookup", view.ChannelsDir+"/"+d.name+"/"+name, err)
 		}
 		gz := name == "Packages.gz"
-		n := &chanIndexNode{fs: d.fs, ch: ch, gz: gz, idx: idx}
+		n := &chanIndexNode{fs: d.fs, ino: ch.IndexIno(idx.Timestamp, gz), gz: gz, idx: idx}
 		n.fill(&out.Attr)
 		out.SetEntryTimeout(chanTimeout)
 		out.SetAttrTimeout(indexAttrTimeout)
@@ -233,7 +233,7 @@ func (n *chanFileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle,
 type chanIndexNode struct {
 	gofs.Inode
 	fs  *FS
-	ch  *view.Channel
+	ino uint64 // not the Channel: a node the kernel keeps must not keep a moved channel's tree
 	gz  bool
 	idx *tree.IndexView
 }
@@ -244,7 +244,7 @@ var (
 )
 
 func (n *chanIndexNode) fill(a *fuse.Attr) {
-	a.Ino, a.Size = n.ch.IndexIno(n.idx.Timestamp, n.gz), uint64(n.idx.Size())
+	a.Ino, a.Size = n.ino, uint64(n.idx.Size())
 	if n.gz {
 		a.Size = uint64(n.idx.GzSize())
 	}
