@@ -294,6 +294,9 @@ func (f *FS) refreshChannels(ctx context.Context, sync bool) {
 	for _, ch := range f.channels.Live() {
 		seq := ch.Model.Seq()
 		if _, err := ch.Catchup(ctx); err != nil {
+			if ctx.Err() != nil {
+				return // unmounting
+			}
 			f.catalogError("reading catalog changes for channel "+ch.Info.Name, err)
 			continue
 		}
