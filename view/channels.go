@@ -193,7 +193,7 @@ type Channels struct {
 	byName map[string]*Channel
 	spaces map[string]uint16
 	serial uint32
-	failed map[string]int64 // version whose load failed, logged once
+	failed map[string]int64 // the version whose load last failed, logged once
 	ready  chan struct{}
 	once   sync.Once
 }
@@ -267,16 +267,17 @@ func (cs *Channels) Sync(ctx context.Context) ([]string, error) {
 		if cur != nil && cur.Info.Version == d.Version {
 			continue
 		}
-		if cs.failed[d.Name] == d.Version {
-			continue
-		}
 		ch, err := cs.load(ctx, &d)
 		if err != nil {
 			if ctx.Err() != nil {
 				return changed, ctx.Err()
 			}
-			cs.failed[d.Name] = d.Version
-			cs.Log.Error("cannot serve channel", "channel", d.Name, "err", err)
+			// Tried again at every sync (the catalog's server may be
+			// back), said once per version.
+			if cs.failed[d.Name] != d.Version {
+				cs.failed[d.Name] = d.Version
+				cs.Log.Error("cannot serve channel", "channel", d.Name, "version", d.Version, "err", err)
+			}
 			continue
 		}
 		delete(cs.failed, d.Name)
