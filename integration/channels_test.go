@@ -693,6 +693,13 @@ func TestChannelRollbackThroughNginx(t *testing.T) {
 				t.Errorf("%s: %v", what, err)
 			}
 		}
+		// What emerge --getbinpkg would install of each CPV: a build of
+		// the channel's snapshot, whatever the live tree holds.
+		for cpv, p := range binhost.Choose(ix) {
+			if _, ok := want[chBuild(cpv, p.BuildID())]; !ok {
+				t.Errorf("%s: the client would install %s build %d, which the snapshot does not hold", what, cpv, p.BuildID())
+			}
+		}
 		t.Logf("%s: index TIMESTAMP %d, Last-Modified %s, %d packages downloaded and verified", what, ix.Timestamp(), ix.LastModified, len(ix.Packages))
 		return ix
 	}
