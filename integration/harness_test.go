@@ -295,8 +295,9 @@ type mountInfo struct {
 	AllowErrors []string
 }
 
-// checkDaemonLog fails the test on a panic or an ERROR line in the daemon
-// log that the test did not provoke.
+// checkDaemonLog fails the test on a panic, a Go runtime fatal error
+// (concurrent map writes, out of memory) or an ERROR line in the daemon log
+// that the test did not provoke.
 func checkDaemonLog(t *testing.T, mi *mountInfo) {
 	t.Helper()
 	b, err := os.ReadFile(mi.Log)
@@ -304,7 +305,7 @@ func checkDaemonLog(t *testing.T, mi *mountInfo) {
 		return
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		bad := strings.Contains(line, "panic")
+		bad := strings.Contains(line, "panic") || strings.HasPrefix(line, "fatal error:")
 		if !bad && strings.Contains(line, "level=ERROR") {
 			bad = true
 			for _, ok := range mi.AllowErrors {
