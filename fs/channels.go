@@ -89,8 +89,7 @@ var (
 // chanDirInode is the node of directory path of channel ch, under parent.
 func (f *FS) chanDirInode(ctx context.Context, parent *gofs.Inode, ch *view.Channel, path string, out *fuse.EntryOut) *gofs.Inode {
 	e, _ := ch.Model.Dir(path)
-	f.fillDir(e.Ino, e.Subdirs, &out.Attr)
-	out.Mode = syscall.S_IFDIR | 0o555
+	f.fillChanDir(ch, e.Ino, e.Subdirs, &out.Attr)
 	out.SetEntryTimeout(chanTimeout)
 	out.SetAttrTimeout(chanTimeout)
 	return parent.NewInode(ctx, &chanDirNode{fs: f, name: ch.Info.Name, path: path},
@@ -98,6 +97,14 @@ func (f *FS) chanDirInode(ctx context.Context, parent *gofs.Inode, ch *view.Chan
 }
 
 func (d *chanDirNode) channel() *view.Channel { return d.fs.channels.Get(d.name) }
+
+// fillChanDir is a channel's directory: read-only, with the channel's
+// mtime (a mount of one channel has no main tree to take it from).
+func (f *FS) fillChanDir(ch *view.Channel, ino uint64, subdirs int, a *fuse.Attr) {
+	f.fillDir(ino, subdirs, a)
+	a.Mode = syscall.S_IFDIR | 0o555
+	fillTime(a, ch.Model.MtimeNs())
+}
 
 // isMountRoot tells the root of a --channel mount, which stays an (empty)
 // directory when its channel is deleted: a mountpoint that stat cannot
@@ -119,8 +126,7 @@ func (d *chanDirNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse
 	if !ok && d.path != "" {
 		return syscall.ENOENT
 	}
-	d.fs.fillDir(e.Ino, e.Subdirs, &out.Attr)
-	out.Mode = syscall.S_IFDIR | 0o555
+	d.fs.fillChanDir(ch, e.Ino, e.Subdirs, &out.Attr)
 	out.SetTimeout(chanTimeout)
 	return 0
 }

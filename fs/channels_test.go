@@ -5,16 +5,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"pkgdirfs/catalog"
+	"pkgdirfs/internal/pkgtest"
 	"pkgdirfs/layout"
+	"pkgdirfs/tree"
 )
 
 // TestChannelsConcurrent commits packages while readers read a live
@@ -140,5 +144,94 @@ func TestChannelsConcurrent(t *testing.T) {
 		if err != nil || fmt.Sprint(st.Size()) != p["SIZE"] {
 			t.Errorf("channel %s: %v, size %v, want %s", p["PATH"], err, st, p["SIZE"])
 		}
+	}
+}
+
+// TestChannelMountLean: a mount of one channel (a front-end) serves it at
+// its root without loading the main tree or keeping the main index (its
+// cache beside the blobs is left as it was), and follows the catalog
+// through the channel: a build committed by another process shows up.
+func TestChannelMountLean(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting needs root")
+	}
+	ctx := context.Background()
+	state := t.TempDir()
+	store, err := catalog.OpenStore(state, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	ingest := func(cat, pf string, bt int64) {
+		t.Helper()
+		st, err := store.Stage(bytes.NewReader(testXpak(t, cat, pf, bt)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := store.Ingest(ctx, &catalog.Candidate{Staged: st, Name: cat + "/" + pf + ".tbz2", Mode: 0o644}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ingest("app-misc", "a-1.0", 1)
+	ingest("dev-libs", "b-1.0", 2)
+	compile := func(c *catalog.ChannelInfo) (tree.GroupFilter, []catalog.Scope, error) {
+		return nil, []catalog.Scope{{Category: "app-misc"}}, nil
+	}
+	if _, err := store.DB.SetChannel(ctx, catalog.ChannelSpec{Name: "apps", Query: "app-misc/*"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	logs := &pkgtest.SyncBuffer{}
+	fsys, err := New(ctx, Config{Store: store, Layouts: tree.AllLayouts, ReadOnly: true, Channel: "apps",
+		CompileChannel: compile, Log: slog.New(slog.NewTextHandler(logs, nil)), PollInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mnt := t.TempDir()
+	if err := fsys.Mount(mnt); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := fsys.Unmount(); err != nil {
+			t.Errorf("unmount: %v", err)
+		}
+		fsys.Wait()
+		for _, l := range strings.Split(logs.String(), "\n") {
+			if strings.Contains(l, "level=ERROR") || strings.Contains(l, "panic") {
+				t.Errorf("daemon log: %s", l)
+			}
+		}
+		if _, err := os.Stat(filepath.Join(store.BlobDir(), ".index-cache")); err == nil {
+			t.Errorf("a mount of one channel wrote the main index cache")
+		}
+	}()
+	if n := fsys.model.Packages(); n != 0 {
+		t.Errorf("a mount of one channel loaded the main tree: %d packages", n)
+	}
+	paths := func() []string {
+		b, err := os.ReadFile(filepath.Join(mnt, "Packages"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, pkgs := layout.ParseIndex(b)
+		var out []string
+		for _, p := range pkgs {
+			out = append(out, p["PATH"])
+		}
+		slices.Sort(out)
+		return out
+	}
+	if got := paths(); len(got) != 1 || !strings.HasPrefix(got[0], "app-misc/a/") {
+		t.Fatalf("the channel's Packages lists %v, want app-misc/a only", got)
+	}
+	ingest("app-misc", "c-1.0", 3)
+	deadline := time.Now().Add(10 * time.Second)
+	for len(paths()) != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("a build committed by another process is not in the channel after 10 s: %v", paths())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := os.Stat(filepath.Join(mnt, "app-misc", "c-1.0.tbz2")); err != nil {
+		t.Errorf("the new build's flat name: %v", err)
 	}
 }

@@ -136,15 +136,21 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 	}
 	f := &FS{cfg: cfg, log: cfg.Log, stop: make(chan struct{}), done: make(chan struct{}), idxReady: make(chan struct{}),
 		notes: newNoteQueue(), listings: newListings(), stamps: make(chan [2]int64, 1), stampsDone: make(chan struct{})}
+	if cfg.Channel != "" && !cfg.ReadOnly {
+		return nil, errors.New("a mount of one channel is read-only")
+	}
 	model := tree.NewModel(cfg.Layouts)
 	model.SetIncarnation(cfg.Incarnation)
 	model.OnConflict(func(msg string) { f.log.Warn("legacy name conflict", "detail", msg) })
 	model.OnIndexError(func(err error) { f.log.Error("keeping the index; it is rendered again when next read", "err", err) })
-	// The rendered index is kept beside the blobs, where the next mount of
-	// this catalog finds it, whichever host or follower it is; it is read
-	// while the tree loads.
-	model.SetIndexCache(filepath.Join(cfg.Store.BlobDir(), blobs.IndexCacheDir), f.log)
-	model.PreloadIndexCache(cfg.Store.DB, f.pieceOptions())
+	if cfg.Channel == "" {
+		// The rendered index is kept beside the blobs, where the next mount of
+		// this catalog finds it, whichever host or follower it is; it is read
+		// while the tree loads. (A mount of one channel neither shows the
+		// main tree nor keeps its index: its model stays empty.)
+		model.SetIndexCache(filepath.Join(cfg.Store.BlobDir(), blobs.IndexCacheDir), f.log)
+		model.PreloadIndexCache(cfg.Store.DB, f.pieceOptions())
+	}
 	ok := false
 	defer func() {
 		if !ok {
@@ -153,11 +159,13 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 	}()
 	// The load allocates mostly what it keeps: collecting while the heap
 	// grows would mark it again and again (seconds at 1,000,000 instances).
-	gc := debug.SetGCPercent(-1)
-	err := model.Load(ctx, cfg.Store.DB)
-	debug.SetGCPercent(gc)
-	if err != nil {
-		return nil, err
+	if cfg.Channel == "" {
+		gc := debug.SetGCPercent(-1)
+		err := model.Load(ctx, cfg.Store.DB)
+		debug.SetGCPercent(gc)
+		if err != nil {
+			return nil, err
+		}
 	}
 	// What the load allocated and dropped goes back to the system; not on
 	// the way to mounting (a full collection takes a while at 1,000,000),
@@ -268,7 +276,11 @@ func (f *FS) Mount(dir string) error {
 		_ = server.Unmount()
 		return fmt.Errorf("mount %s: %w", dir, err)
 	}
-	go f.buildIndex()
+	if f.cfg.Channel != "" {
+		close(f.idxReady) // no main index
+	} else {
+		go f.buildIndex()
+	}
 	if f.model.IndexCacheFound() {
 		// The index comes from the cache in tens of milliseconds at
 		// 100,000 instances: the mount is ready when it can serve
@@ -281,7 +293,9 @@ func (f *FS) Mount(dir string) error {
 	// Category directories are made now, in the background: a change
 	// then costs the same in any of them (making one takes milliseconds
 	// at a million instances), and the mount is ready before.
-	go f.model.MakeCategories(f.buildCtx)
+	if f.cfg.Channel == "" {
+		go f.model.MakeCategories(f.buildCtx)
+	}
 	go f.poll()
 	go f.recordStamps()
 	go f.notifier()
@@ -487,6 +501,11 @@ func (f *FS) poll() {
 // (the change log names the CPVs: O(change)) and invalidates exactly the
 // kernel entries whose target changed.
 func (f *FS) Refresh(ctx context.Context) error {
+	if f.cfg.Channel != "" {
+		// A mount of one channel follows the catalog through it alone.
+		f.kickChannels()
+		return nil
+	}
 	seq := f.model.Seq()
 	changed, err := f.model.Catchup(ctx, f.cfg.Store.DB)
 	if err != nil {
