@@ -1,7 +1,6 @@
 package fs
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -31,14 +30,7 @@ func TestChannelsConcurrent(t *testing.T) {
 	ctx := context.Background()
 	mnt, store, _ := mountTest(t, func(s *catalog.Store) {
 		for i := range 10 {
-			b := testXpak(t, "app-misc", fmt.Sprintf("seed%d-1.0", i), int64(i))
-			st, err := s.Stage(bytes.NewReader(b))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, _, err := s.Ingest(ctx, &catalog.Candidate{Staged: st, Name: fmt.Sprintf("app-misc/seed%d-1.0.tbz2", i), Mode: 0o644}); err != nil {
-				t.Fatal(err)
-			}
+			commitTest(t, s, "app-misc", fmt.Sprintf("seed%d-1.0", i), int64(i))
 		}
 		if _, err := s.DB.CreateSnapshot(ctx, "seeds", "", nil); err != nil {
 			t.Fatal(err)
@@ -162,18 +154,8 @@ func TestChannelMountLean(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	ingest := func(cat, pf string, bt int64) {
-		t.Helper()
-		st, err := store.Stage(bytes.NewReader(testXpak(t, cat, pf, bt)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, _, err := store.Ingest(ctx, &catalog.Candidate{Staged: st, Name: cat + "/" + pf + ".tbz2", Mode: 0o644}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ingest("app-misc", "a-1.0", 1)
-	ingest("dev-libs", "b-1.0", 2)
+	commitTest(t, store, "app-misc", "a-1.0", 1)
+	commitTest(t, store, "dev-libs", "b-1.0", 2)
 	compile := func(c *catalog.ChannelInfo) (tree.GroupFilter, []catalog.Scope, error) {
 		return nil, []catalog.Scope{{Category: "app-misc"}}, nil
 	}
@@ -223,7 +205,7 @@ func TestChannelMountLean(t *testing.T) {
 	if got := paths(); len(got) != 1 || !strings.HasPrefix(got[0], "app-misc/a/") {
 		t.Fatalf("the channel's Packages lists %v, want app-misc/a only", got)
 	}
-	ingest("app-misc", "c-1.0", 3)
+	commitTest(t, store, "app-misc", "c-1.0", 3)
 	deadline := time.Now().Add(10 * time.Second)
 	for len(paths()) != 2 {
 		if time.Now().After(deadline) {

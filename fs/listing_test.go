@@ -27,15 +27,7 @@ func TestListingMadeBeforeChange(t *testing.T) {
 	ids := map[string]int64{}
 	mnt, store, logs := mountTest(t, func(s *catalog.Store) {
 		for _, pf := range []string{"a-1.0", "b-1.0", "c-1.0"} {
-			st, err := s.Stage(bytes.NewReader(testXpak(t, "app-misc", pf, 1)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			in, _, err := s.Ingest(context.Background(), &catalog.Candidate{Staged: st, Name: "app-misc/" + pf + ".tbz2", Mode: 0o644})
-			if err != nil {
-				t.Fatal(err)
-			}
-			ids[pf] = in.ID
+			ids[pf] = commitTest(t, s, "app-misc", pf, 1).ID
 		}
 	})
 	// Changes come from another process: another connection to the catalog.
@@ -63,13 +55,7 @@ func TestListingMadeBeforeChange(t *testing.T) {
 		// Another change drops it, so that the next listing is read. (In
 		// round 0 it lands while the index is rendered after the mount: the
 		// changes that build applies must reach the kernel too.)
-		st, err := store.Stage(bytes.NewReader(testXpak(t, "app-misc", fmt.Sprintf("new%d-1.0", round), 2)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, _, err := store.Ingest(context.Background(), &catalog.Candidate{Staged: st, Name: fmt.Sprintf("app-misc/new%d-1.0.tbz2", round), Mode: 0o644}); err != nil {
-			t.Fatal(err)
-		}
+		commitTest(t, store, "app-misc", fmt.Sprintf("new%d-1.0", round), 2)
 		if !pollFor(5*time.Second, func() bool { return len(names()) > len(before) }) {
 			_, err := os.Lstat(filepath.Join(dir, fmt.Sprintf("new%d-1.0.tbz2", round)))
 			t.Fatalf("round %d: new%d-1.0 not listed after 5 s (lstat: %v); listing %v\nlog:\n%s", round, round, err, names(), logs)

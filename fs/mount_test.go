@@ -29,6 +29,21 @@ func testXpak(t testing.TB, cat, pf string, buildTime int64) []byte {
 		xpak.Entry{Key: "USE", Value: []byte("amd64 " + strings.Repeat("flag ", int(buildTime%7)) + "\n")})
 }
 
+// commitTest commits testXpak(cat, pf, buildTime) at CAT/PF.tbz2, as a
+// writer beside the mount (pkgdirfs import) would; it returns the instance.
+func commitTest(t testing.TB, s *catalog.Store, cat, pf string, buildTime int64) *catalog.Instance {
+	t.Helper()
+	st, err := s.Stage(bytes.NewReader(testXpak(t, cat, pf, buildTime)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, _, err := s.Ingest(context.Background(), &catalog.Candidate{Staged: st, Name: cat + "/" + pf + ".tbz2", Mode: 0o644})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return in
+}
+
 func mountTest(t *testing.T, seed func(s *catalog.Store)) (mnt string, store *catalog.Store, logs *pkgtest.SyncBuffer) {
 	t.Helper()
 	if os.Geteuid() != 0 {
@@ -96,14 +111,7 @@ func readIndex(t *testing.T, mnt string) []string {
 func TestMountConcurrentWrites(t *testing.T) {
 	mnt, store, _ := mountTest(t, func(s *catalog.Store) {
 		for i := range 20 {
-			b := testXpak(t, "app-misc", fmt.Sprintf("seed%d-1.0", i), int64(i))
-			st, err := s.Stage(bytes.NewReader(b))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, _, err := s.Ingest(context.Background(), &catalog.Candidate{Staged: st, Name: fmt.Sprintf("app-misc/seed%d-1.0.tbz2", i), Mode: 0o644}); err != nil {
-				t.Fatal(err)
-			}
+			commitTest(t, s, "app-misc", fmt.Sprintf("seed%d-1.0", i), int64(i))
 		}
 	})
 	const writers, perWriter = 4, 15
