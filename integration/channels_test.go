@@ -11,12 +11,14 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"pkgdirfs/integration/binhost"
+	"pkgdirfs/layout"
 )
 
 // Channels (pkgdirfs channel set|list|delete): every mount serves each
@@ -1087,5 +1089,92 @@ func TestChannelLiveKeepAndFlags(t *testing.T) {
 	}
 	if len(hello) != 1 || slices.Equal(before, after) {
 		t.Errorf("channel newest after a new build of hello: hello builds %v; before %v, after %v", hello, before, after)
+	}
+}
+
+// TestChannelMultiHost: on one PostgreSQL catalog, two writing hosts and a
+// front-end of one channel (mount --read-only --channel) serve a snapshot
+// channel with byte-identical Packages and Packages.gz; a live channel
+// shows a build committed on the other host; a move made with
+// `pkgdirfs channel set` on one host reaches all three within 2 s, its
+// index newer than the one before, again identical everywhere.
+func TestChannelMultiHost(t *testing.T) {
+	t.Parallel()
+	url, blobs, mis, states := hostStates(t, 2)
+	src := extractFixture(t, "xpak-bzip2-flat")
+	if r := run(t, "", toolTimeout, "cp", "-a", src+"/.", mis[0].Dir); r.Code != 0 {
+		t.Fatal(r)
+	}
+	cli := func(args ...string) {
+		t.Helper()
+		full := append(args[:1:1], append([]string{"--state", states[1], "--catalog", url, "--blobs", blobs}, args[1:]...)...)
+		if r := runCLI(t, full...); r.Code != 0 {
+			t.Fatalf("pkgdirfs %s: %s", strings.Join(full, " "), r)
+		}
+	}
+	cli("snapshot", "create", "s1")
+	cli("channel", "set", "prod", "--snapshot", "s1")
+	cli("channel", "set", "apps", "--live", "--query", "'app-misc/*'")
+	fe := mountFSInfo(t, t.TempDir(), "--catalog", url, "--blobs", blobs, "--read-only", "--channel", "prod")
+	paths := []string{
+		filepath.Join(mis[0].Dir, chArea, "prod"),
+		filepath.Join(mis[1].Dir, chArea, "prod"),
+		fe.Dir,
+	}
+	// same waits until the three serve identical, non-empty indexes, and
+	// returns Packages.
+	same := func(what string, ok func(idx []byte) bool) []byte {
+		t.Helper()
+		var got [][]byte
+		if !pollFor(10*time.Second, func() bool {
+			got = got[:0]
+			for _, p := range paths {
+				for _, name := range []string{"Packages", "Packages.gz"} {
+					b, err := os.ReadFile(filepath.Join(p, name))
+					if err != nil {
+						return false
+					}
+					got = append(got, b)
+				}
+			}
+			for i := 2; i < len(got); i++ {
+				if !bytes.Equal(got[i], got[i%2]) {
+					return false
+				}
+			}
+			return ok(got[0])
+		}) {
+			t.Fatalf("%s: the two hosts and the front-end do not serve one index of prod within 10 s", what)
+		}
+		return got[0]
+	}
+	stampOf := func(b []byte) int64 {
+		h, _ := layout.ParseIndex(b)
+		ts, _ := strconv.ParseInt(h["TIMESTAMP"], 10, 64)
+		return ts
+	}
+	first := same("snapshot s1", func(b []byte) bool { _, p := layout.ParseIndex(b); return len(p) > 0 })
+
+	// A live channel follows a commit made on the other host.
+	other := extractFixture(t, "xpak-zstd-multi")
+	dst := filepath.Join(mis[1].Dir, "app-misc/hello/hello-2.10-7.xpak")
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if r := run(t, "", toolTimeout, "cp", filepath.Join(other, "app-misc/hello/hello-2.10-3.xpak"), dst); r.Code != 0 {
+		t.Fatal(r)
+	}
+	apps := filepath.Join(mis[0].Dir, chArea, "apps", "app-misc/hello/hello-2.10-7.xpak")
+	if !pollFor(5*time.Second, func() bool { _, err := os.Stat(apps); return err == nil }) {
+		t.Errorf("a build committed on host 2 is not in host 1's live channel within 5 s")
+	}
+
+	// The move: after it every one serves an index with the new build,
+	// newer than s1's.
+	cli("snapshot", "create", "s2")
+	cli("channel", "set", "prod", "--snapshot", "s2")
+	moved := same("after the move to s2", func(b []byte) bool { return bytes.Contains(b, []byte("PATH: app-misc/hello/hello-2.10-7.xpak")) })
+	if stampOf(moved) <= stampOf(first) {
+		t.Errorf("the moved channel's TIMESTAMP %d is not above s1's %d", stampOf(moved), stampOf(first))
 	}
 }
