@@ -119,14 +119,7 @@ func (r *filteredReader) InstanceIDHigh() (int64, error) {
 	return 0, nil
 }
 
-func (r *filteredReader) Instances() ([]catalog.Instance, error) {
-	var out []catalog.Instance
-	err := r.ForEachInstance(func(inst *catalog.Instance) error {
-		out = append(out, *inst)
-		return nil
-	})
-	return out, err
-}
+func (r *filteredReader) Instances() ([]catalog.Instance, error) { return collect(r.ForEachInstance) }
 
 func (r *filteredReader) ForEachInstance(fn func(inst *catalog.Instance) error) error {
 	if r.all() {
@@ -139,24 +132,14 @@ func (r *filteredReader) ForEachInstanceBelow(cpv string, fn func(inst *catalog.
 	if r.all() {
 		return r.Reader.ForEachInstanceBelow(cpv, packagesOnly(fn))
 	}
-	return r.ForEachIndexed(func(inst *catalog.Instance) error {
-		if inst.CPV >= cpv {
-			return nil
-		}
-		return fn(inst)
-	})
+	return r.ForEachIndexed(below(cpv, fn))
 }
 
 func (r *filteredReader) ForEachInstanceFrom(cpv string, fn func(inst *catalog.Instance) error) error {
 	if r.all() {
 		return r.Reader.ForEachInstanceFrom(cpv, packagesOnly(fn))
 	}
-	return r.ForEachIndexed(func(inst *catalog.Instance) error {
-		if inst.CPV < cpv {
-			return nil
-		}
-		return fn(inst)
-	})
+	return r.ForEachIndexed(from(cpv, fn))
 }
 
 // ForEachIndexed streams the kept builds, a CPV's group at a time.
@@ -306,31 +289,14 @@ func (r *snapshotReader) ForEachInstance(fn func(inst *catalog.Instance) error) 
 }
 
 func (r *snapshotReader) ForEachInstanceBelow(cpv string, fn func(inst *catalog.Instance) error) error {
-	return r.ForEachInstance(func(inst *catalog.Instance) error {
-		if inst.CPV >= cpv {
-			return nil
-		}
-		return fn(inst)
-	})
+	return r.ForEachInstance(below(cpv, fn))
 }
 
 func (r *snapshotReader) ForEachInstanceFrom(cpv string, fn func(inst *catalog.Instance) error) error {
-	return r.ForEachInstance(func(inst *catalog.Instance) error {
-		if inst.CPV < cpv {
-			return nil
-		}
-		return fn(inst)
-	})
+	return r.ForEachInstance(from(cpv, fn))
 }
 
-func (r *snapshotReader) Instances() ([]catalog.Instance, error) {
-	var out []catalog.Instance
-	err := r.ForEachIndexed(func(inst *catalog.Instance) error {
-		out = append(out, *inst)
-		return nil
-	})
-	return out, err
-}
+func (r *snapshotReader) Instances() ([]catalog.Instance, error) { return collect(r.ForEachInstance) }
 
 func (r *snapshotReader) GroupWithMeta(cpv string) ([]catalog.Instance, error) {
 	var out []catalog.Instance
@@ -346,3 +312,33 @@ func (r *snapshotReader) GroupWithMeta(cpv string) ([]catalog.Instance, error) {
 func (r *snapshotReader) Tombstones() ([]catalog.Tombstone, error)             { return nil, nil }
 func (r *snapshotReader) AnyTombstones() (bool, error)                         { return false, nil }
 func (r *snapshotReader) TombstonesOf(cpv string) ([]catalog.Tombstone, error) { return nil, nil }
+
+// below and from narrow a stream to the CPVs before cpv, or from it on: a
+// split load's halves (a view loads in one stream, but offers the reads).
+func below(cpv string, fn func(inst *catalog.Instance) error) func(inst *catalog.Instance) error {
+	return func(inst *catalog.Instance) error {
+		if inst.CPV >= cpv {
+			return nil
+		}
+		return fn(inst)
+	}
+}
+
+func from(cpv string, fn func(inst *catalog.Instance) error) func(inst *catalog.Instance) error {
+	return func(inst *catalog.Instance) error {
+		if inst.CPV < cpv {
+			return nil
+		}
+		return fn(inst)
+	}
+}
+
+// collect gathers a stream.
+func collect(stream func(fn func(inst *catalog.Instance) error) error) ([]catalog.Instance, error) {
+	var out []catalog.Instance
+	err := stream(func(inst *catalog.Instance) error {
+		out = append(out, *inst)
+		return nil
+	})
+	return out, err
+}
