@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"errors"
 	"runtime/debug"
 	"syscall"
 	"time"
@@ -143,6 +144,14 @@ func (d *chanDirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOu
 	gen := uint64(ch.Serial)
 	if d.path == "" && (name == "Packages" || name == "Packages.gz") {
 		idx, err := ch.Index(context.Background())
+		for try := 0; errors.Is(err, view.ErrChannelMoved) && try < 10; try++ {
+			// Moved meanwhile: the version now served.
+			if ch = d.channel(); ch == nil {
+				return nil, syscall.ENOENT
+			}
+			gen = uint64(ch.Serial)
+			idx, err = ch.Index(context.Background())
+		}
 		if err != nil {
 			return nil, d.fs.errno("lookup", view.ChannelsDir+"/"+d.name+"/"+name, err)
 		}

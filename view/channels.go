@@ -53,7 +53,8 @@ type Channel struct {
 	src    catalog.Source
 	record func(name string, ts int64)
 
-	mu sync.Mutex
+	mu     sync.Mutex
+	closed bool // replaced by a newer version, or deleted (close)
 	// idx is the index served, rendered at content generation idxContent,
 	// with TIMESTAMP lastTS at renderedAt; prevTS is the TIMESTAMP served
 	// before it (Settle).
@@ -86,6 +87,15 @@ func (c *Channel) Index(ctx context.Context) (*tree.IndexView, error) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.closed {
+		// A move replaced this version while the caller held it: what it
+		// served last is still its index; never served, the caller asks
+		// for the channel again.
+		if c.idx != nil {
+			return c.idx, nil
+		}
+		return nil, ErrChannelMoved
+	}
 	for attempt := 0; attempt < 50; attempt++ {
 		content := c.Model.ContentGen()
 		if c.idx != nil && c.idxContent == content {
@@ -135,7 +145,7 @@ func (c *Channel) Settle(now time.Time) (bool, error) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.idx == nil || c.lastTS-c.prevTS >= settleSeconds || now.Sub(c.renderedAt) < settleSeconds*time.Second ||
+	if c.closed || c.idx == nil || c.lastTS-c.prevTS >= settleSeconds || now.Sub(c.renderedAt) < settleSeconds*time.Second ||
 		c.Model.ContentGen() != c.idxContent {
 		return false, nil // a pending change renders with a new TIMESTAMP anyway
 	}
@@ -156,8 +166,14 @@ func (c *Channel) Settle(now time.Time) (bool, error) {
 
 // close releases what the version holds; open index views stay readable.
 func (c *Channel) close() {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
 	c.Model.Close()
 }
+
+// ErrChannelMoved: the version asked was replaced before it served an index.
+var ErrChannelMoved = errors.New("channel: moved while asked")
 
 // ChannelInoBase numbers channels' Packages and Packages.gz apart from the
 // mount's (tree.IndexIno) and from every other inode of the mount.
