@@ -101,19 +101,30 @@ func (r *rawFS) Release(_ <-chan struct{}, in *fuse.ReleaseIn) {
 
 func (r *rawFS) Lookup(_ <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
 	st := r.RawFileSystem.Lookup(nil, h, name, out)
-	noIndexCache(out)
+	noEntryCache(out)
 	return st
 }
 
-// noIndexCache keeps the kernel from caching the name Packages or
-// Packages.gz: each generation is an inode of its own (tree.IndexIno), and
-// an open right after a commit must look the name up again to reach the new
-// one. go-fuse cannot say "no caching" (0 means its default), and the least
-// it can say, 1 ns, the kernel rounds up to a jiffy.
-func noIndexCache(out *fuse.EntryOut) {
-	if tree.IsIndexIno(out.Attr.Ino) {
+// noEntryCache keeps the kernel from caching names whose meaning a change
+// replaces with another inode. go-fuse cannot say "no caching" (0 means its
+// default), and the least it can say, 1 ns, the kernel rounds up to a
+// jiffy, in which a stat after the change still finds the old inode.
+//   - Packages and Packages.gz: each generation is an inode of its own
+//     (tree.IndexIno), and an open right after a commit must reach the new
+//     one.
+//   - A file whose node asked for the least timeout (1 ns: a client's
+//     scratch file, a channel's build): a scratch file renamed onto a flat
+//     package name moves its dentry there, where the name is then a
+//     symlink, and only a lookup the kernel cannot skip shows that as soon
+//     as the rename returns (CI: Portage's inject lstat'ed the flat name and
+//     saw a regular file).
+func noEntryCache(out *fuse.EntryOut) {
+	switch {
+	case tree.IsIndexIno(out.Attr.Ino):
 		out.EntryValid, out.EntryValidNsec = 0, 0
 		out.AttrValid, out.AttrValidNsec = 0, 0
+	case out.EntryValid == 0 && out.EntryValidNsec == 1 && out.Attr.Mode&syscall.S_IFMT == syscall.S_IFREG:
+		out.EntryValidNsec = 0
 	}
 }
 
@@ -126,7 +137,9 @@ func (r *rawFS) SetAttr(_ <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut
 }
 
 func (r *rawFS) Mknod(_ <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
-	return r.RawFileSystem.Mknod(nil, in, name, out)
+	st := r.RawFileSystem.Mknod(nil, in, name, out)
+	noEntryCache(out)
+	return st
 }
 
 func (r *rawFS) Mkdir(_ <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
@@ -146,7 +159,9 @@ func (r *rawFS) Rename(_ <-chan struct{}, in *fuse.RenameIn, oldName, newName st
 }
 
 func (r *rawFS) Link(_ <-chan struct{}, in *fuse.LinkIn, name string, out *fuse.EntryOut) fuse.Status {
-	return r.RawFileSystem.Link(nil, in, name, out)
+	st := r.RawFileSystem.Link(nil, in, name, out)
+	noEntryCache(out)
+	return st
 }
 
 func (r *rawFS) Symlink(_ <-chan struct{}, h *fuse.InHeader, target, name string, out *fuse.EntryOut) fuse.Status {
@@ -167,7 +182,7 @@ func (r *rawFS) GetXAttr(_ <-chan struct{}, h *fuse.InHeader, attr string, dest 
 
 func (r *rawFS) Create(_ <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
 	st := r.RawFileSystem.Create(nil, in, name, out)
-	noIndexCache(&out.EntryOut)
+	noEntryCache(&out.EntryOut)
 	return st
 }
 
