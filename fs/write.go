@@ -601,10 +601,12 @@ func (h *stagingHandle) Release(ctx context.Context) syscall.Errno {
 			os.Remove(p)
 		} else if fileExists(p) {
 			if kept, err := n.fs.commit.Quarantine(view.RecoveredDir, p, n.name, false); err == nil {
-				n.fs.log.Warn("kept the bytes of a package write that was never committed", "path", n.name, "kept", kept)
 				// The name the kernel still holds from the create shows
 				// nothing now; the quarantine's new directories are there.
-				n.fs.changed(context.Background(), append(withParents(kept), n.name)...)
+				// Told before it is said: whoever reads the log then sees
+				// the bytes where it says.
+				n.fs.changedWait(context.Background(), n.fs.model.Seq(), nil, append(withParents(kept), n.name)...)
+				n.fs.log.Warn("kept the bytes of a package write that was never committed", "path", n.name, "kept", kept)
 			} else {
 				n.fs.log.Error("keeping the bytes of a package write that was never committed", "path", n.name, "from", p, "err", err)
 			}
