@@ -287,9 +287,16 @@ func TestStateEmptyMountOverPackages(t *testing.T) {
 		if r := run(t, "", mountTimeout, binPath, append(args, pkgdir)...); r.Code != 0 {
 			t.Fatalf("%s: %s", what, r)
 		}
+		pids := daemonPIDs(pkgdir)
 		return func() {
 			if r := run(t, "", toolTimeout, "umount", pkgdir); r.Code != 0 {
 				t.Errorf("umount %s: %s", pkgdir, r)
+			}
+			// The daemon writes the index cache into the state as it
+			// exits: it must be gone before the state is (TempDir's
+			// cleanup once found the state "not empty").
+			for _, pid := range pids {
+				waitPIDFileGone(t, pid)
 			}
 			checkDaemonLog(t, mi)
 		}
