@@ -174,20 +174,7 @@ func TestQueryPlans(t *testing.T) {
 		{"BuildIDTaken", qBuildIDTaken, []any{"a/b-1", 1}, []string{"instances_cpv_build (cpv=? AND build_id=?)"}},
 		{"NextBuildID", qNextBuildID, []any{"a/b-1"}, []string{"instances_cpv_build (cpv=?)"}},
 	} {
-		rows, err := db.ro.Query("EXPLAIN QUERY PLAN "+c.query, c.args...)
-		if err != nil {
-			t.Fatalf("%s: %v", c.name, err)
-		}
-		var plan []string
-		for rows.Next() {
-			var id, parent, notused int
-			var detail string
-			if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
-				t.Fatal(err)
-			}
-			plan = append(plan, detail)
-		}
-		rows.Close()
+		plan := queryPlan(t, db, c.name, c.query, c.args...)
 		all := strings.Join(plan, "; ")
 		for _, w := range c.want {
 			if !strings.Contains(all, w) {
@@ -224,6 +211,29 @@ func TestCheckReportsProblems(t *testing.T) {
 
 func openState(dir string) (*testDB, error) { return openAt(catalogPath(dir)) }
 
+// queryPlan is SQLite's EXPLAIN QUERY PLAN of query, a line a step.
+func queryPlan(t *testing.T, db *testDB, name, query string, args ...any) []string {
+	t.Helper()
+	rows, err := db.ro.Query("EXPLAIN QUERY PLAN "+query, args...)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, notused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return plan
+}
+
 // TestScopePlans: a query's scopes read along the (category, pn) index,
 // not the whole table.
 func TestScopePlans(t *testing.T) {
@@ -233,18 +243,7 @@ func TestScopePlans(t *testing.T) {
 		query string
 		args  []any
 	}{{qInCategory, []any{"a"}}, {qInPackage, []any{"a", "b"}}} {
-		rows, err := db.ro.Query("EXPLAIN QUERY PLAN "+q.query, q.args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var plan []string
-		for rows.Next() {
-			var id, parent, notused int
-			var detail string
-			rows.Scan(&id, &parent, &notused, &detail)
-			plan = append(plan, detail)
-		}
-		rows.Close()
+		plan := queryPlan(t, db, q.query, q.query, q.args...)
 		if all := strings.Join(plan, "; "); !strings.Contains(all, "SEARCH instances USING INDEX instances_category_pn") {
 			t.Errorf("plan of %q: %s", q.query, all)
 		}
@@ -308,20 +307,7 @@ func TestSnapshotPlans(t *testing.T) {
 		{"MembersHeld", qMembersHeld, []any{1, 1}, true},
 		{"ReleaseHeld", qReleaseHeld, []any{1}, false},
 	} {
-		rows, err := db.ro.Query("EXPLAIN QUERY PLAN "+c.query, c.args...)
-		if err != nil {
-			t.Fatalf("%s: %v", c.name, err)
-		}
-		var plan []string
-		for rows.Next() {
-			var id, parent, notused int
-			var detail string
-			if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
-				t.Fatal(err)
-			}
-			plan = append(plan, detail)
-		}
-		rows.Close()
+		plan := queryPlan(t, db, c.name, c.query, c.args...)
 		for _, line := range plan {
 			if strings.Contains(line, "TEMP B-TREE") && !c.sortOK ||
 				strings.HasPrefix(line, "SCAN") && !strings.Contains(line, "INDEX") && !strings.HasPrefix(line, "SCAN (subquery") {
